@@ -1,0 +1,289 @@
+"""Stepworks settings: one module, every value read from the environment.
+
+Embedded defaults (no variable set) give a laptop install: SQLite in WAL mode under
+STEPWORKS_DATA_DIR, dramatiq's in-process broker, artifacts in a folder. DATABASE_URL,
+BROKER_URL and STEPWORKS_ARTIFACTS_BACKEND scale it out. Every variable is listed in the
+README's configuration table.
+"""
+
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+DEBUG = env.bool("DEBUG", default=False)
+
+# A relative data folder resolves against the project folder, never the current directory.
+DATA_DIR = Path(env.str("STEPWORKS_DATA_DIR", default="var"))
+if not DATA_DIR.is_absolute():
+    DATA_DIR = BASE_DIR / DATA_DIR
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+DATABASE_URL = env.str("DATABASE_URL", default="")
+BROKER_URL = env.str("BROKER_URL", default="")
+
+
+def _local_secret_key(data_dir: Path) -> str:
+    """Read the laptop's secret key, creating it once (O_EXCL: two processes agree on one)."""
+    path = data_dir / "secret_key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_text().strip()
+        if key:
+            return key
+        raise ImproperlyConfigured(f"{path} is empty; delete it to generate a new key") from None
+    with os.fdopen(fd, "w") as handle:
+        key = secrets.token_urlsafe(50)
+        handle.write(key)
+    return key
+
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if DATABASE_URL and not DEBUG:
+        # A shared database means a deployment: its key must be set, not invented per machine.
+        raise ImproperlyConfigured("SECRET_KEY must be set when DATABASE_URL is set")
+    SECRET_KEY = _local_secret_key(DATA_DIR)
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# django_dramatiq first: an actor imported before it would bind to dramatiq's default broker.
+INSTALLED_APPS = [
+    "django_dramatiq",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_htmx",
+    "template_partials",
+    "pipelines_app",
+    "runs_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database ---------------------------------------------------------------------------
+if DATABASE_URL:
+    DATABASES = {"default": env.db_url("DATABASE_URL")}
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "stepworks.sqlite3",
+            "OPTIONS": {
+                # IMMEDIATE takes the write lock at BEGIN, so two writers queue on the busy
+                # timeout instead of failing with "database is locked" on upgrade.
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+            # The in-memory test database fails with "table is locked" once a worker thread
+            # writes; a file in a temp folder does not.
+            "TEST": {"NAME": str(Path(tempfile.gettempdir()) / f"stepworks-test-{os.getpid()}.db")},
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "pipelines:home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+# --- static files and artifacts -----------------------------------------------------------
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "static"
+
+ARTIFACTS_BACKEND = env.str("STEPWORKS_ARTIFACTS_BACKEND", default="filesystem")
+ARTIFACTS_ROOT = DATA_DIR / "artifacts"
+if ARTIFACTS_BACKEND == "filesystem":
+    _artifact_storage = {
+        "BACKEND": "runs_app.artifacts.AtomicFileSystemStorage",
+        "OPTIONS": {"location": str(ARTIFACTS_ROOT)},
+    }
+elif ARTIFACTS_BACKEND == "s3":
+    _artifact_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env.str("STEPWORKS_S3_BUCKET"),
+            "endpoint_url": env.str("STEPWORKS_S3_ENDPOINT_URL", default=None),
+            "access_key": env.str("AWS_ACCESS_KEY_ID", default=None),
+            "secret_key": env.str("AWS_SECRET_ACCESS_KEY", default=None),
+            "location": env.str("STEPWORKS_S3_PREFIX", default="artifacts"),
+            "file_overwrite": False,
+        },
+    }
+else:
+    raise ImproperlyConfigured(
+        f"STEPWORKS_ARTIFACTS_BACKEND must be 'filesystem' or 's3', not {ARTIFACTS_BACKEND!r}"
+    )
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "artifacts": _artifact_storage,
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+MEDIA_ROOT = DATA_DIR / "media"
+
+# Uploads over this size are refused before the body is read.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("STEPWORKS_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+
+# --- security -------------------------------------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+HTTPS = env.bool("STEPWORKS_HTTPS", default=False)
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = HTTPS and env.bool("SECURE_SSL_REDIRECT", default=True)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if HTTPS else None
+
+# --- REST framework -------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    # Token first, so an anonymous API call gets 401 with a WWW-Authenticate header.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "pipelines_app.errors.api_exception_handler",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Stepworks API",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- dramatiq -------------------------------------------------------------------------------
+# Redis' consumer backs off to this idle poll (ms); low, so the first message after a pause
+# is not held back. rundramatiq passes the environment on to its worker processes.
+os.environ.setdefault("dramatiq_worker_timeout", "100")
+
+QUEUE_PREFIX = env.str("STEPWORKS_QUEUE_PREFIX", default="stepworks")
+_dramatiq_middleware = [
+    "dramatiq.middleware.AgeLimit",
+    "dramatiq.middleware.TimeLimit",
+    "dramatiq.middleware.Retries",
+    "django_dramatiq.middleware.DbConnectionsMiddleware",
+]
+if BROKER_URL.startswith(("redis://", "rediss://")):
+    DRAMATIQ_BROKER = {
+        "BROKER": "dramatiq.brokers.redis.RedisBroker",
+        "OPTIONS": {"url": BROKER_URL, "namespace": QUEUE_PREFIX},
+        "MIDDLEWARE": _dramatiq_middleware,
+    }
+elif BROKER_URL.startswith(("amqp://", "amqps://")):
+    DRAMATIQ_BROKER = {
+        "BROKER": "dramatiq.brokers.rabbitmq.RabbitmqBroker",
+        "OPTIONS": {"url": BROKER_URL},
+        "MIDDLEWARE": _dramatiq_middleware,
+    }
+elif BROKER_URL:
+    raise ImproperlyConfigured("BROKER_URL must start with redis:// or amqp://")
+else:
+    # Embedded: an in-process broker; worker threads in the serving process consume it.
+    DRAMATIQ_BROKER = {
+        "BROKER": "dramatiq.brokers.stub.StubBroker",
+        "OPTIONS": {},
+        "MIDDLEWARE": _dramatiq_middleware,
+    }
+DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
+
+# --- engine intervals and limits (tests shorten them) -----------------------------------------
+STEPWORKS = {
+    "HEARTBEAT_S": env.float("STEPWORKS_HEARTBEAT_S", default=2.0),
+    "LEASE_S": env.float("STEPWORKS_LEASE_S", default=15.0),
+    "REAPER_S": env.float("STEPWORKS_REAPER_S", default=5.0),
+    "EMBEDDED_POLL_S": env.float("STEPWORKS_EMBEDDED_POLL_S", default=0.2),
+    "EMBEDDED_WORKERS": env.int("STEPWORKS_EMBEDDED_WORKERS", default=2),
+    "STEP_TIMEOUT_S": env.float("STEPWORKS_STEP_TIMEOUT_S", default=3600.0),
+    "MAX_ATTEMPTS": env.int("STEPWORKS_MAX_ATTEMPTS", default=3),
+    "LOG_MAX_BYTES": env.int("STEPWORKS_LOG_MAX_BYTES", default=10 * 1024 * 1024),
+    "SWEEP_MAX_RUNS": env.int("STEPWORKS_SWEEP_MAX_RUNS", default=1000),
+    "MAX_SOURCE_BYTES": env.int("STEPWORKS_MAX_SOURCE_BYTES", default=5 * 1024 * 1024),
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}

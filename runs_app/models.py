@@ -1,0 +1,342 @@
+"""Run time: runs, step runs, their events, logs and metrics, artifacts, sweeps.
+
+Status fields are written by runs_app/scheduler.py alone, one conditional UPDATE per
+transition, each with an Event row. Artifacts are immutable.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from pipelines_app.models import ModuleVersion, PipelineVersion, Workspace
+
+
+class RunStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELED = "canceled", "Canceled"
+
+
+RUN_TERMINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELED)
+
+
+class StepStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    FOLLOWING = "following", "Following an identical step"
+    SUCCEEDED = "succeeded", "Succeeded"
+    REUSED = "reused", "Reused"
+    FAILED = "failed", "Failed"
+    CANCELED = "canceled", "Canceled"
+
+
+STEP_TERMINAL = (StepStatus.SUCCEEDED, StepStatus.REUSED, StepStatus.FAILED, StepStatus.CANCELED)
+STEP_DONE_OK = (StepStatus.SUCCEEDED, StepStatus.REUSED)
+
+
+class FailureReason(models.TextChoices):
+    """Why a step or run failed: a closed set. `canceled` is a status, never a reason."""
+
+    USER_ERROR = "user_error", "The step's code raised"
+    TIMEOUT = "timeout", "Time limit exceeded"
+    WORKER_LOST = "worker_lost", "The worker was lost"
+    WORKER_LOST_REPEATEDLY = "worker_lost_repeatedly", "The worker was lost on every attempt"
+    PROCESS_DIED = "process_died", "The step's process died"
+    OUTPUT_INVALID = "output_invalid", "Undeclared, missing or unserialisable output"
+    STORAGE_FULL = "storage_full", "Storage full"
+    DEPENDENCY_FAILED = "dependency_failed", "An upstream step failed"
+    RUNTIME_MISMATCH = "runtime_mismatch", "No worker has this step's runtime"
+    INTERNAL_ERROR = "internal_error", "Internal error"
+
+
+class ArtifactKind(models.TextChoices):
+    FILE = "file", "File"
+    DIRECTORY = "directory", "Directory"
+
+
+class Artifact(models.Model):
+    """Content-addressed bytes. A directory's bytes are its JSON manifest of files.
+
+    The bytes are stored once per sha256 (storage name derives from it); the row is per
+    workspace, so every read stays scoped.
+    """
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="artifacts")
+    sha256 = models.CharField(max_length=64)
+    size = models.BigIntegerField()
+    media_type = models.CharField(max_length=100)
+    kind = models.CharField(max_length=10, choices=ArtifactKind.choices, default=ArtifactKind.FILE)
+    storage_name = models.CharField(max_length=300)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "sha256", "media_type", "kind"], name="artifact_unique"
+            ),
+            models.CheckConstraint(condition=Q(size__gte=0), name="artifact_size_nonnegative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.sha256[:12]} ({self.media_type})"
+
+
+class Sweep(models.Model):
+    """A base pipeline version, axes of variants, and replicates; expands into runs.
+
+    `axes` is {step: [{"label", "module"?, "params"?}, ...]}; `seed_params` names the
+    `step.param`s replicate r sets to r. Axes are append-only once started.
+    """
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="sweeps")
+    name = models.CharField(max_length=200)
+    base_version = models.ForeignKey(
+        PipelineVersion, on_delete=models.PROTECT, related_name="sweeps"
+    )
+    axes = models.JSONField(default=dict)
+    replicates = models.PositiveIntegerField(default=1)
+    seed_params = models.JSONField(default=list)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(replicates__gte=1), name="sweep_replicates_positive")
+        ]
+        indexes = [models.Index(fields=["workspace", "-created_at"], name="sweep_recent_idx")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PipelineRun(models.Model):
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="runs")
+    pipeline_version = models.ForeignKey(
+        PipelineVersion, on_delete=models.PROTECT, related_name="runs"
+    )
+    status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.PENDING)
+    # {"step.param": value}; applied over the version's params when the run starts.
+    param_overrides = models.JSONField(default=dict, blank=True)
+    reuse = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    failure_reason = models.CharField(max_length=30, choices=FailureReason.choices, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    cloned_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="clones"
+    )
+    rerun_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns"
+    )
+    sweep = models.ForeignKey(
+        Sweep, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
+    # In a sweep: {step: variant label, "replicate": r}.
+    variant = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=RunStatus.values), name="run_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(failure_reason="") | Q(status=RunStatus.FAILED),
+                name="run_reason_only_when_failed",
+            ),
+        ]
+        indexes = [
+            # the runs list and the workspace home ("recent runs", "running now")
+            models.Index(fields=["workspace", "-created_at"], name="run_recent_idx"),
+            models.Index(fields=["workspace", "status"], name="run_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.pk}"
+
+
+class StepRun(models.Model):
+    """One step of one run; an attempt counter is the fencing token of each claim."""
+
+    # Denormalised from run: the leader constraint below cannot join.
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    run = models.ForeignKey(PipelineRun, on_delete=models.CASCADE, related_name="steps")
+    name = models.CharField(max_length=100)
+    position = models.PositiveIntegerField()
+    module_version = models.ForeignKey(
+        ModuleVersion, on_delete=models.PROTECT, related_name="step_runs"
+    )
+    params = models.JSONField(default=dict)
+    status = models.CharField(max_length=10, choices=StepStatus.choices, default=StepStatus.PENDING)
+    reuse_allowed = models.BooleanField(default=True)
+    attempt = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=3)
+    timeout_s = models.FloatField(default=3600.0)
+    cache_key = models.CharField(max_length=64, blank=True)
+    # The parts hashed into cache_key, kept so a person can see why a step was (not) reused.
+    key_parts = models.JSONField(default=dict, blank=True)
+    reused_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reused_by"
+    )
+    following = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="followers"
+    )
+    failure_reason = models.CharField(max_length=30, choices=FailureReason.choices, blank=True)
+    failure_message = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "name"], name="step_name_unique_in_run"),
+            # In-flight dedup: one leader per key. Queuing a second identical step raises
+            # IntegrityError, and the scheduler makes it follow the leader instead.
+            models.UniqueConstraint(
+                fields=["workspace", "cache_key"],
+                condition=Q(status__in=["queued", "running"], reuse_allowed=True),
+                name="one_leader_per_cache_key",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=StepStatus.values), name="step_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=(Q(status="failed") & ~Q(failure_reason=""))
+                | (~Q(status="failed") & Q(failure_reason="")),
+                name="step_reason_iff_failed",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="following") | Q(following__isnull=False),
+                name="step_following_has_leader",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="reused") | Q(reused_from__isnull=False),
+                name="step_reused_has_source",
+            ),
+            models.CheckConstraint(condition=Q(max_attempts__gte=1), name="step_max_attempts"),
+        ]
+        indexes = [
+            # reuse lookup: a succeeded step with this key in the workspace
+            models.Index(fields=["workspace", "cache_key", "status"], name="step_key_idx"),
+            # the reaper: queued steps nobody claimed, running steps whose lease expired
+            models.Index(fields=["status", "lease_expires_at"], name="step_reaper_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} of run {self.run_id}"
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class StepInput(models.Model):
+    """An artifact a step read, by input name (pinned when the step is keyed)."""
+
+    step = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="inputs")
+    name = models.CharField(max_length=100)
+    artifact = models.ForeignKey(Artifact, on_delete=models.PROTECT, related_name="consumers")
+
+    class Meta:
+        ordering = ["step", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["step", "name"], name="step_input_unique")
+        ]
+
+
+class StepOutput(models.Model):
+    """An artifact a step produced (or, when reused, linked from its source)."""
+
+    step = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="outputs")
+    name = models.CharField(max_length=100)
+    artifact = models.ForeignKey(Artifact, on_delete=models.PROTECT, related_name="producers")
+
+    class Meta:
+        ordering = ["step", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["step", "name"], name="step_output_unique")
+        ]
+
+
+class Event(models.Model):
+    """One status change of a run (step null) or a step: the timeline and audit trail."""
+
+    run = models.ForeignKey(PipelineRun, on_delete=models.CASCADE, related_name="events")
+    step = models.ForeignKey(
+        StepRun, null=True, blank=True, on_delete=models.CASCADE, related_name="events"
+    )
+    old_status = models.CharField(max_length=10, blank=True)
+    new_status = models.CharField(max_length=10)
+    reason = models.CharField(max_length=30, blank=True)
+    message = models.TextField(blank=True)
+    attempt = models.PositiveIntegerField(default=0)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["run", "at"], name="event_run_idx")]
+
+
+class Metric(models.Model):
+    step = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="metrics")
+    name = models.CharField(max_length=200)
+    value = models.FloatField()
+    index = models.IntegerField(null=True, blank=True)  # a series' step number
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["step", "name", "index", "id"]
+        indexes = [models.Index(fields=["name", "step"], name="metric_name_idx")]
+
+
+class StepLog(models.Model):
+    """A chunk of a step attempt's stdout/stderr, appended while it runs."""
+
+    step = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="logs")
+    attempt = models.PositiveIntegerField()
+    offset = models.BigIntegerField()
+    text = models.TextField()
+
+    class Meta:
+        ordering = ["step", "attempt", "offset"]
+        constraints = [
+            models.UniqueConstraint(fields=["step", "attempt", "offset"], name="step_log_unique")
+        ]
+
+
+class WorkerHeartbeat(models.Model):
+    """A worker process, alive while last_seen is fresh."""
+
+    host = models.CharField(max_length=200)
+    pid = models.IntegerField()
+    runtime = models.CharField(max_length=64)
+    started_at = models.DateTimeField(auto_now_add=True)
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["host", "pid"], name="worker_unique")
+        ]
+        indexes = [models.Index(fields=["last_seen"], name="worker_seen_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.pid}"
