@@ -13,7 +13,7 @@ from pipelines_app.models import Membership, Role, Workspace
 
 
 @pytest.fixture(autouse=True)
-def _artifact_root(settings: Any, tmp_path: Any) -> None:  # noqa: PT004
+def _artifact_root(settings: Any, tmp_path: Any) -> None:
     """Each test writes artifacts into its own folder."""
     root = tmp_path / "artifacts"
     settings.STORAGES = {
@@ -24,6 +24,25 @@ def _artifact_root(settings: Any, tmp_path: Any) -> None:  # noqa: PT004
         },
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }  # Django's setting_changed signal resets the storage handler, before and after
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings: Any) -> None:
+    """PBKDF2 at a million rounds costs half a second a user; tests need no strength."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _fast_intervals(settings: Any) -> None:
+    """Every interval is a setting; tests shorten them so recovery is seen in seconds."""
+    settings.STEPWORKS = {
+        **settings.STEPWORKS,
+        "HEARTBEAT_S": 0.2,
+        "LEASE_S": 1.0,
+        "REAPER_S": 0.5,
+        "EMBEDDED_POLL_S": 0.1,
+        "STEP_TIMEOUT_S": 60.0,
+    }
 
 
 @dataclass
@@ -50,3 +69,15 @@ def world(db: None) -> World:
     Membership.objects.create(user=viewer, workspace=workspace, role=Role.VIEWER)
     Membership.objects.create(user=stranger, workspace=other, role=Role.OWNER)
     return World(workspace, other, owner, editor, viewer, stranger)
+
+
+@pytest.fixture
+def embedded_workers(transactional_db: None) -> Any:
+    """Two embedded worker threads with their zygotes, heartbeat, reaper and dispatcher;
+    stopped before the test ends (a worker thread must not outlive its test database)."""
+    from runs_app.dispatch import EmbeddedWorkers
+
+    workers = EmbeddedWorkers(threads=2)
+    workers.start()
+    yield workers
+    workers.stop()

@@ -1,0 +1,28 @@
+"""manage.py create_workspace SLUG --name NAME --owner USERNAME"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from pipelines_app.errors import DomainError
+from pipelines_app.management import rejected, user_named
+from pipelines_app.services import workspace_create
+
+
+class Command(BaseCommand):
+    help = "Create a workspace with an existing user as its owner."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("slug", help="the workspace's slug, used in URLs")
+        parser.add_argument("--name", required=True, help="display name")
+        parser.add_argument("--owner", required=True, help="username of its first owner")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        owner = user_named(options["owner"])
+        try:
+            workspace = workspace_create(options["slug"], options["name"], owner)
+        except DomainError as exc:
+            raise rejected(exc) from exc
+        self.stdout.write(workspace.slug)

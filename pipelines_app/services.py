@@ -1,0 +1,435 @@
+"""Design-time writes: workspaces, members, module, pipeline and dataset versions.
+
+Each function is one `transaction.atomic()`; slow work (reading files, inspecting code,
+hashing, storing bytes) happens before it. A rejected call raises DomainError and writes
+nothing. Versions are only ever created, never updated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from pipelines_app.errors import DomainError
+from pipelines_app.interfaces import inspect_module
+from pipelines_app.models import (
+    Dataset,
+    DatasetVersion,
+    InterfaceSource,
+    Membership,
+    Module,
+    ModuleVersion,
+    Pipeline,
+    PipelineStep,
+    PipelineVersion,
+    Role,
+    Workspace,
+)
+from pipelines_app.specs import (
+    NAME_RE,
+    Catalogue,
+    ModuleInfo,
+    editable_spec,
+    parse_spec,
+    referenced_names,
+    render_spec_yaml,
+    resolve_spec,
+)
+from runs_app.artifacts import artifact_store_bytes
+
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")  # Workspace.slug: in every URL
+SLUG_HELP = "lowercase letters, digits and '-', up to 64, starting with a letter or digit"
+
+
+def _check_name(name: Any, what: str) -> None:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise DomainError(
+            "invalid_name",
+            f"{name!r} is not a valid {what} name.",
+            {"name": ["lowercase letters, digits, '_' and '-', starting with a letter or digit"]},
+        )
+
+
+# --- workspaces and members -------------------------------------------------------------------
+
+
+def workspace_create(slug: str, name: str, owner: Any) -> Workspace:
+    """A new workspace with `owner` as its first owner."""
+    if not isinstance(slug, str) or not SLUG_RE.match(slug):
+        raise DomainError("invalid_name", f"{slug!r} is not a valid slug.", {"slug": [SLUG_HELP]})
+    if not isinstance(name, str) or not name.strip():
+        raise DomainError("invalid_name", "A workspace needs a name.", {"name": ["required"]})
+    with transaction.atomic():
+        try:
+            with transaction.atomic():  # a savepoint: only the slug's uniqueness is caught
+                workspace = Workspace.objects.create(slug=slug, name=name.strip())
+        except IntegrityError:
+            raise DomainError(
+                "conflict",
+                f"A workspace with slug {slug!r} already exists.",
+                {"slug": ["already taken"]},
+                status_code=409,
+            ) from None
+        Membership.objects.create(user=owner, workspace=workspace, role=Role.OWNER)
+    return workspace
+
+
+def membership_set(workspace: Workspace, user: Any, role: str | None) -> Membership | None:
+    """Give `user` `role` in the workspace (None removes them); the last owner stays."""
+    if role is not None and role not in Role.values:
+        raise DomainError(
+            "invalid_role",
+            f"{role!r} is not a role.",
+            {"role": [f"one of {', '.join(Role.values)}"]},
+        )
+    with transaction.atomic():
+        # Locking the workspace row serialises concurrent demotions of different owners.
+        Workspace.objects.select_for_update().get(pk=workspace.pk)
+        current = Membership.objects.filter(workspace=workspace, user=user).first()
+        if current is not None and current.role == Role.OWNER and role != Role.OWNER:
+            owners = Membership.objects.filter(workspace=workspace, role=Role.OWNER).count()
+            if owners <= 1:
+                raise DomainError(
+                    "last_owner",
+                    "A workspace keeps at least one owner: make someone else owner first.",
+                    {"role": ["this is the workspace's last owner"]},
+                    status_code=409,
+                )
+        if role is None:
+            if current is not None:
+                current.delete()
+            return None
+        if current is None:
+            return Membership.objects.create(workspace=workspace, user=user, role=role)
+        if current.role != role:
+            current.role = role
+            current.save(update_fields=["role"])
+        return current
+
+
+# --- modules ----------------------------------------------------------------------------------
+
+
+def module_code_digest(files: Mapping[str, str], entrypoint: str) -> str:
+    """sha256 over sorted `relpath\\0sha256(bytes)` lines plus `entrypoint\\0<entrypoint>`."""
+    lines = sorted(
+        f"{path}\0{hashlib.sha256(text.encode('utf-8')).hexdigest()}"
+        for path, text in files.items()
+    )
+    lines.append(f"entrypoint\0{entrypoint}")
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
+
+def _check_source_size(files: Any) -> None:
+    if not isinstance(files, Mapping):
+        return  # inspection names the problem
+    limit = settings.STEPWORKS["MAX_SOURCE_BYTES"]
+    size = sum(
+        len(text.encode("utf-8", "surrogateescape"))
+        for text in files.values()
+        if isinstance(text, str)
+    )
+    if size > limit:
+        raise DomainError(
+            "invalid_module",
+            "The module's files are too large.",
+            {"files": [f"{size} bytes of source; the limit is {limit}"]},
+        )
+
+
+def _locked_line(model: type[Any], workspace: Workspace, name: str, user: Any) -> Any:
+    """The Module/Pipeline/Dataset row `name`, created on first push, locked (in a transaction).
+
+    The lock serialises concurrent pushes to one line on Postgres, so numbers stay gapless.
+    """
+    defaults = {"created_by": user} if hasattr(model, "created_by") else {}
+    lines = model.objects.select_for_update()
+    return lines.get_or_create(workspace=workspace, name=name, defaults=defaults)[0]
+
+
+def module_version_create(
+    workspace: Workspace,
+    module_name: str,
+    files: dict[str, str],
+    entrypoint: str,
+    message: str = "",
+    interface: dict[str, Any] | None = None,
+    user: Any = None,
+    parent: ModuleVersion | None = None,
+) -> ModuleVersion:
+    """Push a new version of a module (the module is created on its first push).
+
+    Its number is the module's previous highest + 1 and its parent defaults to that latest
+    version. If the latest version has the same code digest and the same interface, it is
+    returned unchanged and nothing is written: pushing the same code twice is a no-op.
+    """
+    _check_name(module_name, "module")
+    _check_source_size(files)
+    inspection = inspect_module(files, entrypoint, interface)  # raises before any write
+    digest = module_code_digest(files, entrypoint)
+    stored_interface = inspection.as_interface()
+    with transaction.atomic():
+        module = _locked_line(Module, workspace, module_name, user)
+        latest = module.versions.order_by("-number").first()
+        if latest and latest.code_digest == digest and latest.interface == stored_interface:
+            return latest
+        if parent is not None and parent.module_id != module.pk:
+            raise DomainError(
+                "invalid_module",
+                "A version's parent must be a version of the same module.",
+                {"parent": [f"{parent} is not a version of {module_name}"]},
+            )
+        return ModuleVersion.objects.create(
+            module=module,
+            number=latest.number + 1 if latest else 1,
+            parent=parent or latest,
+            message=message,
+            entrypoint=entrypoint,
+            files=dict(sorted(files.items())),
+            code_digest=digest,
+            interface=stored_interface,
+            interface_source=(
+                InterfaceSource.INFERRED if interface is None else InterfaceSource.EXPLICIT
+            ),
+            imports=inspection.imports,
+            warnings=inspection.warnings,
+            created_by=user,
+        )
+
+
+def _source_paths(root: Path) -> list[Path]:
+    """Files under a module folder, leaving out caches and dotfiles (.git, .venv, ...)."""
+    return sorted(
+        path
+        for path in root.rglob("*")
+        if not any(
+            part.startswith(".") or part == "__pycache__" for part in path.relative_to(root).parts
+        )
+        and (path.is_file() or path.is_symlink())
+    )
+
+
+def _read_sources(path: Path) -> dict[str, str]:
+    """{relative path: text} of a module folder or single file, within MAX_SOURCE_BYTES.
+
+    Bytes that are not UTF-8 are kept (surrogateescape), so inspection names the file.
+    """
+    limit = settings.STEPWORKS["MAX_SOURCE_BYTES"]
+    if not path.exists():
+        raise DomainError(
+            "invalid_module", f"{path} does not exist.", {"path": ["no such file or folder"]}
+        )
+    paths = [path] if path.is_file() else _source_paths(path)
+    base = path.parent if path.is_file() else path
+    fields: dict[str, list[str]] = {}
+    for source in paths:
+        if source.is_symlink():
+            fields[f"files.{source.relative_to(base).as_posix()}"] = ["symlinks are not followed"]
+    size = sum(p.stat().st_size for p in paths if not p.is_symlink())
+    if size > limit:
+        fields["files"] = [f"{size} bytes of source; the limit is {limit}"]
+    if fields:
+        raise DomainError("invalid_module", "The module's files cannot be read.", fields)
+    return {
+        p.relative_to(base).as_posix(): p.read_bytes().decode("utf-8", "surrogateescape")
+        for p in paths
+    }
+
+
+def module_version_create_from_dir(
+    workspace: Workspace,
+    module_name: str,
+    path: str | Path,
+    entrypoint: str,
+    message: str = "",
+    interface: dict[str, Any] | None = None,
+    user: Any = None,
+    parent: ModuleVersion | None = None,
+) -> ModuleVersion:
+    """module_version_create with the files of a folder (or one file) on this machine."""
+    files = _read_sources(Path(path))
+    return module_version_create(
+        workspace, module_name, files, entrypoint, message, interface, user, parent
+    )
+
+
+# --- pipelines --------------------------------------------------------------------------------
+
+
+def _catalogue(workspace: Workspace, parsed: Any) -> Catalogue:
+    """The module and dataset versions a spec mentions, in two queries."""
+    module_names, dataset_names = referenced_names(parsed)
+    modules: dict[str, dict[int, ModuleInfo]] = {}
+    rows = ModuleVersion.objects.filter(
+        module__workspace=workspace, module__name__in=module_names
+    ).values_list("module__name", "number", "id", "interface")
+    for name, number, pk, interface in rows:
+        modules.setdefault(name, {})[number] = ModuleInfo(pk, interface)
+    datasets: dict[str, dict[int, int]] = {}
+    dataset_rows = DatasetVersion.objects.filter(
+        dataset__workspace=workspace, dataset__name__in=dataset_names
+    ).values_list("dataset__name", "number", "id")
+    for name, number, pk in dataset_rows:
+        datasets.setdefault(name, {})[number] = pk
+    return Catalogue(modules, datasets)
+
+
+def pipeline_version_create(
+    workspace: Workspace,
+    pipeline_name: str,
+    spec: str | dict[str, Any],
+    message: str = "",
+    user: Any = None,
+    parent: PipelineVersion | None = None,
+) -> PipelineVersion:
+    """Validate a spec against the workspace and store it as the pipeline's next version.
+
+    The pipeline is created on its first push; the parent defaults to the latest version.
+    If the latest version has the same resolved spec (digest), it is returned unchanged.
+    """
+    _check_name(pipeline_name, "pipeline")
+    parsed = parse_spec(spec)
+    resolved = resolve_spec(parsed, _catalogue(workspace, parsed))
+    source = spec if isinstance(spec, str) else render_spec_yaml(resolved.spec)
+    with transaction.atomic():
+        pipeline = _locked_line(Pipeline, workspace, pipeline_name, user)
+        latest = pipeline.versions.order_by("-number").first()
+        if latest is not None and latest.digest == resolved.digest:
+            return latest
+        if parent is not None and parent.pipeline_id != pipeline.pk:
+            raise DomainError(
+                "invalid_spec",
+                "A version's parent must be a version of the same pipeline.",
+                {"parent": [f"{parent} is not a version of {pipeline_name}"]},
+            )
+        version = PipelineVersion.objects.create(
+            pipeline=pipeline,
+            number=latest.number + 1 if latest else 1,
+            parent=parent or latest,
+            message=message,
+            source=source,
+            spec=resolved.spec,
+            digest=resolved.digest,
+            created_by=user,
+        )
+        steps = resolved.spec["steps"]
+        PipelineStep.objects.bulk_create(
+            PipelineStep(
+                pipeline_version=version,
+                name=name,
+                position=position,
+                module_version_id=steps[name]["module_version"],
+                params=steps[name]["params"],
+                inputs=steps[name]["inputs"],
+            )
+            for position, name in enumerate(resolved.order)
+        )
+    return version
+
+
+def _merged(current: Mapping[str, Any], change: Any) -> dict[str, Any]:
+    """`current` with `change` merged in; a None value removes a key."""
+    merged = {**current, **(change or {})}
+    return {key: value for key, value in merged.items() if value is not None}
+
+
+def _change_problem(name: str, steps: Mapping[str, Any], change: Any) -> str | None:
+    if name not in steps:
+        return f"no step {name!r} in the version being cloned"
+    if not isinstance(change, Mapping) or set(change) - {"module", "params", "inputs"}:
+        return "a change is a mapping with module, params or inputs"
+    for key in ("params", "inputs"):
+        if change.get(key) is not None and not isinstance(change[key], Mapping):
+            return f"{key} must be a mapping"
+    return None
+
+
+def _apply_changes(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """A spec with per-step changes: {step: {"module"?, "params"?, "inputs"?}}.
+
+    Params and inputs merge into the step's (a None value removes one); a module of another
+    line starts from its own defaults, as a sweep variant does (DECISIONS.md, Sweeps).
+    """
+    steps = {name: dict(step) for name, step in base["steps"].items()}
+    fields: dict[str, list[str]] = {}
+    for name, change in changes.items():
+        problem = _change_problem(name, steps, change)
+        if problem is not None:
+            fields[f"steps.{name}"] = [problem]
+            continue
+        step = steps[name]
+        if "module" in change:
+            if str(change["module"]).split("@")[0] != step["module"].split("@")[0]:
+                step["params"] = {}
+            step["module"] = change["module"]
+        step["params"] = _merged(step.get("params", {}), change.get("params"))
+        step["inputs"] = _merged(step.get("inputs", {}), change.get("inputs"))
+    if fields:
+        raise DomainError("invalid_spec", "The changes do not fit the pipeline.", fields)
+    return {"steps": steps}
+
+
+def pipeline_version_clone(
+    version: PipelineVersion,
+    changes: dict[str, Any] | str,
+    message: str = "",
+    user: Any = None,
+) -> PipelineVersion:
+    """A new version of the same pipeline whose parent is `version`.
+
+    `changes` is either a whole spec (text) or {step: {"module"?, "params"?, "inputs"?}}
+    applied to `version`'s spec.
+    """
+    pipeline = version.pipeline
+    if isinstance(changes, str):
+        spec: str | dict[str, Any] = changes
+    else:
+        spec = _apply_changes(editable_spec(version.spec), changes)
+    return pipeline_version_create(
+        pipeline.workspace, pipeline.name, spec, message, user=user, parent=version
+    )
+
+
+# --- datasets ---------------------------------------------------------------------------------
+
+
+def dataset_version_create(
+    workspace: Workspace,
+    dataset_name: str,
+    data: bytes,
+    media_type: str,
+    message: str = "",
+    user: Any = None,
+) -> DatasetVersion:
+    """Store `data` as the dataset's next version (the dataset is created on first push).
+
+    If the latest version holds the same bytes with the same media type, it is returned
+    unchanged: re-seeding the same data is a no-op.
+    """
+    _check_name(dataset_name, "dataset")
+    fields: dict[str, list[str]] = {}
+    if not isinstance(data, bytes) or not data:
+        fields["data"] = ["a dataset version needs some bytes"]
+    if not isinstance(media_type, str) or "/" not in media_type:
+        fields["media_type"] = ["a media type such as text/csv"]
+    if fields:
+        raise DomainError("invalid_dataset", "The dataset version cannot be stored.", fields)
+    artifact = artifact_store_bytes(workspace, data, media_type)  # slow I/O, before the lock
+    with transaction.atomic():
+        dataset = _locked_line(Dataset, workspace, dataset_name, user)
+        latest = dataset.versions.order_by("-number").first()
+        if latest is not None and latest.artifact_id == artifact.pk:
+            return latest
+        return DatasetVersion.objects.create(
+            dataset=dataset,
+            number=latest.number + 1 if latest else 1,
+            artifact=artifact,
+            message=message,
+            created_by=user,
+        )
