@@ -152,6 +152,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns on every request without it
 
 ARTIFACTS_BACKEND = env.str("STEPWORKS_ARTIFACTS_BACKEND", default="filesystem")
 ARTIFACTS_ROOT = DATA_DIR / "artifacts"
@@ -241,6 +242,7 @@ _dramatiq_middleware = [
     "dramatiq.middleware.TimeLimit",
     "dramatiq.middleware.Retries",
     "django_dramatiq.middleware.DbConnectionsMiddleware",
+    "runs_app.lifecycle.WorkerServicesMiddleware",
 ]
 if BROKER_URL.startswith(("redis://", "rediss://")):
     DRAMATIQ_BROKER = {

@@ -1,3 +1,5 @@
+"""Design-time pages. Names and slugs are SlugFields, so `<slug:...>` matches every real one."""
+
 from django.urls import path
 
 from pipelines_app import views
@@ -6,4 +8,17 @@ app_name = "pipelines"
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("w/<slug:slug>/", views.workspace_home, name="workspace"),
+    path("w/<slug:slug>/modules/<slug:name>/", views.module_detail, name="module"),
+    path(
+        "w/<slug:slug>/modules/<slug:name>/<int:number>/",
+        views.module_version_detail,
+        name="module_version",
+    ),
+    path("w/<slug:slug>/pipelines/<slug:name>/", views.pipeline_detail, name="pipeline"),
+    path(
+        "w/<slug:slug>/pipelines/<slug:name>/<int:number>/",
+        views.pipeline_version_detail,
+        name="pipeline_version",
+    ),
 ]

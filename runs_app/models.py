@@ -258,9 +258,10 @@ class StepInput(models.Model):
 
     class Meta:
         ordering = ["step", "name"]
-        constraints = [
-            models.UniqueConstraint(fields=["step", "name"], name="step_input_unique")
-        ]
+        constraints = [models.UniqueConstraint(fields=["step", "name"], name="step_input_unique")]
+
+    def __str__(self) -> str:
+        return f"input {self.name} of step {self.step_id}"
 
 
 class StepOutput(models.Model):
@@ -272,9 +273,10 @@ class StepOutput(models.Model):
 
     class Meta:
         ordering = ["step", "name"]
-        constraints = [
-            models.UniqueConstraint(fields=["step", "name"], name="step_output_unique")
-        ]
+        constraints = [models.UniqueConstraint(fields=["step", "name"], name="step_output_unique")]
+
+    def __str__(self) -> str:
+        return f"output {self.name} of step {self.step_id}"
 
 
 class Event(models.Model):
@@ -295,6 +297,9 @@ class Event(models.Model):
         ordering = ["at", "id"]
         indexes = [models.Index(fields=["run", "at"], name="event_run_idx")]
 
+    def __str__(self) -> str:
+        return f"{self.old_status or '-'} -> {self.new_status}"
+
 
 class Metric(models.Model):
     step = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="metrics")
@@ -306,6 +311,9 @@ class Metric(models.Model):
     class Meta:
         ordering = ["step", "name", "index", "id"]
         indexes = [models.Index(fields=["name", "step"], name="metric_name_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.value}"
 
 
 class StepLog(models.Model):
@@ -322,6 +330,9 @@ class StepLog(models.Model):
             models.UniqueConstraint(fields=["step", "attempt", "offset"], name="step_log_unique")
         ]
 
+    def __str__(self) -> str:
+        return f"log of step {self.step_id} attempt {self.attempt} @{self.offset}"
+
 
 class WorkerHeartbeat(models.Model):
     """A worker process, alive while last_seen is fresh."""
@@ -333,9 +344,7 @@ class WorkerHeartbeat(models.Model):
     last_seen = models.DateTimeField()
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["host", "pid"], name="worker_unique")
-        ]
+        constraints = [models.UniqueConstraint(fields=["host", "pid"], name="worker_unique")]
         indexes = [models.Index(fields=["last_seen"], name="worker_seen_idx")]
 
     def __str__(self) -> str:

@@ -1,0 +1,316 @@
+"""Admin console for run-time rows.
+
+Runs and step runs are view-only here: their status (and everything the scheduler or a
+worker writes) changes only through runs_app/scheduler.py, so the one write the admin offers
+is the "Cancel selected runs" action, which calls the scheduler. Artifacts, step inputs and
+outputs, events and metrics are records of what happened: never added or edited here.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest
+from django.template.defaultfilters import filesizeformat, truncatechars
+from django.utils import timezone
+
+from pipelines_app.admin import ImmutableMixin, ViewOnlyMixin, short_digest
+from runs_app.models import (
+    Artifact,
+    Event,
+    Metric,
+    PipelineRun,
+    StepInput,
+    StepLog,
+    StepOutput,
+    StepRun,
+    Sweep,
+    WorkerHeartbeat,
+)
+
+
+class IdSearchMixin:
+    """A number typed in the search box also matches these id columns exactly.
+
+    Admin's own `=id` lookup casts the column to text (no index); on the big tables an
+    exact integer match is what keeps the search cheap.
+    """
+
+    id_search_fields: tuple[str, ...] = ("id",)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        term = search_term.strip().lstrip("#")
+        if term.isdigit():
+            matches = Q()
+            for field in self.id_search_fields:
+                matches |= Q(**{field: int(term)})
+            return queryset.filter(matches), False
+        return super().get_search_results(request, queryset, search_term)  # type: ignore[misc]
+
+
+# --- artifacts -------------------------------------------------------------------------------
+@admin.register(Artifact)
+class ArtifactAdmin(ViewOnlyMixin, admin.ModelAdmin):
+    """Deletable: every reference to an artifact row is a PROTECT foreign key, so only an
+    unreferenced row can go (its bytes stay in the store, shared by sha256)."""
+
+    list_display = ["digest", "workspace", "kind", "media_type", "size_display", "created_at"]
+    list_filter = ["kind", "workspace", "media_type"]
+    search_fields = ["^sha256", "media_type", "storage_name"]
+    list_select_related = ["workspace"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+
+    @admin.display(description="sha256", ordering="sha256")
+    def digest(self, obj: Artifact) -> str:
+        return short_digest(obj.sha256)
+
+    @admin.display(description="size", ordering="size")
+    def size_display(self, obj: Artifact) -> str:
+        return filesizeformat(obj.size)
+
+
+# --- sweeps ----------------------------------------------------------------------------------
+@admin.register(Sweep)
+class SweepAdmin(admin.ModelAdmin):
+    """Made and extended by the sweeps service (it expands the runs); only the name is edited."""
+
+    list_display = ["name", "workspace", "base_version", "replicates", "run_count", "created_by"]
+    list_filter = ["workspace"]
+    search_fields = ["name", "base_version__pipeline__name"]
+    list_select_related = ["workspace", "base_version__pipeline", "created_by"]
+    readonly_fields = [
+        "workspace",
+        "base_version",
+        "axes",
+        "replicates",
+        "seed_params",
+        "created_by",
+        "created_at",
+    ]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Sweep]:
+        return super().get_queryset(request).annotate(run_count=Count("runs"))
+
+    @admin.display(description="runs", ordering="run_count")
+    def run_count(self, obj: Sweep) -> int:
+        return obj.run_count  # type: ignore[attr-defined]
+
+
+# --- runs --------------------------------------------------------------------------------------
+class EventInline(ImmutableMixin, admin.TabularInline):
+    model = Event
+    extra = 0
+    fields = readonly_fields = (
+        "at",
+        "step",
+        "old_status",
+        "new_status",
+        "reason",
+        "attempt",
+        "message",
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Event]:
+        return super().get_queryset(request).select_related("step")
+
+
+class StepRunInline(ImmutableMixin, admin.TabularInline):
+    model = StepRun
+    extra = 0
+    show_change_link = True
+    fields = readonly_fields = (
+        "position",
+        "name",
+        "module_version",
+        "status",
+        "attempt",
+        "failure_reason",
+        "started_at",
+        "finished_at",
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[StepRun]:
+        return super().get_queryset(request).select_related("module_version__module")
+
+
+@admin.register(PipelineRun)
+class PipelineRunAdmin(IdSearchMixin, ViewOnlyMixin, admin.ModelAdmin):
+    list_display = [
+        "__str__",
+        "workspace",
+        "pipeline_version",
+        "status",
+        "failure_reason",
+        "created_by",
+        "created_at",
+        "finished_at",
+        "sweep",
+    ]
+    list_filter = ["status", "failure_reason", "reuse", "cancel_requested", "workspace"]
+    search_fields = ["pipeline_version__pipeline__name", "created_by__username", "sweep__name"]
+    list_select_related = ["workspace", "pipeline_version__pipeline", "created_by", "sweep"]
+    date_hierarchy = "created_at"
+    ordering = ["-id"]
+    inlines = [StepRunInline, EventInline]
+    actions = ["cancel_runs"]
+
+    @admin.action(description="Cancel selected runs", permissions=["cancel"])
+    def cancel_runs(self, request: HttpRequest, queryset: QuerySet[PipelineRun]) -> None:
+        # Imported here so that loading the admin (every process, at start-up) does not pull
+        # in the engine: the scheduler imports the executor's runtime and the spec parser.
+        from runs_app.scheduler import run_cancel
+
+        canceled = finished = 0
+        for run_id in queryset.values_list("id", flat=True):
+            if run_cancel(run_id, by=request.user):
+                canceled += 1
+            else:
+                finished += 1
+        if canceled:
+            self.message_user(
+                request,
+                f"Canceled {canceled} run(s); running steps stop when their worker kills them.",
+                messages.SUCCESS,
+            )
+        if finished:
+            self.message_user(
+                request,
+                f"{finished} run(s) had already finished and were left as they were.",
+                messages.WARNING,
+            )
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        # Canceling is a change to a run, though the change form itself is view-only.
+        return request.user.has_perm("runs_app.change_pipelinerun")
+
+
+class ArtifactLinkInline(ImmutableMixin, admin.TabularInline):
+    """A step's inputs or outputs: a name and the artifact it names."""
+
+    extra = 0
+    fields = readonly_fields = ("name", "artifact")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return super().get_queryset(request).select_related("artifact")
+
+
+class StepInputInline(ArtifactLinkInline):
+    model = StepInput
+
+
+class StepOutputInline(ArtifactLinkInline):
+    model = StepOutput
+
+
+@admin.register(StepRun)
+class StepRunAdmin(IdSearchMixin, ImmutableMixin, admin.ModelAdmin):
+    """View-only; a step is deleted with its run, never on its own (the run would lie)."""
+
+    id_search_fields = ("id", "run_id")
+    list_display = [
+        "__str__",
+        "workspace",
+        "module_version",
+        "status",
+        "attempt",
+        "failure_reason",
+        "worker",
+        "started_at",
+        "finished_at",
+    ]
+    list_filter = ["status", "failure_reason", "workspace"]
+    search_fields = ["name", "^cache_key", "worker"]
+    list_select_related = ["workspace", "module_version__module"]
+    raw_id_fields = ["run", "module_version", "reused_from", "following"]
+    ordering = ["-id"]
+    show_full_result_count = False
+    inlines = [StepInputInline, StepOutputInline]
+
+
+@admin.register(StepInput)
+class StepInputAdmin(IdSearchMixin, ImmutableMixin, admin.ModelAdmin):
+    id_search_fields = ("step_id",)
+    list_display = ["step", "name", "artifact"]
+    search_fields = ["name", "^artifact__sha256"]
+    list_select_related = ["step", "artifact"]
+    raw_id_fields = ["step", "artifact"]
+    ordering = ["-id"]
+    show_full_result_count = False
+
+
+@admin.register(StepOutput)
+class StepOutputAdmin(StepInputAdmin):
+    pass
+
+
+@admin.register(Event)
+class EventAdmin(IdSearchMixin, ImmutableMixin, admin.ModelAdmin):
+    """The audit trail: view-only and never deleted on its own."""
+
+    id_search_fields = ("run_id",)
+    list_display = ["at", "run", "step", "old_status", "new_status", "reason", "attempt"]
+    list_filter = ["new_status", "reason"]
+    search_fields = ["message"]
+    list_select_related = ["run", "step"]
+    raw_id_fields = ["run", "step"]
+    date_hierarchy = "at"
+    ordering = ["-id"]
+    show_full_result_count = False
+
+
+@admin.register(Metric)
+class MetricAdmin(IdSearchMixin, ImmutableMixin, admin.ModelAdmin):
+    id_search_fields = ("step_id", "step__run_id")
+    list_display = ["name", "value", "index", "step", "at"]
+    search_fields = ["name"]
+    list_select_related = ["step"]
+    raw_id_fields = ["step"]
+    date_hierarchy = "at"
+    ordering = ["-id"]
+    show_full_result_count = False
+
+
+@admin.register(StepLog)
+class StepLogAdmin(IdSearchMixin, ViewOnlyMixin, admin.ModelAdmin):
+    """View-only; deletable, since old logs are the one thing worth freeing space from."""
+
+    id_search_fields = ("step_id", "step__run_id")
+    list_display = ["step", "attempt", "offset", "excerpt"]
+    list_select_related = ["step"]
+    raw_id_fields = ["step"]
+    ordering = ["-id"]
+    show_full_result_count = False
+
+    @admin.display(description="text")
+    def excerpt(self, obj: StepLog) -> str:
+        return truncatechars(obj.text, 100)
+
+
+@admin.register(WorkerHeartbeat)
+class WorkerHeartbeatAdmin(ViewOnlyMixin, admin.ModelAdmin):
+    """Written by the workers; a stale row may be deleted."""
+
+    list_display = ["__str__", "runtime_short", "started_at", "last_seen", "alive"]
+    search_fields = ["host", "^runtime"]
+    ordering = ["-last_seen"]
+
+    @admin.display(description="runtime", ordering="runtime")
+    def runtime_short(self, obj: WorkerHeartbeat) -> str:
+        return short_digest(obj.runtime)
+
+    @admin.display(boolean=True, description="alive")
+    def alive(self, obj: WorkerHeartbeat) -> bool:
+        # The same freshness the reaper uses: seen within one lease.
+        lease = timedelta(seconds=settings.STEPWORKS["LEASE_S"])
+        return obj.last_seen >= timezone.now() - lease
