@@ -155,7 +155,7 @@ STATIC_ROOT = DATA_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns on every request without it
 
 ARTIFACTS_BACKEND = env.str("STEPWORKS_ARTIFACTS_BACKEND", default="filesystem")
-ARTIFACTS_ROOT = DATA_DIR / "artifacts"
+ARTIFACTS_ROOT = Path(env.str("STEPWORKS_ARTIFACTS_ROOT", default=str(DATA_DIR / "artifacts")))
 if ARTIFACTS_BACKEND == "filesystem":
     _artifact_storage = {
         "BACKEND": "runs_app.artifacts.AtomicFileSystemStorage",
@@ -205,6 +205,9 @@ SESSION_COOKIE_SECURE = HTTPS
 CSRF_COOKIE_SECURE = HTTPS
 SECURE_SSL_REDIRECT = HTTPS and env.bool("SECURE_SSL_REDIRECT", default=True)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+# Domain-wide decisions, so off unless the operator opts in (README, "check --deploy").
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if HTTPS else None
 
 # --- REST framework -------------------------------------------------------------------------

@@ -45,7 +45,8 @@ class AtomicFileSystemStorage(FileSystemStorage):
                     handle.write(content.read())
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.chmod(temp_path, 0o644)
+            # Read-only: steps read inputs straight from the store and must not edit them.
+            os.chmod(temp_path, 0o444)
             os.replace(temp_path, full_path)
         except BaseException:
             Path(temp_path).unlink(missing_ok=True)

@@ -1,0 +1,152 @@
+"""Hints to the broker: "step N may be ready". The database stays the truth.
+
+With a real broker (BROKER_URL) every queued step is sent as a message. Embedded, the
+process hosting the worker threads sends to its in-process broker, and its dispatcher
+thread sends the queued rows any other process committed (the database is the queue
+between processes).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+
+log = logging.getLogger(__name__)
+
+_local = threading.local()
+
+
+@dataclass
+class Kept:
+    step_id: int | None = None
+
+
+@contextmanager
+def keep_one() -> Iterator[Kept]:
+    """While active, the first step this thread would send is kept for it to run itself:
+    a worker that just finished a step claims one ready successor with its inputs on hand,
+    so a chain of short steps costs no broker round trip per step."""
+    kept = Kept()
+    _local.kept = kept
+    try:
+        yield kept
+    finally:
+        _local.kept = None
+
+
+def send_steps(step_ids: list[int]) -> None:
+    kept: Kept | None = getattr(_local, "kept", None)
+    ids = list(step_ids)
+    if kept is not None and kept.step_id is None and ids:
+        kept.step_id = ids.pop(0)
+    if not ids:
+        return
+    if settings.BROKER_URL:
+        from runs_app.tasks import execute_step
+
+        for step_id in ids:
+            execute_step.send(step_id)
+    elif _embedded is not None:
+        _embedded.send(ids)
+    # else: embedded without workers in this process; the hosting process polls the rows.
+
+
+class EmbeddedWorkers:
+    """dramatiq worker threads on the in-process broker, plus the dispatcher thread."""
+
+    def __init__(self, threads: int | None = None) -> None:
+        import dramatiq
+
+        import runs_app.tasks  # noqa: F401  (declares the actor on the broker)
+
+        self.broker = dramatiq.get_broker()
+        self.worker = dramatiq.Worker(
+            self.broker,
+            worker_threads=threads or settings.STEPWORKS["EMBEDDED_WORKERS"],
+            worker_timeout=100,
+        )
+        self.sent: dict[int, Any] = {}
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        global _embedded
+        self.worker.start()
+        if settings.BROKER_URL:
+            return  # a real broker carries every message; the reaper covers lost ones
+        _embedded = self
+        self.thread = threading.Thread(
+            target=self._dispatch_loop, name="stepworks-dispatcher", daemon=True
+        )
+        self.thread.start()
+
+    def stop(self) -> None:
+        global _embedded
+        _embedded = None
+        self.stopping.set()
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+        self.worker.stop(timeout=10_000)
+        # dramatiq leaves the stopped worker's middleware on the (process-wide) broker; a
+        # later worker in this process would otherwise find two.
+        self.broker.middleware[:] = [
+            m for m in self.broker.middleware if getattr(m, "worker", None) is not self.worker
+        ]
+
+    def send(self, step_ids: list[int]) -> None:
+        """Send now; the dispatcher then adopts the row's queued_at as already sent."""
+        from runs_app.tasks import execute_step
+
+        with self.lock:
+            for step_id in step_ids:
+                self.sent[step_id] = None
+        for step_id in step_ids:
+            execute_step.send(step_id)
+
+    def _dispatch_loop(self) -> None:
+        while not self.stopping.wait(settings.STEPWORKS["EMBEDDED_POLL_S"]):
+            try:
+                self.dispatch_queued()
+            except Exception:
+                log.exception("embedded dispatcher failed")
+            finally:
+                connection.close()
+
+    def dispatch_queued(self) -> None:
+        """Send every queued row not yet sent at its current queued_at (a requeue, or a row
+        another process committed)."""
+        from runs_app.models import StepRun, StepStatus
+        from runs_app.tasks import execute_step
+
+        queued = dict(
+            StepRun.objects.filter(status=StepStatus.QUEUED).values_list("pk", "queued_at")
+        )
+        to_send = []
+        with self.lock:
+            for step_id in [pk for pk in self.sent if pk not in queued]:
+                del self.sent[step_id]
+            for step_id, queued_at in queued.items():
+                mark = self.sent.get(step_id, _UNSENT)
+                if mark is None:  # sent directly by this process: adopt its queued_at
+                    self.sent[step_id] = queued_at
+                elif mark != queued_at:
+                    self.sent[step_id] = queued_at
+                    to_send.append(step_id)
+        for step_id in to_send:
+            execute_step.send(step_id)
+
+
+_UNSENT = object()
+_embedded: EmbeddedWorkers | None = None
+
+
+def embedded_running() -> bool:
+    return _embedded is not None

@@ -1,0 +1,302 @@
+"""What a step's child process does, from the moment the zygote forks it until `os._exit`.
+
+The child: leaves the zygote's session (its pid becomes its process group, which the worker
+kills on timeout or cancel), dies with the zygote, writes stdout and stderr to the worker's
+log pipe, imports the step's module from its code folder, loads its inputs from local files,
+calls the entrypoint, checks and serialises what it returned, writes `result.json`
+atomically, tells the worker over the result pipe, and only then exits: a scientific child
+takes about 11 ms to exit, which the worker does not wait for.
+
+`SystemExit` raised by the step (`sys.exit(3)`) ends the process with that code and no
+result, exactly like `os._exit(3)`: the worker reports both as `process_died`, "exited with
+code 3". A step that asks for its process to end has not failed in its own code, and one
+rule for both spellings is easier to explain than two.
+
+Layout of the output folder the worker makes and hands over (it owns and removes it):
+    result.json    the result, written last
+    outputs/       one file (or folder) per output
+    work/          the step's working directory and TMPDIR (ctx.work_dir)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import gc
+import importlib.util
+import json
+import marshal
+import math
+import os
+import re
+import sys
+import tempfile
+import traceback
+import types
+from collections.abc import Callable
+from pathlib import Path
+from types import CodeType
+from typing import Any, NoReturn
+
+from runs_app.executor.process import die_with_parent
+from stepworks.context import StepContext
+from stepworks.outputs import OutputError, load_input, write_output
+
+RESULT_FILE = "result.json"
+OUTPUTS_DIR = "outputs"
+WORK_DIR = "work"
+# Written to the result pipe once result.json is in place.
+REPORTED = b"reported\n"
+
+# The exit code when the child's own machinery failed (EX_SOFTWARE).
+_INTERNAL_EXIT = 70
+_NOT_NAME = re.compile(r"\W")
+_NOT_USER_CODE = (str(Path(__file__).parent), "<frozen importlib")
+_TRACEBACK_TAIL_LINES = 60
+_TRACEBACK_TAIL_CHARS = 8000
+
+
+def run_child(spec: dict[str, Any], log_fd: int, result_fd: int, zygote_pid: int) -> NoReturn:
+    """Run one step in this freshly forked process; never returns."""
+    code = _INTERNAL_EXIT
+    try:
+        os.setsid()
+        die_with_parent(zygote_pid)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        # A pipe makes stdout block-buffered; line buffering lets the log stream as it runs.
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+        sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+        faulthandler.enable()  # a segfault leaves the Python stack in the step's log
+        gc.enable()  # the zygote keeps gc off so its pages stay shared (see zygote.py)
+        code = _run(spec, result_fd)
+    except BaseException:
+        with _quietly():
+            traceback.print_exc()
+    finally:
+        with _quietly():
+            sys.stdout.flush()
+        with _quietly():
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _run(spec: dict[str, Any], result_fd: int) -> int:
+    step_pid = os.getpid()
+    output_dir = Path(spec["output_dir"])
+    work_dir = output_dir / WORK_DIR
+    os.chdir(work_dir)  # the worker made the folders: every syscall here is on the clock
+    # Scratch files go where the worker cleans up, not into the host's /tmp.
+    os.environ["TMPDIR"] = str(work_dir)
+    tempfile.tempdir = None
+    sys.argv = [str(Path(spec["code_dir"]) / _entry_file(spec["entrypoint"]))]
+    _reseed_numpy()
+
+    params = dict(spec["params"])
+    ctx = StepContext(
+        params=params, work_dir=work_dir, run_id=spec.get("run_id"), step_name=spec["step_name"]
+    )
+
+    def report(status: str, reason: str | None, message: str, outputs: Any = None) -> int:
+        if os.getpid() != step_pid:
+            # A process the step forked (os.fork without exec) returned into our code: only
+            # the step's own process may report.
+            return 0
+        _report(output_dir, result_fd, status, reason, message, outputs or {}, ctx)
+        return 0
+
+    try:
+        function = _load_entrypoint(Path(spec["code_dir"]), spec["entrypoint"])
+    except SystemExit as exit_:
+        return _exit_code(exit_)
+    except BaseException as error:
+        return report("failed", "user_error", _traceback_tail(error))
+
+    try:
+        inputs = {
+            name: load_input(path, media_type, kind)
+            for name, (path, media_type, kind) in spec["inputs"].items()
+        }
+    except BaseException as error:
+        with _quietly():
+            traceback.print_exc()
+        return report("failed", "internal_error", f"could not load the inputs: {error!r}")
+
+    try:
+        returned = function(ctx, **inputs, **params)
+    except SystemExit as exit_:
+        return _exit_code(exit_)
+    except BaseException as error:
+        return report("failed", "user_error", _traceback_tail(error))
+
+    if os.getpid() != step_pid:
+        return 0  # a process the step forked returned here: it must not write outputs
+    problem = _check_outputs(returned, list(spec["declared_outputs"]))
+    if problem:
+        return report("failed", "output_invalid", problem)
+    written = {}
+    folder = output_dir / OUTPUTS_DIR
+    for name, value in (returned or {}).items():
+        try:
+            output = write_output(value, folder, name)
+        except OutputError as error:
+            return report("failed", "output_invalid", str(error))
+        except BaseException as error:
+            return report("failed", "internal_error", f"could not write output {name!r}: {error}")
+        written[name] = {
+            "file": str(output.path.relative_to(output_dir)),
+            "media_type": output.media_type,
+            "kind": output.kind,
+        }
+    return report("succeeded", None, "", written)
+
+
+def _entry_file(entrypoint: str) -> str:
+    return entrypoint.rpartition(":")[0]
+
+
+def _load_entrypoint(code_dir: Path, entrypoint: str) -> Callable[..., Any]:
+    relative, _, function_name = entrypoint.rpartition(":")
+    if not relative.endswith(".py") or not function_name:
+        raise ValueError(f"entrypoint {entrypoint!r} is not 'file.py:function'")
+    if Path(relative).is_absolute() or ".." in Path(relative).parts:
+        raise ValueError(f"entrypoint {entrypoint!r} is outside the module's code")
+    source = code_dir / relative
+    # Unique per code digest (the folder's name), so nothing a zygote or another version
+    # imported under the same name can be picked up instead.
+    digest = _NOT_NAME.sub("_", code_dir.name)[:32]
+    module_name = f"_stepworks_{digest}_{_NOT_NAME.sub('_', relative.removesuffix('.py'))}"
+    sys.path.insert(0, str(code_dir))  # the step's own helper modules import by name
+    module = types.ModuleType(module_name)
+    module.__file__ = str(source)
+    sys.modules[module_name] = module  # dataclasses and pickle look classes up here
+    exec(_code_of(source), module.__dict__)
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise AttributeError(f"{relative} has no function {function_name!r}")
+    return function
+
+
+def _code_of(source: Path) -> CodeType:
+    """The module's code: from its .pyc when that is current, else compiled from source.
+
+    importlib's loader makes the same checks, but in a fresh fork it costs about 1 ms more
+    (it touches, and so copies, some 150 more of the zygote's pages): a third of a light
+    step's overhead. materialise_code writes the .pyc.
+    """
+    stat = os.stat(source)
+    try:
+        with open(importlib.util.cache_from_source(str(source)), "rb") as handle:
+            data = handle.read()
+    except OSError:
+        data = b""
+    # A timestamp-based .pyc header: magic, flags 0, source mtime, source size (PEP 552).
+    if (
+        len(data) > 16
+        and data[:4] == importlib.util.MAGIC_NUMBER
+        and int.from_bytes(data[4:8], "little") == 0
+        and int.from_bytes(data[8:12], "little") == int(stat.st_mtime) & 0xFFFFFFFF
+        and int.from_bytes(data[12:16], "little") == stat.st_size & 0xFFFFFFFF
+    ):
+        return marshal.loads(memoryview(data)[16:])
+    with open(source, "rb") as handle:
+        return compile(handle.read(), str(source), "exec", dont_inherit=True)
+
+
+def _check_outputs(returned: Any, declared: list[str]) -> str:
+    if returned is None and not declared:
+        return ""
+    if not isinstance(returned, dict):
+        return f"the step returned {type(returned).__name__}, not a dict of its outputs {declared}"
+    odd_keys = [key for key in returned if not isinstance(key, str)]
+    if odd_keys:
+        return f"output names must be strings, not {odd_keys[:5]!r}"
+    undeclared = sorted(set(returned) - set(declared))
+    missing = sorted(set(declared) - set(returned))
+    problems = []
+    if undeclared:
+        problems.append(f"undeclared outputs {undeclared}")
+    if missing:
+        problems.append(f"missing outputs {missing}")
+    if problems:
+        return f"the step returned {' and '.join(problems)} (declared: {declared})"
+    return ""
+
+
+def _report(
+    output_dir: Path,
+    result_fd: int,
+    status: str,
+    reason: str | None,
+    message: str,
+    outputs: dict[str, Any],
+    ctx: StepContext,
+) -> None:
+    # Log lines the step printed reach the pipe before the worker learns the step is over.
+    with _quietly():
+        sys.stdout.flush()
+    with _quietly():
+        sys.stderr.flush()
+    result = {
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "outputs": outputs,
+        "metrics": _metrics(ctx),
+    }
+    temporary = output_dir / f".{RESULT_FILE}.tmp"
+    temporary.write_text(json.dumps(result, allow_nan=False), encoding="utf-8")
+    os.replace(temporary, output_dir / RESULT_FILE)
+    os.write(result_fd, REPORTED)
+
+
+def _metrics(ctx: StepContext) -> list[dict[str, Any]]:
+    # The step may have tampered with ctx.metrics; keep what is well-formed.
+    points = []
+    for point in list(getattr(ctx, "metrics", []) or []):
+        try:
+            value = float(point.value)
+            step = None if point.step is None else int(point.step)
+            name = str(point.name)
+        except (AttributeError, TypeError, ValueError):
+            continue
+        if math.isfinite(value):
+            points.append({"name": name, "value": value, "step": step})
+    return points
+
+
+def _traceback_tail(error: BaseException) -> str:
+    # Start at the user's code: skip our frames and importlib's around it.
+    trace = error.__traceback__
+    while trace is not None and trace.tb_frame.f_code.co_filename.startswith(_NOT_USER_CODE):
+        trace = trace.tb_next
+    text = "".join(traceback.format_exception(type(error), error, trace))
+    with _quietly():
+        sys.stderr.write(text)  # the whole traceback goes to the step's log
+    lines = text.splitlines()[-_TRACEBACK_TAIL_LINES:]
+    return "\n".join(lines)[-_TRACEBACK_TAIL_CHARS:]
+
+
+def _exit_code(exit_: SystemExit) -> int:
+    # The interpreter's own rules: None is 0, an int is itself, anything else is printed.
+    if exit_.code is None:
+        return 0
+    if isinstance(exit_.code, int):
+        return exit_.code & 0xFF
+    with _quietly():
+        print(exit_.code, file=sys.stderr)
+    return 1
+
+
+def _reseed_numpy() -> None:
+    # numpy's global generator was seeded once, in the zygote: without this every child
+    # would draw the same "random" numbers, unlike a fresh interpreter.
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()
+
+
+def _quietly() -> contextlib.suppress:
+    # Where the child is already failing or about to exit, nothing may raise any more.
+    return contextlib.suppress(BaseException)

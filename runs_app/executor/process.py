@@ -1,0 +1,83 @@
+"""Process-control primitives the zygote, the step child and the worker share.
+
+Linux-only calls (`prctl`) degrade to no-ops elsewhere, so the executor still runs on a
+developer's Mac; there a step's child is killed through its process group only.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+
+# <linux/prctl.h>
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+if sys.platform.startswith("linux"):
+    # Resolved once, in the zygote, so a child's call touches as little as possible.
+    _libc_prctl = ctypes.CDLL(None, use_errno=True).prctl
+    _libc_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    _libc_prctl.restype = ctypes.c_int
+else:
+    _libc_prctl = None
+
+
+def _prctl(option: int, value: int) -> None:
+    if _libc_prctl is None:
+        return
+    if _libc_prctl(option, value, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"prctl({option}) failed: {os.strerror(errno)}")
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """SIGKILL this process when its parent dies (so a step never outlives its zygote).
+
+    The kernel sends the signal when the parent *thread* exits; the zygote is
+    single-threaded, so that is the zygote. If the parent died before this call, no signal
+    will come, hence the check after it.
+    """
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        os._exit(128 + signal.SIGKILL)
+
+
+def become_subreaper() -> None:
+    """Adopt the orphaned grandchildren of our children, so we reap them (no zombies pile up
+    under a PID 1 that does not reap, as in many containers)."""
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def kill_process_group(pgid: int) -> bool:
+    """SIGKILL a whole process group (a step's child and anything it started); False if gone."""
+    if pgid <= 1:  # never 0 (our own group) or -1 (every process we may signal)
+        raise ValueError(f"refusing to kill process group {pgid}")
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def process_group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def describe_returncode(returncode: int) -> str:
+    """ "exited with code 3" or "killed by signal 11 (SIGSEGV)" from a subprocess-style code."""
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    number = -returncode
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        return f"killed by signal {number}"
+    return f"killed by signal {number} ({name})"

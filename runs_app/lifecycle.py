@@ -1,0 +1,23 @@
+"""The dramatiq middleware that gives every worker process its services.
+
+Loaded by django_dramatiq while Django's apps are still loading, so it imports nothing of
+ours at module level.
+"""
+
+from typing import Any
+
+import dramatiq
+
+
+class WorkerServicesMiddleware(dramatiq.Middleware):
+    """Start the zygotes, heartbeat and reaper when a worker boots; stop them on shutdown."""
+
+    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+        from runs_app.worker import services
+
+        services()
+
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        from runs_app.worker import services_stop
+
+        services_stop()

@@ -1,0 +1,54 @@
+"""Run-time writes that are more than one transition: rerun, rerun from a step, clone with
+changes. Each starts a new run linked to the old one (lineage), through the scheduler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipelines_app.services import pipeline_version_clone
+from runs_app import scheduler
+from runs_app.models import PipelineRun
+
+
+def run_rerun(run: PipelineRun, *, from_step: str | None = None, user: Any = None) -> PipelineRun:
+    """A new run of the same version and overrides, reusing what succeeded; with
+    `from_step`, that step and everything downstream of it run again (forced)."""
+    return scheduler.run_create(
+        run.pipeline_version,
+        user=user,
+        param_overrides=run.param_overrides,
+        reuse=run.reuse,
+        force_steps=[from_step] if from_step else (),
+        rerun_of=run,
+    )
+
+
+def run_clone(
+    run: PipelineRun,
+    *,
+    changes: dict[str, Any] | None = None,
+    param_overrides: dict[str, Any] | None = None,
+    message: str = "",
+    user: Any = None,
+) -> PipelineRun:
+    """A run of the same pipeline with other module versions or params.
+
+    `changes` ({step: {"module"?, "params"?, "inputs"?}}) makes a new pipeline version whose
+    parent is the run's; `param_overrides` apply on top. Unchanged steps are reused.
+    """
+    version = run.pipeline_version
+    if changes:
+        version = pipeline_version_clone(
+            version, changes, message or f"cloned from run {run.pk}", user=user
+        )
+    overrides = dict(run.param_overrides)
+    for step, change in (changes or {}).items():
+        for key in list(overrides):
+            # A changed module or param replaces the old run's override of it.
+            replaced = "module" in change or key.partition(".")[2] in change.get("params", {})
+            if key.partition(".")[0] == step and replaced:
+                del overrides[key]
+    overrides.update(param_overrides or {})
+    return scheduler.run_create(
+        version, user=user, param_overrides=overrides, reuse=run.reuse, cloned_from=run
+    )

@@ -1,0 +1,312 @@
+"""The Django side of a worker process: claim a step, run it through the executor, store
+what it produced, report through the scheduler. Plus the process's background services:
+the heartbeat (lease renewal, cancel delivery), the reaper, and in embedded mode the
+dispatcher that turns queued rows into in-process messages.
+
+Slow work (materialising code, reading inputs, hashing outputs) happens between the
+scheduler's short transactions, never inside one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.utils import timezone
+
+from runs_app import dispatch, scheduler
+from runs_app.artifacts import (
+    artifact_open,
+    artifact_storage,
+    artifact_store_file,
+    storage_name_for,
+)
+from runs_app.executor import StepExecutor, StepJob, materialise_code
+from runs_app.executor.runtime import runtime_fingerprint
+from runs_app.models import (
+    Artifact,
+    ArtifactKind,
+    FailureReason,
+    StepLog,
+    StepRun,
+    WorkerHeartbeat,
+)
+
+log = logging.getLogger(__name__)
+
+SCIENTIFIC = {"numpy", "pandas", "pyarrow", "scipy", "sklearn", "matplotlib", "plotly"}
+LOG_FLUSH_BYTES = 64 * 1024
+
+
+def _cfg(name: str) -> Any:
+    return settings.STEPWORKS[name]
+
+
+class StepLogWriter:
+    """Appends a step attempt's output as rows, up to the configured cap, then one marker."""
+
+    def __init__(self, step_id: int, attempt: int) -> None:
+        self.step_id = step_id
+        self.attempt = attempt
+        self.offset = 0
+        self.cap = _cfg("LOG_MAX_BYTES")
+        self.truncated = False
+
+    def write(self, text: str) -> None:
+        if self.truncated or not text:
+            return
+        data = text.encode("utf-8", "replace")
+        if self.offset + len(data) > self.cap:
+            room = max(0, self.cap - self.offset)
+            head = data[:room].decode("utf-8", "ignore")
+            marker = f"\n[log truncated at {self.cap} bytes]\n"
+            text = head + marker
+            self.truncated = True
+        StepLog.objects.create(
+            step_id=self.step_id, attempt=self.attempt, offset=self.offset, text=text
+        )
+        self.offset += len(text.encode("utf-8"))
+
+
+class WorkerServices:
+    """One per worker process: the executor's zygotes, the heartbeat and the reaper."""
+
+    def __init__(self, *, reaper: bool = True) -> None:
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.runtime = runtime_fingerprint()
+        self.executor = StepExecutor()
+        self.cache_root = Path(settings.DATA_DIR) / "worker-cache"
+        self.cache_root.mkdir(parents=True, exist_ok=True)
+        self.cancels: set[tuple[int, int]] = set()
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.with_reaper = reaper
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        self.executor.start()
+        self._beat()
+        self._spawn(self._heartbeat_loop, "stepworks-heartbeat")
+        if self.with_reaper:
+            self._spawn(self._reaper_loop, "stepworks-reaper")
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=5)
+        self.executor.stop()
+        try:
+            WorkerHeartbeat.objects.filter(host=socket.gethostname(), pid=os.getpid()).delete()
+        finally:
+            close_old_connections()
+
+    def _spawn(self, target: Any, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def _beat(self) -> None:
+        now = timezone.now()
+        WorkerHeartbeat.objects.update_or_create(
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            defaults={"runtime": self.runtime, "last_seen": now},
+        )
+        for pair in scheduler.leases_renew(self.name, now):
+            with self.lock:
+                self.cancels.add(pair)
+
+    def _heartbeat_loop(self) -> None:
+        while not self.stopping.wait(_cfg("HEARTBEAT_S")):
+            try:
+                self._beat()
+            except Exception:  # a database blip must not kill the heartbeat
+                log.exception("heartbeat failed")
+            finally:
+                connection.close()
+
+    def _reaper_loop(self) -> None:
+        while not self.stopping.wait(_cfg("REAPER_S")):
+            try:
+                counts = scheduler.reap()
+                if any(counts.values()):
+                    log.info("reaper: %s", counts)
+            except Exception:
+                log.exception("reaper failed")
+            finally:
+                connection.close()
+
+    def cancel_requested(self, step_id: int, attempt: int) -> bool:
+        with self.lock:
+            return (step_id, attempt) in self.cancels
+
+    # --- one step -------------------------------------------------------------------
+    def step_execute(self, step_id: int) -> None:
+        """Claim and run a step; then claim one ready successor ourselves (warm inputs)."""
+        next_id: int | None = step_id
+        while next_id is not None:
+            step = scheduler.step_claim(next_id, self.name)
+            if step is None:
+                return
+            next_id = self._run_attempt(step)
+
+    def _run_attempt(self, step: StepRun) -> int | None:
+        attempt = step.attempt
+        logs = StepLogWriter(step.pk, attempt)
+        version = step.module_version
+        work = Path(tempfile.mkdtemp(prefix=f"step-{step.pk}-{attempt}-", dir=self.cache_root))
+        try:
+            code_dir = materialise_code(
+                version.files, version.code_digest, self.cache_root / "code"
+            )
+            inputs = {
+                item.name: self._local_input(item.artifact, work / "inputs" / item.name)
+                for item in step.inputs.select_related("artifact")
+            }
+            output_dir = work / "outputs"
+            output_dir.mkdir(parents=True)
+            job = StepJob(
+                code_dir=code_dir,
+                entrypoint=version.entrypoint,
+                inputs=inputs,
+                params=step.params,
+                output_dir=output_dir,
+                timeout_s=step.timeout_s,
+                declared_outputs=list(version.interface.get("outputs", [])),
+                scientific=bool(SCIENTIFIC & set(version.imports)),
+                run_id=step.run_id,
+                step_name=step.name,
+            )
+            result = self.executor.run(
+                job,
+                on_log=logs.write,
+                should_cancel=lambda: self.cancel_requested(step.pk, attempt),
+            )
+            if result.status == "succeeded":
+                try:
+                    artifacts = {
+                        name: self._store_output(step, out) for name, out in result.outputs.items()
+                    }
+                except OSError as error:
+                    scheduler.step_fail(step, attempt, FailureReason.STORAGE_FULL, str(error))
+                    return None
+                with dispatch.keep_one() as kept:
+                    scheduler.step_succeed(step, attempt, artifacts, result.metrics)
+                return kept.step_id
+            if result.status == "canceled":
+                scheduler.step_cancel_running(step, attempt)
+                return None
+            scheduler.step_fail(
+                step, attempt, result.reason or FailureReason.INTERNAL_ERROR, result.message
+            )
+            return None
+        except Exception as error:
+            log.exception("step %s attempt %s failed inside the worker", step.pk, attempt)
+            scheduler.step_fail(step, attempt, FailureReason.INTERNAL_ERROR, repr(error))
+            return None
+        finally:
+            with self.lock:
+                self.cancels.discard((step.pk, attempt))
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _local_input(self, artifact: Artifact, target: Path) -> tuple[Path, str, str]:
+        """A local path for an input: the stored file itself on the filesystem backend."""
+        storage = artifact_storage()
+        if artifact.kind == ArtifactKind.DIRECTORY:
+            target.mkdir(parents=True, exist_ok=True)
+            with artifact_open(artifact) as handle:
+                manifest = json.load(handle)
+            for entry in manifest["files"]:
+                dest = target / entry["path"]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with (
+                    storage.open(storage_name_for(entry["sha256"]), "rb") as src,
+                    open(dest, "wb") as out,
+                ):
+                    shutil.copyfileobj(src, out)
+            return target, artifact.media_type, artifact.kind
+        try:
+            return Path(storage.path(artifact.storage_name)), artifact.media_type, artifact.kind
+        except NotImplementedError:  # remote storage: download once per digest
+            cached = self.cache_root / "inputs" / artifact.sha256
+            if not cached.exists():
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                temp = cached.with_suffix(f".tmp-{os.getpid()}-{threading.get_ident()}")
+                with artifact_open(artifact) as src, open(temp, "wb") as out:
+                    shutil.copyfileobj(src, out)
+                os.replace(temp, cached)
+            return cached, artifact.media_type, artifact.kind
+
+    def _store_output(self, step: StepRun, out: Any) -> Artifact:
+        workspace = step.workspace
+        if out.kind == ArtifactKind.DIRECTORY:
+            files = []
+            root = Path(out.path)
+            for path in sorted(p for p in root.rglob("*") if p.is_file()):
+                with open(path, "rb") as handle:
+                    stored = artifact_store_file(workspace, handle, "application/octet-stream")
+                files.append(
+                    {
+                        "path": path.relative_to(root).as_posix(),
+                        "sha256": stored.sha256,
+                        "size": stored.size,
+                    }
+                )
+            manifest = json.dumps({"files": files}, sort_keys=True).encode()
+            with tempfile.TemporaryFile() as handle:
+                handle.write(manifest)
+                handle.seek(0)
+                return artifact_store_file(
+                    workspace,
+                    handle,
+                    "application/vnd.stepworks.directory+json",
+                    ArtifactKind.DIRECTORY,
+                )
+        with open(out.path, "rb") as handle:
+            return artifact_store_file(workspace, handle, out.media_type)
+
+
+_services: WorkerServices | None = None
+_services_lock = threading.Lock()
+
+
+def services() -> WorkerServices:
+    """This process's worker services, started on first use (worker boot)."""
+    global _services
+    with _services_lock:
+        if _services is None:
+            _services = WorkerServices()
+            _services.start()
+        return _services
+
+
+def services_stop() -> None:
+    global _services
+    with _services_lock:
+        if _services is not None:
+            _services.stop()
+            _services = None
+
+
+def fresh_workers_exist() -> bool:
+    stale = timezone.now() - timezone.timedelta(seconds=3 * _cfg("HEARTBEAT_S"))
+    return WorkerHeartbeat.objects.filter(last_seen__gte=stale).exists()
+
+
+def wait_for(predicate: Any, timeout_s: float, poll_s: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll_s)
+    return predicate()

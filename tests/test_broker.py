@@ -1,0 +1,233 @@
+"""Real brokers, real worker processes: `rundramatiq` on the test database, killed mid-step.
+
+Run only when BROKER_URL is set (`pytest -m broker`, the Postgres leg of CI).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection
+
+from pipelines_app.models import Workspace
+from pipelines_app.selectors import pipeline_version_by_ref
+from pipelines_app.services import module_version_create, pipeline_version_create
+from runs_app import scheduler
+from runs_app.models import (
+    RUN_TERMINAL,
+    Event,
+    FailureReason,
+    PipelineRun,
+    RunStatus,
+    StepRun,
+    StepStatus,
+)
+
+pytestmark = [
+    pytest.mark.broker,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not settings.BROKER_URL, reason="needs BROKER_URL (redis:// or amqp://)"),
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _database_url() -> str:
+    """The test database, as a URL the worker processes can be given."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    user = db.get("USER") or "postgres"
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    intervals = settings.STEPWORKS
+    return {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "SECRET_KEY": settings.SECRET_KEY,
+        "BROKER_URL": settings.BROKER_URL,
+        "STEPWORKS_QUEUE_PREFIX": settings.QUEUE_PREFIX,
+        "STEPWORKS_DATA_DIR": str(tmp_path / "worker-data"),
+        "STEPWORKS_HEARTBEAT_S": str(intervals["HEARTBEAT_S"]),
+        "STEPWORKS_LEASE_S": str(intervals["LEASE_S"]),
+        "STEPWORKS_REAPER_S": str(intervals["REAPER_S"]),
+        # The workers must write artifacts where this test process reads them.
+        "STEPWORKS_ARTIFACTS_ROOT": str(settings.STORAGES["artifacts"]["OPTIONS"]["location"]),
+        **extra,
+    }
+
+
+class Fleet:
+    """Independent `rundramatiq --processes 1` groups (and reapers) this test can kill."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start_worker(self, **env: str) -> subprocess.Popen[bytes]:
+        log = open(self.tmp_path / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "manage.py",
+                "rundramatiq",
+                "--processes",
+                "1",
+                "--threads",
+                "2",
+                "--worker-shutdown-timeout",
+                "5000",
+            ],
+            cwd=ROOT,
+            env=_env(self.tmp_path, **env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def start_reaper(self) -> subprocess.Popen[bytes]:
+        log = open(self.tmp_path / "reaper.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "reaper"],
+            cwd=ROOT,
+            env=_env(self.tmp_path),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.tmp_path.glob("*.log"))
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    fleet = Fleet(tmp_path)
+    yield fleet
+    fleet.stop()
+
+
+def wait_until(predicate: Any, timeout: float, fleet: Fleet, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}\n{fleet.logs()}")
+
+
+def run_finished(run: PipelineRun) -> bool:
+    run.refresh_from_db()
+    return run.status in RUN_TERMINAL
+
+
+def worker_pid(step: StepRun) -> int:
+    step.refresh_from_db()
+    return int(step.worker.rpartition(":")[2])
+
+
+def slow_pipeline(workspace: Workspace, seconds: float) -> Any:
+    module_version_create(
+        workspace,
+        "slow",
+        {
+            "step.py": "import time\n\ndef main(ctx):\n"
+            f"    time.sleep({seconds})\n    return {{'out': 'done'}}\n"
+        },
+        "step.py:main",
+    )
+    return pipeline_version_create(workspace, "slow", {"steps": {"s": {"module": "slow@1"}}})
+
+
+def test_the_demo_runs_end_to_end_through_rundramatiq_workers(world, fleet):
+    call_command("seed_demo", verbosity=0)
+    fleet.start_worker()
+    fleet.start_worker()
+    version = pipeline_version_by_ref(Workspace.objects.get(slug="demo"), "classify")
+
+    run = scheduler.run_create(version)
+    wait_until(lambda: run_finished(run), 180, fleet, "the demo run")
+
+    assert run.status == RunStatus.SUCCEEDED, fleet.logs()
+    evaluate = run.steps.get(name="evaluate")
+    accuracy = evaluate.metrics.get(name="accuracy").value
+    assert 0.5 < accuracy <= 1.0
+    assert evaluate.outputs.count() == 3
+
+
+def test_a_worker_killed_mid_step_is_retried_on_another_and_the_run_succeeds(world, fleet):
+    version = slow_pipeline(world.workspace, 3)
+    first = fleet.start_worker()
+    run = scheduler.run_create(version)
+    step = run.steps.get()
+    wait_until(
+        lambda: StepRun.objects.filter(pk=step.pk, status=StepStatus.RUNNING).exists(),
+        60,
+        fleet,
+        "the step to start",
+    )
+    fleet.start_worker()
+
+    os.kill(worker_pid(step), signal.SIGKILL)  # the worker process, mid-step
+    wait_until(lambda: run_finished(run), 90, fleet, "the retried run")
+
+    assert run.status == RunStatus.SUCCEEDED, fleet.logs()
+    step.refresh_from_db()
+    assert step.attempt == 2
+    assert Event.objects.filter(step=step, reason=FailureReason.WORKER_LOST).exists()
+    assert first.wait(timeout=30) is not None  # rundramatiq exits as a whole
+
+
+def test_a_step_whose_worker_dies_on_every_attempt_fails_with_worker_lost_repeatedly(world, fleet):
+    version = slow_pipeline(world.workspace, 30)
+    fleet.start_reaper()
+    run = scheduler.run_create(version)
+    step = run.steps.get()
+    for attempt in range(1, step.max_attempts + 1):
+        fleet.start_worker()
+        wait_until(
+            lambda a=attempt: StepRun.objects.filter(
+                pk=step.pk, status=StepStatus.RUNNING, attempt=a
+            ).exists(),
+            60,
+            fleet,
+            f"attempt {attempt} to start",
+        )
+        os.kill(worker_pid(step), signal.SIGKILL)
+
+    wait_until(lambda: run_finished(run), 60, fleet, "the run to fail")
+
+    step.refresh_from_db()
+    assert step.status == StepStatus.FAILED
+    assert step.failure_reason == FailureReason.WORKER_LOST_REPEATEDLY
+    assert run.status == RunStatus.FAILED

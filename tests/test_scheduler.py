@@ -1,0 +1,307 @@
+"""The state machine, driven as a worker would drive it (claim, succeed, fail), without
+executing any code: reuse, in-flight dedup, fencing, the reaper, cancel."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from pipelines_app.errors import DomainError
+from runs_app import scheduler
+from runs_app.artifacts import artifact_store_bytes
+from runs_app.models import Event, FailureReason, PipelineRun, RunStatus, StepRun, StepStatus
+from tests.factories import chain
+
+S = StepStatus
+
+
+def steps_of(run: PipelineRun) -> dict[str, StepRun]:
+    return {s.name: s for s in StepRun.objects.filter(run=run)}
+
+
+def statuses(run: PipelineRun) -> dict[str, str]:
+    return {name: s.status for name, s in steps_of(run).items()}
+
+
+def work(step: StepRun, payload: bytes = b"1") -> bool:
+    """Claim and succeed a queued step the way a worker does; True if it claimed."""
+    claimed = scheduler.step_claim(step.pk, "test-worker")
+    if claimed is None:
+        return False
+    out = artifact_store_bytes(step.workspace, payload + step.name.encode(), "application/json")
+    assert scheduler.step_succeed(claimed, claimed.attempt, {"out": out}, [])
+    return True
+
+
+def drain(run: PipelineRun) -> int:
+    """Work every queued step of the run until none is left; returns bodies 'executed'."""
+    executed = 0
+    while True:
+        queued = StepRun.objects.filter(run=run, status=S.QUEUED).order_by("position").first()
+        if queued is None:
+            return executed
+        executed += work(queued)
+
+
+@pytest.fixture
+def version(world):
+    return chain(world.workspace)
+
+
+def test_run_create_queues_the_first_step_and_keeps_the_rest_pending(version):
+    run = scheduler.run_create(version)
+
+    assert run.status == RunStatus.RUNNING
+    assert statuses(run) == {"s0": S.QUEUED, "s1": S.PENDING, "s2": S.PENDING}
+    first = steps_of(run)["s0"]
+    assert first.params == {"k": 0}
+    assert len(first.cache_key) == 64 and set(first.key_parts) == {
+        "code",
+        "params",
+        "inputs",
+        "runtime",
+    }
+    assert list(Event.objects.filter(run=run).values_list("old_status", "new_status")) == [
+        ("pending", "running"),
+        ("pending", "queued"),
+    ]
+
+
+def test_a_chain_runs_in_order_and_the_run_succeeds(version):
+    run = scheduler.run_create(version)
+
+    assert drain(run) == 3
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED and run.finished_at is not None
+    s1 = steps_of(run)["s1"]
+    assert s1.inputs.get().artifact.producers.filter(step__name="s0").exists()
+
+
+def test_a_duplicate_claim_claims_nothing(version):
+    run = scheduler.run_create(version)
+    step = steps_of(run)["s0"]
+
+    first = scheduler.step_claim(step.pk, "w1")
+    second = scheduler.step_claim(step.pk, "w2")
+
+    assert first is not None and first.attempt == 1
+    assert second is None
+
+
+def test_an_unchanged_rerun_reuses_every_step_and_executes_none(version):
+    first = scheduler.run_create(version)
+    drain(first)
+
+    second = scheduler.run_create(version)
+
+    assert statuses(second) == {"s0": S.REUSED, "s1": S.REUSED, "s2": S.REUSED}
+    second.refresh_from_db()
+    assert second.status == RunStatus.SUCCEEDED
+    assert {s.reused_from.run_id for s in steps_of(second).values()} == {first.pk}
+
+
+def test_changing_the_last_steps_param_executes_only_that_step(version):
+    drain(scheduler.run_create(version))
+
+    run = scheduler.run_create(version, param_overrides={"s2.k": 5})
+
+    assert statuses(run) == {"s0": S.REUSED, "s1": S.REUSED, "s2": S.QUEUED}
+    assert drain(run) == 1
+
+
+def test_params_hash_alike_after_coercion(world):
+    from tests.factories import module_version, pipeline_version
+
+    mv = module_version(
+        world.workspace, "f", params={"lr": {"type": "float", "required": False, "default": 1.0}}
+    )
+    version = pipeline_version(world.workspace, "p", {"a": {"module_version": mv}})
+    one = scheduler.run_create(version, param_overrides={"a.lr": 1})
+    other = scheduler.run_create(version, param_overrides={"a.lr": 1.0}, reuse=False)
+
+    assert steps_of(one)["a"].params == {"lr": 1.0}
+    assert steps_of(one)["a"].cache_key == steps_of(other)["a"].cache_key
+
+
+def test_a_bad_override_is_a_clear_error_and_writes_nothing(version):
+    with pytest.raises(DomainError) as error:
+        scheduler.run_create(version, param_overrides={"s1.k": "many", "nope.k": 1, "x": 2})
+
+    assert set(error.value.fields) == {"params.s1.k", "params.nope.k", "params.x"}
+    assert PipelineRun.objects.count() == 0 and StepRun.objects.count() == 0
+
+
+def test_an_identical_step_in_flight_is_followed_then_reused(version):
+    leader_run = scheduler.run_create(version)
+    follower_run = scheduler.run_create(version)
+
+    leader = steps_of(leader_run)["s0"]
+    follower = steps_of(follower_run)["s0"]
+    assert follower.status == S.FOLLOWING and follower.following_id == leader.pk
+
+    work(leader)
+
+    follower.refresh_from_db()
+    assert follower.status == S.REUSED and follower.reused_from_id == leader.pk
+    # Both runs' next steps are identical too: one leads, the other follows.
+    assert statuses(leader_run) == {"s0": S.SUCCEEDED, "s1": S.QUEUED, "s2": S.PENDING}
+    assert statuses(follower_run) == {"s0": S.REUSED, "s1": S.FOLLOWING, "s2": S.PENDING}
+    executed = drain(leader_run) + drain(follower_run)
+    assert executed == 2
+    for run in (leader_run, follower_run):
+        run.refresh_from_db()
+        assert run.status == RunStatus.SUCCEEDED
+
+
+def test_the_schema_allows_one_leader_per_key(version):
+    run = scheduler.run_create(version)
+    leader = steps_of(run)["s0"]
+    other = scheduler.run_create(version, reuse=False)
+    forced = steps_of(other)["s0"]
+
+    # A forced step is not a leader: it may run beside the leader.
+    assert forced.status == S.QUEUED and forced.cache_key == leader.cache_key
+    third = scheduler.run_create(version)
+    sneaky = steps_of(third)["s0"]
+    with pytest.raises(IntegrityError), transaction.atomic():
+        StepRun.objects.filter(pk=sneaky.pk).update(status=S.QUEUED, following=None)
+
+
+def test_when_the_leader_fails_its_follower_runs_itself(version):
+    leader_run = scheduler.run_create(version)
+    follower_run = scheduler.run_create(version)
+    leader = scheduler.step_claim(steps_of(leader_run)["s0"].pk, "w1")
+
+    scheduler.step_fail(leader, leader.attempt, FailureReason.USER_ERROR, "boom")
+
+    assert statuses(leader_run) == {
+        "s0": S.FAILED,
+        "s1": S.FAILED,
+        "s2": S.FAILED,
+    }
+    follower = steps_of(follower_run)["s0"]
+    assert follower.status == S.QUEUED and follower.following_id is None
+    leader_run.refresh_from_db()
+    assert leader_run.status == RunStatus.FAILED
+    assert leader_run.failure_reason == FailureReason.USER_ERROR
+    assert steps_of(leader_run)["s1"].failure_reason == FailureReason.DEPENDENCY_FAILED
+
+
+def test_a_stale_attempt_cannot_overwrite_a_newer_one(version, settings):
+    run = scheduler.run_create(version)
+    step = steps_of(run)["s0"]
+    old = scheduler.step_claim(step.pk, "w1")
+    StepRun.objects.filter(pk=step.pk).update(lease_expires_at=timezone.now() - timedelta(1))
+
+    counts = scheduler.reap()
+    new = scheduler.step_claim(step.pk, "w2")
+
+    assert counts["requeued"] == 1
+    assert new is not None and new.attempt == 2
+    out = artifact_store_bytes(step.workspace, b"late", "application/json")
+    assert not scheduler.step_succeed(old, old.attempt, {"out": out}, [])
+    assert scheduler.step_succeed(new, new.attempt, {"out": out}, [])
+    step.refresh_from_db()
+    assert step.status == S.SUCCEEDED and step.attempt == 2
+
+
+def test_a_step_lost_on_every_attempt_fails_with_worker_lost_repeatedly(version):
+    run = scheduler.run_create(version)
+    step = steps_of(run)["s0"]
+    for _ in range(step.max_attempts):
+        assert scheduler.step_claim(step.pk, "doomed") is not None
+        StepRun.objects.filter(pk=step.pk).update(lease_expires_at=timezone.now() - timedelta(1))
+        scheduler.reap()
+
+    step.refresh_from_db()
+    assert step.status == S.FAILED
+    assert step.failure_reason == FailureReason.WORKER_LOST_REPEATEDLY
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+
+
+def test_the_reaper_redispatches_a_queued_step_nobody_claimed(version, settings):
+    run = scheduler.run_create(version)
+    step = steps_of(run)["s0"]
+    long_ago = timezone.now() - timedelta(seconds=settings.STEPWORKS["LEASE_S"] + 1)
+    StepRun.objects.filter(pk=step.pk).update(queued_at=long_ago)
+
+    counts = scheduler.reap()
+
+    assert counts["redispatched"] == 1
+    step.refresh_from_db()
+    assert step.queued_at > long_ago and step.status == S.QUEUED
+
+
+def test_cancel_stops_pending_steps_now_and_running_ones_through_their_worker(version):
+    run = scheduler.run_create(version)
+    running = scheduler.step_claim(steps_of(run)["s0"].pk, "w1")
+
+    assert scheduler.run_cancel(run.pk)
+
+    assert statuses(run) == {"s0": S.RUNNING, "s1": S.CANCELED, "s2": S.CANCELED}
+    assert scheduler.leases_renew("w1") == [(running.pk, running.attempt)]
+    scheduler.step_cancel_running(running, running.attempt)
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELED
+    assert not scheduler.run_cancel(run.pk)
+
+
+def test_rerun_from_a_step_forces_it_and_its_downstream(version):
+    drain(scheduler.run_create(version))
+
+    run = scheduler.run_create(version, force_steps=["s1"])
+
+    assert statuses(run) == {"s0": S.REUSED, "s1": S.QUEUED, "s2": S.PENDING}
+    assert drain(run) == 2
+
+
+def test_no_reuse_executes_everything(version):
+    drain(scheduler.run_create(version))
+
+    run = scheduler.run_create(version, reuse=False)
+
+    assert drain(run) == 3
+
+
+def test_every_transition_is_in_the_table():
+    for sources, target in [*scheduler.STEP_TRANSITIONS.values()]:
+        assert target in S.values and all(s in S.values for s in sources)
+    for sources, target in scheduler.RUN_TRANSITIONS.values():
+        assert target in RunStatus.values and all(s in RunStatus.values for s in sources)
+
+
+def test_rerun_links_to_the_old_run_and_reuses_what_succeeded(version):
+    from runs_app.services import run_rerun
+
+    first = scheduler.run_create(version, param_overrides={"s1.k": 3})
+    drain(first)
+
+    again = run_rerun(first)
+    partial = run_rerun(first, from_step="s2")
+
+    assert again.rerun_of_id == first.pk and again.param_overrides == {"s1.k": 3}
+    assert set(statuses(again).values()) == {S.REUSED}
+    assert statuses(partial) == {"s0": S.REUSED, "s1": S.REUSED, "s2": S.QUEUED}
+
+
+def test_the_reaper_releases_a_follower_whose_leader_already_finished(version):
+    from runs_app.models import StepOutput
+
+    leader_run = scheduler.run_create(version)
+    follower_run = scheduler.run_create(version)
+    leader = steps_of(leader_run)["s0"]
+    # The race the leader lock prevents: the leader finished without releasing its follower.
+    out = artifact_store_bytes(leader.workspace, b"x", "application/json")
+    StepOutput.objects.create(step=leader, name="out", artifact=out)
+    StepRun.objects.filter(pk=leader.pk).update(status=S.SUCCEEDED, finished_at=timezone.now())
+
+    counts = scheduler.reap()
+
+    assert counts["released"] == 1
+    assert steps_of(follower_run)["s0"].status == S.REUSED
+    assert statuses(follower_run)["s1"] == S.QUEUED
