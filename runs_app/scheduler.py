@@ -539,12 +539,24 @@ def _finish_if_done(run: PipelineRun) -> None:
 
 
 # --- worker side ----------------------------------------------------------------------------
-def step_claim(step_id: int, worker: str) -> StepRun | None:
-    """Claim a queued step for `worker`: a new attempt (the fencing token), or None."""
+def step_claim(step_id: int, worker: str, runtime: str | None = None) -> StepRun | None:
+    """Claim a queued step for `worker`: a new attempt (the fencing token), or None.
+
+    A worker whose runtime differs from the one the step was keyed with refuses it (its
+    outputs would not be what the key promises); the reaper fails a step no live worker
+    can take with runtime_mismatch.
+    """
     now = timezone.now()
     with transaction.atomic():
-        step = StepRun.objects.filter(pk=step_id, status=S.QUEUED).first()
+        step = (
+            StepRun.objects.select_related("module_version", "workspace")
+            .filter(pk=step_id, status=S.QUEUED)
+            .first()
+        )
         if step is None:
+            return None
+        if runtime is not None and step.key_parts.get("runtime") not in (None, runtime):
+            log.warning("worker %s refuses step %s: runtime differs", worker, step_id)
             return None
         if step.cancel_requested:
             _step_move(step, STEP_CANCEL, finished_at=now)
@@ -562,7 +574,10 @@ def step_claim(step_id: int, worker: str) -> StepRun | None:
         )
         if not claimed:
             return None
-        step.refresh_from_db()
+        step.status = S.RUNNING
+        step.attempt += 1  # the update matched attempt=step.attempt
+        step.worker = worker
+        step.started_at = now
         Event.objects.create(
             run_id=step.run_id,
             step=step,
@@ -692,6 +707,7 @@ def reap(now: Any = None) -> dict[str, int]:
     """
     now = now or timezone.now()
     counts = {"requeued": 0, "failed": 0, "redispatched": 0, "released": 0, "advanced": 0}
+    counts["orphans"] = _collect_orphans()
     expired = StepRun.objects.filter(status=S.RUNNING, lease_expires_at__lt=now)
     for step in expired:
         with transaction.atomic():
@@ -733,6 +749,7 @@ def reap(now: Any = None) -> dict[str, int]:
                 follower_runs = _release_followers(step, succeeded=succeeded)
                 run_ids = [step.run_id, *follower_runs]
                 transaction.on_commit(lambda ids=run_ids: _advance_runs(ids))
+    counts["runtime_mismatch"] = _fail_unclaimable(now)  # before the redispatch renews them
     stale = now - timedelta(seconds=_cfg("LEASE_S"))
     lost = list(
         StepRun.objects.filter(status=S.QUEUED, queued_at__lt=stale).values_list("pk", flat=True)
@@ -759,6 +776,59 @@ def reap(now: Any = None) -> dict[str, int]:
         run_advance(run_id)
         counts["advanced"] += 1
     return counts
+
+
+_orphans_swept_at: float | None = None
+ORPHAN_SWEEP_EVERY_S = 3600.0
+
+
+def _collect_orphans() -> int:
+    """Temp files a crashed artifact writer left behind (filesystem storage only), looked
+    for once an hour per process: it walks the whole store."""
+    import time
+
+    from runs_app.artifacts import artifact_storage
+
+    global _orphans_swept_at
+    if (
+        _orphans_swept_at is not None
+        and time.monotonic() - _orphans_swept_at < ORPHAN_SWEEP_EVERY_S
+    ):
+        return 0
+    _orphans_swept_at = time.monotonic()
+    storage = artifact_storage()
+    collect = getattr(storage, "collect_orphans", None)
+    return collect() if collect is not None else 0
+
+
+def _fail_unclaimable(now: Any) -> int:
+    """Fail queued steps that no live worker's runtime can take (after a lease of grace)."""
+    from runs_app.models import WorkerHeartbeat
+
+    fresh = now - timedelta(seconds=3 * _cfg("HEARTBEAT_S"))
+    runtimes = set(
+        WorkerHeartbeat.objects.filter(last_seen__gte=fresh).values_list("runtime", flat=True)
+    )
+    if not runtimes:
+        return 0  # nobody is alive to judge; the steps wait for a worker
+    stale = now - timedelta(seconds=_cfg("LEASE_S"))
+    failed = 0
+    for step in StepRun.objects.filter(status=S.QUEUED, queued_at__lt=stale):
+        runtime = step.key_parts.get("runtime")
+        if runtime is None or runtime in runtimes:
+            continue
+        with transaction.atomic():
+            if _step_move(
+                step,
+                STEP_FAIL_UNSTARTED,
+                reason=FailureReason.RUNTIME_MISMATCH,
+                message=f"no live worker has runtime {runtime[:12]}",
+                finished_at=now,
+            ):
+                failed += 1
+                run_ids = [step.run_id, *_release_followers(step, succeeded=False)]
+                transaction.on_commit(lambda ids=run_ids: _advance_runs(ids))
+    return failed
 
 
 def leases_renew(worker: str, now: Any = None) -> list[tuple[int, int]]:

@@ -155,7 +155,7 @@ class WorkerServices:
         """Claim and run a step; then claim one ready successor ourselves (warm inputs)."""
         next_id: int | None = step_id
         while next_id is not None:
-            step = scheduler.step_claim(next_id, self.name)
+            step = scheduler.step_claim(next_id, self.name, self.runtime)
             if step is None:
                 return
             next_id = self._run_attempt(step)

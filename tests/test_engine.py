@@ -294,3 +294,45 @@ def test_a_step_queued_while_no_worker_listened_is_dispatched_from_the_database(
         workers.stop()
 
     assert run.status == RunStatus.SUCCEEDED and len(bodies(marker)) == 3
+
+
+def test_a_segfaulting_step_fails_as_process_died_and_a_flood_of_output_is_capped(
+    world, embedded_workers, settings
+):
+    settings.STEPWORKS = {**settings.STEPWORKS, "LOG_MAX_BYTES": 10_000}
+    module_version_create(
+        world.workspace,
+        "crash",
+        {
+            "step.py": "import ctypes\n\nOUTPUTS = ('out',)\n\n"
+            "def main(ctx):\n    ctypes.string_at(0)\n"
+        },
+        "step.py:main",
+    )
+    module_version_create(
+        world.workspace,
+        "chatty",
+        {
+            "step.py": "def main(ctx):\n    for i in range(200_000):\n"
+            "        print('x' * 100)\n    return {'out': 1}\n"
+        },
+        "step.py:main",
+    )
+    crash = pipeline_version_create(
+        world.workspace, "crash", {"steps": {"s": {"module": "crash@1"}}}
+    )
+    chatty = pipeline_version_create(
+        world.workspace, "chatty", {"steps": {"s": {"module": "chatty@1"}}}
+    )
+
+    crashed = scheduler.run_create(crash)
+    flooded = scheduler.run_create(chatty)
+    wait_runs(crashed, flooded, timeout=60)
+
+    step = steps_of(crashed)["s"]
+    assert step.failure_reason == FailureReason.PROCESS_DIED
+    assert "SIGSEGV" in step.failure_message
+    assert flooded.status == RunStatus.SUCCEEDED
+    log = "".join(StepLog.objects.filter(step__run=flooded).values_list("text", flat=True))
+    assert len(log.encode()) < 10_000 + 200
+    assert log.endswith("[log truncated at 10000 bytes]\n")

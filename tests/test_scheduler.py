@@ -305,3 +305,41 @@ def test_the_reaper_releases_a_follower_whose_leader_already_finished(version):
     assert counts["released"] == 1
     assert steps_of(follower_run)["s0"].status == S.REUSED
     assert statuses(follower_run)["s1"] == S.QUEUED
+
+
+def test_a_worker_of_another_runtime_refuses_the_step_and_the_reaper_fails_it(version, settings):
+    from runs_app.models import WorkerHeartbeat
+
+    run = scheduler.run_create(version)
+    step = steps_of(run)["s0"]
+    assert scheduler.step_claim(step.pk, "odd-worker", runtime="f" * 64) is None
+    WorkerHeartbeat.objects.create(host="h", pid=1, runtime="f" * 64, last_seen=timezone.now())
+    long_ago = timezone.now() - timedelta(seconds=settings.STEPWORKS["LEASE_S"] + 1)
+    StepRun.objects.filter(pk=step.pk).update(queued_at=long_ago)
+
+    counts = scheduler.reap()
+
+    assert counts["runtime_mismatch"] == 1
+    step.refresh_from_db()
+    assert step.status == S.FAILED and step.failure_reason == FailureReason.RUNTIME_MISMATCH
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+
+
+def test_orphaned_temp_files_are_collected_and_fresh_ones_kept(tmp_path):
+    import os
+    import time
+
+    from runs_app.artifacts import artifact_storage
+
+    storage = artifact_storage()
+    folder = tmp_path / "artifacts" / "ab" / "cd"
+    folder.mkdir(parents=True)
+    old = folder / ".tmp-crashed"
+    old.write_bytes(b"half")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    fresh = folder / ".tmp-writing"
+    fresh.write_bytes(b"in progress")
+
+    assert storage.collect_orphans() == 1
+    assert not old.exists() and fresh.exists()
