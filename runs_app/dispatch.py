@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -20,34 +17,9 @@ from django.db import connection
 
 log = logging.getLogger(__name__)
 
-_local = threading.local()
 
-
-@dataclass
-class Kept:
-    step_id: int | None = None
-
-
-@contextmanager
-def keep_one() -> Iterator[Kept]:
-    """While active, the first step this thread would send is kept for it to run itself:
-    a worker that just finished a step claims one ready successor with its inputs on hand,
-    so a chain of short steps costs no broker round trip per step."""
-    kept = Kept()
-    _local.kept = kept
-    try:
-        yield kept
-    finally:
-        _local.kept = None
-
-
-def send_steps(step_ids: list[int]) -> None:
-    kept: Kept | None = getattr(_local, "kept", None)
-    ids = list(step_ids)
-    if kept is not None and kept.step_id is None and ids:
-        kept.step_id = ids.pop(0)
-    if not ids:
-        return
+def send_steps(ids: list[int]) -> None:
+    """Hint that these steps may be ready (the scheduler calls this after commit)."""
     if settings.BROKER_URL:
         from runs_app.tasks import execute_step
 

@@ -15,7 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -175,18 +178,55 @@ def _run_move(
 
 
 # --- dispatch hints -------------------------------------------------------------------------
+def _no_hints(step_ids: list[int]) -> None:
+    """Until a process connects its broker side, hints go nowhere: the rows are the truth
+    and the reaper (or the embedded dispatcher) finds queued steps without them."""
+
+
+# Where "these steps may be ready" goes. RunsAppConfig.ready connects runs_app.dispatch,
+# so the state machine knows no broker and imports nothing that imports it back.
+_send_hints: Callable[[list[int]], None] = _no_hints
+
+
+def hints_connect(send: Callable[[list[int]], None]) -> None:
+    global _send_hints
+    _send_hints = send
+
+
+@dataclass
+class Kept:
+    step_id: int | None = None
+
+
+_local = threading.local()
+
+
+@contextmanager
+def keep_one() -> Iterator[Kept]:
+    """While active, the first step this thread would hint is kept for it to run itself: a
+    worker that just finished a step claims one ready successor with its inputs on hand and
+    its zygote warm, so a chain of short steps costs no broker round trip per step."""
+    kept = Kept()
+    _local.kept = kept
+    try:
+        yield kept
+    finally:
+        _local.kept = None
+
+
 def _dispatch(step_ids: Iterable[int]) -> None:
     """Say "these steps may be ready" once the transaction that queued them commits."""
     ids = list(step_ids)
-    if not ids:
-        return
+    if ids:
+        transaction.on_commit(lambda: _hint(ids))
 
-    def send() -> None:
-        from runs_app import dispatch  # the broker side; imported late, it binds actors
 
-        dispatch.send_steps(ids)
-
-    transaction.on_commit(send)
+def _hint(ids: list[int]) -> None:
+    kept: Kept | None = getattr(_local, "kept", None)
+    if kept is not None and kept.step_id is None:
+        kept.step_id = ids.pop(0)
+    if ids:
+        _send_hints(ids)
 
 
 # --- starting a run -------------------------------------------------------------------------

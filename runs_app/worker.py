@@ -24,7 +24,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from runs_app import dispatch, scheduler
+from runs_app import scheduler
 from runs_app.artifacts import (
     artifact_open,
     artifact_storage,
@@ -200,7 +200,7 @@ class WorkerServices:
                 except OSError as error:
                     scheduler.step_fail(step, attempt, FailureReason.STORAGE_FULL, str(error))
                     return None
-                with dispatch.keep_one() as kept:
+                with scheduler.keep_one() as kept:
                     scheduler.step_succeed(step, attempt, artifacts, result.metrics)
                 return kept.step_id
             if result.status == "canceled":
