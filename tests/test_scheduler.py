@@ -343,3 +343,18 @@ def test_orphaned_temp_files_are_collected_and_fresh_ones_kept(tmp_path):
 
     assert storage.collect_orphans() == 1
     assert not old.exists() and fresh.exists()
+
+
+def test_clone_with_changes_makes_a_child_version_and_reuses_what_did_not_change(version):
+    from runs_app.services import run_clone
+
+    first = scheduler.run_create(version)
+    drain(first)
+
+    clone = run_clone(first, changes={"s2": {"params": {"k": 4}}}, message="try k=4")
+
+    assert clone.cloned_from_id == first.pk
+    assert clone.pipeline_version.parent_id == version.pk
+    assert clone.pipeline_version.message == "try k=4"
+    assert statuses(clone) == {"s0": S.REUSED, "s1": S.REUSED, "s2": S.QUEUED}
+    assert steps_of(clone)["s2"].params == {"k": 4}
