@@ -46,6 +46,30 @@ class DomainError(Exception):
         return f"{self.message} ({details})"
 
 
+class Problems:
+    """Collects every problem with its field path, so one request reports them all."""
+
+    def __init__(self, fields: dict[str, list[str]] | None = None) -> None:
+        self.fields: dict[str, list[str]] = fields or {}
+
+    def add(self, path: str, reason: str) -> None:
+        self.fields.setdefault(path, []).append(reason)
+
+    def merge(self, fields: dict[str, list[str]]) -> None:
+        for path, reasons in fields.items():
+            for reason in reasons:
+                self.add(path, reason)
+
+    def error(self, code: str, what: str) -> DomainError:
+        count = sum(len(reasons) for reasons in self.fields.values())
+        noun = "problem" if count == 1 else "problems"
+        return DomainError(code, f"The {what} has {count} {noun}.", self.fields)
+
+    def raise_if_any(self, code: str, what: str) -> None:
+        if self.fields:
+            raise self.error(code, what)
+
+
 def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     """DRF's nested error detail -> {"a.b": ["reason", ...]}."""
     if isinstance(detail, dict):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from pipelines_app.errors import DomainError
+from pipelines_app.errors import Problems
 
 PARAM_TYPES = ("int", "float", "str", "bool", "literal", "list", "dict")
 SIMPLE_TYPES = frozenset({"int", "float", "str", "bool"})
@@ -97,23 +97,6 @@ class ModuleInspection:
             "outputs": list(self.outputs),
             "params": {name: dict(spec) for name, spec in self.params.items()},
         }
-
-
-class _Problems:
-    """Collects every problem with its field path, so one push reports them all."""
-
-    def __init__(self) -> None:
-        self.fields: dict[str, list[str]] = {}
-
-    def add(self, path: str, reason: str) -> None:
-        self.fields.setdefault(path, []).append(reason)
-
-    def raise_if_any(self) -> None:
-        if not self.fields:
-            return
-        count = sum(len(reasons) for reasons in self.fields.values())
-        noun = "problem" if count == 1 else "problems"
-        raise DomainError("invalid_module", f"The module has {count} {noun}.", self.fields)
 
 
 # --- params: coercion -------------------------------------------------------------------------
@@ -242,7 +225,7 @@ def _content_problem(path: str, source: Any) -> str | None:
     return None
 
 
-def _parse_python_files(files: dict[str, str], problems: _Problems) -> dict[str, ast.Module]:
+def _parse_python_files(files: dict[str, str], problems: Problems) -> dict[str, ast.Module]:
     """Every readable .py file parsed; a syntax error anywhere fails the push (with its line)."""
     trees: dict[str, ast.Module] = {}
     if not files:
@@ -329,7 +312,7 @@ def _bound_kind(node: ast.stmt, name: str) -> str | None:
     return None
 
 
-def _find_function(tree: ast.Module, function: str, problems: _Problems) -> ast.FunctionDef | None:
+def _find_function(tree: ast.Module, function: str, problems: Problems) -> ast.FunctionDef | None:
     """The top-level def the entrypoint names; the last binding wins, as at import time."""
     last: ast.stmt | None = None
     kind: str | None = None
@@ -350,7 +333,7 @@ def _find_function(tree: ast.Module, function: str, problems: _Problems) -> ast.
 
 
 def _split_entrypoint(
-    entrypoint: Any, files: dict[str, str], problems: _Problems
+    entrypoint: Any, files: dict[str, str], problems: Problems
 ) -> tuple[str, str] | None:
     match = ENTRYPOINT_RE.match(entrypoint) if isinstance(entrypoint, str) else None
     if match is None:
@@ -444,7 +427,7 @@ def _spec_from_default(value: Any) -> dict[str, Any]:
     raise _Unsupported("needs an annotation")
 
 
-def _param_spec(arg: ast.arg, default: ast.expr | None, path: str, problems: _Problems) -> Any:
+def _param_spec(arg: ast.arg, default: ast.expr | None, path: str, problems: Problems) -> Any:
     value: Any = None
     if default is not None:
         try:
@@ -473,7 +456,7 @@ def _param_spec(arg: ast.arg, default: ast.expr | None, path: str, problems: _Pr
 
 
 def _signature(
-    function: ast.FunctionDef, problems: _Problems
+    function: ast.FunctionDef, problems: Problems
 ) -> tuple[list[str], list[str], dict[str, dict[str, Any]]]:
     """(inputs, optional inputs, params) read from the entrypoint's parameters."""
     args = function.args
@@ -515,7 +498,7 @@ def _outputs_value(node: ast.stmt) -> ast.expr | None:
     return None
 
 
-def _declared_outputs(tree: ast.Module, problems: _Problems) -> list[str] | None:
+def _declared_outputs(tree: ast.Module, problems: Problems) -> list[str] | None:
     """A module-level `OUTPUTS = ("a", "b")`, if there is one (the last assignment wins)."""
     value: ast.expr | None = None
     for node in tree.body:
@@ -560,7 +543,7 @@ def _return_keys(node: ast.Return) -> list[str] | None:
     return keys
 
 
-def _returned_outputs(function: ast.FunctionDef, problems: _Problems) -> list[str]:
+def _returned_outputs(function: ast.FunctionDef, problems: Problems) -> list[str]:
     """Outputs from the dict literal every `return` gives; none at all means no outputs."""
     returns, yields = _returns(function)
     if yields:
@@ -595,7 +578,7 @@ def _returned_outputs(function: ast.FunctionDef, problems: _Problems) -> list[st
     return outputs or []
 
 
-def _check_names(names: list[str], path: str, problems: _Problems) -> None:
+def _check_names(names: list[str], path: str, problems: Problems) -> None:
     for name in names:
         if not NAME_RE.match(name):
             problems.add(path, f"{name!r} is not a valid name (letters, digits and '_')")
@@ -607,7 +590,7 @@ def _check_names(names: list[str], path: str, problems: _Problems) -> None:
 # --- explicit interfaces ----------------------------------------------------------------------
 
 
-def _explicit_param(name: str, raw: Any, problems: _Problems) -> dict[str, Any] | None:
+def _explicit_param(name: str, raw: Any, problems: Problems) -> dict[str, Any] | None:
     path = f"interface.params.{name}"
     if not isinstance(raw, dict):
         problems.add(path, "expected a mapping with a 'type'")
@@ -635,7 +618,7 @@ def _explicit_param(name: str, raw: Any, problems: _Problems) -> dict[str, Any] 
 
 
 def _explicit_default(
-    spec: dict[str, Any], raw: dict[str, Any], path: str, problems: _Problems
+    spec: dict[str, Any], raw: dict[str, Any], path: str, problems: Problems
 ) -> dict[str, Any] | None:
     required = raw.get("required", "default" not in raw)
     if not isinstance(required, bool) or (required and "default" in raw):
@@ -654,7 +637,7 @@ def _explicit_default(
     return {**spec, "required": False, "default": default}
 
 
-def _name_list(interface: dict[str, Any], key: str, problems: _Problems) -> list[str]:
+def _name_list(interface: dict[str, Any], key: str, problems: Problems) -> list[str]:
     names = interface.get(key, [])
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         problems.add(f"interface.{key}", "expected a list of names")
@@ -664,7 +647,7 @@ def _name_list(interface: dict[str, Any], key: str, problems: _Problems) -> list
 
 
 def _explicit_interface(
-    interface: Any, problems: _Problems
+    interface: Any, problems: Problems
 ) -> tuple[list[str], list[str], list[str], dict[str, dict[str, Any]]]:
     """(inputs, optional inputs, outputs, params) of an explicit interface, shape-checked."""
     if not isinstance(interface, dict):
@@ -702,10 +685,10 @@ def inspect_module(
     """Inspect a module's files statically; raise DomainError("invalid_module") listing
     every problem. With `interface`, the signature and returns are not read (the explicit
     interface is what the code cannot say), but the entrypoint must still exist."""
-    problems = _Problems()
+    problems = Problems()
     if not isinstance(files, dict):
         problems.add("files", "expected a mapping of path -> text")
-        problems.raise_if_any()
+        problems.raise_if_any("invalid_module", "module")
     trees = _parse_python_files(files, problems)
     located = _split_entrypoint(entrypoint, files, problems)
     entry_file = located[0] if located else None
@@ -715,7 +698,7 @@ def inspect_module(
         function = _find_function(trees[located[0]], located[1], problems)
     if interface is not None:
         inputs, optional, outputs, params = _explicit_interface(interface, problems)
-        problems.raise_if_any()
+        problems.raise_if_any("invalid_module", "module")
         return ModuleInspection(inputs, outputs, params, imports, warnings, optional)
     inputs, optional, params, outputs = [], [], {}, []
     if function is not None and entry_file is not None:
@@ -725,5 +708,5 @@ def inspect_module(
         _check_names(outputs, "outputs", problems)
         if function.decorator_list:
             warnings.append(f"{function.name!r} is decorated; its interface is read as written")
-    problems.raise_if_any()
+    problems.raise_if_any("invalid_module", "module")
     return ModuleInspection(inputs, outputs, params, imports, warnings, optional)

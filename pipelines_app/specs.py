@@ -23,8 +23,10 @@ from typing import Any
 
 import yaml
 
-from pipelines_app.errors import DomainError
+from pipelines_app.errors import Problems
 from pipelines_app.interfaces import ParamError, coerce_param
+
+SPEC_ERROR = "invalid_spec"
 
 STEP_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 # Module, pipeline and dataset names (SlugFields, used in URLs and refs).
@@ -103,30 +105,6 @@ class ResolvedSpec:
     spec: dict[str, Any]
     order: list[str]
     digest: str
-
-
-class _Problems:
-    """Every problem found so far, by its path in the spec."""
-
-    def __init__(self, fields: dict[str, list[str]] | None = None) -> None:
-        self.fields: dict[str, list[str]] = fields or {}
-
-    def add(self, path: str, reason: str) -> None:
-        self.fields.setdefault(path, []).append(reason)
-
-    def merge(self, fields: dict[str, list[str]]) -> None:
-        for path, reasons in fields.items():
-            for reason in reasons:
-                self.add(path, reason)
-
-    def error(self, code: str = "invalid_spec", what: str = "pipeline spec") -> DomainError:
-        count = sum(len(reasons) for reasons in self.fields.values())
-        noun = "problem" if count == 1 else "problems"
-        return DomainError(code, f"The {what} has {count} {noun}.", self.fields)
-
-    def raise_if_any(self) -> None:
-        if self.fields:
-            raise self.error()
 
 
 def _describe(value: Any) -> str:
@@ -212,7 +190,7 @@ def parse_spec(source: str | Mapping[str, Any]) -> Any:
     """YAML or JSON text (JSON is YAML) -> plain data; a mapping passes through."""
     if not isinstance(source, str):
         return source
-    problems = _Problems()
+    problems = Problems()
     try:
         return yaml.load(source, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except _DuplicateKeys as exc:
@@ -220,7 +198,7 @@ def parse_spec(source: str | Mapping[str, Any]) -> Any:
             problems.add(path, reason)
     except yaml.YAMLError as exc:
         problems.add("spec", f"not valid YAML or JSON: {_yaml_problem(exc)}")
-    raise problems.error() from None
+    raise problems.error(SPEC_ERROR, "pipeline spec") from None
 
 
 def referenced_names(parsed: Any) -> tuple[set[str], set[str]]:
@@ -254,7 +232,7 @@ def check_params(
 ) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """(explicit params coerced, problems by path) for params given to a module version."""
     declared: Mapping[str, Any] = interface.get("params", {})
-    problems = _Problems()
+    problems = Problems()
     if params is None:
         params = {}
     if not isinstance(params, Mapping):
@@ -282,7 +260,7 @@ def effective_params(
     """Every declared param after defaults, coerced (what the cache key hashes)."""
     coerced, problems = check_params(interface, params or {}, path)
     if problems:
-        raise _Problems(problems).error("invalid_params", "set of params")
+        raise Problems(problems).error("invalid_params", "set of params")
     defaults = {
         name: spec["default"]
         for name, spec in interface.get("params", {}).items()
@@ -314,7 +292,7 @@ def _resolve_number(versions: Mapping[int, Any], wanted: str) -> int | None:
     return number if number in versions else None
 
 
-def _check_module(step: _Step, raw: Any, catalogue: Catalogue, problems: _Problems) -> None:
+def _check_module(step: _Step, raw: Any, catalogue: Catalogue, problems: Problems) -> None:
     path = f"steps.{step.name}.module"
     if raw is None:
         problems.add(path, "required: the module version this step runs (name@N)")
@@ -335,7 +313,7 @@ def _check_module(step: _Step, raw: Any, catalogue: Catalogue, problems: _Proble
     step.module_ref, step.info = f"{name}@{number}", versions[number]
 
 
-def _check_dataset(binding: str, path: str, catalogue: Catalogue, problems: _Problems) -> str:
+def _check_dataset(binding: str, path: str, catalogue: Catalogue, problems: Problems) -> str:
     match = DATASET_REF_RE.match(binding)
     if match is None:
         problems.add(path, f"expected 'dataset:NAME@N' or 'dataset:NAME@latest', got {binding!r}")
@@ -352,7 +330,7 @@ def _check_dataset(binding: str, path: str, catalogue: Catalogue, problems: _Pro
     return f"dataset:{name}@{number}"
 
 
-def _check_inputs(step: _Step, raw: Any, catalogue: Catalogue, problems: _Problems) -> None:
+def _check_inputs(step: _Step, raw: Any, catalogue: Catalogue, problems: Problems) -> None:
     path = f"steps.{step.name}.inputs"
     if raw is None:
         raw = {}
@@ -381,7 +359,7 @@ def _check_inputs(step: _Step, raw: Any, catalogue: Catalogue, problems: _Proble
             problems.add(f"{path}.{name}", "required input is not bound")
 
 
-def _check_step(name: Any, raw: Any, catalogue: Catalogue, problems: _Problems) -> _Step | None:
+def _check_step(name: Any, raw: Any, catalogue: Catalogue, problems: Problems) -> _Step | None:
     if not isinstance(name, str):
         problems.add("steps", f"step names must be text, got {name!r}")
         return None
@@ -406,7 +384,7 @@ def _check_step(name: Any, raw: Any, catalogue: Catalogue, problems: _Problems) 
     return step
 
 
-def _check_bindings(steps: dict[str, _Step], problems: _Problems) -> None:
+def _check_bindings(steps: dict[str, _Step], problems: Problems) -> None:
     """Each `step.output` names a step of this spec and an output its module declares."""
     for step in steps.values():
         for input_name, source, output in step.upstream:
@@ -492,7 +470,7 @@ def topological_order(steps: Mapping[str, Any]) -> list[str]:
 # --- the whole resolution ---------------------------------------------------------------------
 
 
-def _check_top_level(parsed: Any, problems: _Problems) -> Mapping[Any, Any] | None:
+def _check_top_level(parsed: Any, problems: Problems) -> Mapping[Any, Any] | None:
     if not isinstance(parsed, Mapping):
         kind = "nothing" if parsed is None else f"a {type(parsed).__name__}"
         problems.add("spec", f"expected a mapping with a 'steps' key, got {kind}")
@@ -529,10 +507,10 @@ def spec_digest(resolved: Mapping[str, Any]) -> str:
 
 def resolve_spec(source: str | Mapping[str, Any], catalogue: Catalogue) -> ResolvedSpec:
     """Parse, validate against the catalogue and resolve `@latest`; DomainError otherwise."""
-    problems = _Problems()
+    problems = Problems()
     raw_steps = _check_top_level(parse_spec(source), problems)
     if raw_steps is None:
-        raise problems.error()
+        raise problems.error(SPEC_ERROR, "pipeline spec")
     steps: dict[str, _Step] = {}
     for name, raw in raw_steps.items():
         step = _check_step(name, raw, catalogue, problems)
@@ -543,7 +521,7 @@ def resolve_spec(source: str | Mapping[str, Any], catalogue: Catalogue) -> Resol
     order = _kahn(deps)
     for cycle in _cycles(deps, set(deps) - set(order)):
         problems.add("steps", "cycle: " + " -> ".join([*cycle, cycle[0]]))
-    problems.raise_if_any()
+    problems.raise_if_any(SPEC_ERROR, "pipeline spec")
     resolved = _canonical(steps, order)
     return ResolvedSpec(resolved, order, spec_digest(resolved))
 
