@@ -145,6 +145,18 @@ class Pipeline(models.Model):
         return self.name
 
 
+class VersionOrigin(models.TextChoices):
+    USER = "user", "Pushed, cloned or promoted by a person"
+    SWEEP = "sweep", "Made by a sweep for a variant"
+
+
+class PipelineVersionQuerySet(models.QuerySet["PipelineVersion"]):
+    def mainline(self) -> PipelineVersionQuerySet:
+        """The versions people made: "latest" is the newest of these, never a sweep's
+        variant (a sweep makes one version per module swap it tries)."""
+        return self.filter(origin=VersionOrigin.USER)
+
+
 class PipelineVersion(models.Model):
     """An immutable, resolved pipeline spec.
 
@@ -163,10 +175,15 @@ class PipelineVersion(models.Model):
     source = models.TextField(blank=True)
     spec = models.JSONField()
     digest = models.CharField(max_length=64)
+    origin = models.CharField(
+        max_length=10, choices=VersionOrigin.choices, default=VersionOrigin.USER
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = PipelineVersionQuerySet.as_manager()
 
     class Meta:
         ordering = ["pipeline", "-number"]

@@ -17,6 +17,7 @@ from pipelines_app.models import (
     ROLE_RANK,
     Dataset,
     DatasetVersion,
+    Membership,
     Module,
     ModuleVersion,
     Pipeline,
@@ -189,7 +190,204 @@ def pipeline_version_by_ref(workspace: Workspace, ref: str) -> PipelineVersion:
         pipeline__workspace=workspace, pipeline__name=name
     )
     if number in ("", "latest"):
-        return _one(versions.order_by("-number"), "pipeline version")
+        return _one(versions.mainline().order_by("-number"), "pipeline version")
     if not number.isdigit():
         raise Http404(f"{ref!r} is not NAME, NAME@latest or NAME@N.")
     return _one(versions.filter(number=int(number)), "pipeline version")
+
+
+# --- reads for the API -------------------------------------------------------------------------
+
+
+def membership_list(workspace: Workspace) -> QuerySet[Membership]:
+    """A workspace's members with their users, by username."""
+    return (
+        Membership.objects.filter(workspace=workspace)
+        .select_related("user")
+        .order_by("user__username")
+    )
+
+
+def dataset_version_list(dataset: Dataset) -> QuerySet[DatasetVersion]:
+    """A dataset's versions, newest first, with their artifacts and authors."""
+    return (
+        DatasetVersion.objects.filter(dataset=dataset)
+        .select_related("dataset", "artifact", "created_by")
+        .order_by("-number")
+    )
+
+
+def get_dataset_version_for_user(
+    user: Any, slug: str, name: str, number: int, role: str = Role.VIEWER
+) -> DatasetVersion:
+    workspace = get_workspace_for_user(user, slug, role)
+    return _one(
+        DatasetVersion.objects.select_related("dataset", "artifact", "created_by").filter(
+            dataset__workspace=workspace, dataset__name=name, number=number
+        ),
+        "dataset version",
+    )
+
+
+# --- reads for the pages (explorer issue) ---------------------------------------------------------
+
+
+def module_version_refs(workspace: Workspace) -> list[str]:
+    """Every module version of the workspace as `name@N`, by module then newest first."""
+    rows = (
+        ModuleVersion.objects.filter(module__workspace=workspace)
+        .order_by("module__name", "-number")
+        .values_list("module__name", "number")
+    )
+    return [f"{name}@{number}" for name, number in rows]
+
+
+def module_version_usage(version: ModuleVersion) -> QuerySet[PipelineStep]:
+    """Where a module version is used: its PipelineStep rows with their pipeline versions."""
+    return (
+        PipelineStep.objects.filter(module_version=version)
+        .select_related("pipeline_version__pipeline")
+        .defer("pipeline_version__spec", "pipeline_version__source")
+        .order_by("pipeline_version__pipeline__name", "-pipeline_version__number", "name")
+    )
+
+
+def interface_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What a new module interface changes for the pipelines that used the old one (pure)."""
+    changes = []
+    old_inputs, new_inputs = set(old.get("inputs", [])), set(new.get("inputs", []))
+    old_outputs, new_outputs = set(old.get("outputs", [])), set(new.get("outputs", []))
+    old_params, new_params = old.get("params", {}), new.get("params", {})
+    for name in sorted(old_inputs - new_inputs):
+        changes.append(f"input {name!r} removed")
+    for name in sorted(new_inputs - old_inputs):
+        changes.append(f"input {name!r} added")
+    for name in sorted(old_outputs - new_outputs):
+        changes.append(f"output {name!r} removed")
+    for name in sorted(new_outputs - old_outputs):
+        changes.append(f"output {name!r} added")
+    for name in sorted(set(old_params) | set(new_params)):
+        before, after = old_params.get(name), new_params.get(name)
+        if before is None:
+            required = " (required)" if after.get("required") else ""
+            changes.append(f"param {name!r} added{required}")
+        elif after is None:
+            changes.append(f"param {name!r} removed")
+        elif before.get("type") != after.get("type"):
+            changes.append(f"param {name!r}: type {before.get('type')} -> {after.get('type')}")
+        elif before.get("default") != after.get("default") or before.get("required") != after.get(
+            "required"
+        ):
+            changes.append(
+                f"param {name!r}: default {before.get('default')!r} -> {after.get('default')!r}"
+            )
+    return changes
+
+
+def binding_problems(
+    interface: dict[str, Any], step: dict[str, Any], downstream_outputs: set[str]
+) -> list[str]:
+    """Why a step of a spec would break if it ran a module with `interface` (pure).
+
+    `step` is the resolved spec's step ({"params", "inputs"}); `downstream_outputs` are the
+    outputs of this step that other steps bind.
+    """
+    problems = []
+    declared_inputs = set(interface.get("inputs", []))
+    optional = set(interface.get("optional_inputs", []))
+    bound = set(step.get("inputs", {}))
+    for name in sorted(bound - declared_inputs):
+        problems.append(f"binds input {name!r}, which the module no longer has")
+    for name in sorted(declared_inputs - bound - optional):
+        problems.append(f"does not bind the new required input {name!r}")
+    for name in sorted(downstream_outputs - set(interface.get("outputs", []))):
+        problems.append(f"a downstream step reads output {name!r}, which the module lacks")
+    params = interface.get("params", {})
+    for name in sorted(set(step.get("params", {})) - set(params)):
+        problems.append(f"sets param {name!r}, which the module no longer has")
+    for name, spec in sorted(params.items()):
+        if spec.get("required") and name not in step.get("params", {}):
+            problems.append(f"does not set the required param {name!r}")
+    return problems
+
+
+def module_version_breakage(version: ModuleVersion, limit: int = 200) -> list[dict[str, Any]]:
+    """Which pipeline versions using another version of this module would break if they
+    switched to `version`: the latest version of each pipeline that uses the module line,
+    each with its steps' problems (empty when it would still fit)."""
+    rows = (
+        PipelineStep.objects.filter(module_version__module_id=version.module_id)
+        .exclude(module_version=version)
+        .select_related("pipeline_version__pipeline", "module_version")
+        .defer("module_version__files")
+        .order_by("pipeline_version__pipeline__name", "-pipeline_version__number")
+    )
+    latest: dict[int, int] = {}
+    results: dict[int, dict[str, Any]] = {}
+    for row in rows[:limit]:
+        pipeline_version = row.pipeline_version
+        pipeline_id = pipeline_version.pipeline_id
+        if latest.setdefault(pipeline_id, pipeline_version.number) != pipeline_version.number:
+            continue  # only each pipeline's latest version that uses the module
+        spec_steps = pipeline_version.spec.get("steps", {})
+        read = {
+            binding.split(".", 1)[1]
+            for other in spec_steps.values()
+            for binding in other.get("inputs", {}).values()
+            if not binding.startswith("dataset:") and binding.split(".", 1)[0] == row.name
+        }
+        problems = binding_problems(version.interface or {}, spec_steps.get(row.name, {}), read)
+        entry = results.setdefault(
+            pipeline_version.pk, {"pipeline_version": pipeline_version, "steps": []}
+        )
+        entry["steps"].append(
+            {"name": row.name, "uses": row.module_version.ref, "problems": problems}
+        )
+    out = list(results.values())
+    for entry in out:
+        entry["breaks"] = any(step["problems"] for step in entry["steps"])
+    return out
+
+
+def pipeline_version_tree(pipeline: Pipeline) -> list[dict[str, Any]]:
+    """A pipeline's versions as a tree by parent: [{"version", "depth"}] depth-first, oldest
+    root first, children newest first (one query)."""
+    versions = list(pipeline_version_list(pipeline))
+    ids = {v.pk for v in versions}
+    children: dict[int | None, list[PipelineVersion]] = {}
+    for version in versions:
+        parent = version.parent_id if version.parent_id in ids else None
+        children.setdefault(parent, []).append(version)
+    rows: list[dict[str, Any]] = []
+    stack = [(v, 0) for v in sorted(children.get(None, []), key=lambda v: v.number, reverse=True)]
+    while stack:
+        version, depth = stack.pop()
+        rows.append({"version": version, "depth": depth})
+        kids = sorted(children.get(version.pk, []), key=lambda v: v.number)
+        stack.extend((kid, depth + 1) for kid in kids)
+    return rows
+
+
+def role_allows(workspace: Workspace, role: str) -> bool:
+    """Whether the role annotated by get_workspace_for_user is at least `role`."""
+    current = getattr(workspace, "user_role", None)
+    return current is not None and ROLE_RANK[Role(current)] >= ROLE_RANK[Role(role)]
+
+
+def pipeline_step_list_with_interfaces(version: PipelineVersion) -> QuerySet[PipelineStep]:
+    """A version's steps with their module versions' interfaces (for the run form)."""
+    return (
+        PipelineStep.objects.filter(pipeline_version=version)
+        .select_related("module_version__module")
+        .defer("module_version__files")
+        .order_by("position")
+    )
+
+
+def pipeline_version_runs(version: PipelineVersion) -> QuerySet[PipelineRun]:
+    """The runs of one pipeline version, newest first."""
+    return (
+        PipelineRun.objects.filter(pipeline_version=version)
+        .select_related("created_by")
+        .order_by("-created_at", "-id")
+    )

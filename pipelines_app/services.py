@@ -29,6 +29,7 @@ from pipelines_app.models import (
     PipelineStep,
     PipelineVersion,
     Role,
+    VersionOrigin,
     Workspace,
 )
 from pipelines_app.specs import (
@@ -287,10 +288,13 @@ def pipeline_version_create(
     message: str = "",
     user: Any = None,
     parent: PipelineVersion | None = None,
+    origin: str = VersionOrigin.USER,
 ) -> PipelineVersion:
     """Validate a spec against the workspace and store it as the pipeline's next version.
 
-    The pipeline is created on its first push; the parent defaults to the latest version.
+    The pipeline is created on its first push; the parent defaults to the latest version
+    people made (`mainline`). A sweep's variant versions (`origin="sweep"`) are numbered in
+    the same line but never become "latest".
     If the latest version has the same resolved spec (digest), it is returned unchanged.
     """
     _check_name(pipeline_name, "pipeline")
@@ -299,8 +303,11 @@ def pipeline_version_create(
     source = spec if isinstance(spec, str) else render_spec_yaml(resolved.spec)
     with transaction.atomic():
         pipeline = _locked_line(Pipeline, workspace, pipeline_name, user)
-        latest = pipeline.versions.order_by("-number").first()
-        if latest is not None and latest.digest == resolved.digest:
+        newest = pipeline.versions.order_by("-number").first()
+        latest = newest
+        if newest is not None and newest.origin != VersionOrigin.USER:
+            latest = pipeline.versions.mainline().order_by("-number").first()
+        if origin == VersionOrigin.USER and latest is not None and latest.digest == resolved.digest:
             return latest
         if parent is not None and parent.pipeline_id != pipeline.pk:
             raise DomainError(
@@ -310,8 +317,9 @@ def pipeline_version_create(
             )
         version = PipelineVersion.objects.create(
             pipeline=pipeline,
-            number=latest.number + 1 if latest else 1,
+            number=newest.number + 1 if newest else 1,
             parent=parent or latest,
+            origin=origin,
             message=message,
             source=source,
             spec=resolved.spec,
@@ -380,6 +388,7 @@ def pipeline_version_clone(
     changes: dict[str, Any] | str,
     message: str = "",
     user: Any = None,
+    origin: str = VersionOrigin.USER,
 ) -> PipelineVersion:
     """A new version of the same pipeline whose parent is `version`.
 
@@ -392,7 +401,7 @@ def pipeline_version_clone(
     else:
         spec = _apply_changes(editable_spec(version.spec), changes)
     return pipeline_version_create(
-        pipeline.workspace, pipeline.name, spec, message, user=user, parent=version
+        pipeline.workspace, pipeline.name, spec, message, user=user, parent=version, origin=origin
     )
 
 

@@ -29,6 +29,7 @@ from runs_app.models import (
     StepOutput,
     StepRun,
     Sweep,
+    SweepEvent,
     WorkerHeartbeat,
 )
 
@@ -267,6 +268,18 @@ class EventAdmin(IdSearchMixin, ImmutableMixin, admin.ModelAdmin):
     date_hierarchy = "at"
     ordering = ["-id"]
     show_full_result_count = False
+
+
+@admin.register(SweepEvent)
+class SweepEventAdmin(ImmutableMixin, admin.ModelAdmin):
+    """A sweep's audit trail (created, extended, canceled, promoted): view-only."""
+
+    list_display = ["at", "sweep", "kind", "by"]
+    list_filter = ["kind"]
+    list_select_related = ["sweep", "by"]
+    raw_id_fields = ["sweep"]
+    fields = readonly_fields = ["sweep", "kind", "data", "by", "at"]
+    ordering = ["-id"]
 
 
 @admin.register(Metric)

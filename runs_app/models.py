@@ -102,6 +102,10 @@ class Sweep(models.Model):
     axes = models.JSONField(default=dict)
     replicates = models.PositiveIntegerField(default=1)
     seed_params = models.JSONField(default=list)
+    # Runs added later (an extended axis) reuse as the first ones did.
+    reuse = models.BooleanField(default=True)
+    # Set once by sweep_cancel: no run of the sweep starts after it, and axes stay as they are.
+    canceled_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -349,3 +353,36 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.host}:{self.pid}"
+
+
+class SweepEventKind(models.TextChoices):
+    CREATED = "created", "Created"
+    EXTENDED = "extended", "Variant added"
+    CANCELED = "canceled", "Canceled"
+    PROMOTED = "promoted", "Variant promoted"
+
+
+class SweepEvent(models.Model):
+    """One change to a sweep (created, a variant appended, canceled, a variant promoted):
+    the audit trail of its append-only axes. `data` holds what changed (the step and
+    variant, the promoted version)."""
+
+    sweep = models.ForeignKey(Sweep, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=10, choices=SweepEventKind.choices)
+    data = models.JSONField(default=dict, blank=True)
+    by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind__in=SweepEventKind.values), name="sweep_event_kind_valid"
+            )
+        ]
+        indexes = [models.Index(fields=["sweep", "at"], name="sweep_event_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} sweep {self.sweep_id}"

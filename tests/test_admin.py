@@ -35,6 +35,7 @@ from runs_app.models import (
     StepOutput,
     StepRun,
     Sweep,
+    SweepEvent,
     WorkerHeartbeat,
 )
 
@@ -110,6 +111,7 @@ def rows(world: Any) -> dict[type[Model], Model]:
             dv,
             artifact,
             sweep,
+            SweepEvent.objects.create(sweep=sweep, kind="created", data={"runs": 0}),
             run,
             step,
             StepInput.objects.create(step=step, name="x", artifact=artifact),

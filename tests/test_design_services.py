@@ -433,3 +433,31 @@ def test_a_rejected_dataset_push_writes_nothing(
 ) -> None:
     error = refused(dataset_version_create, world.workspace, name, data, media_type)
     assert field in error.fields
+
+
+def test_a_sweeps_variant_version_never_becomes_latest(world: Any) -> None:
+    from pipelines_app.models import VersionOrigin
+    from pipelines_app.selectors import pipeline_version_by_ref
+    from pipelines_app.services import (
+        module_version_create,
+        pipeline_version_clone,
+        pipeline_version_create,
+    )
+
+    for name in ("a", "b"):
+        module_version_create(
+            world.workspace, name, {"m.py": "def run(ctx):\n    return {'out': 1}\n"}, "m.py:run"
+        )
+    base = pipeline_version_create(world.workspace, "p", {"steps": {"s": {"module": "a@1"}}})
+    variant = pipeline_version_clone(
+        base, {"s": {"module": "b@1"}}, "sweep x: s=b", origin=VersionOrigin.SWEEP
+    )
+
+    assert pipeline_version_by_ref(world.workspace, "p") == base
+    assert pipeline_version_by_ref(world.workspace, "p@latest") == base
+    again = pipeline_version_create(world.workspace, "p", {"steps": {"s": {"module": "a@1"}}})
+    assert again == base  # identical to the latest version people made
+    promoted = pipeline_version_clone(base, {"s": {"module": "b@1"}}, "promote b")
+    assert (variant.number, promoted.number) == (2, 3)
+    assert promoted.origin == VersionOrigin.USER and promoted.parent == base
+    assert pipeline_version_by_ref(world.workspace, "p") == promoted
