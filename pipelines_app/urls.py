@@ -10,6 +10,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("w/<slug:slug>/", views.workspace_home, name="workspace"),
     path("w/<slug:slug>/modules/<slug:name>/", views.module_detail, name="module"),
+    path("w/<slug:slug>/modules/<slug:name>/diff/", views.module_diff, name="module_diff"),
     path(
         "w/<slug:slug>/modules/<slug:name>/<int:number>/",
         views.module_version_detail,
@@ -20,5 +21,15 @@ urlpatterns = [
         "w/<slug:slug>/pipelines/<slug:name>/<int:number>/",
         views.pipeline_version_detail,
         name="pipeline_version",
+    ),
+    path(
+        "w/<slug:slug>/pipelines/<slug:name>/<int:number>/run/",
+        views.pipeline_run,
+        name="pipeline_run",
+    ),
+    path(
+        "w/<slug:slug>/pipelines/<slug:name>/<int:number>/clone/",
+        views.pipeline_clone,
+        name="pipeline_clone",
     ),
 ]

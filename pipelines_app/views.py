@@ -6,15 +6,24 @@ workspace's object is a 404 here exactly as in the API.
 
 from __future__ import annotations
 
+import difflib
 import json
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.views.decorators.http import require_POST
 
 from pipelines_app import selectors
+from pipelines_app.errors import DomainError
+from pipelines_app.forms import RunForm, SpecForm
+from pipelines_app.models import ModuleVersion, PipelineVersion, Role
+from pipelines_app.services import pipeline_version_clone
+from pipelines_app.specs import effective_params, render_spec_yaml
 
 # The workspace home shows this many recent and active runs; the runs list shows the rest.
 RECENT_RUNS = 10
@@ -63,23 +72,106 @@ def module_version_detail(
 ) -> TemplateResponse:
     version = selectors.get_module_version_for_user(request.user, slug, name, number)
     files = sorted((version.files or {}).items())
+    parent = version.parent
     context = {
         "workspace": version.module.workspace,
         "module": version.module,
         "version": version,
-        "files": [{"path": path, "text": text, "size": len(text.encode())} for path, text in files],
+        "files": [
+            {"path": path, "text": text, "size": len(text.encode()), "language": _language(path)}
+            for path, text in files
+        ],
         "interface": interface_rows(version.interface or {}),
+        "usage": selectors.module_version_usage(version),
+        "breakage": selectors.module_version_breakage(version),
+        "interface_changes": (
+            selectors.interface_changes(parent.interface or {}, version.interface or {})
+            if parent is not None
+            else []
+        ),
     }
     return TemplateResponse(request, "pipelines_app/module_version.html", context)
+
+
+def _language(path: str) -> str:
+    """The highlight.js language of a file, by its suffix ("plaintext" when unknown)."""
+    suffix = path.rsplit(".", 1)[-1].lower() if "." in path else ""
+    return {"py": "python", "yaml": "yaml", "yml": "yaml", "json": "json", "md": "markdown"}.get(
+        suffix, "plaintext"
+    )
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() and len(value) < 10 else None
+
+
+def code_diff(old: ModuleVersion, new: ModuleVersion, context: int = 3) -> list[dict[str, Any]]:
+    """A unified diff per file between two module versions: [{"path", "status", "lines":
+    [{"kind": "add" | "del" | "hunk" | "same", "text"}]}], unchanged files left out."""
+    old_files, new_files = old.files or {}, new.files or {}
+    out = []
+    for path in sorted(set(old_files) | set(new_files)):
+        before, after = old_files.get(path), new_files.get(path)
+        if before == after:
+            continue
+        status = "added" if before is None else "removed" if after is None else "changed"
+        lines = []
+        diff = difflib.unified_diff(
+            (before or "").splitlines(),
+            (after or "").splitlines(),
+            f"{old.ref}/{path}",
+            f"{new.ref}/{path}",
+            n=context,
+            lineterm="",
+        )
+        for line in list(diff)[2:]:
+            kind = {"+": "add", "-": "del", "@": "hunk"}.get(line[:1], "same")
+            lines.append({"kind": kind, "text": line})
+        out.append({"path": path, "status": status, "lines": lines})
+    return out
+
+
+@login_required
+def module_diff(request: HttpRequest, slug: str, name: str) -> TemplateResponse:
+    """The code of two versions of a module side by side (`?a=1&b=2`, default: the latest
+    against its parent)."""
+    module = selectors.get_module_for_user(request.user, slug, name)
+    versions = list(selectors.module_version_list(module))
+    numbers = [v.number for v in versions]
+    a, b = _int_or_none(request.GET.get("a")), _int_or_none(request.GET.get("b"))
+    if b not in numbers:
+        b = numbers[0] if numbers else None
+    if a not in numbers:
+        a = b - 1 if b is not None and b - 1 in numbers else b
+    context: dict[str, Any] = {
+        "workspace": module.workspace,
+        "module": module,
+        "versions": versions,
+        "a": a,
+        "b": b,
+    }
+    if a is not None and b is not None:
+        old = selectors.get_module_version_for_user(request.user, slug, name, a)
+        new = selectors.get_module_version_for_user(request.user, slug, name, b)
+        context.update(
+            old=old,
+            new=new,
+            files=code_diff(old, new),
+            interface_changes=selectors.interface_changes(old.interface or {}, new.interface or {}),
+            entrypoint_changed=old.entrypoint != new.entrypoint,
+        )
+    return TemplateResponse(request, "pipelines_app/module_diff.html", context)
 
 
 @login_required
 def pipeline_detail(request: HttpRequest, slug: str, name: str) -> TemplateResponse:
     pipeline = selectors.get_pipeline_for_user(request.user, slug, name)
+    tree = selectors.pipeline_version_tree(pipeline)
     context = {
         "workspace": pipeline.workspace,
         "pipeline": pipeline,
-        "versions": selectors.pipeline_version_list(pipeline),
+        "versions": [row["version"] for row in tree],
+        "tree": tree,
     }
     return TemplateResponse(request, "pipelines_app/pipeline_detail.html", context)
 
@@ -89,23 +181,120 @@ def pipeline_version_detail(
     request: HttpRequest, slug: str, name: str, number: int
 ) -> TemplateResponse:
     version = selectors.get_pipeline_version_for_user(request.user, slug, name, number)
+    return _pipeline_version_page(request, version)
+
+
+def _pipeline_version_page(
+    request: HttpRequest, version: PipelineVersion, form: RunForm | None = None, status: int = 200
+) -> TemplateResponse:
+    from runs_app.selectors import run_graph
+
+    workspace = selectors.get_workspace_for_user(request.user, version.pipeline.workspace.slug)
+    step_rows = list(selectors.pipeline_step_list_with_interfaces(version))
     steps = [
         {
             "step": step,
             "params": _as_json(step.params),
             "inputs": sorted((step.inputs or {}).items()),
         }
-        for step in selectors.pipeline_step_list(version)
+        for step in step_rows
     ]
+    graph = run_graph(version.spec)
+    for node in graph["nodes"]:
+        if node["kind"] == "step":
+            module, _, module_number = node["module"].partition("@")
+            node["href"] = reverse(
+                "pipelines:module_version", args=[workspace.slug, module, int(module_number)]
+            )
+    can_edit = selectors.role_allows(workspace, Role.EDITOR)
+    context = {
+        "workspace": workspace,
+        "pipeline": version.pipeline,
+        "version": version,
+        "steps": steps,
+        "graph": graph,
+        "can_edit": can_edit,
+        "run_form": form or (RunForm(_form_steps(step_rows)) if can_edit else None),
+        "recent_runs": selectors.pipeline_version_runs(version)[:10],
+        # The text the user wrote; a version made from a resolved spec alone shows that.
+        "source": version.source or json.dumps(version.spec, indent=2, sort_keys=True),
+    }
+    return TemplateResponse(request, "pipelines_app/pipeline_version.html", context, status=status)
+
+
+def _form_steps(step_rows: list[Any]) -> list[dict[str, Any]]:
+    """Each step with its effective params (module defaults plus the version's own)."""
+    out = []
+    for step in step_rows:
+        try:
+            params = effective_params(step.module_version.interface or {}, step.params)
+        except DomainError:
+            params = dict(step.params or {})
+        out.append({"name": step.name, "params": params, "module": step.module_version.ref})
+    return out
+
+
+@login_required
+@require_POST
+def pipeline_run(request: HttpRequest, slug: str, name: str, number: int) -> HttpResponse:
+    """Start a run of this version with the form's param overrides (editors)."""
+    from runs_app import scheduler
+
+    version = selectors.get_pipeline_version_for_user(request.user, slug, name, number, Role.EDITOR)
+    step_rows = list(selectors.pipeline_step_list_with_interfaces(version))
+    form = RunForm(_form_steps(step_rows), request.POST)
+    if form.is_valid():
+        try:
+            run = scheduler.run_create(
+                version,
+                user=request.user,
+                param_overrides=form.overrides(),
+                reuse=form.cleaned_data.get("reuse", False),
+            )
+        except DomainError as error:
+            form.add_domain_errors(error.fields or {"non_field_errors": [error.message]})
+        else:
+            messages.success(request, f"Run {run.pk} started.")
+            return redirect("runs:detail", slug=slug, run_id=run.pk)
+    return _pipeline_version_page(request, version, form, status=400)
+
+
+@login_required
+def pipeline_clone(request: HttpRequest, slug: str, name: str, number: int) -> HttpResponse:
+    """Clone a version and edit its spec; problems are shown next to the spec, by path."""
+    version = selectors.get_pipeline_version_for_user(request.user, slug, name, number, Role.EDITOR)
+    if request.method == "POST":
+        form = SpecForm(request.POST)
+        if form.is_valid():
+            newest = version.pipeline.versions.order_by("-number").values_list("number")[:1]
+            before = newest[0][0] if newest else 0
+            try:
+                new = pipeline_version_clone(
+                    version,
+                    form.cleaned_data["spec"],
+                    form.cleaned_data["message"] or f"edited from @{version.number}",
+                    user=request.user,
+                )
+            except DomainError as error:
+                form.add_domain_errors(error.fields or {"spec": [error.message]})
+            else:
+                if new.number <= before:
+                    messages.info(request, f"No change: the spec is the same as {new.ref}.")
+                else:
+                    messages.success(request, f"{new.ref} created from {version.ref}.")
+                return redirect(
+                    "pipelines:pipeline_version", slug=slug, name=name, number=new.number
+                )
+    else:
+        form = SpecForm(initial={"spec": render_spec_yaml(version.spec)})
     context = {
         "workspace": version.pipeline.workspace,
         "pipeline": version.pipeline,
         "version": version,
-        "steps": steps,
-        # The text the user wrote; a version made from a resolved spec alone shows that.
-        "source": version.source or json.dumps(version.spec, indent=2, sort_keys=True),
+        "form": form,
     }
-    return TemplateResponse(request, "pipelines_app/pipeline_version.html", context)
+    status = 400 if form.is_bound else 200
+    return TemplateResponse(request, "pipelines_app/pipeline_clone.html", context, status=status)
 
 
 def interface_rows(interface: dict[str, Any]) -> dict[str, Any]:

@@ -3,12 +3,25 @@ API and the commands."""
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
-from django.db.models import Prefetch
+from django.db.models import Count, Prefetch, Q, QuerySet
+from django.http import Http404
 
 from pipelines_app.selectors import _one, get_workspace_for_user
-from runs_app.models import PipelineRun, StepRun
+from runs_app.models import (
+    RUN_TERMINAL,
+    Artifact,
+    Metric,
+    PipelineRun,
+    StepInput,
+    StepLog,
+    StepOutput,
+    StepRun,
+    StepStatus,
+)
 
 
 def get_run_for_user(user: Any, slug: str, run_id: int, role: str = "viewer") -> PipelineRun:
@@ -44,3 +57,681 @@ def run_summary(run: PipelineRun) -> dict[str, Any]:
         if step.failure_reason:
             steps[step.name]["failure_reason"] = step.failure_reason
     return {"run": run.pk, "status": run.status, "steps": steps}
+
+
+# --- the explorer's reads ----------------------------------------------------------------------
+# Appended for the pages (and the API, which calls the same functions): access helpers for
+# steps and artifacts, the run graph, a step's inputs/outputs/metrics/log, why a step was or
+# was not reused, and lineage as plain dicts.
+
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+LOG_TAIL_BYTES = 256 * 1024
+LOG_SEARCH_MAX_MATCHES = 1000
+
+
+def get_step_for_user(
+    user: Any, slug: str, run_id: int, name: str, role: str = "viewer"
+) -> StepRun:
+    """Step `name` of run `run_id` in workspace `slug`; 404 for anything of another one."""
+    workspace = get_workspace_for_user(user, slug, role)
+    return _one(
+        StepRun.objects.select_related(
+            "run__pipeline_version__pipeline",
+            "run__workspace",
+            "module_version__module",
+            "reused_from__module_version__module",
+            "following",
+        ).filter(workspace=workspace, run_id=run_id, name=name),
+        "step",
+    )
+
+
+def get_artifact_for_user(user: Any, slug: str, sha256: str, role: str = "viewer") -> Artifact:
+    """The artifact with this digest in workspace `slug`; a digest of another workspace, or
+    anything that is not a lowercase hex sha256, is a 404 (it never reaches storage)."""
+    workspace = get_workspace_for_user(user, slug, role)
+    if not isinstance(sha256, str) or not SHA256_PATTERN.match(sha256):
+        raise Http404("No such artifact.")
+    return _one(
+        Artifact.objects.select_related("workspace")
+        .filter(workspace=workspace, sha256=sha256)
+        .order_by("pk"),
+        "artifact",
+    )
+
+
+def run_step_list(run: PipelineRun) -> list[StepRun]:
+    """A run's steps in order with their module versions and reuse sources (one query)."""
+    return list(
+        StepRun.objects.filter(run=run)
+        .select_related("module_version__module", "reused_from", "following")
+        .defer("module_version__files", "module_version__interface", "key_parts")
+        .order_by("position")
+    )
+
+
+def _binding_source(binding: str) -> tuple[str, str] | None:
+    """`step.output` -> (step, output); a dataset binding -> None."""
+    if str(binding).startswith("dataset:"):
+        return None
+    step, _, output = str(binding).partition(".")
+    return step, output
+
+
+def run_graph(spec: dict[str, Any], steps: list[StepRun] | None = None) -> dict[str, Any]:
+    """{"nodes": [...], "edges": [...]} of a spec's DAG, with each step's status when the
+    steps of a run are given; datasets are nodes of their own. Plain data for json_script."""
+    by_name = {s.name: s for s in steps or []}
+    nodes: list[dict[str, Any]] = []
+    edges: list[dict[str, Any]] = []
+    datasets: dict[str, str] = {}
+    for name, spec_step in spec.get("steps", {}).items():
+        step = by_name.get(name)
+        node: dict[str, Any] = {"id": name, "kind": "step", "label": name}
+        node["module"] = spec_step.get("module", "")
+        if step is not None:
+            node["status"] = step.status
+            node["reused_from_run"] = step.reused_from.run_id if step.reused_from else None
+            node["attempts"] = step.attempt
+            duration = step.duration_s
+            node["duration_s"] = round(duration, 3) if duration is not None else None
+        nodes.append(node)
+        for input_name, binding in sorted(spec_step.get("inputs", {}).items()):
+            source = _binding_source(binding)
+            if source is None:
+                dataset_id = datasets.setdefault(binding, f"dataset-{len(datasets)}")
+                edges.append({"source": dataset_id, "target": name, "label": input_name})
+            else:
+                edges.append(
+                    {"source": source[0], "target": name, "label": f"{source[1]} → {input_name}"}
+                )
+    for binding, dataset_id in datasets.items():
+        label = binding.removeprefix("dataset:")
+        nodes.append({"id": dataset_id, "kind": "dataset", "label": label})
+    return {"nodes": nodes, "edges": edges}
+
+
+def run_is_active(run: PipelineRun) -> bool:
+    return run.status not in RUN_TERMINAL
+
+
+def step_io(step: StepRun) -> dict[str, Any]:
+    """A step's inputs (with the step and output that produced each, or its dataset) and
+    outputs (with the steps of the run that consume each), artifacts included."""
+    spec_steps = step.run.pipeline_version.spec.get("steps", {})
+    bindings = spec_steps.get(step.name, {}).get("inputs", {})
+    pinned = {
+        i.name: i.artifact for i in StepInput.objects.filter(step=step).select_related("artifact")
+    }
+    inputs = []
+    for name in sorted(set(bindings) | set(pinned)):
+        binding = bindings.get(name, "")
+        source = _binding_source(binding) if binding else None
+        inputs.append(
+            {
+                "name": name,
+                "binding": binding,
+                "producer_step": source[0] if source else None,
+                "producer_output": source[1] if source else None,
+                "dataset": binding.removeprefix("dataset:")
+                if binding.startswith("dataset:")
+                else None,
+                "artifact": pinned.get(name),
+            }
+        )
+    consumers: dict[str, list[tuple[str, str]]] = {}
+    for other, spec_step in spec_steps.items():
+        for input_name, binding in spec_step.get("inputs", {}).items():
+            source = _binding_source(binding)
+            if source and source[0] == step.name:
+                consumers.setdefault(source[1], []).append((other, input_name))
+    outputs = [
+        {
+            "name": out.name,
+            "artifact": out.artifact,
+            "consumers": [{"step": s, "input": i} for s, i in sorted(consumers.get(out.name, []))],
+        }
+        for out in StepOutput.objects.filter(step=step).select_related("artifact").order_by("name")
+    ]
+    return {"inputs": inputs, "outputs": outputs}
+
+
+def step_metrics(step: StepRun) -> dict[str, Any]:
+    """{"scalars": [{"name", "value"}], "series": {name: [(index, value), ...]}}.
+
+    A metric logged without a step number is a scalar (the last value wins); with one it is
+    a series, in index order. A reused step shows the metrics of the step it reused.
+    """
+    scalars: dict[str, float] = {}
+    series: dict[str, list[tuple[int, float]]] = {}
+    # A reused step logged nothing itself: its results, metrics included, are its source's.
+    source_id = step.reused_from_id or step.pk
+    for name, value, index in (
+        Metric.objects.filter(step_id=source_id)
+        .order_by("name", "index", "id")
+        .values_list("name", "value", "index")
+    ):
+        if index is None:
+            scalars[name] = value
+        else:
+            series.setdefault(name, []).append((index, value))
+    return {
+        "scalars": [{"name": n, "value": v} for n, v in sorted(scalars.items())],
+        "series": series,
+    }
+
+
+def step_log_attempts(step: StepRun) -> list[int]:
+    return list(
+        StepLog.objects.filter(step=step)
+        .values_list("attempt", flat=True)
+        .distinct()
+        .order_by("attempt")
+    )
+
+
+def step_log_tail(
+    step: StepRun, attempt: int, after: int | None = None, limit: int = LOG_TAIL_BYTES
+) -> dict[str, Any]:
+    """The log of one attempt from byte offset `after` (the whole tail, at most `limit`
+    bytes, when None): {"text", "next", "skipped"}; `next` is where the next poll starts."""
+    logs = StepLog.objects.filter(step=step, attempt=attempt)
+    chunks: list[tuple[int, str]] = []
+    if after is None:
+        size = 0
+        for offset, text in logs.order_by("-offset").values_list("offset", "text").iterator():
+            chunks.append((offset, text))
+            size += len(text)
+            if size >= limit:
+                break
+        chunks.reverse()
+    else:
+        chunks = list(
+            logs.filter(offset__gte=after).order_by("offset").values_list("offset", "text")
+        )
+    text = "".join(t for _, t in chunks)
+    if chunks:
+        last_offset, last_text = chunks[-1]
+        next_offset = last_offset + len(last_text.encode("utf-8"))
+    else:
+        next_offset = after or 0
+    skipped = chunks[0][0] if chunks and after is None else 0
+    return {"text": text, "next": next_offset, "skipped": skipped}
+
+
+def step_log_search(step: StepRun, attempt: int, query: str) -> dict[str, Any]:
+    """Lines of one attempt's log containing `query` (case-insensitive), with line numbers."""
+    needle = query.casefold()
+    matches: list[dict[str, Any]] = []
+    number = 0
+    pending = ""
+    logs = StepLog.objects.filter(step=step, attempt=attempt).order_by("offset")
+
+    def scan(lines: list[str]) -> None:
+        nonlocal number
+        for line in lines:
+            number += 1
+            if needle in line.casefold() and len(matches) < LOG_SEARCH_MAX_MATCHES:
+                matches.append({"number": number, "text": line})
+
+    for text in logs.values_list("text", flat=True).iterator():
+        lines = (pending + text).split("\n")
+        pending = lines.pop()
+        scan(lines)
+    if pending:
+        scan([pending])
+    return {"query": query, "matches": matches, "limited": len(matches) >= LOG_SEARCH_MAX_MATCHES}
+
+
+# --- why a step was or was not reused ---------------------------------------------------------
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def key_changes(current: dict[str, Any], previous: dict[str, Any]) -> list[dict[str, Any]]:
+    """What differs between two steps' cache-key parts (code, params, inputs, runtime):
+    [{"part", "details": [text, ...]}], in that order; empty when the keys are equal."""
+    changes: list[dict[str, Any]] = []
+    if current.get("code") != previous.get("code"):
+        changes.append({"part": "code", "details": []})
+    now_params, old_params = current.get("params") or {}, previous.get("params") or {}
+    details = []
+    for name in sorted(set(now_params) | set(old_params)):
+        if name not in old_params:
+            details.append(f"{name}: new, {_short(now_params[name])}")
+        elif name not in now_params:
+            details.append(f"{name}: removed (was {_short(old_params[name])})")
+        elif now_params[name] != old_params[name]:
+            details.append(f"{name}: {_short(old_params[name])} -> {_short(now_params[name])}")
+    if details:
+        changes.append({"part": "params", "details": details})
+    now_inputs, old_inputs = current.get("inputs") or {}, previous.get("inputs") or {}
+    details = []
+    for name in sorted(set(now_inputs) | set(old_inputs)):
+        old, new = old_inputs.get(name), now_inputs.get(name)
+        if old != new:
+            details.append(f"{name}: {(old or 'none')[:8]} -> {(new or 'none')[:8]}")
+    if details:
+        changes.append({"part": "inputs", "details": details})
+    if current.get("runtime") != previous.get("runtime"):
+        changes.append({"part": "runtime", "details": []})
+    return changes
+
+
+def human_duration(seconds: float | None) -> str:
+    """3 m 12 s, 850 ms, 1 h 2 m: durations as a person reads them."""
+    if seconds is None:
+        return "—"
+    if seconds < 1:
+        return f"{round(seconds * 1000)} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{round(seconds)} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} m {secs} s" if secs else f"{minutes} m"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} m" if minutes else f"{hours} h"
+
+
+def explain_reuse(
+    step: StepRun, previous: StepRun | None, pipeline_name: str = ""
+) -> dict[str, Any]:
+    """Why `step` was reused or ran, given the nearest earlier step of the same name in the
+    same pipeline's runs (`previous`, or None). Pure: reads only the rows given.
+
+    {"reused": bool, "summary": text, "changes": [...], "compared_run": id | None,
+    "saved_s": seconds | None}
+    """
+    result: dict[str, Any] = {
+        "reused": False,
+        "summary": "",
+        "changes": [],
+        "compared_run": None,
+        "saved_s": None,
+    }
+    if step.status == StepStatus.REUSED and step.reused_from is not None:
+        source = step.reused_from
+        saved = source.duration_s
+        result.update(reused=True, compared_run=source.run_id, saved_s=saved)
+        result["summary"] = f"reused from run {source.run_id}" + (
+            f", saved {human_duration(saved)}" if saved is not None else ""
+        )
+        return result
+    if step.status == StepStatus.FOLLOWING and step.following is not None:
+        result["compared_run"] = step.following.run_id
+        result["summary"] = (
+            f"waits for the identical step running in run {step.following.run_id}, "
+            "then reuses its outputs"
+        )
+        return result
+    if not step.cache_key:
+        if step.status in (StepStatus.FAILED, StepStatus.CANCELED):
+            reason = step.failure_message or step.get_status_display().lower()
+            result["summary"] = f"never ran: {reason}"
+        else:
+            result["summary"] = "not keyed yet: it waits for its upstream steps"
+        return result
+    verb = "runs" if step.status in (StepStatus.QUEUED, StepStatus.RUNNING) else "ran"
+    if previous is None:
+        where = f" of pipeline {pipeline_name}" if pipeline_name else ""
+        result["summary"] = f"{verb}: no earlier run{where} has a step {step.name!r}"
+        return result
+    result["compared_run"] = previous.run_id
+    changes = key_changes(step.key_parts or {}, previous.key_parts or {})
+    if changes and changes[0]["part"] == "code":
+        old_ref, new_ref = previous.module_version.ref, step.module_version.ref
+        if old_ref != new_ref:
+            changes[0]["details"] = [f"{old_ref} -> {new_ref}"]
+    result["changes"] = changes
+    if changes:
+        parts = [c["part"] for c in changes]
+        named = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+        details = "; ".join(d for c in changes for d in c["details"])
+        result["summary"] = f"{verb} because {named} changed since run {previous.run_id}" + (
+            f" ({details})" if details else ""
+        )
+    elif not step.reuse_allowed:
+        result["summary"] = (
+            f"{verb} because reuse was off for this step (a rerun from a step, or reuse "
+            f"switched off); run {previous.run_id} had the same key"
+        )
+    elif previous.status not in (StepStatus.SUCCEEDED, StepStatus.REUSED):
+        result["summary"] = (
+            f"{verb} because the identical step in run {previous.run_id} "
+            f"{previous.get_status_display().lower()}"
+        )
+    else:
+        result["summary"] = (
+            f"{verb}: run {previous.run_id} has the same key but had not finished when this "
+            "step was queued"
+        )
+    return result
+
+
+def previous_step_of_pipeline(step: StepRun) -> StepRun | None:
+    """The nearest earlier keyed step of the same name in runs of the same pipeline."""
+    return (
+        StepRun.objects.filter(
+            workspace_id=step.workspace_id,
+            run__pipeline_version__pipeline_id=step.run.pipeline_version.pipeline_id,
+            name=step.name,
+            run_id__lt=step.run_id,
+        )
+        .exclude(cache_key="")
+        .select_related("module_version__module")
+        .order_by("-run_id")
+        .first()
+    )
+
+
+def reuse_explanation(step: StepRun) -> dict[str, Any]:
+    """Why this step was or was not reused (see explain_reuse); at most one query."""
+    needs_previous = step.cache_key and step.status not in (
+        StepStatus.REUSED,
+        StepStatus.FOLLOWING,
+    )
+    previous = previous_step_of_pipeline(step) if needs_previous else None
+    return explain_reuse(step, previous, step.run.pipeline_version.pipeline.name)
+
+
+# --- lineage -------------------------------------------------------------------------------------
+
+
+def _artifact_node(artifact: Artifact, label: str, datasets: dict[int, str]) -> dict[str, Any]:
+    node = {
+        "id": f"artifact:{artifact.sha256}",
+        "kind": "artifact",
+        "label": label,
+        "sha256": artifact.sha256,
+        "size": artifact.size,
+        "media_type": artifact.media_type,
+    }
+    if artifact.pk in datasets:
+        node["dataset"] = datasets[artifact.pk]
+        node["label"] = f"dataset {datasets[artifact.pk]}"
+    return node
+
+
+def _run_node(run: PipelineRun) -> dict[str, Any]:
+    return {"id": f"run:{run.pk}", "kind": "run", "label": f"run {run.pk}", "status": run.status}
+
+
+def run_lineage(run: PipelineRun) -> dict[str, Any]:
+    """The run's lineage as plain dicts: {"run", "nodes", "edges"}.
+
+    Nodes: the run, its steps, the artifacts they read and wrote (datasets named), the
+    steps they reused (with those runs), the runs it was cloned or rerun from, its sweep.
+    Edges (source -> target): artifact -input-> step, step -output-> artifact, step
+    -reused_from-> step, step -step_of-> run, run -cloned_from/rerun_of-> run,
+    run -sweep-> sweep. A fixed number of queries, whatever the size of the run.
+    """
+    from pipelines_app.models import DatasetVersion
+
+    run = (
+        PipelineRun.objects.select_related("cloned_from", "rerun_of", "sweep")
+        .only(
+            "id",
+            "status",
+            "variant",
+            "cloned_from__id",
+            "cloned_from__status",
+            "rerun_of__id",
+            "rerun_of__status",
+            "sweep__id",
+            "sweep__name",
+        )
+        .get(pk=run.pk)
+    )
+    nodes: dict[str, dict[str, Any]] = {}
+    edges: list[dict[str, Any]] = []
+    nodes[f"run:{run.pk}"] = _run_node(run)
+    for kind in ("cloned_from", "rerun_of"):
+        other = getattr(run, kind)
+        if other is not None:
+            nodes.setdefault(f"run:{other.pk}", _run_node(other))
+            edges.append({"source": f"run:{run.pk}", "target": f"run:{other.pk}", "kind": kind})
+    if run.sweep is not None:
+        nodes[f"sweep:{run.sweep.pk}"] = {
+            "id": f"sweep:{run.sweep.pk}",
+            "kind": "sweep",
+            "label": f"sweep {run.sweep.name}",
+        }
+        edge = {"source": f"run:{run.pk}", "target": f"sweep:{run.sweep.pk}", "kind": "sweep"}
+        if run.variant:
+            edge["label"] = ", ".join(f"{k}={v}" for k, v in sorted(run.variant.items()))
+        edges.append(edge)
+    steps = list(
+        StepRun.objects.filter(run=run)
+        .select_related("reused_from__run")
+        .only(
+            "id",
+            "name",
+            "status",
+            "position",
+            "run_id",
+            "reused_from__id",
+            "reused_from__name",
+            "reused_from__status",
+            "reused_from__run__id",
+        )
+        .order_by("position")
+    )
+    step_ids = [s.pk for s in steps]
+    inputs = list(StepInput.objects.filter(step_id__in=step_ids).select_related("artifact"))
+    outputs = list(StepOutput.objects.filter(step_id__in=step_ids).select_related("artifact"))
+    artifact_ids = {i.artifact_id for i in inputs} | {o.artifact_id for o in outputs}
+    datasets = {
+        artifact_id: f"{name}@{number}"
+        for artifact_id, name, number in DatasetVersion.objects.filter(
+            artifact_id__in=artifact_ids
+        ).values_list("artifact_id", "dataset__name", "number")
+    }
+    for step in steps:
+        node_id = f"step:{step.pk}"
+        nodes[node_id] = {
+            "id": node_id,
+            "kind": "step",
+            "label": step.name,
+            "name": step.name,
+            "run": run.pk,
+            "status": step.status,
+        }
+        edges.append({"source": node_id, "target": f"run:{run.pk}", "kind": "step_of"})
+        source = step.reused_from
+        if source is not None:
+            source_id = f"step:{source.pk}"
+            nodes.setdefault(
+                source_id,
+                {
+                    "id": source_id,
+                    "kind": "step",
+                    "label": f"{source.name} (run {source.run_id})",
+                    "name": source.name,
+                    "run": source.run_id,
+                    "status": source.status,
+                },
+            )
+            edges.append({"source": node_id, "target": source_id, "kind": "reused_from"})
+    step_names = {s.pk: s.name for s in steps}
+    for row in inputs:
+        artifact_id = f"artifact:{row.artifact.sha256}"
+        nodes.setdefault(artifact_id, _artifact_node(row.artifact, row.name, datasets))
+        edges.append(
+            {
+                "source": artifact_id,
+                "target": f"step:{row.step_id}",
+                "kind": "input",
+                "label": row.name,
+            }
+        )
+    for out in outputs:
+        artifact_id = f"artifact:{out.artifact.sha256}"
+        label = f"{step_names[out.step_id]}.{out.name}"
+        node = nodes.setdefault(artifact_id, _artifact_node(out.artifact, label, datasets))
+        if node["label"] != label and "dataset" not in node:
+            node["label"] = label  # an output's name says more than the input that read it
+        edges.append(
+            {
+                "source": f"step:{out.step_id}",
+                "target": artifact_id,
+                "kind": "output",
+                "label": out.name,
+            }
+        )
+    return {"run": run.pk, "nodes": list(nodes.values()), "edges": edges}
+
+
+def artifact_usage(artifact: Artifact, limit: int = 50) -> dict[str, Any]:
+    """Who produced and who consumed an artifact (workspace rows only), newest first."""
+    related = ("step__run__pipeline_version__pipeline",)
+    producers = list(
+        StepOutput.objects.filter(artifact=artifact)
+        .select_related(*related)
+        .defer("step__run__pipeline_version__spec", "step__run__pipeline_version__source")
+        .order_by("-step__run_id")[:limit]
+    )
+    consumers = list(
+        StepInput.objects.filter(artifact=artifact)
+        .select_related(*related)
+        .defer("step__run__pipeline_version__spec", "step__run__pipeline_version__source")
+        .order_by("-step__run_id")[:limit]
+    )
+    from pipelines_app.models import DatasetVersion
+
+    datasets = list(
+        DatasetVersion.objects.filter(artifact=artifact)
+        .select_related("dataset")
+        .order_by("number")
+    )
+    # The original producer is the one that ran (not reused); the first one if all reused.
+    original = next(
+        (p for p in reversed(producers) if p.step.status == StepStatus.SUCCEEDED),
+        producers[-1] if producers else None,
+    )
+    return {
+        "producers": producers,
+        "consumers": consumers,
+        "datasets": datasets,
+        "original": original,
+    }
+
+
+def artifact_lineage(artifact: Artifact) -> dict[str, Any]:
+    """The lineage of an artifact: the run lineage of the step that produced it, kept to
+    the artifact's ancestors, plus the steps (any run) that read it."""
+    usage = artifact_usage(artifact)
+    here = f"artifact:{artifact.sha256}"
+    nodes: dict[str, dict[str, Any]] = {}
+    edges: list[dict[str, Any]] = []
+    if usage["original"] is not None:
+        full = run_lineage(usage["original"].step.run)
+        by_id = {n["id"]: n for n in full["nodes"]}
+        into: dict[str, list[dict[str, Any]]] = {}
+        for edge in full["edges"]:
+            if edge["kind"] in ("input", "output"):
+                into.setdefault(edge["target"], []).append(edge)
+        wanted, stack = {here}, [here]
+        while stack:
+            for edge in into.get(stack.pop(), []):
+                if edge["source"] not in wanted:
+                    wanted.add(edge["source"])
+                    stack.append(edge["source"])
+        # A reused ancestor step shows the step it reused.
+        wanted |= {
+            e["target"]
+            for e in full["edges"]
+            if e["kind"] == "reused_from" and e["source"] in wanted
+        }
+        nodes = {i: by_id[i] for i in wanted if i in by_id}
+        edges = [e for e in full["edges"] if e["source"] in wanted and e["target"] in wanted]
+    if here not in nodes:
+        nodes[here] = _artifact_node(artifact, artifact.sha256[:12], {})
+    for consumer in usage["consumers"]:
+        step = consumer.step
+        node_id = f"step:{step.pk}"
+        nodes.setdefault(
+            node_id,
+            {
+                "id": node_id,
+                "kind": "step",
+                "label": f"{step.name} (run {step.run_id})",
+                "name": step.name,
+                "run": step.run_id,
+                "status": step.status,
+            },
+        )
+        edge = {"source": here, "target": node_id, "kind": "input", "label": consumer.name}
+        if edge not in edges:
+            edges.append(edge)
+    return {"artifact": artifact.sha256, "nodes": list(nodes.values()), "edges": edges}
+
+
+# --- the runs list -----------------------------------------------------------------------------
+
+
+def run_list(workspace: Any) -> QuerySet[PipelineRun]:
+    """The workspace's runs for the runs list, newest first, with what a row shows."""
+    return (
+        PipelineRun.objects.filter(workspace=workspace)
+        .select_related("pipeline_version__pipeline", "created_by", "sweep")
+        .defer(
+            "pipeline_version__spec",
+            "pipeline_version__source",
+            "sweep__axes",
+            "pipeline_version__pipeline__description",
+        )
+        .order_by("-created_at", "-id")
+    )
+
+
+def run_step_counts(run_ids: list[int]) -> dict[int, dict[str, int]]:
+    """{run id: {status: count}} for a page of runs, in one query."""
+    counts: dict[int, dict[str, int]] = {run_id: {} for run_id in run_ids}
+    rows = (
+        StepRun.objects.filter(run_id__in=run_ids)
+        .values("run_id", "status")
+        .annotate(n=Count("id"))
+        .values_list("run_id", "status", "n")
+    )
+    for run_id, status, n in rows:
+        counts[run_id][status] = n
+    return counts
+
+
+def run_metric_values(run_ids: list[int], names: list[str]) -> dict[int, dict[str, float]]:
+    """{run id: {metric: value}} for a page of runs and the chosen metric names (two
+    queries). A reused step counts with the metrics of the step it reused; a series counts
+    by its last point; when several steps log a name, the later step wins."""
+    values: dict[int, dict[str, float]] = {run_id: {} for run_id in run_ids}
+    if not names or not run_ids:
+        return values
+    sources = dict(
+        StepRun.objects.filter(run_id__in=run_ids, reused_from__isnull=False).values_list(
+            "reused_from_id", "run_id"
+        )
+    )
+    rows = (
+        Metric.objects.filter(name__in=names)
+        .filter(Q(step__run_id__in=run_ids) | Q(step_id__in=list(sources)))
+        .order_by("step__position", "index", "id")
+        .values_list("step_id", "step__run_id", "name", "value")
+    )
+    for step_id, run_id, name, value in rows:
+        if run_id in values:
+            values[run_id][name] = value
+        if step_id in sources:
+            values[sources[step_id]][name] = value
+    return values
+
+
+def workspace_metric_names(workspace: Any, limit: int = 200) -> list[str]:
+    """The metric names logged in the workspace (for the column chooser)."""
+    return list(
+        Metric.objects.filter(step__workspace=workspace)
+        .order_by("name")
+        .values_list("name", flat=True)
+        .distinct()[:limit]
+    )

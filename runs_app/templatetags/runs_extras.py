@@ -1,0 +1,53 @@
+"""Template filters for people: durations, numbers, short digests."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from django import template
+
+from runs_app.selectors import human_duration
+
+register = template.Library()
+
+
+@register.filter
+def duration(seconds: Any) -> str:
+    """3 m 12 s, 850 ms, 1 h 2 m; "—" when unknown."""
+    if seconds is None or seconds == "":
+        return "—"
+    return human_duration(float(seconds))
+
+
+@register.filter
+def metric(value: Any) -> str:
+    """A metric value with four significant digits; "n/a" when missing or not finite."""
+    if value is None or not isinstance(value, int | float) or not math.isfinite(value):
+        return "n/a"
+    if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
+        return f"{value:.3e}"
+    return f"{value:.4g}"
+
+
+@register.filter
+def signed(value: Any) -> str:
+    """A difference with its sign: +0.012, -3; empty when missing."""
+    if value is None or not isinstance(value, int | float) or not math.isfinite(value):
+        return ""
+    return ("+" if value > 0 else "") + metric(value)
+
+
+@register.filter
+def short(digest: Any, length: int = 12) -> str:
+    return str(digest or "")[:length]
+
+
+@register.filter
+def jsonish(value: Any) -> str:
+    """A param value as it was written: strings bare, the rest as JSON; "—" when unset."""
+    import json
+
+    if value is None:
+        return "—"
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)

@@ -1,0 +1,46 @@
+"""Run-time pages: the runs list, the run explorer, steps, artifacts, lineage, downloads.
+
+A digest is matched as 64 lowercase hex characters and a step name as a slug, so nothing
+path-like from a URL reaches a view, let alone the filesystem.
+"""
+
+from django.urls import path, register_converter
+
+from runs_app import views
+
+
+class Sha256Converter:
+    regex = "[0-9a-f]{64}"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(Sha256Converter, "sha256")
+
+app_name = "runs"
+
+run = "w/<slug:slug>/runs/<int:run_id>/"
+step = run + "steps/<slug:name>/"
+artifact = "w/<slug:slug>/artifacts/<sha256:sha256>/"
+
+urlpatterns = [
+    path("w/<slug:slug>/runs/", views.run_list, name="list"),
+    path("w/<slug:slug>/runs/compare/", views.run_compare, name="compare"),
+    path(run, views.run_detail, name="detail"),
+    path(run + "live/", views.run_live, name="live"),
+    path(run + "cancel/", views.run_cancel, name="cancel"),
+    path(run + "rerun/", views.run_rerun, name="rerun"),
+    path(run + "clone/", views.run_clone, name="clone"),
+    path(run + "lineage/", views.run_lineage, name="lineage"),
+    path(run + "outputs.zip", views.run_outputs_zip, name="outputs_zip"),
+    path(step, views.step_detail, name="step"),
+    path(step + "log/", views.step_log, name="step_log"),
+    path(artifact, views.artifact_detail, name="artifact"),
+    path(artifact + "download/", views.artifact_download, name="artifact_download"),
+    path(artifact + "image/", views.artifact_image, name="artifact_image"),
+    path(artifact + "frame/", views.artifact_frame, name="artifact_frame"),
+]

@@ -1,0 +1,427 @@
+"""Run-time pages: thin views over the access helpers, selectors and services.
+
+Every object is fetched through an access helper scoped to the workspace in the URL, so a
+run id, step name or digest of another workspace is a 404; a viewer who tries an editor's
+action gets a 403. Status only ever changes through runs_app.scheduler (and the services
+that call it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseBase,
+)
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.clickjacking import xframe_options_sameorigin
+from django.views.decorators.http import require_POST
+
+from pipelines_app.errors import DomainError
+from pipelines_app.forms import StepParamsForm
+from pipelines_app.models import ROLE_RANK, Role, Workspace
+from pipelines_app.selectors import get_workspace_for_user, module_version_refs
+from runs_app import artifacts, charts, scheduler, selectors, services
+from runs_app.diffs import run_diff
+from runs_app.filters import RunFilter
+from runs_app.models import PipelineRun, StepRun
+
+RUNS_PER_PAGE = 50
+_SENTINEL = 987654321  # reversed once into a URL, then replaced per row
+MAX_METRIC_COLUMNS = 6
+LIVE_POLL = "2s"
+LOG_POLL = "1s"
+
+
+def _can_edit(workspace: Workspace) -> bool:
+    role = getattr(workspace, "user_role", Role.VIEWER)
+    return ROLE_RANK[Role(role)] >= ROLE_RANK[Role.EDITOR]
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() and len(value) < 19 else None
+
+
+# --- the runs list ---------------------------------------------------------------------------
+
+
+@login_required
+def run_list(request: HttpRequest, slug: str) -> TemplateResponse:
+    workspace = get_workspace_for_user(request.user, slug)
+    filterset = RunFilter(request.GET, queryset=selectors.run_list(workspace), workspace=workspace)
+    # A filter value that does not parse shows its error and matches nothing, rather than
+    # being dropped silently (which would show every run as if it matched).
+    runs = filterset.qs if filterset.is_valid() else filterset.queryset.none()
+    page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
+    metric_names = list(dict.fromkeys(m for m in request.GET.getlist("metric") if m))
+    metric_names = metric_names[:MAX_METRIC_COLUMNS]
+    ids = [run.pk for run in page]
+    counts = selectors.run_step_counts(ids)
+    values = selectors.run_metric_values(ids, metric_names)
+    rows = [
+        {
+            "run": run,
+            "steps": counts[run.pk],
+            "step_total": sum(counts[run.pk].values()),
+            "duration_s": (
+                (run.finished_at - run.started_at).total_seconds()
+                if run.started_at and run.finished_at
+                else None
+            ),
+            "metrics": [values[run.pk].get(name) for name in metric_names],
+        }
+        for run in page
+    ]
+    context = {
+        "workspace": workspace,
+        "filterset": filterset,
+        "page": page,
+        "rows": rows,
+        "metric_names": metric_names,
+        "available_metrics": selectors.workspace_metric_names(workspace),
+        "filtered": any(k != "page" and k != "metric" and v for k, v in request.GET.items()),
+    }
+    return TemplateResponse(request, "runs_app/run_list.html", context)
+
+
+# --- the run explorer --------------------------------------------------------------------------
+
+
+def _explorer_context(request: HttpRequest, workspace: Workspace, run: PipelineRun) -> dict:
+    steps = selectors.run_step_list(run)
+    graph = selectors.run_graph(run.pipeline_version.spec, steps)
+    # URLs are reversed once and filled in per row: a 200-step run renders in well under
+    # 100 ms only when the template does no per-row reversing.
+    step_url = reverse("runs:step", args=[workspace.slug, _SENTINEL, "__step__"])
+    module_url = reverse("pipelines:module_version", args=[workspace.slug, "__mod__", _SENTINEL])
+
+    def step_href(run_id: int, name: str) -> str:
+        return step_url.replace(f"/{_SENTINEL}/", f"/{run_id}/").replace("__step__", name)
+
+    def module_href(version: Any) -> str:
+        return module_url.replace("__mod__", version.module.name).replace(
+            f"/{_SENTINEL}/", f"/{version.number}/"
+        )
+
+    rows = [
+        {
+            "step": step,
+            "href": step_href(run.pk, step.name),
+            "module_href": module_href(step.module_version),
+            "reused_href": (
+                step_href(step.reused_from.run_id, step.name) if step.reused_from else None
+            ),
+        }
+        for step in steps
+    ]
+    hrefs = {step.name: step_href(run.pk, step.name) for step in steps}
+    for node in graph["nodes"]:
+        if node["kind"] == "step":
+            node["href"] = hrefs.get(node["id"]) or step_href(run.pk, node["id"])
+    return {
+        "workspace": workspace,
+        "run": run,
+        "steps": steps,
+        "rows": rows,
+        "graph": graph,
+        "timeline": charts.timeline_rows(steps, timezone.now()),
+        "active": selectors.run_is_active(run),
+        "can_edit": _can_edit(workspace),
+        "poll": LIVE_POLL,
+    }
+
+
+@login_required
+def run_detail(request: HttpRequest, slug: str, run_id: int) -> TemplateResponse:
+    workspace = get_workspace_for_user(request.user, slug)
+    run = selectors.get_run_for_user(request.user, slug, run_id)
+    context = _explorer_context(request, workspace, run)
+    return TemplateResponse(request, "runs_app/run_detail.html", context)
+
+
+@login_required
+def run_live(request: HttpRequest, slug: str, run_id: int) -> TemplateResponse:
+    """The live part of the explorer (graph data, status, steps, timeline) for htmx polling;
+    it stops polling itself once the run is terminal."""
+    workspace = get_workspace_for_user(request.user, slug)
+    run = selectors.get_run_for_user(request.user, slug, run_id)
+    context = _explorer_context(request, workspace, run)
+    return TemplateResponse(request, "runs_app/run_detail.html#live", context)
+
+
+@login_required
+@require_POST
+def run_cancel(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    run = selectors.get_run_for_user(request.user, slug, run_id, role=Role.EDITOR)
+    if scheduler.run_cancel(run.pk, by=request.user):
+        messages.success(request, f"Run {run.pk}: cancel requested.")
+    else:
+        messages.info(request, f"Run {run.pk} had already finished; nothing to cancel.")
+    return redirect("runs:detail", slug=slug, run_id=run.pk)
+
+
+@login_required
+@require_POST
+def run_rerun(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    run = selectors.get_run_for_user(request.user, slug, run_id, role=Role.EDITOR)
+    from_step = request.POST.get("from_step") or None
+    try:
+        new = services.run_rerun(run, from_step=from_step, user=request.user)
+    except DomainError as error:
+        messages.error(request, str(error))
+        return redirect("runs:detail", slug=slug, run_id=run.pk)
+    what = f"from step {from_step}" if from_step else "reusing what did not change"
+    messages.success(request, f"Run {new.pk} started: a rerun of run {run.pk}, {what}.")
+    return redirect("runs:detail", slug=slug, run_id=new.pk)
+
+
+def _clone_steps(run: PipelineRun, steps: list[StepRun], refs: list[str]) -> list[dict]:
+    return [
+        {
+            "name": step.name,
+            "params": dict(step.params or {}),
+            "module": step.module_version.ref,
+            "module_choices": refs,
+        }
+        for step in steps
+    ]
+
+
+@login_required
+def run_clone(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    """Clone a run with changes: another module version for a step, other params."""
+    workspace = get_workspace_for_user(request.user, slug, Role.EDITOR)
+    run = selectors.get_run_for_user(request.user, slug, run_id, role=Role.EDITOR)
+    steps = selectors.run_step_list(run)
+    spec_steps = _clone_steps(run, steps, module_version_refs(workspace))
+    data = request.POST if request.method == "POST" else None
+    form = StepParamsForm(spec_steps, data, with_modules=True)
+    message = request.POST.get("message", "") if data else ""
+    if form.is_bound and form.is_valid():
+        params = form.changed_params()
+        modules = form.changed_modules()
+        changes = {
+            name: {"module": ref, **({"params": params[name]} if name in params else {})}
+            for name, ref in modules.items()
+        }
+        overrides = {
+            f"{name}.{param}": value
+            for name, values in params.items()
+            if name not in modules
+            for param, value in values.items()
+        }
+        try:
+            new = services.run_clone(
+                run, changes=changes, param_overrides=overrides, message=message, user=request.user
+            )
+        except DomainError as error:
+            form.add_domain_errors(error.fields or {"non_field_errors": [error.message]})
+        else:
+            messages.success(request, f"Run {new.pk} started: a clone of run {run.pk}.")
+            return redirect("runs:detail", slug=slug, run_id=new.pk)
+    context = {"workspace": workspace, "run": run, "form": form, "message": message}
+    return TemplateResponse(request, "runs_app/run_clone.html", context)
+
+
+@login_required
+def run_lineage(request: HttpRequest, slug: str, run_id: int) -> TemplateResponse:
+    workspace = get_workspace_for_user(request.user, slug)
+    run = selectors.get_run_for_user(request.user, slug, run_id)
+    lineage = selectors.run_lineage(run)
+    _link_lineage(workspace, lineage)
+    nodes = {node["id"]: node for node in lineage["nodes"]}
+    edge_rows = [
+        {**edge, "from": nodes[edge["source"]], "to": nodes[edge["target"]]}
+        for edge in lineage["edges"]
+        if edge["kind"] != "step_of"
+    ]
+    context = {"workspace": workspace, "run": run, "lineage": lineage, "edge_rows": edge_rows}
+    return TemplateResponse(request, "runs_app/run_lineage.html", context)
+
+
+def _link_lineage(workspace: Workspace, lineage: dict[str, Any]) -> None:
+    """Give each lineage node the URL of its page."""
+    for node in lineage["nodes"]:
+        if node["kind"] == "run":
+            node["href"] = reverse("runs:detail", args=[workspace.slug, node["id"][4:]])
+        elif node["kind"] == "step":
+            node["href"] = reverse("runs:step", args=[workspace.slug, node["run"], node["name"]])
+        elif node["kind"] == "artifact":
+            node["href"] = reverse("runs:artifact", args=[workspace.slug, node["sha256"]])
+
+
+@login_required
+def run_outputs_zip(request: HttpRequest, slug: str, run_id: int) -> HttpResponseBase:
+    """The run's outputs (or `?step=a&step=b`'s) as one streamed zip with manifest.json."""
+    run = selectors.get_run_for_user(request.user, slug, run_id)
+    steps = [s for s in request.GET.getlist("step") if s] or None
+    try:
+        return artifacts.run_zip_response(run, steps)
+    except DomainError as error:
+        return HttpResponseBadRequest(str(error), content_type="text/plain; charset=utf-8")
+
+
+# --- steps -----------------------------------------------------------------------------------
+
+
+def _log_context(step: StepRun, request: HttpRequest) -> dict[str, Any]:
+    attempts = selectors.step_log_attempts(step)
+    wanted = _int_or_none(request.GET.get("attempt"))
+    attempt = wanted if wanted in attempts else (attempts[-1] if attempts else step.attempt)
+    query = request.GET.get("q", "").strip()[:200]
+    context: dict[str, Any] = {"attempts": attempts, "attempt": attempt, "query": query}
+    if query:
+        context["search"] = selectors.step_log_search(step, attempt, query)
+    else:
+        context["log"] = selectors.step_log_tail(step, attempt)
+    context["log_live"] = step.status not in scheduler.STEP_TERMINAL and not query
+    return context
+
+
+@login_required
+def step_detail(request: HttpRequest, slug: str, run_id: int, name: str) -> TemplateResponse:
+    workspace = get_workspace_for_user(request.user, slug)
+    step = selectors.get_step_for_user(request.user, slug, run_id, name)
+    metrics = selectors.step_metrics(step)
+    context = {
+        "workspace": workspace,
+        "run": step.run,
+        "step": step,
+        "io": selectors.step_io(step),
+        "metrics": metrics,
+        "figures": charts.metric_figures(metrics["series"]),
+        "explanation": selectors.reuse_explanation(step),
+        "can_edit": _can_edit(workspace),
+        "poll": LOG_POLL,
+        **_log_context(step, request),
+    }
+    return TemplateResponse(request, "runs_app/step_detail.html", context)
+
+
+@login_required
+def step_log(request: HttpRequest, slug: str, run_id: int, name: str) -> TemplateResponse:
+    """htmx: with `after`, the log text since that byte offset (appended out of band) and
+    the next poller; without it, the whole log section (tail or search results)."""
+    workspace = get_workspace_for_user(request.user, slug)
+    step = selectors.get_step_for_user(request.user, slug, run_id, name)
+    after = _int_or_none(request.GET.get("after"))
+    context: dict[str, Any] = {"workspace": workspace, "run": step.run, "step": step}
+    context["poll"] = LOG_POLL
+    if after is not None:
+        attempt = _int_or_none(request.GET.get("attempt")) or step.attempt
+        context.update(
+            attempt=attempt,
+            log=selectors.step_log_tail(step, attempt, after=after),
+            log_live=step.status not in scheduler.STEP_TERMINAL,
+            appended=True,
+        )
+        return TemplateResponse(request, "runs_app/step_detail.html#log-poller", context)
+    context.update(_log_context(step, request))
+    return TemplateResponse(request, "runs_app/step_detail.html#log-body", context)
+
+
+# --- artifacts ---------------------------------------------------------------------------------
+
+
+@login_required
+def artifact_detail(request: HttpRequest, slug: str, sha256: str) -> TemplateResponse:
+    workspace = get_workspace_for_user(request.user, slug)
+    artifact = selectors.get_artifact_for_user(request.user, slug, sha256)
+    usage = selectors.artifact_usage(artifact)
+    lineage = selectors.artifact_lineage(artifact)
+    _link_lineage(workspace, lineage)
+    context = {
+        "workspace": workspace,
+        "artifact": artifact,
+        "preview": artifacts.artifact_preview(artifact),
+        "usage": usage,
+        "lineage": lineage,
+        "filename": _artifact_filename(artifact, usage),
+    }
+    return TemplateResponse(request, "runs_app/artifact_detail.html", context)
+
+
+def _artifact_filename(artifact: Any, usage: dict[str, Any] | None = None) -> str:
+    usage = usage if usage is not None else selectors.artifact_usage(artifact, limit=1)
+    name = None
+    if usage["original"] is not None:
+        name = usage["original"].name
+    elif usage["datasets"]:
+        name = usage["datasets"][0].dataset.name
+    return artifacts.artifact_filename(artifact, name)
+
+
+@login_required
+def artifact_download(request: HttpRequest, slug: str, sha256: str) -> HttpResponseBase:
+    artifact = selectors.get_artifact_for_user(request.user, slug, sha256)
+    return artifacts.artifact_download_response(request, artifact, _artifact_filename(artifact))
+
+
+@login_required
+def artifact_image(request: HttpRequest, slug: str, sha256: str) -> HttpResponseBase:
+    """A raster image for the preview's <img>; any other type is a 404."""
+    artifact = selectors.get_artifact_for_user(request.user, slug, sha256)
+    return artifacts.artifact_inline_image_response(artifact)
+
+
+@login_required
+@xframe_options_sameorigin
+def artifact_frame(request: HttpRequest, slug: str, sha256: str) -> HttpResponseBase:
+    """The sandboxed preview of user HTML, SVG or a plotly figure.
+
+    The response carries `Content-Security-Policy: sandbox allow-scripts` (never
+    allow-same-origin): the browser gives it an opaque origin, so nothing in it can read
+    the app's cookies or call the app as the user, even when opened in a tab of its own.
+    """
+    artifact = selectors.get_artifact_for_user(request.user, slug, sha256)
+    if artifact.kind != "file":
+        raise Http404("Nothing to show in a frame.")
+    preview = artifacts.artifact_preview(artifact)
+    if preview["kind"] != "frame":
+        raise Http404("This artifact is not previewed in a frame.")
+    base = artifacts.media_base(artifact.media_type)
+    data = artifacts.artifact_frame_bytes(artifact)
+    response: HttpResponseBase
+    if base == artifacts.PLOTLY_TYPE:
+        import json
+
+        try:
+            figure = json.loads(data)
+        except ValueError:
+            figure = {"data": [], "layout": {"title": {"text": "Not a valid plotly figure"}}}
+        response = TemplateResponse(request, "runs_app/plotly_frame.html", {"figure": figure})
+        response.render()
+    else:
+        response = HttpResponse(data, content_type=base)
+    response["Content-Security-Policy"] = artifacts.SANDBOX_CSP
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+# --- compare -----------------------------------------------------------------------------------
+
+
+@login_required
+def run_compare(request: HttpRequest, slug: str) -> TemplateResponse:
+    """Two runs side by side (`?a=&b=`); without both, a form to choose them."""
+    workspace = get_workspace_for_user(request.user, slug)
+    a_id, b_id = _int_or_none(request.GET.get("a")), _int_or_none(request.GET.get("b"))
+    context: dict[str, Any] = {"workspace": workspace, "a_id": a_id, "b_id": b_id}
+    if a_id is not None and b_id is not None:
+        a = selectors.get_run_for_user(request.user, slug, a_id)
+        b = selectors.get_run_for_user(request.user, slug, b_id)
+        context.update(a=a, b=b, diff=run_diff(a, b))
+    else:
+        context["recent"] = list(selectors.run_list(workspace)[:30])
+    return TemplateResponse(request, "runs_app/run_compare.html", context)
