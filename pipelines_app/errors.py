@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -92,8 +93,11 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     """Every API error in one shape: {"error": {"code", "message", "fields"}}."""
     if isinstance(exc, DomainError):
         return Response({"error": exc.as_dict()}, status=exc.status_code)
+    # Django's own 404 and 403 become DRF's, keeping their message (as DRF's handler does).
     if isinstance(exc, Http404):
-        exc = exceptions.NotFound()
+        exc = exceptions.NotFound(*exc.args)
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied(*exc.args)
     response = exception_handler(exc, context)
     if response is None:
         return None

@@ -1,0 +1,121 @@
+"""/api/v1/: one route per operation (HackSoft style: `create/` and actions get their own
+path), the OpenAPI schema, the offline docs page and the pipeline spec's JSON Schema.
+
+Workspace, module, pipeline, dataset and step names are slugs; artifacts are addressed by
+their sha256.
+"""
+
+from django.urls import URLPattern, URLResolver, include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from pipelines_app import api as design
+from runs_app import api as runtime
+
+app_name = "api"
+
+module_patterns: list[URLPattern | URLResolver] = [
+    path("", design.ModuleListApi.as_view(), name="module-list"),
+    path("<slug:name>/", design.ModuleDetailApi.as_view(), name="module-detail"),
+    path(
+        "<slug:name>/versions/", design.ModuleVersionListApi.as_view(), name="module-version-list"
+    ),
+    path(
+        "<slug:name>/versions/create/",
+        design.ModuleVersionCreateApi.as_view(),
+        name="module-version-create",
+    ),
+    path(
+        "<slug:name>/versions/<int:number>/",
+        design.ModuleVersionDetailApi.as_view(),
+        name="module-version-detail",
+    ),
+]
+
+pipeline_patterns: list[URLPattern | URLResolver] = [
+    path("", design.PipelineListApi.as_view(), name="pipeline-list"),
+    path("<slug:name>/", design.PipelineDetailApi.as_view(), name="pipeline-detail"),
+    path(
+        "<slug:name>/versions/",
+        design.PipelineVersionListApi.as_view(),
+        name="pipeline-version-list",
+    ),
+    path(
+        "<slug:name>/versions/create/",
+        design.PipelineVersionCreateApi.as_view(),
+        name="pipeline-version-create",
+    ),
+    path(
+        "<slug:name>/versions/<int:number>/",
+        design.PipelineVersionDetailApi.as_view(),
+        name="pipeline-version-detail",
+    ),
+    path(
+        "<slug:name>/versions/<int:number>/clone/",
+        design.PipelineVersionCloneApi.as_view(),
+        name="pipeline-version-clone",
+    ),
+]
+
+dataset_patterns: list[URLPattern | URLResolver] = [
+    path("", design.DatasetListApi.as_view(), name="dataset-list"),
+    path("<slug:name>/", design.DatasetDetailApi.as_view(), name="dataset-detail"),
+    path(
+        "<slug:name>/versions/", design.DatasetVersionListApi.as_view(), name="dataset-version-list"
+    ),
+    path(
+        "<slug:name>/versions/create/",
+        design.DatasetVersionCreateApi.as_view(),
+        name="dataset-version-create",
+    ),
+    path(
+        "<slug:name>/versions/<int:number>/",
+        design.DatasetVersionDetailApi.as_view(),
+        name="dataset-version-detail",
+    ),
+]
+
+step_patterns: list[URLPattern | URLResolver] = [
+    path("", runtime.StepDetailApi.as_view(), name="step-detail"),
+    path("log/", runtime.StepLogApi.as_view(), name="step-log"),
+    path("metrics/", runtime.StepMetricListApi.as_view(), name="step-metric-list"),
+]
+
+run_patterns: list[URLPattern | URLResolver] = [
+    path("", runtime.RunListApi.as_view(), name="run-list"),
+    path("create/", runtime.RunCreateApi.as_view(), name="run-create"),
+    path("compare/", runtime.RunCompareApi.as_view(), name="run-compare"),
+    path("<int:run_id>/", runtime.RunDetailApi.as_view(), name="run-detail"),
+    path("<int:run_id>/cancel/", runtime.RunCancelApi.as_view(), name="run-cancel"),
+    path("<int:run_id>/rerun/", runtime.RunRerunApi.as_view(), name="run-rerun"),
+    path("<int:run_id>/clone/", runtime.RunCloneApi.as_view(), name="run-clone"),
+    path("<int:run_id>/events/", runtime.RunEventListApi.as_view(), name="run-event-list"),
+    path("<int:run_id>/lineage/", runtime.RunLineageApi.as_view(), name="run-lineage"),
+    path("<int:run_id>/outputs.zip", runtime.RunOutputsZipApi.as_view(), name="run-outputs-zip"),
+    path("<int:run_id>/steps/<slug:step>/", include(step_patterns)),
+]
+
+artifact_patterns: list[URLPattern | URLResolver] = [
+    path("<str:sha256>/", runtime.ArtifactDetailApi.as_view(), name="artifact-detail"),
+    path("<str:sha256>/download/", runtime.ArtifactDownloadApi.as_view(), name="artifact-download"),
+]
+
+workspace_patterns: list[URLPattern | URLResolver] = [
+    path("", design.WorkspaceDetailApi.as_view(), name="workspace-detail"),
+    path("members/", design.MemberListApi.as_view(), name="member-list"),
+    path("members/set/", design.MemberSetApi.as_view(), name="member-set"),
+    path("modules/", include(module_patterns)),
+    path("pipelines/", include(pipeline_patterns)),
+    path("datasets/", include(dataset_patterns)),
+    path("runs/", include(run_patterns)),
+    path("artifacts/", include(artifact_patterns)),
+]
+
+urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
+    path("spec-schema.json", design.SpecSchemaApi.as_view(), name="spec-schema"),
+    path("workspaces/", design.WorkspaceListApi.as_view(), name="workspace-list"),
+    path("workspaces/create/", design.WorkspaceCreateApi.as_view(), name="workspace-create"),
+    path("workspaces/<slug:workspace>/", include(workspace_patterns)),
+]

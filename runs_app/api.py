@@ -1,0 +1,591 @@
+"""Run-time REST API: runs, their steps, logs, metrics, artifacts, zips, lineage, compare.
+
+Follows the conventions in pipelines_app/api.py. Status changes go through
+runs_app.scheduler (start, cancel) and runs_app.services (rerun, clone); downloads, zips and
+lineage are the explorer's functions (runs_app.artifacts, runs_app.selectors), so a page and
+an endpoint answer alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.db.models import Prefetch, QuerySet, prefetch_related_objects
+from django.http import Http404, HttpResponseBase
+from django_filters import rest_framework as filters
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
+from rest_framework import generics, serializers, status
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from pipelines_app.api import (
+    MAX_INT,
+    ApiMixin,
+    JsonObjectField,
+    created_between,
+    workspace_of,
+)
+from pipelines_app.errors import DomainError
+from pipelines_app.models import Role
+from pipelines_app.selectors import pipeline_version_by_ref
+from pipelines_app.serializers import ArtifactSerializer
+from runs_app import scheduler, selectors, services
+from runs_app.artifacts import artifact_download_response, run_zip_response
+from runs_app.diffs import run_diff
+from runs_app.models import (
+    Event,
+    Metric,
+    PipelineRun,
+    RunStatus,
+    StepOutput,
+    StepRun,
+    StepStatus,
+)
+from runs_app.serializers import (
+    RunDetailSerializer,
+    RunSerializer,
+    RunStatusField,
+    StepRunSerializer,
+)
+
+PIPELINE_REF_RE = r"^[a-z0-9][a-z0-9_-]{0,99}(@(latest|[1-9][0-9]*))?$"
+
+
+@extend_schema_field(OpenApiTypes.INT)
+class IntFilter(filters.NumberFilter):
+    """A whole number (NumberFilter takes decimals), within what a database column holds."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("min_value", 0)
+        kwargs.setdefault("max_value", MAX_INT)
+        super().__init__(*args, **kwargs)
+
+
+def run_for(request: Request, workspace: str, run_id: int, role: str = Role.VIEWER) -> PipelineRun:
+    return selectors.get_run_for_user(request.user, workspace, run_id, role)
+
+
+def run_detail(run: PipelineRun) -> dict[str, Any]:
+    """A run with its steps and their outputs (RunDetailSerializer's shape), in four
+    queries whatever the number of steps."""
+    run = (
+        PipelineRun.objects.select_related("pipeline_version__pipeline", "created_by")
+        .defer("pipeline_version__spec", "pipeline_version__source")
+        .get(pk=run.pk)
+    )
+    steps = selectors.run_step_list(run)
+    outputs = StepOutput.objects.select_related("artifact").order_by("name")
+    prefetch_related_objects(steps, Prefetch("outputs", queryset=outputs))
+    return {**RunSerializer(run).data, "steps": StepRunSerializer(steps, many=True).data}
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+class RunListApi(ApiMixin, generics.ListAPIView):
+    """The workspace's runs, newest first, each with its steps counted by status."""
+
+    queryset = PipelineRun.objects.none()
+
+    class OutputSerializer(RunSerializer):
+        step_counts = serializers.SerializerMethodField()
+
+        class Meta(RunSerializer.Meta):
+            fields = [*RunSerializer.Meta.fields, "step_counts"]
+
+        @extend_schema_field({"type": "object", "additionalProperties": {"type": "integer"}})
+        def get_step_counts(self, obj: PipelineRun) -> dict[str, int]:
+            return self.context["step_counts"].get(obj.pk, {})
+
+    class FilterSet(filters.FilterSet):
+        status = filters.MultipleChoiceFilter(choices=RunStatus.choices)
+        pipeline = filters.CharFilter(field_name="pipeline_version__pipeline__name")
+        version = IntFilter(field_name="pipeline_version__number")
+        sweep = IntFilter(field_name="sweep_id")
+        created_by = filters.CharFilter(field_name="created_by__username")
+        created_after, created_before = created_between()
+
+        class Meta:
+            model = PipelineRun
+            fields = ["status"]
+
+    serializer_class = OutputSerializer
+    filterset_class = FilterSet
+
+    def get_queryset(self) -> QuerySet[PipelineRun]:
+        return selectors.run_list(workspace_of(self.request, self.kwargs["workspace"]))
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        counts = selectors.run_step_counts([run.pk for run in page or []])
+        data = self.OutputSerializer(page, many=True, context={"step_counts": counts}).data
+        return self.get_paginated_response(data)
+
+
+class RunCreateApi(ApiMixin, APIView):
+    """Start a run of a pipeline version, with param overrides and reuse on or off."""
+
+    class InputSerializer(serializers.Serializer):
+        pipeline = serializers.RegexField(
+            PIPELINE_REF_RE, max_length=200, help_text="NAME, NAME@latest or NAME@N"
+        )
+        params = JsonObjectField(
+            required=False, default=dict, help_text='Overrides: {"step.param": value}'
+        )
+        reuse = serializers.BooleanField(
+            default=True, help_text="false: every step runs again, none reused or followed."
+        )
+
+    @extend_schema(request=InputSerializer, responses={201: RunDetailSerializer})
+    def post(self, request: Request, workspace: str) -> Response:
+        space = workspace_of(request, workspace, Role.EDITOR)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        ref = data.validated_data["pipeline"]
+        try:
+            version = pipeline_version_by_ref(space, ref)
+        except Http404:
+            raise DomainError(
+                "invalid",
+                "No such pipeline version.",
+                {"pipeline": [f"no pipeline version {ref!r} in {space.slug}"]},
+            ) from None
+        run = scheduler.run_create(
+            version,
+            user=request.user,
+            param_overrides=data.validated_data["params"],
+            reuse=data.validated_data["reuse"],
+        )
+        return Response(run_detail(run), status=status.HTTP_201_CREATED)
+
+
+class RunDetailApi(ApiMixin, APIView):
+    """One run with its steps, their statuses and outputs."""
+
+    @extend_schema(responses={200: RunDetailSerializer})
+    def get(self, request: Request, workspace: str, run_id: int) -> Response:
+        return Response(run_detail(run_for(request, workspace, run_id)))
+
+
+class RunCancelApi(ApiMixin, APIView):
+    """Cancel a run: unstarted steps at once, running ones when their worker kills them."""
+
+    @extend_schema(request=None, responses={200: RunDetailSerializer})
+    def post(self, request: Request, workspace: str, run_id: int) -> Response:
+        run = run_for(request, workspace, run_id, Role.EDITOR)
+        if not scheduler.run_cancel(run.pk, by=request.user):
+            raise DomainError(
+                "run_finished",
+                f"Run {run.pk} has already finished ({run.status}).",
+                status_code=status.HTTP_409_CONFLICT,
+            )
+        return Response(run_detail(run))
+
+
+class RunRerunApi(ApiMixin, APIView):
+    """Run the same version with the same overrides again, reusing what succeeded; with
+    `from_step`, that step and everything downstream of it run again."""
+
+    class InputSerializer(serializers.Serializer):
+        from_step = serializers.CharField(required=False, allow_null=True, max_length=100)
+
+    @extend_schema(request=InputSerializer, responses={201: RunDetailSerializer})
+    def post(self, request: Request, workspace: str, run_id: int) -> Response:
+        run = run_for(request, workspace, run_id, Role.EDITOR)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        from_step = data.validated_data.get("from_step")
+        if from_step and from_step not in run.pipeline_version.spec["steps"]:
+            raise DomainError(
+                "invalid",
+                "No such step.",
+                {"from_step": [f"run {run.pk} has no step {from_step!r}"]},
+            )
+        new = services.run_rerun(run, from_step=from_step, user=request.user)
+        return Response(run_detail(new), status=status.HTTP_201_CREATED)
+
+
+class RunCloneApi(ApiMixin, APIView):
+    """A run of the same pipeline with other module versions or params: `changes` make a
+    new pipeline version (parent: the run's), `params` apply on top; the rest is reused."""
+
+    class InputSerializer(serializers.Serializer):
+        changes = JsonObjectField(
+            required=False,
+            default=dict,
+            help_text='{step: {"module"?: "name@N", "params"?: {...}, "inputs"?: {...}}}',
+        )
+        params = JsonObjectField(required=False, default=dict, help_text='{"step.param": value}')
+        message = serializers.CharField(allow_blank=True, required=False, default="")
+
+    @extend_schema(request=InputSerializer, responses={201: RunDetailSerializer})
+    def post(self, request: Request, workspace: str, run_id: int) -> Response:
+        run = run_for(request, workspace, run_id, Role.EDITOR)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        new = services.run_clone(
+            run,
+            changes=data.validated_data["changes"],
+            param_overrides=data.validated_data["params"],
+            message=data.validated_data["message"],
+            user=request.user,
+        )
+        return Response(run_detail(new), status=status.HTTP_201_CREATED)
+
+
+class RunEventListApi(ApiMixin, generics.ListAPIView):
+    """A run's timeline: every status change of the run and its steps, oldest first."""
+
+    queryset = Event.objects.none()
+
+    class OutputSerializer(serializers.ModelSerializer):
+        step = serializers.CharField(source="step.name", allow_null=True, default=None)
+
+        class Meta:
+            model = Event
+            fields = ["at", "step", "old_status", "new_status", "reason", "message", "attempt"]
+
+    class FilterSet(filters.FilterSet):
+        step = filters.CharFilter(field_name="step__name")
+
+        class Meta:
+            model = Event
+            fields = ["step"]
+
+    serializer_class = OutputSerializer
+    filterset_class = FilterSet
+
+    def get_queryset(self) -> QuerySet[Event]:
+        run = run_for(self.request, self.kwargs["workspace"], self.kwargs["run_id"])
+        return Event.objects.filter(run=run).select_related("step").order_by("at", "id")
+
+
+class RunLineageApi(ApiMixin, APIView):
+    """The run's lineage graph: its steps, the artifacts they read and wrote, the steps they
+    reused, the runs it was cloned or rerun from, its sweep."""
+
+    class OutputSerializer(serializers.Serializer):
+        run = serializers.IntegerField()
+        nodes = serializers.ListField(
+            child=serializers.DictField(),
+            help_text='{"id", "kind": run|step|artifact|sweep, "label", ...}',
+        )
+        edges = serializers.ListField(
+            child=serializers.DictField(),
+            help_text='{"source", "target", "kind": input|output|reused_from|step_of|'
+            'cloned_from|rerun_of|sweep, "label"?}',
+        )
+
+    @extend_schema(responses={200: OutputSerializer})
+    def get(self, request: Request, workspace: str, run_id: int) -> Response:
+        run = run_for(request, workspace, run_id)
+        return Response(self.OutputSerializer(selectors.run_lineage(run)).data)
+
+
+class _AnyContent(BaseContentNegotiation):
+    """Downloads answer whatever the client accepts; their errors are JSON."""
+
+    def select_parser(self, request: Any, parsers: Any) -> Any:
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request: Any, renderers: Any, format_suffix: Any = None) -> Any:
+        return renderers[0], renderers[0].media_type
+
+
+class RunOutputsZipApi(ApiMixin, APIView):
+    """Every output of the run (or of the `step`s named) as one streamed zip, with
+    manifest.json first: {"run", "files": [{"path", "sha256", "size", "step", "output"}],
+    "lineage"}."""
+
+    content_negotiation_class = _AnyContent
+
+    class QuerySerializer(serializers.Serializer):
+        step = serializers.ListField(
+            child=serializers.CharField(max_length=100),
+            required=False,
+            help_text="Only these steps' outputs (repeat the parameter for several).",
+        )
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "step",
+                OpenApiTypes.STR,
+                many=True,
+                required=False,
+                description="Only these steps' outputs (repeat for several).",
+            )
+        ],
+        responses={(200, "application/zip"): OpenApiTypes.BINARY},
+    )
+    def get(self, request: Request, workspace: str, run_id: int) -> HttpResponseBase:
+        run = run_for(request, workspace, run_id)
+        query = self.QuerySerializer(data={"step": request.query_params.getlist("step")})
+        query.is_valid(raise_exception=True)
+        return run_zip_response(run, query.validated_data.get("step") or None)
+
+
+class RunCompareApi(ApiMixin, APIView):
+    """Two runs side by side: step outcomes, module versions, params and metrics."""
+
+    class QuerySerializer(serializers.Serializer):
+        a = serializers.IntegerField(min_value=1, max_value=MAX_INT, help_text="A run id.")
+        b = serializers.IntegerField(min_value=1, max_value=MAX_INT, help_text="Another run id.")
+
+    class OutputSerializer(serializers.Serializer):
+        class SideSerializer(serializers.Serializer):
+            id = serializers.IntegerField()
+            status = RunStatusField()
+            pipeline = serializers.CharField()
+            version = serializers.IntegerField()
+            param_overrides = serializers.JSONField()
+            created_by = serializers.CharField(allow_null=True)
+
+        class StepRowSerializer(serializers.Serializer):
+            name = serializers.CharField()
+            a_status = serializers.CharField(allow_null=True)
+            b_status = serializers.CharField(allow_null=True)
+            a_duration_s = serializers.FloatField(allow_null=True)
+            b_duration_s = serializers.FloatField(allow_null=True)
+            a_reused_from_run = serializers.IntegerField(allow_null=True)
+            b_reused_from_run = serializers.IntegerField(allow_null=True)
+            same_key = serializers.BooleanField()
+
+        class ModuleRowSerializer(serializers.Serializer):
+            key = serializers.CharField(help_text="The step.")
+            a = serializers.CharField(allow_null=True, help_text="name@N")
+            b = serializers.CharField(allow_null=True)
+            same = serializers.BooleanField()
+            same_code = serializers.BooleanField()
+
+        class ParamRowSerializer(serializers.Serializer):
+            key = serializers.CharField(help_text="step.param")
+            a = serializers.JSONField(allow_null=True)
+            b = serializers.JSONField(allow_null=True)
+            same = serializers.BooleanField()
+
+        class MetricRowSerializer(serializers.Serializer):
+            key = serializers.CharField(help_text="step.metric")
+            a = serializers.FloatField(allow_null=True)
+            b = serializers.FloatField(allow_null=True)
+            same = serializers.BooleanField()
+            delta = serializers.FloatField(allow_null=True, help_text="b - a")
+
+        class DifferencesSerializer(serializers.Serializer):
+            params = serializers.IntegerField()
+            modules = serializers.IntegerField()
+            metrics = serializers.IntegerField()
+
+        a = SideSerializer()
+        b = SideSerializer()
+        steps = StepRowSerializer(many=True)
+        modules = ModuleRowSerializer(many=True)
+        params = ParamRowSerializer(many=True)
+        metrics = MetricRowSerializer(many=True)
+        differences = DifferencesSerializer()
+
+    @extend_schema(parameters=[QuerySerializer], responses={200: OutputSerializer})
+    def get(self, request: Request, workspace: str) -> Response:
+        query = self.QuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        a = run_for(request, workspace, query.validated_data["a"])
+        b = run_for(request, workspace, query.validated_data["b"])
+        return Response(self.OutputSerializer(run_diff(a, b)).data)
+
+
+# --- steps ---------------------------------------------------------------------------------
+
+
+def step_for(request: Request, workspace: str, run_id: int, step: str) -> StepRun:
+    return selectors.get_step_for_user(request.user, workspace, run_id, step)
+
+
+class StepDetailApi(ApiMixin, APIView):
+    """One step of a run: status, attempts, cache key and its parts, inputs and outputs
+    (with their artifacts), and why it was or was not reused."""
+
+    class OutputSerializer(StepRunSerializer):
+        class InputRowSerializer(serializers.Serializer):
+            name = serializers.CharField()
+            binding = serializers.CharField(help_text="step.output or dataset:NAME@N")
+            artifact = ArtifactSerializer(allow_null=True)
+
+        class ReuseSerializer(serializers.Serializer):
+            reused = serializers.BooleanField()
+            summary = serializers.CharField()
+            compared_run = serializers.IntegerField(allow_null=True)
+            saved_s = serializers.FloatField(allow_null=True)
+
+        run = serializers.IntegerField(source="run_id")
+        key_parts = serializers.JSONField(
+            help_text="What the cache key hashes: code, params, inputs, runtime."
+        )
+        inputs = serializers.SerializerMethodField()
+        reuse = serializers.SerializerMethodField()
+
+        class Meta(StepRunSerializer.Meta):
+            fields = ["run", *StepRunSerializer.Meta.fields, "key_parts", "inputs", "reuse"]
+
+        @extend_schema_field(InputRowSerializer(many=True))
+        def get_inputs(self, obj: StepRun) -> Any:
+            return self.InputRowSerializer(self.context["io"]["inputs"], many=True).data
+
+        @extend_schema_field(ReuseSerializer)
+        def get_reuse(self, obj: StepRun) -> dict[str, Any]:
+            return self.ReuseSerializer(self.context["reuse"]).data
+
+    @extend_schema(responses={200: OutputSerializer})
+    def get(self, request: Request, workspace: str, run_id: int, step: str) -> Response:
+        row = step_for(request, workspace, run_id, step)
+        outputs = StepOutput.objects.select_related("artifact").order_by("name")
+        prefetch_related_objects([row], Prefetch("outputs", queryset=outputs))
+        context = {"io": selectors.step_io(row), "reuse": selectors.reuse_explanation(row)}
+        return Response(self.OutputSerializer(row, context=context).data)
+
+
+class StepLogApi(ApiMixin, APIView):
+    """A step attempt's log from byte `offset`; poll again from `next_offset` to tail it
+    (`complete` once the step has finished and everything was read)."""
+
+    class QuerySerializer(serializers.Serializer):
+        offset = serializers.IntegerField(
+            required=False,
+            default=None,
+            allow_null=True,
+            min_value=0,
+            max_value=MAX_INT,
+            help_text="Byte offset to read from; left out: the last 256 KiB.",
+        )
+        attempt = serializers.IntegerField(
+            required=False,
+            min_value=1,
+            max_value=MAX_INT,
+            help_text="Which attempt (default: the latest).",
+        )
+
+    class OutputSerializer(serializers.Serializer):
+        attempt = serializers.IntegerField()
+        attempts = serializers.ListField(child=serializers.IntegerField())
+        offset = serializers.IntegerField(help_text="Where `text` starts.")
+        next_offset = serializers.IntegerField(help_text="Pass as `offset` to read on.")
+        text = serializers.CharField(allow_blank=True)
+        complete = serializers.BooleanField(help_text="The step finished and all was read.")
+
+    @extend_schema(parameters=[QuerySerializer], responses={200: OutputSerializer})
+    def get(self, request: Request, workspace: str, run_id: int, step: str) -> Response:
+        row = step_for(request, workspace, run_id, step)
+        query = self.QuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        attempt = query.validated_data.get("attempt") or max(row.attempt, 1)
+        offset = query.validated_data["offset"]
+        # Read the status before the log, so `complete` never hides a last chunk.
+        finished = StepRun.objects.filter(pk=row.pk, status__in=STEP_FINAL).exists()
+        tail = selectors.step_log_tail(row, attempt, offset)
+        text = tail["text"]
+        start = tail["skipped"] if offset is None else offset
+        data = {
+            "attempt": attempt,
+            "attempts": selectors.step_log_attempts(row),
+            "offset": start,
+            "next_offset": tail["next"],
+            "text": text,
+            "complete": finished and attempt >= row.attempt,
+        }
+        return Response(self.OutputSerializer(data).data)
+
+
+STEP_FINAL = (StepStatus.SUCCEEDED, StepStatus.REUSED, StepStatus.FAILED, StepStatus.CANCELED)
+
+
+class StepMetricListApi(ApiMixin, generics.ListAPIView):
+    """A step's metric points in name and index order (`index` is a series' step number;
+    null for a single value)."""
+
+    queryset = Metric.objects.none()
+
+    class OutputSerializer(serializers.ModelSerializer):
+        class Meta:
+            model = Metric
+            fields = ["name", "value", "index", "at"]
+
+    class FilterSet(filters.FilterSet):
+        name = filters.CharFilter()
+
+        class Meta:
+            model = Metric
+            fields = ["name"]
+
+    serializer_class = OutputSerializer
+    filterset_class = FilterSet
+
+    def get_queryset(self) -> QuerySet[Metric]:
+        kwargs = self.kwargs
+        row = step_for(self.request, kwargs["workspace"], kwargs["run_id"], kwargs["step"])
+        return Metric.objects.filter(step=row).order_by("name", "index", "id")
+
+
+# --- artifacts -----------------------------------------------------------------------------
+
+
+class ArtifactDetailApi(ApiMixin, APIView):
+    """An artifact by its sha256: size, media type, and which steps produced and read it."""
+
+    class UseSerializer(serializers.Serializer):
+        run = serializers.IntegerField()
+        step = serializers.CharField()
+        name = serializers.CharField(help_text="The output's or input's name.")
+
+    class OutputSerializer(ArtifactSerializer):
+        producers = serializers.ListField(child=serializers.DictField())
+        consumers = serializers.ListField(child=serializers.DictField())
+        datasets = serializers.ListField(child=serializers.CharField(), help_text="NAME@N")
+
+    @extend_schema(responses={200: OutputSerializer})
+    def get(self, request: Request, workspace: str, sha256: str) -> Response:
+        artifact = selectors.get_artifact_for_user(request.user, workspace, sha256)
+        usage = selectors.artifact_usage(artifact)
+
+        def uses(rows: list[Any]) -> list[dict[str, Any]]:
+            return [{"run": r.step.run_id, "step": r.step.name, "name": r.name} for r in rows]
+
+        data = {
+            **ArtifactSerializer(artifact).data,
+            "producers": uses(usage["producers"]),
+            "consumers": uses(usage["consumers"]),
+            "datasets": [f"{v.dataset.name}@{v.number}" for v in usage["datasets"]],
+        }
+        return Response(self.OutputSerializer(data).data)
+
+
+class ArtifactDownloadApi(ApiMixin, APIView):
+    """An artifact's bytes, streamed: ETag is its sha256 (If-None-Match gives 304), one
+    `Range` gives 206 with Content-Range (416 when it cannot be satisfied); a directory
+    comes as a zip of its files."""
+
+    content_negotiation_class = _AnyContent
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("Range", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False),
+        ],
+        responses={
+            (200, "*/*"): OpenApiTypes.BINARY,
+            (206, "*/*"): OpenApiTypes.BINARY,
+            304: OpenApiResponse(description="Not modified (If-None-Match matched)."),
+            416: OpenApiResponse(description="The range cannot be satisfied."),
+        },
+    )
+    def get(self, request: Request, workspace: str, sha256: str) -> HttpResponseBase:
+        artifact = selectors.get_artifact_for_user(request.user, workspace, sha256)
+        return artifact_download_response(request, artifact)

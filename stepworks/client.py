@@ -1,0 +1,657 @@
+"""`stepworks.Client`: the REST API from Python (a notebook, a CI job, the CLI).
+
+No Django here: httpx in, plain dicts and lists out. Settings come from the arguments, then
+the environment (STEPWORKS_URL, STEPWORKS_TOKEN, STEPWORKS_WORKSPACE), then the file
+`stepworks login` writes (~/.config/stepworks/config.json).
+
+    from stepworks import Client
+
+    client = Client()                       # or Client(url, token, workspace="demo")
+    run = client.run("classify", params={"train.hidden": 128}, wait=True)
+    client.download(run, dest="outputs/")   # every output, sha256-verified
+    model = client.load_output(run, "train", "model")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from stepworks.outputs import KIND_DIRECTORY, PICKLE, load_input
+
+API_PREFIX = "/api/v1"
+RUN_TERMINAL = ("succeeded", "failed", "canceled")
+STEP_TERMINAL = ("succeeded", "reused", "failed", "canceled")
+CHUNK = 1024 * 1024
+
+# (bytes done, bytes total or None) -> None
+Progress = Callable[[int, int | None], None]
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+class StepworksError(Exception):
+    """A request that did not work; `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        fields: Mapping[str, list[str]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.fields = dict(fields or {})
+
+    def __str__(self) -> str:
+        lines = [self.message]
+        lines += [
+            f"  {path}: {reason}" for path, reasons in self.fields.items() for reason in reasons
+        ]
+        return "\n".join(lines)
+
+
+class ValidationError(StepworksError):
+    """The server refused the request as given (400, 409, 413, 415) or it was malformed."""
+
+    exit_code = 2
+
+
+class NotFoundError(StepworksError):
+    exit_code = 3
+
+
+class AuthError(StepworksError):
+    """No token, a wrong token (401), or a role that may not do this (403)."""
+
+    exit_code = 3
+
+
+class ServerError(StepworksError):
+    """The server could not be reached, or failed (5xx)."""
+
+    exit_code = 4
+
+
+class IntegrityError(StepworksError):
+    """Downloaded bytes whose sha256 or size is not what the server recorded."""
+
+    exit_code = 1
+
+
+# --- settings ------------------------------------------------------------------------------
+
+
+def config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "stepworks" / "config.json"
+
+
+def cache_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "stepworks"
+
+
+def load_config() -> dict[str, Any]:
+    path = config_path()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def save_config(values: Mapping[str, Any]) -> Path:
+    """Write the config file readable by its owner only (it holds a token)."""
+    path = config_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(dict(values), handle, indent=2)
+    os.chmod(temp, 0o600)
+    os.replace(temp, path)
+    return path
+
+
+def _setting(explicit: str | None, env: str, config: Mapping[str, Any], key: str) -> str | None:
+    if explicit:
+        return explicit
+    if os.environ.get(env):
+        return os.environ[env]
+    value = config.get(key)
+    return str(value) if value else None
+
+
+def _run_id(run: Any) -> int:
+    """A run id from an id, a numeric string, or a run dict."""
+    if isinstance(run, Mapping):
+        run = run.get("id", run.get("run"))
+    try:
+        return int(run)
+    except (TypeError, ValueError):
+        raise ValidationError(f"{run!r} is not a run id") from None
+
+
+def _safe_member(dest: Path, name: str) -> Path:
+    """Where a zip member goes under `dest`; never outside it."""
+    parts = [p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in ("", ".", "..")]
+    parts = [p for p in parts if p != "/"]
+    if not parts:
+        raise IntegrityError(f"the archive has a member with no usable name: {name!r}")
+    target = dest.joinpath(*parts)
+    if dest.resolve() not in target.resolve().parents:
+        raise IntegrityError(f"the archive's member {name!r} points outside {dest}")
+    return target
+
+
+# --- the client ----------------------------------------------------------------------------
+
+
+class Client:
+    """The Stepworks REST API. Every method returns plain data (dicts, lists, paths)."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        workspace: str | None = None,
+        *,
+        timeout: float = 60.0,
+        cache_dir: str | Path | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        config = load_config()
+        resolved_url = _setting(url, "STEPWORKS_URL", config, "url")
+        if not resolved_url:
+            raise ValidationError(
+                "No server: pass url=, set STEPWORKS_URL, or run `stepworks login URL --token T`."
+            )
+        self.url = resolved_url.rstrip("/")
+        self.token = _setting(token, "STEPWORKS_TOKEN", config, "token")
+        self.workspace = _setting(workspace, "STEPWORKS_WORKSPACE", config, "workspace")
+        self.cache_dir = Path(cache_dir) if cache_dir else cache_path()
+        headers = {"Accept": "application/json", "User-Agent": "stepworks-client"}
+        if self.token:
+            headers["Authorization"] = f"Token {self.token}"
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _path(self, *parts: Any, workspace: str | None = None) -> str:
+        space = workspace or self.workspace
+        if not space:
+            raise ValidationError(
+                "No workspace: pass workspace=, set STEPWORKS_WORKSPACE, or use --workspace."
+            )
+        tail = "/".join(quote(str(p), safe="") for p in parts)
+        return f"{API_PREFIX}/workspaces/{quote(space, safe='')}/{tail}"
+
+    @staticmethod
+    def _raise_for(response: httpx.Response) -> None:
+        if response.is_success or response.status_code == 304:
+            return
+        status = response.status_code
+        try:
+            body = response.json().get("error", {})
+        except (ValueError, AttributeError):
+            body = {}
+        if not isinstance(body, dict):
+            body = {}
+        message = str(body.get("message") or f"HTTP {status} from {response.request.url}")
+        code, fields = body.get("code"), body.get("fields") or {}
+        kind: type[StepworksError] = ValidationError
+        if status in (401, 403):
+            kind = AuthError
+        elif status == 404:
+            kind = NotFoundError
+        elif status >= 500:
+            kind, message = ServerError, f"The server failed ({status}): {message}"
+        raise kind(message, status=status, code=code, fields=fields)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request; errors become StepworksError subclasses."""
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as error:
+            raise ServerError(f"Cannot reach {self.url}: {error}") from error
+        self._raise_for(response)
+        return response
+
+    def get(self, path: str, **params: Any) -> Any:
+        query = {k: v for k, v in params.items() if v is not None}
+        return self.request("GET", path, params=query).json()
+
+    def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
+        if body is not None:
+            kwargs["json"] = body
+        return self.request("POST", path, **kwargs).json()
+
+    def paginate(self, path: str, limit: int | None = None, **params: Any) -> list[dict[str, Any]]:
+        """Every row of a list endpoint (or the first `limit`), page by page."""
+        rows: list[dict[str, Any]] = []
+        offset = 0
+        while True:
+            page_size = 200 if limit is None else min(200, limit - len(rows))
+            page = self.get(path, limit=page_size, offset=offset, **params)
+            rows.extend(page["results"])
+            offset += len(page["results"])
+            if not page.get("next") or not page["results"] or (limit and len(rows) >= limit):
+                return rows
+
+    # --- workspaces ------------------------------------------------------------------------
+
+    def workspaces(self) -> list[dict[str, Any]]:
+        return self.paginate(f"{API_PREFIX}/workspaces/")
+
+    def members(self, workspace: str | None = None) -> list[dict[str, Any]]:
+        return self.paginate(self._path("members", "", workspace=workspace))
+
+    # --- modules ---------------------------------------------------------------------------
+
+    def modules(self) -> list[dict[str, Any]]:
+        return self.paginate(self._path("modules", ""))
+
+    def module_versions(self, name: str) -> list[dict[str, Any]]:
+        return self.paginate(self._path("modules", name, "versions", ""))
+
+    def module_version(self, name: str, number: int) -> dict[str, Any]:
+        return self.get(self._path("modules", name, "versions", number, ""))
+
+    def module_push(
+        self,
+        source: str | Path | Mapping[str, str],
+        name: str,
+        entrypoint: str,
+        message: str = "",
+        interface: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Push a folder (or one file, or a {path: text} map) as the module's next version;
+        unchanged code returns the latest version (its `created` is then False)."""
+        path = self._path("modules", name, "versions", "create", "")
+        if isinstance(source, Mapping):
+            body = {"files": dict(source), "entrypoint": entrypoint, "message": message}
+            if interface is not None:
+                body["interface"] = dict(interface)
+            response = self.request("POST", path, json=body)
+        else:
+            files = module_files(Path(source))
+            data: dict[str, Any] = {
+                "entrypoint": entrypoint,
+                "message": message,
+                "paths": [rel for rel, _ in files],
+            }
+            if interface is not None:
+                data["interface"] = json.dumps(interface)
+            uploads = [("files", (Path(rel).name, content)) for rel, content in files]
+            response = self.request("POST", path, data=data, files=uploads)
+        return {**response.json(), "created": response.status_code == 201}
+
+    # --- pipelines -------------------------------------------------------------------------
+
+    def pipelines(self) -> list[dict[str, Any]]:
+        return self.paginate(self._path("pipelines", ""))
+
+    def pipeline_versions(self, name: str) -> list[dict[str, Any]]:
+        return self.paginate(self._path("pipelines", name, "versions", ""))
+
+    def pipeline_version(self, name: str, number: int) -> dict[str, Any]:
+        return self.get(self._path("pipelines", name, "versions", number, ""))
+
+    def pipeline_push(
+        self, spec: str | Path | Mapping[str, Any], name: str, message: str = ""
+    ) -> dict[str, Any]:
+        """Store a spec (a YAML/JSON file, its text, or a mapping) as the next version."""
+        if isinstance(spec, Path) or (
+            isinstance(spec, str) and "\n" not in spec and Path(spec).is_file()
+        ):
+            spec = Path(spec).read_text(encoding="utf-8")
+        body = {"spec": dict(spec) if isinstance(spec, Mapping) else spec, "message": message}
+        response = self.request(
+            "POST", self._path("pipelines", name, "versions", "create", ""), json=body
+        )
+        return {**response.json(), "created": response.status_code == 201}
+
+    def pipeline_clone(
+        self,
+        name: str,
+        number: int,
+        changes: Mapping[str, Any] | None = None,
+        spec: str | None = None,
+        message: str = "",
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"message": message}
+        if spec is not None:
+            body["spec"] = spec
+        else:
+            body["changes"] = dict(changes or {})
+        return self.post(self._path("pipelines", name, "versions", number, "clone", ""), body)
+
+    # --- datasets --------------------------------------------------------------------------
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return self.paginate(self._path("datasets", ""))
+
+    def dataset_push(
+        self, file: str | Path, name: str, media_type: str | None = None, message: str = ""
+    ) -> dict[str, Any]:
+        path = Path(file)
+        data = {"message": message, **({"media_type": media_type} if media_type else {})}
+        with path.open("rb") as handle:
+            response = self.request(
+                "POST",
+                self._path("datasets", name, "versions", "create", ""),
+                data=data,
+                files={"file": (path.name, handle)},
+            )
+        return {**response.json(), "created": response.status_code == 201}
+
+    # --- runs ------------------------------------------------------------------------------
+
+    def run(
+        self,
+        pipeline: str,
+        params: Mapping[str, Any] | None = None,
+        reuse: bool = True,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Start a run of `name`, `name@latest` or `name@N`; with wait=True, return it
+        finished."""
+        body = {"pipeline": pipeline, "params": dict(params or {}), "reuse": reuse}
+        run = self.post(self._path("runs", "create", ""), body)
+        return self.wait(run, timeout=timeout) if wait else run
+
+    def runs(self, limit: int | None = 50, **filters: Any) -> list[dict[str, Any]]:
+        """Runs newest first; filters: status, pipeline, version, sweep, created_by,
+        created_after, created_before (ISO 8601)."""
+        return self.paginate(self._path("runs", ""), limit=limit, **filters)
+
+    def get_run(self, run: Any) -> dict[str, Any]:
+        return self.get(self._path("runs", _run_id(run), ""))
+
+    def wait(
+        self,
+        run: Any,
+        poll_s: float = 0.5,
+        timeout: float | None = None,
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll a run until it finishes; `on_update` sees every state read."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            current = self.get_run(run)
+            if on_update is not None:
+                on_update(current)
+            if current["status"] in RUN_TERMINAL:
+                return current
+            if deadline is not None and time.monotonic() > deadline:
+                raise StepworksError(f"run {current['id']} did not finish in {timeout} s")
+            time.sleep(poll_s)
+
+    def cancel(self, run: Any) -> dict[str, Any]:
+        return self.post(self._path("runs", _run_id(run), "cancel", ""))
+
+    def rerun(self, run: Any, from_step: str | None = None) -> dict[str, Any]:
+        return self.post(self._path("runs", _run_id(run), "rerun", ""), {"from_step": from_step})
+
+    def clone(
+        self,
+        run: Any,
+        changes: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        message: str = "",
+    ) -> dict[str, Any]:
+        body = {"changes": dict(changes or {}), "params": dict(params or {}), "message": message}
+        return self.post(self._path("runs", _run_id(run), "clone", ""), body)
+
+    def events(self, run: Any) -> list[dict[str, Any]]:
+        return self.paginate(self._path("runs", _run_id(run), "events", ""))
+
+    def lineage(self, run: Any) -> dict[str, Any]:
+        return self.get(self._path("runs", _run_id(run), "lineage", ""))
+
+    def compare(self, a: Any, b: Any) -> dict[str, Any]:
+        return self.get(self._path("runs", "compare", ""), a=_run_id(a), b=_run_id(b))
+
+    # --- steps -----------------------------------------------------------------------------
+
+    def step(self, run: Any, step: str) -> dict[str, Any]:
+        return self.get(self._path("runs", _run_id(run), "steps", step, ""))
+
+    def logs(
+        self, run: Any, step: str, offset: int | None = 0, attempt: int | None = None
+    ) -> dict[str, Any]:
+        """{"text", "offset", "next_offset", "attempt", "attempts", "complete"}: the log of
+        one attempt from byte `offset` (None: its last 256 KiB)."""
+        path = self._path("runs", _run_id(run), "steps", step, "log", "")
+        return self.get(path, offset=offset, attempt=attempt)
+
+    def follow_logs(self, run: Any, step: str, poll_s: float = 0.5) -> Iterator[str]:
+        """Yield a step's log text as it is written, until the step has finished."""
+        offset = 0
+        attempt: int | None = None
+        while True:
+            chunk = self.logs(run, step, offset=offset, attempt=attempt)
+            if attempt is not None and chunk["attempts"] and max(chunk["attempts"]) > attempt:
+                attempt, offset = max(chunk["attempts"]), 0  # a retry: its log starts over
+                continue
+            attempt = chunk["attempt"]
+            if chunk["text"]:
+                yield chunk["text"]
+            offset = chunk["next_offset"]
+            if chunk["complete"]:
+                return
+            time.sleep(poll_s)
+
+    def metrics(self, run: Any, step: str, name: str | None = None) -> list[dict[str, Any]]:
+        return self.paginate(
+            self._path("runs", _run_id(run), "steps", step, "metrics", ""), name=name
+        )
+
+    # --- artifacts and downloads -----------------------------------------------------------
+
+    def artifact(self, sha256: str) -> dict[str, Any]:
+        return self.get(self._path("artifacts", sha256, ""))
+
+    def _save_stream(
+        self, path: str, target: Path, params: Mapping[str, Any] | None, progress: Progress | None
+    ) -> tuple[str, int]:
+        """Stream a download into `target`; (sha256, size) of what arrived."""
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with self._http.stream("GET", path, params=params) as response:
+                if not response.is_success:
+                    response.read()
+                    self._raise_for(response)
+                length = response.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+                with target.open("wb") as out:
+                    for chunk in response.iter_bytes(CHUNK):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        size += len(chunk)
+                        if progress is not None:
+                            progress(size, total)
+        except httpx.TransportError as error:
+            raise ServerError(f"Download from {self.url} failed: {error}") from error
+        return digest.hexdigest(), size
+
+    def download_artifact(
+        self, sha256: str, dest: str | Path, progress: Progress | None = None
+    ) -> Path:
+        """An artifact's bytes into file `dest`, verified against its sha256."""
+        target = Path(dest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f".{target.name}.part")
+        got, _size = self._save_stream(
+            self._path("artifacts", sha256, "download", ""), temp, None, progress
+        )
+        if got != sha256:
+            temp.unlink(missing_ok=True)
+            raise IntegrityError(f"artifact {sha256[:12]}: received bytes hash to {got[:12]}")
+        os.replace(temp, target)
+        return target
+
+    def download(
+        self,
+        run: Any,
+        step: str | list[str] | None = None,
+        dest: str | Path = ".",
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Every output of a run (or of one or more steps) into `dest`, each file checked
+        against the sha256 and size in the zip's manifest.
+
+        Returns the manifest ({"run", "files": [{"path", "sha256", "size", "step",
+        "output", "local_path"}], "lineage"}); `dest` also gets manifest.json.
+        """
+        run_id = _run_id(run)
+        steps = [step] if isinstance(step, str) else list(step or [])
+        folder = Path(dest)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = self._path("runs", run_id, "outputs.zip")
+        fd, temp_name = tempfile.mkstemp(prefix=".stepworks-", suffix=".zip", dir=folder)
+        os.close(fd)
+        temp = Path(temp_name)
+        try:
+            self._save_stream(path, temp, {"step": steps} if steps else None, progress)
+            return _extract_verified(temp, folder)
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def load_output(self, run: Any, step: str, name: str, *, allow_pickle: bool = False) -> Any:
+        """A step's output as a Python value, by its media type (a DataFrame from Parquet, an
+        array from .npy, JSON data, text, bytes; a directory as a local Path).
+
+        Pickles are code: they load only with allow_pickle=True, for outputs you trust.
+        """
+        detail = self.step(run, step)
+        output = next((o for o in detail["outputs"] if o["name"] == name), None)
+        if output is None:
+            known = ", ".join(o["name"] for o in detail["outputs"]) or "none"
+            raise NotFoundError(f"step {step!r} has no output {name!r} (its outputs: {known})")
+        artifact = output["artifact"]
+        media_type, kind, sha256 = artifact["media_type"], artifact["kind"], artifact["sha256"]
+        if media_type.split(";")[0].strip() == PICKLE and not allow_pickle:
+            raise ValidationError(
+                f"{step}.{name} is a pickle; pickles run code when loaded: pass "
+                "allow_pickle=True if you trust it"
+            )
+        store = self.cache_dir / "artifacts"
+        if kind == KIND_DIRECTORY:
+            folder = store / f"{sha256}.d"
+            if not folder.exists():
+                zipped = self.download_artifact_zip(sha256, store / f"{sha256}.zip")
+                staging = Path(tempfile.mkdtemp(prefix=".stepworks-", dir=store))
+                try:
+                    with zipfile.ZipFile(zipped) as archive:
+                        for member in archive.infolist():
+                            if not member.is_dir():
+                                target = _safe_member(staging, member.filename)
+                                target.parent.mkdir(parents=True, exist_ok=True)
+                                with archive.open(member) as src, target.open("wb") as out:
+                                    shutil.copyfileobj(src, out)
+                    os.replace(staging, folder)
+                finally:
+                    zipped.unlink(missing_ok=True)
+                    shutil.rmtree(staging, ignore_errors=True)
+            return load_input(folder, media_type, kind)
+        cached = store / sha256
+        if not cached.exists():
+            self.download_artifact(sha256, cached)
+        return load_input(cached, media_type, kind)
+
+    def download_artifact_zip(self, sha256: str, dest: Path) -> Path:
+        """A directory artifact as the zip the server streams (its files are checked when
+        extracted by zipfile's CRCs)."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        self._save_stream(self._path("artifacts", sha256, "download", ""), dest, None, None)
+        return dest
+
+
+def module_files(path: Path) -> list[tuple[str, bytes]]:
+    """(relative path, bytes) of a module folder or one file; dotfiles and __pycache__ are
+    left out, as the server does for a folder it reads."""
+    if not path.exists():
+        raise ValidationError(f"{path} does not exist")
+    if path.is_file():
+        return [(path.name, path.read_bytes())]
+    files = []
+    for item in sorted(path.rglob("*")):
+        rel = item.relative_to(path)
+        if any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
+            continue
+        if item.is_file() and not item.is_symlink():
+            files.append((rel.as_posix(), item.read_bytes()))
+    if not files:
+        raise ValidationError(f"{path} has no files")
+    return files
+
+
+def _extract_verified(archive_path: Path, dest: Path) -> dict[str, Any]:
+    """Extract a run zip by its manifest, checking each file's sha256 and size."""
+    try:
+        archive = zipfile.ZipFile(archive_path)
+    except zipfile.BadZipFile as error:
+        raise IntegrityError(f"the download is not a zip: {error}") from error
+    with archive:
+        try:
+            manifest = json.loads(archive.read("manifest.json"))
+        except (KeyError, ValueError) as error:
+            raise IntegrityError(f"the zip has no readable manifest.json: {error}") from error
+        for row in manifest.get("files", []):
+            target = _safe_member(dest, row["path"])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            digest = hashlib.sha256()
+            size = 0
+            temp = target.with_name(f".{target.name}.part")
+            try:
+                with archive.open(row["path"]) as src, temp.open("wb") as out:
+                    while chunk := src.read(CHUNK):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        size += len(chunk)
+            except (KeyError, zipfile.BadZipFile) as error:
+                temp.unlink(missing_ok=True)
+                raise IntegrityError(f"{row['path']}: {error}") from error
+            if digest.hexdigest() != row["sha256"] or size != row["size"]:
+                temp.unlink(missing_ok=True)
+                raise IntegrityError(
+                    f"{row['path']}: expected sha256 {row['sha256'][:12]} ({row['size']} "
+                    f"bytes), got {digest.hexdigest()[:12]} ({size} bytes)"
+                )
+            os.replace(temp, target)
+            row["local_path"] = str(target)
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return manifest

@@ -1,0 +1,229 @@
+"""The `stepworks` command line, driven as a user would against a live test server with real
+workers: log in, push a module from a folder and a pipeline, run with --watch, download and
+verify hashes, read --json; and the exit codes that mean something."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import stat
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rest_framework.authtoken.models import Token
+from typer.testing import CliRunner
+
+from stepworks import Client
+from stepworks.cli import app
+from stepworks.client import IntegrityError, _extract_verified
+from tests.test_api_support import PREP, TRAIN
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SPEC = """\
+steps:
+  prep: {module: prep@latest}
+  train: {module: train@latest, inputs: {data: prep.data}, params: {scale: 2.0}}
+"""
+
+BROKEN = """\
+def boom(ctx):
+    raise RuntimeError("this step always fails")
+"""
+
+
+class Cli:
+    """Runs `stepworks ...` in-process with its own HOME (config) and environment."""
+
+    def __init__(self, home: Path, env: dict[str, str] | None = None) -> None:
+        self.home = home
+        self.env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), **(env or {})}
+        self.env.setdefault("STEPWORKS_URL", "")
+        self.env.setdefault("STEPWORKS_TOKEN", "")
+        self.env.setdefault("STEPWORKS_WORKSPACE", "")
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, code: int = 0, **env: str) -> Any:
+        result = self.runner.invoke(app, list(args), env={**self.env, **env})
+        assert result.exit_code == code, (args, result.exit_code, result.output)
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self(*args, "--json").stdout)
+
+
+def module_folder(root: Path) -> Path:
+    """A module with a package inside it, as a user keeps it on disk."""
+    folder = root / "prep_module"
+    (folder / "helpers").mkdir(parents=True)
+    (folder / "main.py").write_text("from helpers.sizes import default_n  # noqa: F401\n\n" + PREP)
+    (folder / "helpers" / "__init__.py").write_text("")
+    (folder / "helpers" / "sizes.py").write_text("def default_n():\n    return 3\n")
+    (folder / "__pycache__").mkdir()
+    (folder / "__pycache__" / "junk.pyc").write_bytes(b"\x00junk")
+    return folder
+
+
+@pytest.fixture
+def cli(world, live_server, tmp_path) -> Cli:
+    key = Token.objects.create(user=world.owner).key
+    shell = Cli(tmp_path / "home")
+    shell("login", live_server.url, "--token", key)
+    return shell
+
+
+def test_a_user_pushes_runs_watches_downloads_and_reads_json(
+    cli, world, embedded_workers, tmp_path
+):
+    config = cli.home / ".config" / "stepworks" / "config.json"
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert json.loads(config.read_text())["workspace"] == "lab"
+
+    pushed = cli("module", "push", str(module_folder(tmp_path)), "--name", "prep",
+                 "--entrypoint", "main.py:prep", "-m", "first")  # fmt: skip
+    (tmp_path / "train.py").write_text(TRAIN)
+    cli("module", "push", str(tmp_path / "train.py"), "--name", "train", "-e", "train.py:train")
+    again = cli("module", "push", str(module_folder(tmp_path / "again")), "--name", "prep",
+                "--entrypoint", "main.py:prep")  # fmt: skip
+    (tmp_path / "small.yaml").write_text(SPEC)
+    pipeline = cli("pipeline", "push", str(tmp_path / "small.yaml"))
+    watched = cli("run", "small", "--watch", "-p", "train.scale=3")
+
+    assert "pushed prep@1" in pushed.stdout
+    assert "unchanged: prep@1" in again.stdout
+    assert "pushed small@1" in pipeline.stdout
+    assert "succeeded" in watched.stdout
+    version = cli.json("module", "push", str(tmp_path / "train.py"), "--name", "train",
+                       "-e", "train.py:train")  # fmt: skip
+    assert (version["ref"], version["created"]) == ("train@1", False)
+
+    runs = cli.json("runs")
+    run_id = runs[0]["id"]
+    detail = cli.json("show", str(run_id))
+    assert runs[0]["status"] == "succeeded"
+    assert [s["status"] for s in detail["steps"]] == ["succeeded", "succeeded"]
+    assert detail["params"] == {"train.scale": 3}
+
+    out = tmp_path / "outputs"
+    downloaded = cli("download", str(run_id), "-o", str(out))
+    manifest = json.loads((out / "manifest.json").read_text())
+    recorded = {
+        (step["name"], o["name"]): o["artifact"]["sha256"]
+        for step in detail["steps"]
+        for o in step["outputs"]
+    }
+    assert "sha256 verified" in downloaded.stdout
+    assert {(f["step"], f["output"]) for f in manifest["files"]} == set(recorded)
+    for row in manifest["files"]:
+        data = (out / row["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == row["sha256"]
+        assert row["sha256"] == recorded[(row["step"], row["output"])]
+    assert json.loads((out / "train" / "model.json").read_text()) == {"w": 3.0, "total": 9.0}
+
+    one_step = cli.json("download", str(run_id), "--step", "train", "-o", str(tmp_path / "one"))
+    assert {f["step"] for f in one_step["files"]} == {"train"}
+
+    logs = cli("logs", str(run_id), "train")
+    followed = cli("logs", str(run_id), "train", "--follow")
+    assert "trained with 3.0" in logs.stdout
+    assert followed.stdout == logs.stdout
+
+    cli("run", "small", "--watch")
+    diff = cli.json("compare", str(run_id), str(run_id + 1))
+    table = cli("compare", str(run_id), str(run_id + 1))
+    assert [r["key"] for r in diff["params"] if not r["same"]] == ["train.scale"]
+    assert "train.scale" in table.stdout
+    assert cli.json("workspaces")[0]["slug"] == "lab"
+
+
+def test_the_client_loads_outputs_by_media_type(world, live_server, embedded_workers, tmp_path):
+    key = Token.objects.create(user=world.owner).key
+    with Client(live_server.url, key, "lab", cache_dir=tmp_path / "cache") as client:
+        client.module_push({"prep.py": PREP}, "prep", "prep.py:prep")
+        (tmp_path / "train").mkdir()
+        (tmp_path / "train" / "train.py").write_text(TRAIN)
+        client.module_push(tmp_path / "train", "train", "train.py:train")
+        client.pipeline_push(SPEC, "small")
+        run = client.run("small", params={"prep.n": 4}, wait=True, timeout=60)
+
+        model = client.load_output(run, "train", "model")
+        report = client.load_output(run["id"], "train", "report")
+        data = client.load_output(run, "prep", "data")
+
+    assert run["status"] == "succeeded"
+    assert model == {"w": 2.0, "total": 12.0}
+    assert report == "scale 2.0"
+    assert data == [0, 1, 2, 3]
+
+
+def test_exit_codes_say_what_went_wrong(cli, world, live_server, embedded_workers, tmp_path):
+    (tmp_path / "boom.py").write_text(BROKEN)
+    cli("module", "push", str(tmp_path / "boom.py"), "--name", "boom", "-e", "boom.py:boom")
+    (tmp_path / "boom.yaml").write_text("steps:\n  only: {module: boom@latest}\n")
+    cli("pipeline", "push", str(tmp_path / "boom.yaml"))
+
+    failed = cli("run", "boom", "--watch", code=1)
+    missing = cli("show", "999999", code=3)
+    no_pipeline = cli("run", "nope", code=2)
+    bad_param = cli("run", "boom", "-p", "noequals", code=2)
+    bad_option = cli("runs", "--limit", "0", code=2)
+    cli("runs", code=4, STEPWORKS_URL="http://127.0.0.1:9")
+    cli("runs", code=3, STEPWORKS_TOKEN="0" * 40)
+    cli("runs", code=3, STEPWORKS_WORKSPACE="elsewhere")
+
+    assert "failed" in failed.stdout
+    assert "user_error" in failed.stdout
+    assert "No such run" in missing.stderr
+    assert "no pipeline version 'nope'" in no_pipeline.stderr
+    assert "STEP.PARAM=VALUE" in bad_param.stderr
+    assert bad_option.exit_code == 2
+
+
+def test_login_refuses_a_wrong_token_and_writes_nothing(world, live_server, tmp_path):
+    shell = Cli(tmp_path / "home")
+
+    shell("login", live_server.url, "--token", "0" * 40, code=3)
+
+    assert not (tmp_path / "home" / ".config" / "stepworks" / "config.json").exists()
+
+
+def test_a_download_whose_bytes_do_not_match_the_manifest_is_refused(tmp_path):
+    archive = tmp_path / "run.zip"
+    manifest = {
+        "run": 1,
+        "files": [{"path": "a/x.txt", "sha256": "0" * 64, "size": 3, "step": "a", "output": "x"}],
+        "lineage": {},
+    }
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("manifest.json", json.dumps(manifest))
+        handle.writestr("a/x.txt", b"abc")
+
+    with pytest.raises(IntegrityError):
+        _extract_verified(archive, tmp_path / "out")
+
+    assert not (tmp_path / "out" / "a" / "x.txt").exists()
+
+
+def test_a_zip_member_may_not_escape_the_download_folder(tmp_path):
+    data = b"abc"
+    row = {
+        "path": "../../evil.txt",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": 3,
+        "step": "a",
+        "output": "x",
+    }
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as handle:
+        handle.writestr("manifest.json", json.dumps({"run": 1, "files": [row]}))
+        handle.writestr("../../evil.txt", data)
+    (tmp_path / "run.zip").write_bytes(buffer.getvalue())
+
+    manifest = _extract_verified(tmp_path / "run.zip", tmp_path / "out")
+
+    assert (tmp_path / "out" / "evil.txt").read_bytes() == data
+    assert not (tmp_path / "evil.txt").exists()
+    assert manifest["files"][0]["local_path"] == str(tmp_path / "out" / "evil.txt")
