@@ -24,6 +24,7 @@ from pipelines_app.models import (
     PipelineStep,
     PipelineVersion,
     Role,
+    VersionOrigin,
     Workspace,
 )
 from runs_app.models import PipelineRun, RunStatus
@@ -123,9 +124,11 @@ def module_version_list(module: Module) -> QuerySet[ModuleVersion]:
 
 
 def pipeline_list(workspace: Workspace) -> QuerySet[Pipeline]:
-    """The workspace's pipelines, each with `version_count` and `latest_number`."""
+    """The workspace's pipelines, each with `version_count` and `latest_number` (the newest
+    version people made: a sweep's variant versions are never "latest")."""
     return Pipeline.objects.filter(workspace=workspace).annotate(
-        version_count=Count("versions"), latest_number=Max("versions__number")
+        version_count=Count("versions"),
+        latest_number=Max("versions__number", filter=Q(versions__origin=VersionOrigin.USER)),
     )
 
 
