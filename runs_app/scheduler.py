@@ -12,18 +12,21 @@ index over queued/running steps), so in-flight dedup holds on Postgres under rac
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+import random
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -82,6 +85,9 @@ STEP_TRANSITIONS = {
     "cancel": STEP_CANCEL,
     "cancel_running": STEP_CANCEL_RUNNING,
 }
+CONFLICT_RETRIES = 5
+Fn = TypeVar("Fn", bound=Callable[..., Any])
+
 RUN_TRANSITIONS = {
     "start": RUN_START,
     "succeed": RUN_SUCCEED,
@@ -90,6 +96,46 @@ RUN_TRANSITIONS = {
 }
 
 IN_FLIGHT = (S.QUEUED, S.RUNNING, S.FOLLOWING)
+
+
+def _is_conflict(error: OperationalError) -> bool:
+    """A deadlock or serialisation failure (Postgres) or a busy database (SQLite): the
+    transaction was rolled back whole and may simply be tried again."""
+    state = getattr(error.__cause__, "sqlstate", None)
+    return state in ("40P01", "40001") or "database is locked" in str(error)
+
+
+def retry_on_conflict(func: Fn) -> Fn:
+    """Retry a whole transactional transition when the database gave up on it.
+
+    Concurrent advances can wait on each other through the leader index (two runs queueing
+    the same two keys in opposite orders); Postgres then aborts one of them. Every
+    transition is a conditional UPDATE, so running it again is safe. Only at the outermost
+    level: inside a caller's transaction the rollback is the caller's to handle.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for attempt in range(1, CONFLICT_RETRIES + 1):
+            try:
+                return func(*args, **kwargs)
+            except OperationalError as error:
+                if (
+                    attempt == CONFLICT_RETRIES
+                    or not _is_conflict(error)
+                    or transaction.get_connection().in_atomic_block
+                ):
+                    raise
+                log.info("%s: %s; trying again", func.__name__, str(error).splitlines()[0])
+                for arg in args:  # statuses set in memory were rolled back with the rows
+                    if isinstance(arg, StepRun | PipelineRun):
+                        arg.refresh_from_db(
+                            fields=["status", "attempt"] if isinstance(arg, StepRun) else ["status"]
+                        )
+                time.sleep(random.uniform(0.005, 0.03) * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    return cast(Fn, wrapper)
 
 
 def _cfg(name: str) -> Any:
@@ -248,6 +294,7 @@ def _parse_overrides(
     return by_step, problems
 
 
+@retry_on_conflict
 def run_create(
     version: PipelineVersion,
     *,
@@ -335,35 +382,73 @@ def _downstream(spec_steps: dict[str, Any], roots: set[str]) -> set[str]:
 
 
 # --- advancing ------------------------------------------------------------------------------
+@retry_on_conflict
 def run_advance(run_id: int) -> None:
     """Move every step of the run that can move; finish the run when all steps are done."""
     with transaction.atomic():
-        run = PipelineRun.objects.select_for_update().filter(pk=run_id).first()
-        if run is None or run.status != R.RUNNING:
-            return
-        _advance_locked(run)
+        _advance_run_id(run_id)
+
+
+def _advance_run_id(run_id: int) -> None:
+    # The version comes with the run: its spec is read on every advance.
+    run = (
+        PipelineRun.objects.select_for_update(of=("self",))
+        .select_related("pipeline_version")
+        .filter(pk=run_id)
+        .first()
+    )
+    if run is None or run.status != R.RUNNING:
+        return
+    _advance_locked(run)
+
+
+def _topological(spec_steps: dict[str, Any]) -> list[str]:
+    """Step names, upstream before downstream (ties in spec order)."""
+    order: list[str] = []
+    placed: set[str] = set()
+    while len(order) < len(spec_steps):
+        progressed = False
+        for name, spec in spec_steps.items():
+            if name not in placed and all(u in placed for u in _upstream(spec)):
+                order.append(name)
+                placed.add(name)
+                progressed = True
+        if not progressed:  # a cycle the spec check missed: keep the rest in spec order
+            order += [n for n in spec_steps if n not in placed]
+            break
+    return order
 
 
 def _advance_locked(run: PipelineRun) -> None:
     spec_steps = run.pipeline_version.spec["steps"]
+    order = _topological(spec_steps)  # upstream first: one pass sees its own moves
+    pinned: set[int] = set()
     while True:
         steps = {
-            s.name: s for s in StepRun.objects.filter(run=run).select_related("module_version")
+            s.name: s
+            for s in StepRun.objects.filter(run=run)
+            .select_related("module_version")
+            .defer(  # the key needs the digest, not the sources
+                "module_version__files",
+                "module_version__message",
+                "module_version__warnings",
+            )
         }
         outputs = _outputs_by_step([s.pk for s in steps.values() if s.status in STEP_DONE_OK])
         to_dispatch: list[int] = []
-        moved = False
-        for name, step in sorted(steps.items(), key=lambda item: item[1].position):
+        retry = False
+        for name in order:
+            step = steps[name]
             if step.status != S.PENDING:
                 continue
             upstream = _upstream(spec_steps[name])
             states = [steps[u].status for u in upstream]
             if run.cancel_requested or any(st == S.CANCELED for st in states):
-                moved |= _step_move(step, STEP_CANCEL, finished_at=timezone.now())
+                _step_move(step, STEP_CANCEL, finished_at=timezone.now())
                 continue
             if any(st == S.FAILED for st in states):
                 failed = next(u for u in upstream if steps[u].status == S.FAILED)
-                moved |= _step_move(
+                _step_move(
                     step,
                     STEP_FAIL_UNSTARTED,
                     reason=FailureReason.DEPENDENCY_FAILED,
@@ -375,7 +460,7 @@ def _advance_locked(run: PipelineRun) -> None:
                 continue
             inputs = _resolve_inputs(run, spec_steps[name], steps, outputs)
             if inputs is None:
-                moved |= _step_move(
+                _step_move(
                     step,
                     STEP_FAIL_UNSTARTED,
                     reason=FailureReason.OUTPUT_INVALID,
@@ -383,19 +468,19 @@ def _advance_locked(run: PipelineRun) -> None:
                     finished_at=timezone.now(),
                 )
                 continue
-            _key_step(step, inputs)
+            _key_step(step, inputs, pinned)
             reused = _try_reuse(step)
             if reused is not None:
                 outputs[step.pk] = reused  # downstream steps in this pass read them
-                moved = True
                 continue
             if _try_queue(step):
                 to_dispatch.append(step.pk)
-            moved = True
+            elif step.status == S.PENDING:
+                retry = True  # its leader finished meanwhile, or it should reuse: again
         _dispatch(to_dispatch)
-        if not moved:
+        if not retry:
             break
-    _finish_if_done(run)
+    _finish_if_done(run, steps)
 
 
 def _upstream(spec_step: dict[str, Any]) -> list[str]:
@@ -459,16 +544,26 @@ def cache_key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _key_step(step: StepRun, inputs: dict[str, Any]) -> None:
+def _key_step(step: StepRun, inputs: dict[str, Any], pinned: set[int] | None = None) -> None:
     """Pin the step's inputs and record its cache key and the parts it was made of."""
     parts = cache_key_parts(step, inputs)
+    # The key is written by the transition that follows (queue, follow or reuse:
+    # _key_fields), not by an UPDATE of its own; a step keyed for the first time has no
+    # inputs pinned yet to delete.
+    rekeyed = bool(step.cache_key) or pinned is None or step.pk in pinned
+    if pinned is not None:
+        pinned.add(step.pk)  # a retry in this advance (rolled-back queue) re-pins
     step.key_parts = parts
     step.cache_key = cache_key(parts)
-    StepRun.objects.filter(pk=step.pk).update(key_parts=parts, cache_key=step.cache_key)
-    StepInput.objects.filter(step=step).delete()
+    if rekeyed:
+        StepInput.objects.filter(step=step).delete()
     StepInput.objects.bulk_create(
         StepInput(step=step, name=name, artifact=artifact) for name, artifact in inputs.items()
     )
+
+
+def _key_fields(step: StepRun) -> dict[str, Any]:
+    return {"key_parts": step.key_parts, "cache_key": step.cache_key}
 
 
 def _reuse_source(step: StepRun) -> StepRun | None:
@@ -508,6 +603,7 @@ def _reuse_from(step: StepRun, source: StepRun, transition: Any) -> dict[str, An
         following=None,
         started_at=now,
         finished_at=now,
+        **_key_fields(step),
     ):
         return None
     linked = {
@@ -530,7 +626,7 @@ def _try_queue(step: StepRun) -> bool:
     """
     try:
         with transaction.atomic():
-            if not _step_move(step, STEP_QUEUE, queued_at=timezone.now()):
+            if not _step_move(step, STEP_QUEUE, queued_at=timezone.now(), **_key_fields(step)):
                 return False
             if _reuse_source(step) is not None:
                 raise _ReuseInstead
@@ -555,12 +651,23 @@ def _try_queue(step: StepRun) -> bool:
     )
     if leader is None:  # it finished between our insert and our read: try again next round
         return False
-    _step_move(step, STEP_FOLLOW, message=f"follows run {leader.run_id}", following=leader)
+    _step_move(
+        step,
+        STEP_FOLLOW,
+        message=f"follows run {leader.run_id}",
+        following=leader,
+        **_key_fields(step),
+    )
     return False
 
 
-def _finish_if_done(run: PipelineRun) -> None:
-    statuses = list(StepRun.objects.filter(run=run).values_list("status", "failure_reason"))
+def _finish_if_done(run: PipelineRun, steps: dict[str, StepRun] | None = None) -> None:
+    # The advance's own view (every step's terminal move advances the run again after it
+    # commits, so a status this view misses finishes the run then).
+    if steps is not None:
+        statuses = [(s.status, s.failure_reason) for s in steps.values()]
+    else:
+        statuses = list(StepRun.objects.filter(run=run).values_list("status", "failure_reason"))
     if any(status not in STEP_TERMINAL for status, _ in statuses):
         return
     now = timezone.now()
@@ -579,6 +686,7 @@ def _finish_if_done(run: PipelineRun) -> None:
 
 
 # --- worker side ----------------------------------------------------------------------------
+@retry_on_conflict
 def step_claim(step_id: int, worker: str, runtime: str | None = None) -> StepRun | None:
     """Claim a queued step for `worker`: a new attempt (the fencing token), or None.
 
@@ -629,8 +737,13 @@ def step_claim(step_id: int, worker: str, runtime: str | None = None) -> StepRun
     return step
 
 
+@retry_on_conflict
 def step_succeed(step: StepRun, attempt: int, outputs: dict[str, Any], metrics: list[Any]) -> bool:
-    """Record a finished attempt's outputs; a stale or duplicate attempt changes nothing."""
+    """Record a finished attempt's outputs; a stale or duplicate attempt changes nothing.
+
+    The run advances in a transaction of its own after this one commits, under the run's
+    lock: two branches finishing at once then see each other's success (the join).
+    """
     from runs_app.models import Metric
 
     with transaction.atomic():
@@ -643,11 +756,12 @@ def step_succeed(step: StepRun, attempt: int, outputs: dict[str, Any], metrics: 
         Metric.objects.bulk_create(
             Metric(step=step, name=m.name, value=m.value, index=m.step) for m in metrics
         )
-        follower_runs = _release_followers(step, succeeded=True)
+        follower_runs = _release_followers(step, succeeded=True, outputs=outputs)
     _advance_runs([step.run_id, *follower_runs])
     return True
 
 
+@retry_on_conflict
 def step_fail(step: StepRun, attempt: int, reason: str, message: str) -> bool:
     """A finished attempt failed with a reason; a stale attempt changes nothing."""
     with transaction.atomic():
@@ -665,6 +779,7 @@ def step_fail(step: StepRun, attempt: int, reason: str, message: str) -> bool:
     return True
 
 
+@retry_on_conflict
 def step_cancel_running(step: StepRun, attempt: int, message: str = "canceled") -> bool:
     """The worker killed a running attempt because its cancel was requested."""
     with transaction.atomic():
@@ -677,19 +792,55 @@ def step_cancel_running(step: StepRun, attempt: int, message: str = "canceled") 
     return True
 
 
-def _release_followers(leader: StepRun, *, succeeded: bool) -> list[int]:
-    """Move a finished leader's followers: reused on success, back to pending otherwise."""
-    run_ids = []
-    for follower in StepRun.objects.filter(following=leader, status=S.FOLLOWING):
-        if succeeded:
-            moved = _reuse_from(follower, leader, STEP_REUSE) is not None
-        else:
-            moved = _step_move(
+def _release_followers(
+    leader: StepRun, *, succeeded: bool, outputs: dict[str, Any] | None = None
+) -> list[int]:
+    """Move a finished leader's followers: reused on success, back to pending otherwise;
+    returns their runs, to advance."""
+    if not succeeded:
+        run_ids = []
+        for follower in StepRun.objects.filter(following=leader, status=S.FOLLOWING):
+            if _step_move(
                 follower, STEP_UNFOLLOW, message="its leader did not succeed", following=None
-            )
-        if moved:
-            run_ids.append(follower.run_id)
-    return run_ids
+            ):
+                run_ids.append(follower.run_id)
+        return run_ids
+    # All followers in a fixed number of statements (a sweep's leader has many). Locked
+    # first, so the one conditional UPDATE moves exactly the rows read.
+    followers = list(
+        StepRun.objects.select_for_update()
+        .filter(following=leader, status__in=STEP_REUSE[0])
+        .only("pk", "run_id", "status", "attempt")
+        .order_by("pk")
+    )
+    if not followers:
+        return []
+    if outputs is None:
+        outputs = {
+            out.name: out.artifact
+            for out in StepOutput.objects.filter(step=leader).select_related("artifact")
+        }
+    now = timezone.now()
+    StepRun.objects.filter(pk__in=[f.pk for f in followers], status__in=STEP_REUSE[0]).update(
+        status=S.REUSED, reused_from=leader, following=None, started_at=now, finished_at=now
+    )
+    Event.objects.bulk_create(
+        Event(
+            run_id=f.run_id,
+            step_id=f.pk,
+            old_status=f.status,
+            new_status=S.REUSED,
+            message=f"reused from run {leader.run_id}",
+            attempt=f.attempt,
+        )
+        for f in followers
+    )
+    StepOutput.objects.bulk_create(
+        StepOutput(step_id=f.pk, name=name, artifact=artifact)
+        for f in followers
+        for name, artifact in outputs.items()
+    )
+    return [f.run_id for f in followers]
 
 
 def _after_step_terminal(step: StepRun) -> None:
@@ -703,6 +854,7 @@ def _advance_runs(run_ids: Iterable[int]) -> None:
 
 
 # --- canceling ------------------------------------------------------------------------------
+@retry_on_conflict
 def run_cancel(run_id: int, by: Any = None) -> bool:
     """Cancel a run: unstarted steps now, running ones when their worker kills them.
 

@@ -358,3 +358,24 @@ def test_clone_with_changes_makes_a_child_version_and_reuses_what_did_not_change
     assert clone.pipeline_version.message == "try k=4"
     assert statuses(clone) == {"s0": S.REUSED, "s1": S.REUSED, "s2": S.QUEUED}
     assert steps_of(clone)["s2"].params == {"k": 4}
+
+
+def test_a_transition_the_database_gave_up_on_is_tried_again_and_others_are_not(
+    transactional_db,
+):
+    from django.db import OperationalError
+
+    calls = []
+
+    @scheduler.retry_on_conflict
+    def flaky(kind: str) -> str:
+        calls.append(kind)
+        if len(calls) < 3:
+            raise OperationalError(kind)
+        return "done"
+
+    assert flaky("database is locked") == "done" and len(calls) == 3
+    calls.clear()
+    with pytest.raises(OperationalError):
+        flaky("no such table: runs_app_steprun")
+    assert len(calls) == 1
