@@ -1,0 +1,311 @@
+"""The engine end to end: runs created with `scheduler.run_create`, executed by real workers.
+
+    .venv/bin/python bench/bench_engine.py [--modes embedded pg_redis] [--reps-w1 3] ...
+
+Prints `NAME VALUE` lines (medians over the repetitions, after a throwaway warm-up run),
+for `<mode>` in `embedded` (SQLite, in-process broker, `EmbeddedWorkers(threads=2)` in the
+bench process) and `pg_redis` (PostgreSQL, Redis, one `rundramatiq --processes 1 --threads 2`
+worker process):
+
+    W1.<mode>.per_step_ms  a 30-step chain of no-op steps: wall time of the run / 30
+    W3.<mode>.wall_s       18 runs of a -> b -> c (0.2 s steps; a.v 0..2, b.v 0..1, c.v 0..2)
+                           started at once: first run_create until all 18 runs are terminal
+    W3.<mode>.executed     step bodies W3 executed, counted by the bodies themselves (27)
+    W4.<mode>.ms           run_create of an unchanged a -> b -> c (everything reused) until the
+                           run is terminal, which it is on return
+
+There is no W2: the issue names no second workload. Lines starting with `#` are diagnostics
+(where W1's time goes, every repetition, which targets were met); the bench never asserts a
+target. Each mode runs in its own subprocess (settings are read at import), in a temp data
+folder, on a database it creates and drops; if Postgres or Redis is unreachable the pg_redis
+mode prints `# pg_redis skipped: <why>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MODES = ("embedded", "pg_redis")
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+CHILD_TIMEOUT_S = 600
+WORKER_BOOT_TIMEOUT_S = 120
+
+
+# --- the parent: one subprocess per mode --------------------------------------------------------
+def _base_env(data_dir: Path, prefix: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        # Whatever the caller's shell points at, each mode says what it runs on.
+        if key not in ("DATABASE_URL", "BROKER_URL", "STEPWORKS_ARTIFACTS_ROOT")
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        STEPWORKS_DATA_DIR=str(data_dir),
+        STEPWORKS_QUEUE_PREFIX=prefix,
+        LOG_LEVEL="WARNING",  # the figures, not the workers' INFO chatter
+        DEBUG="false",  # DEBUG would keep every query in memory and slow each one
+    )
+    return env
+
+
+def _postgres_ready() -> str | None:
+    """None when Postgres and Redis answer, else why not."""
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
+            pass
+    except Exception as error:
+        return f"PostgreSQL: {error}".splitlines()[0]
+    try:
+        import redis
+
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except Exception as error:
+        return f"Redis: {error}".splitlines()[0]
+    return None
+
+
+@contextlib.contextmanager
+def _bench_database(name: str) -> Iterator[str]:
+    """A fresh database, dropped afterwards even when the bench failed."""
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgres://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            # FORCE: a worker killed mid-transaction may still hold a connection.
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _redis_forget(prefix: str) -> None:
+    """Delete the queues, heartbeats and acks dramatiq kept under our namespace."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+def _run_child(mode: str, env: dict[str, str], arguments: list[str], data_dir: Path) -> int:
+    """Run this script for one mode; its stdout is ours. Sweep up its worker groups after."""
+    child = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--mode", mode, *arguments],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,  # one group to end if it hangs
+    )
+    try:
+        return child.wait(timeout=CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        print(f"# {mode} timed out after {CHILD_TIMEOUT_S} s", flush=True)
+        return 1
+    finally:
+        # Timed out, or we were interrupted: SIGTERM first, so the child's handler stops its
+        # workers and closes its connections (the database is dropped after this).
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGTERM)
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+        # The worker groups the child started and could not stop (it crashed or was killed).
+        pids = data_dir / "worker-groups"
+        if pids.exists():
+            for line in pids.read_text().split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.killpg(int(line), signal.SIGKILL)
+
+
+def parent(arguments: argparse.Namespace, passed: list[str]) -> int:
+    failed = 0
+    for mode in arguments.modes:
+        data_dir = Path(tempfile.mkdtemp(prefix=f"bench-engine-{mode}-"))
+        prefix = f"stepworks-bench-{os.getpid()}-{mode}"
+        env = _base_env(data_dir, prefix)
+        try:
+            if mode == "embedded":
+                failed |= _run_child(mode, env, passed, data_dir) != 0
+                continue
+            why = _postgres_ready()
+            if why is not None:
+                print(f"# pg_redis skipped: {why}", flush=True)
+                continue
+            with _bench_database(f"stepworks_bench_{os.getpid()}") as database_url:
+                env.update(
+                    DATABASE_URL=database_url,
+                    BROKER_URL=REDIS_URL,
+                    SECRET_KEY=secrets.token_urlsafe(32),
+                )
+                try:
+                    failed |= _run_child(mode, env, passed, data_dir) != 0
+                finally:
+                    _redis_forget(prefix)
+        finally:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    return 1 if failed else 0
+
+
+# --- the child: one mode, Django configured from its environment --------------------------------
+class Workers:
+    """`rundramatiq` worker processes, each in its own session so its group can be ended."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, processes: int, threads: int) -> None:
+        # The worker writes to its own copy of the descriptor; ours closes after Popen.
+        with open(self.data_dir / f"worker-{len(self.procs)}.log", "wb") as log:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "manage.py",
+                    "rundramatiq",
+                    "--processes",
+                    str(processes),
+                    "--threads",
+                    str(threads),
+                    "--worker-shutdown-timeout",
+                    "5000",
+                ],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.procs.append(proc)
+        with open(self.data_dir / "worker-groups", "a") as handle:
+            handle.write(f"{proc.pid}\n")
+
+    def wait_ready(self, count: int) -> int:
+        """Until `count` worker processes have a heartbeat (zygotes booted); returns the
+        pid of one of them (they run on this machine)."""
+        from runs_app.models import WorkerHeartbeat
+        from runs_app.worker import wait_for
+
+        def ready() -> bool:
+            for proc in self.procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"a worker exited with {proc.returncode}:\n{self.logs()}")
+            return WorkerHeartbeat.objects.count() >= count
+
+        if not wait_for(ready, WORKER_BOOT_TIMEOUT_S, poll_s=0.2):
+            raise RuntimeError(f"no heartbeat after {WORKER_BOOT_TIMEOUT_S} s\n{self.logs()}")
+        return WorkerHeartbeat.objects.values_list("pid", flat=True).first()
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        (self.data_dir / "worker-groups").unlink(missing_ok=True)  # nothing left to sweep
+
+    def logs(self) -> str:
+        return "\n".join(
+            path.read_text(errors="replace")[-3000:] for path in self.data_dir.glob("worker-*.log")
+        )
+
+
+def child(arguments: argparse.Namespace) -> int:
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _engine_workloads import run_all, world_create
+
+    data_dir = Path(settings.DATA_DIR)
+    started = time.monotonic()
+    call_command("migrate", verbosity=0)
+    world = world_create(data_dir / "markers")
+    if arguments.mode == "embedded":
+        from runs_app.dispatch import EmbeddedWorkers
+
+        embedded = EmbeddedWorkers(threads=2)  # W3 wants two workers
+        embedded.start()
+        try:
+            run_all(world, arguments.mode, arguments.reps_w1, arguments.reps_w3, arguments.reps_w4)
+        finally:
+            embedded.stop()
+    else:
+        workers = Workers(data_dir)
+        try:
+            # One process with two threads: two workers sharing one pair of zygotes, as CI
+            # and the broker tests run them (two processes would boot two scientific ones).
+            workers.start(processes=1, threads=2)
+            worker_pid = workers.wait_ready(1)
+            run_all(
+                world,
+                arguments.mode,
+                arguments.reps_w1,
+                arguments.reps_w3,
+                arguments.reps_w4,
+                worker_pid=worker_pid,
+            )
+        except Exception:
+            print(f"# worker log:\n{workers.logs()}", file=sys.stderr)
+            raise
+        finally:
+            workers.stop()
+    # The figures are wall times: on a shared machine, say how busy it was.
+    load = os.getloadavg()[0]
+    print(
+        f"# {arguments.mode} took {time.monotonic() - started:.1f} s; load average {load:.1f} "
+        f"on {os.cpu_count()} CPUs",
+        flush=True,
+    )
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", choices=MODES, help="run one mode here (the parent's child)")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--reps-w1", type=int, default=3)
+    parser.add_argument("--reps-w3", type=int, default=2)
+    parser.add_argument("--reps-w4", type=int, default=5)
+    arguments = parser.parse_args()
+    # A SIGTERM unwinds through the finally blocks: children stopped, databases dropped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    if arguments.mode:
+        return child(arguments)
+    passed = [
+        f"--reps-w1={arguments.reps_w1}",
+        f"--reps-w3={arguments.reps_w3}",
+        f"--reps-w4={arguments.reps_w4}",
+    ]
+    return parent(arguments, passed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
