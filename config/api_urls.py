@@ -10,6 +10,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from pipelines_app import api as design
 from runs_app import api as runtime
+from runs_app import sweep_api
 
 app_name = "api"
 
@@ -94,6 +95,20 @@ run_patterns: list[URLPattern | URLResolver] = [
     path("<int:run_id>/steps/<slug:step>/", include(step_patterns)),
 ]
 
+sweep_patterns: list[URLPattern | URLResolver] = [
+    path("", sweep_api.SweepListApi.as_view(), name="sweep-list"),
+    path("create/", sweep_api.SweepCreateApi.as_view(), name="sweep-create"),
+    path("<int:sweep_id>/", sweep_api.SweepDetailApi.as_view(), name="sweep-detail"),
+    path("<int:sweep_id>/runs/", sweep_api.SweepRunListApi.as_view(), name="sweep-run-list"),
+    path("<int:sweep_id>/extend/", sweep_api.SweepExtendApi.as_view(), name="sweep-extend"),
+    path("<int:sweep_id>/cancel/", sweep_api.SweepCancelApi.as_view(), name="sweep-cancel"),
+    path("<int:sweep_id>/promote/", sweep_api.SweepPromoteApi.as_view(), name="sweep-promote"),
+    path("<int:sweep_id>/compare/", sweep_api.SweepCompareApi.as_view(), name="sweep-compare"),
+    path(
+        "<int:sweep_id>/metrics/", sweep_api.SweepMetricListApi.as_view(), name="sweep-metric-list"
+    ),
+]
+
 artifact_patterns: list[URLPattern | URLResolver] = [
     path("<str:sha256>/", runtime.ArtifactDetailApi.as_view(), name="artifact-detail"),
     path("<str:sha256>/download/", runtime.ArtifactDownloadApi.as_view(), name="artifact-download"),
@@ -107,6 +122,7 @@ workspace_patterns: list[URLPattern | URLResolver] = [
     path("pipelines/", include(pipeline_patterns)),
     path("datasets/", include(dataset_patterns)),
     path("runs/", include(run_patterns)),
+    path("sweeps/", include(sweep_patterns)),
     path("artifacts/", include(artifact_patterns)),
 ]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -45,8 +45,12 @@ app = typer.Typer(
 )
 module_app = typer.Typer(help="Versioned step code.", no_args_is_help=True)
 pipeline_app = typer.Typer(help="Pipeline specs.", no_args_is_help=True)
+sweep_app = typer.Typer(
+    help="Sweeps: every combination of variants x replicates, compared.", no_args_is_help=True
+)
 app.add_typer(module_app, name="module")
 app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(sweep_app, name="sweep")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
@@ -470,6 +474,421 @@ def cancel(
     with client_for(workspace) as client:
         detail = client.cancel(run_id)
     out.print(f"run {detail['id']}: {styled(detail['status'])} (cancel requested)")
+
+
+# --- sweeps ----------------------------------------------------------------------------------
+
+AXIS_HELP = "STEP=VARIANT[,VARIANT...], repeatable: one axis (see VARIANTS below)."
+VARIANT_SYNTAX = """\
+VARIANTS. A variant is MODULE@N[:LABEL][{PARAM=VALUE,...}]: that module version
+(MODULE@latest too) in the step's place, a short LABEL, and param overrides (each VALUE
+read as JSON when it parses, e.g. 0.5, true, [1, 2]; text otherwise).
+
+The label defaults to the module's name (MODULE-N when the axis has that name already).
+:LABEL{PARAM=VALUE,...} keeps the base step's module and changes only params.
+
+Examples: --axis 'train=train_rf@1,train_mlp@2' gives labels train_rf and train_mlp;
+--axis 'train=train_mlp@2:wide{hidden=256},train_mlp@2:narrow{hidden=32}';
+--axis 'prep=:holdout50{test_size=0.5},:holdout25{test_size=0.25}'.
+"""
+
+
+def _split_top(text: str, sep: str = ",") -> list[str]:
+    """`text` split on `sep` outside {...}, [...] and "..." (params hold commas)."""
+    parts, depth, quoted, start = [], 0, False, 0
+    for index, char in enumerate(text):
+        if char == '"':
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+        elif char == sep and depth == 0:
+            parts.append(text[start:index])
+            start = index + 1
+    parts.append(text[start:])
+    return parts
+
+
+def parse_variant(text: str, taken: set[str]) -> dict[str, Any]:
+    """One VARIANT of --axis (see VARIANT_HELP) -> {"label", "module"?, "params"?}."""
+    head, brace, rest = text.strip().partition("{")
+    params: dict[str, Any] = {}
+    if brace:
+        if not rest.endswith("}"):
+            raise ValidationError(f"{text!r}: params go in one {{...}} at the end")
+        for pair in _split_top(rest[:-1]):
+            if not pair.strip():
+                continue
+            name, sep, raw = pair.partition("=")
+            if not sep or not name.strip():
+                raise ValidationError(f"{text!r}: write params as {{PARAM=VALUE,...}}")
+            try:
+                params[name.strip()] = json.loads(raw.strip())
+            except ValueError:
+                params[name.strip()] = raw.strip()
+    module, _, label = head.strip().partition(":")
+    module, label = module.strip(), label.strip()
+    if module and "@" not in module:
+        raise ValidationError(
+            f"{text!r}: write the module as MODULE@N or MODULE@latest, or :LABEL for the "
+            "base step's module"
+        )
+    if not module and not label:
+        raise ValidationError(f"{text!r}: a variant needs MODULE@N or :LABEL")
+    if not label:
+        name, _, number = module.partition("@")
+        label = name if name not in taken else f"{name}-{number}"
+    variant: dict[str, Any] = {"label": label}
+    if module:
+        variant["module"] = module
+    if params:
+        variant["params"] = params
+    return variant
+
+
+def parse_axes(
+    texts: list[str], labels: Mapping[str, Iterable[str]] | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """--axis STEP=VARIANT,... options -> {step: [variant, ...]} (a step named twice grows);
+    `labels` are those the axes have already, which a default label avoids."""
+    axes: dict[str, list[dict[str, Any]]] = {}
+    for text in texts:
+        step, sep, variants = text.partition("=")
+        if not sep or not step.strip() or not variants.strip():
+            raise ValidationError(f"--axis {text!r}: write it as STEP=VARIANT[,VARIANT...]")
+        axis = axes.setdefault(step.strip(), [])
+        existing = set((labels or {}).get(step.strip(), ()))
+        for part in _split_top(variants):
+            if not part.strip():
+                raise ValidationError(f"--axis {text!r}: an empty variant")
+            axis.append(parse_variant(part, existing | {v["label"] for v in axis}))
+    return axes
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def _mean_ci(summary: dict[str, Any]) -> str:
+    mean, high = summary["mean"], summary["ci_high"]
+    if mean is None:
+        return "n/a"
+    return f"{_num(mean)} ± {_num(high - mean)}" if high is not None else f"{_num(mean)} ± n/a"
+
+
+def _ci(low: float | None, high: float | None) -> str:
+    return "n/a" if low is None or high is None else f"[{_num(low)}, {_num(high)}]"
+
+
+def _choice_key(variant: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple((k, str(v)) for k, v in variant.items() if k != "replicate")
+
+
+def sweep_table(sweep: dict[str, Any]) -> Table:
+    """One row per variant: its replicates' statuses; the caption is the progress."""
+    base = f"{sweep['pipeline']}@{sweep['version']}"
+    title = f"sweep {sweep['id']} · {sweep['name']} · {base}"
+    if sweep["status"] == "canceled":
+        title += " · [yellow]canceled[/]"
+    steps = list(sweep["axes"])
+    table = Table(*steps, "runs", title=title, title_justify="left")
+    by_variant: dict[tuple[tuple[str, str], ...], list[dict[str, Any]]] = {}
+    for run in sweep["runs"]:
+        by_variant.setdefault(_choice_key(run["variant"]), []).append(run)
+    for key, runs in by_variant.items():
+        chosen = dict(key)
+        cells = ", ".join(f"{run['id']} {styled(run['status'])}" for run in runs)
+        table.add_row(*(chosen.get(step, "") for step in steps), cells)
+    progress = sweep["progress"]
+    runs, done_steps = progress["runs"], progress["steps"]
+    table.caption = (
+        f"runs {runs['done']}/{progress['expected']} done (succeeded {runs['succeeded']}, "
+        f"failed {runs['failed']}, canceled {runs['canceled']}) · steps executed "
+        f"{done_steps['executed']}, reused {done_steps['reused']}"
+    )
+    table.caption_justify = "left"
+    return table
+
+
+def sweep_exit_code(sweep: dict[str, Any]) -> int:
+    runs = sweep["progress"]["runs"]
+    return 0 if runs["total"] and runs["succeeded"] == runs["total"] else 1
+
+
+def _watch_sweep(client: Client, sweep: dict[str, Any], as_json: bool) -> dict[str, Any]:
+    if as_json or not sys.stdout.isatty():
+        return client.sweep_wait(sweep)
+    with Live(sweep_table(sweep), console=out, refresh_per_second=4) as live:
+        return client.sweep_wait(sweep, on_update=lambda s: live.update(sweep_table(s)))
+
+
+def _describe_variant(variant: dict[str, Any]) -> str:
+    parts = [variant["label"]]
+    if variant.get("module"):
+        parts.append(variant["module"])
+    parts += [f"{k}={json.dumps(v)}" for k, v in variant.get("params", {}).items()]
+    return " ".join(parts)
+
+
+@sweep_app.command("create", epilog=VARIANT_SYNTAX)
+@handles_errors
+def sweep_create(
+    pipeline: Annotated[str, typer.Argument(help="The base: PIPELINE or PIPELINE@N")],
+    name: Annotated[str, typer.Option("--name", "-n", help="The sweep's name.")],
+    axis: Annotated[list[str], typer.Option("--axis", "-a", help=AXIS_HELP)],
+    replicates: Annotated[
+        int, typer.Option("--replicates", "-r", min=1, help="Runs per variant.")
+    ] = 1,
+    seed: Annotated[
+        list[str] | None,
+        typer.Option("--seed", help="STEP.PARAM (int) each replicate sets to its number."),
+    ] = None,
+    no_reuse: Annotated[
+        bool, typer.Option("--no-reuse", help="Run every step again; reuse nothing.")
+    ] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Show progress live until every run finished.")
+    ] = False,
+    workspace: Workspace = None,
+    as_json: AsJson = False,
+) -> None:
+    """Start a sweep: a run per combination of variants x replicates (--watch: exit 1 unless
+    all succeeded)."""
+    axes = parse_axes(axis)
+    with client_for(workspace) as client:
+        sweep = client.sweep_create(
+            pipeline, name, axes, replicates, seed_params=seed or (), reuse=not no_reuse
+        )
+        if watch:
+            sweep = _watch_sweep(client, sweep, as_json)
+    if as_json:
+        print_json(sweep)
+    elif watch:
+        out.print(sweep_table(sweep))
+    else:
+        out.print(
+            f"started sweep {sweep['id']} on {sweep['pipeline']}@{sweep['version']}: "
+            f"{len(sweep['runs'])} run(s)"
+        )
+        for step, variants in sweep["axes"].items():
+            out.print(f"  {step}: " + "; ".join(_describe_variant(v) for v in variants))
+    if watch:
+        raise typer.Exit(sweep_exit_code(sweep))
+
+
+@sweep_app.command("list")
+@handles_errors
+def sweep_list(
+    status: Annotated[
+        str | None, typer.Option("--status", "-s", help="active or canceled.")
+    ] = None,
+    pipeline: Annotated[str | None, typer.Option("--pipeline", help="Only this base.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 20,
+    workspace: Workspace = None,
+    as_json: AsJson = False,
+) -> None:
+    """The workspace's sweeps, newest first."""
+    with client_for(workspace) as client:
+        rows = client.sweeps(limit=limit, status=status, pipeline=pipeline)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("id", "name", "base", "axes", "runs", "status", "created")
+    for row in rows:
+        runs = row["runs"]
+        state = row["status"] if row["status"] == "canceled" or not row["finished"] else "done"
+        table.add_row(
+            str(row["id"]),
+            row["name"],
+            f"{row['pipeline']}@{row['version']}",
+            " x ".join(f"{step} {len(v)}" for step, v in row["axes"].items()),
+            f"{runs['succeeded']}/{row['expected_runs']} ok, {runs['failed']} failed",
+            state,
+            row["created_at"][:19].replace("T", " "),
+        )
+    out.print(table)
+
+
+@sweep_app.command("show")
+@handles_errors
+def sweep_show(
+    sweep_id: Annotated[int, typer.Argument(metavar="SWEEP", help="The sweep's id.")],
+    workspace: Workspace = None,
+    as_json: AsJson = False,
+) -> None:
+    """A sweep: its axes, progress, and each variant's runs."""
+    with client_for(workspace) as client:
+        sweep = client.sweep(sweep_id)
+    if as_json:
+        print_json(sweep)
+        return
+    for step, variants in sweep["axes"].items():
+        out.print(f"{step}: " + "; ".join(_describe_variant(v) for v in variants))
+    seeds = ", ".join(sweep["seed_params"]) or "none"
+    out.print(f"replicates {sweep['replicates']} (seed params: {seeds})")
+    out.print(sweep_table(sweep))
+
+
+@sweep_app.command("compare")
+@handles_errors
+def sweep_compare(
+    sweep_id: Annotated[int, typer.Argument(metavar="SWEEP")],
+    metric: Annotated[str, typer.Option("--metric", "-m", help="A metric the runs log.")],
+    step: Annotated[
+        str | None, typer.Option("--step", help="The step that logs it (when several do).")
+    ] = None,
+    aggregate: Annotated[
+        str, typer.Option("--aggregate", help="last, min or max of a run's values.")
+    ] = "last",
+    direction: Annotated[
+        str, typer.Option("--direction", help="max (higher is better) or min.")
+    ] = "max",
+    a: Annotated[
+        str | None, typer.Option("--a", help="A variant, 'step=label,...', to test against --b.")
+    ] = None,
+    b: Annotated[str | None, typer.Option("--b", help="The other variant.")] = None,
+    workspace: Workspace = None,
+    as_json: AsJson = False,
+) -> None:
+    """The variants on one metric: mean ± 95% CI, the best marked, marginal effects."""
+    with client_for(workspace) as client:
+        result = client.sweep_compare(sweep_id, metric, step, aggregate, direction, a=a, b=b)
+    if as_json:
+        print_json(result)
+        return
+    steps = list(result["axes"])
+    best = result["best"]["name"] if result["best"] else None
+    where = f"{result['step']}.{metric}" if result["step"] else metric
+    better = "higher" if result["direction"] == "max" else "lower"
+    title = f"sweep {sweep_id} · {where} ({result['aggregate']}; {better} is better)"
+    table = Table(*steps, "n", "mean ± 95% CI", "95% CI", "std", "not measured", "", title=title)
+    table.title_justify = "left"
+    for variant in result["variants"]:
+        s, c = variant["summary"], variant["counts"]
+        notes = [f"{c[k]} {k}" for k in ("failed", "canceled", "unfinished", "missing") if c[k]]
+        is_best = variant["name"] == best
+        table.add_row(
+            *(variant["choices"].get(step_name, "") for step_name in steps),
+            str(s["n"]),
+            _mean_ci(s),
+            _ci(s["ci_low"], s["ci_high"]),
+            _num(s["std"]),
+            ", ".join(notes),
+            "[bold green]★ best[/]" if is_best else "",
+            style="bold" if is_best else None,
+        )
+    out.print(table)
+    effects = Table("axis", "choice", "n", "mean ± 95% CI", "effect", title="marginal effects")
+    effects.title_justify = "left"
+    for axis_step, levels in result["marginals"].items():
+        for level in levels:
+            effect = level["effect"]
+            effects.add_row(
+                axis_step,
+                level["label"],
+                str(level["summary"]["n"]),
+                _mean_ci(level["summary"]),
+                "n/a" if effect is None else f"{effect:+.4g}",
+            )
+        effects.add_section()
+    out.print(effects)
+    if best is not None:
+        s = result["best"]["summary"]
+        out.print(
+            f"best: {best} · mean {_num(s['mean'])}, 95% CI {_ci(s['ci_low'], s['ci_high'])}, "
+            f"n={s['n']}"
+        )
+    for label, diff in (
+        ("vs runner-up", result["best_vs_runner_up"]),
+        ("A vs B", result["a_vs_b"]),
+    ):
+        if diff is None:
+            continue
+        other = ", ".join(f"{k}={v}" for k, v in diff["b"].items())
+        mine = ", ".join(f"{k}={v}" for k, v in diff["a"].items())
+        out.print(
+            f"{label}: {mine} - {other} = {_num(diff['diff'])}, 95% CI "
+            f"{_ci(diff['ci_low'], diff['ci_high'])}, Welch p = {_num(diff['p_value'])}"
+        )
+
+
+@sweep_app.command("extend", epilog=VARIANT_SYNTAX)
+@handles_errors
+def sweep_extend(
+    sweep_id: Annotated[int, typer.Argument(metavar="SWEEP")],
+    axis: Annotated[
+        str, typer.Argument(metavar="STEP=VARIANT[,VARIANT...]", help="As create's --axis.")
+    ],
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Show progress live until every run finished.")
+    ] = False,
+    workspace: Workspace = None,
+    as_json: AsJson = False,
+) -> None:
+    """Add variants to an existing axis; only the new combinations run."""
+    added: list[dict[str, Any]] = []
+    with client_for(workspace) as client:
+        labels = {
+            step: [v["label"] for v in variants]
+            for step, variants in client.sweep(sweep_id)["axes"].items()
+        }
+        ((step, variants),) = parse_axes([axis], labels).items()
+        for variant in variants:
+            added.append(client.sweep_extend(sweep_id, step, variant))
+        final = _watch_sweep(client, client.sweep(sweep_id), as_json) if watch else None
+    if as_json:
+        print_json(final or added)
+    else:
+        for row in added:
+            out.print(
+                f"added {row['step']}: {_describe_variant(row['variant'])} "
+                f"({len(row['runs'])} new runs)"
+            )
+        if final is not None:
+            out.print(sweep_table(final))
+    if final is not None:
+        raise typer.Exit(sweep_exit_code(final))
+
+
+@sweep_app.command("cancel")
+@handles_errors
+def sweep_cancel(
+    sweep_id: Annotated[int, typer.Argument(metavar="SWEEP")],
+    workspace: Workspace = None,
+    as_json: AsJson = False,
+) -> None:
+    """Cancel a sweep: no run of it starts any more, unfinished ones are canceled."""
+    with client_for(workspace) as client:
+        sweep = client.sweep_cancel(sweep_id)
+    if as_json:
+        print_json(sweep)
+        return
+    out.print(f"sweep {sweep['id']} canceled ({sweep['canceled_runs']} runs canceled now)")
+
+
+@sweep_app.command("promote")
+@handles_errors
+def sweep_promote(
+    sweep_id: Annotated[int, typer.Argument(metavar="SWEEP")],
+    variant: Annotated[
+        str,
+        typer.Option("--variant", "-v", help="'step=label,...' with a label for every axis."),
+    ],
+    message: Annotated[str | None, typer.Option("--message", "-m")] = None,
+    workspace: Workspace = None,
+    as_json: AsJson = False,
+) -> None:
+    """Make a variant the next version of the sweep's base pipeline."""
+    with client_for(workspace) as client:
+        version = client.sweep_promote(sweep_id, variant, message)
+    if as_json:
+        print_json(version)
+        return
+    verb = "promoted to" if version["created"] else "already the latest:"
+    out.print(f"{verb} {version['ref']} (parent {version['parent']}): {version['message']}")
 
 
 def main() -> None:

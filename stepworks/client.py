@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
@@ -149,6 +149,37 @@ def _run_id(run: Any) -> int:
         return int(run)
     except (TypeError, ValueError):
         raise ValidationError(f"{run!r} is not a run id") from None
+
+
+def _sweep_id(sweep: Any) -> int:
+    """A sweep id from an id, a numeric string, or a sweep dict."""
+    if isinstance(sweep, Mapping):
+        sweep = sweep.get("id", sweep.get("sweep"))
+    try:
+        return int(sweep)
+    except (TypeError, ValueError):
+        raise ValidationError(f"{sweep!r} is not a sweep id") from None
+
+
+def variant_name(variant: str | Mapping[str, Any]) -> str:
+    """`step=label, step=label` from {step: label} (a run's `variant`, whose replicate is
+    left out, will do); a string is taken as already written so."""
+    if isinstance(variant, str):
+        return variant
+    return ", ".join(f"{step}={label}" for step, label in variant.items() if step != "replicate")
+
+
+def _choices(variant: str | Mapping[str, Any]) -> dict[str, str]:
+    """{step: label} from a mapping or from "step=label, step=label"."""
+    if not isinstance(variant, str):
+        return {str(k): str(v) for k, v in variant.items() if k != "replicate"}
+    choices: dict[str, str] = {}
+    for part in variant.split(","):
+        step, sep, label = part.strip().partition("=")
+        if not sep or not step.strip() or not label.strip():
+            raise ValidationError(f"{variant!r}: name a variant as step=label, step=label")
+        choices[step.strip()] = label.strip()
+    return choices
 
 
 def _safe_member(dest: Path, name: str) -> Path:
@@ -442,6 +473,129 @@ class Client:
 
     def compare(self, a: Any, b: Any) -> dict[str, Any]:
         return self.get(self._path("runs", "compare", ""), a=_run_id(a), b=_run_id(b))
+
+    # --- sweeps ----------------------------------------------------------------------------
+
+    def sweeps(self, limit: int | None = 50, **filters: Any) -> list[dict[str, Any]]:
+        """Sweeps newest first; filters: pipeline, version, status (active, canceled), name,
+        created_by, created_after, created_before."""
+        return self.paginate(self._path("sweeps", ""), limit=limit, **filters)
+
+    def sweep(self, sweep: Any) -> dict[str, Any]:
+        """A sweep with its axes, progress, events and every run's variant and status."""
+        return self.get(self._path("sweeps", _sweep_id(sweep), ""))
+
+    def sweep_create(
+        self,
+        pipeline: str,
+        name: str,
+        axes: Mapping[str, Any],
+        replicates: int = 1,
+        seed_params: Iterable[str] = (),
+        reuse: bool = True,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Start a sweep of `pipeline` (`name`, `name@N`): axes are {step: [{"label",
+        "module"?: "name@N", "params"?: {...}}]}; replicate r sets each seed param
+        (`step.param`) to r. With wait=True, return it once every run has finished."""
+        body = {
+            "pipeline": pipeline,
+            "name": name,
+            "axes": {step: list(variants) for step, variants in axes.items()},
+            "replicates": replicates,
+            "seed_params": list(seed_params),
+            "reuse": reuse,
+        }
+        sweep = self.post(self._path("sweeps", "create", ""), body)
+        return self.sweep_wait(sweep, timeout=timeout) if wait else sweep
+
+    def sweep_wait(
+        self,
+        sweep: Any,
+        poll_s: float = 0.5,
+        timeout: float | None = None,
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll a sweep until every run it will have has finished; `on_update` sees each
+        state read."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            current = self.sweep(sweep)
+            if on_update is not None:
+                on_update(current)
+            if current["progress"]["finished"]:
+                return current
+            if deadline is not None and time.monotonic() > deadline:
+                raise StepworksError(f"sweep {current['id']} did not finish in {timeout} s")
+            time.sleep(poll_s)
+
+    def sweep_runs(self, sweep: Any, status: str | list[str] | None = None) -> list[dict[str, Any]]:
+        return self.paginate(self._path("sweeps", _sweep_id(sweep), "runs", ""), status=status)
+
+    def sweep_metrics(self, sweep: Any) -> dict[str, Any]:
+        """{"steps": {step: [metric, ...]}, "metrics": [{"step", "name", "runs"}]}."""
+        return self.get(self._path("sweeps", _sweep_id(sweep), "metrics", ""))
+
+    def sweep_compare(
+        self,
+        sweep: Any,
+        metric: str,
+        step: str | None = None,
+        aggregate: str = "last",
+        direction: str = "max",
+        a: str | Mapping[str, Any] | None = None,
+        b: str | Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The variants on one metric (mean, std, 95% CI, n; failed runs counted), marginal
+        effects per axis, the best variant; A vs B (Welch) when `a` and `b` are variants
+        ({step: label} or "step=label, ...")."""
+        return self.get(
+            self._path("sweeps", _sweep_id(sweep), "compare", ""),
+            metric=metric,
+            step=step,
+            aggregate=aggregate,
+            direction=direction,
+            a=None if a is None else variant_name(a),
+            b=None if b is None else variant_name(b),
+        )
+
+    def sweep_extend(
+        self,
+        sweep: Any,
+        step: str,
+        variant: Mapping[str, Any],
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Append a variant ({"label", "module"?, "params"?}) to the axis `step`; only the
+        new combinations run. Returns {"sweep", "step", "variant", "runs"} (runs: the new
+        ones; with wait=True, as they finished)."""
+        path = self._path("sweeps", _sweep_id(sweep), "extend", "")
+        added = self.post(path, {"step": step, "variant": dict(variant)})
+        if wait:
+            final = self.sweep_wait(added["sweep"], timeout=timeout)
+            new = {run["id"] for run in added["runs"]}
+            added["runs"] = [run for run in final["runs"] if run["id"] in new]
+        return added
+
+    def sweep_cancel(self, sweep: Any) -> dict[str, Any]:
+        """Cancel the sweep and its unfinished runs (`canceled_runs`: how many)."""
+        return self.post(self._path("sweeps", _sweep_id(sweep), "cancel", ""))
+
+    def sweep_promote(
+        self, sweep: Any, variant: str | Mapping[str, Any], message: str | None = None
+    ) -> dict[str, Any]:
+        """Make a variant ({step: label} or "step=label, ...") the next version of the base
+        pipeline; `created` is False when that version existed already."""
+        choices = _choices(variant)
+        body: dict[str, Any] = {"variant": choices}
+        if message:
+            body["message"] = message
+        response = self.request(
+            "POST", self._path("sweeps", _sweep_id(sweep), "promote", ""), json=body
+        )
+        return {**response.json(), "created": response.status_code == 201}
 
     # --- steps -----------------------------------------------------------------------------
 
