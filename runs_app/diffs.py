@@ -1,16 +1,25 @@
-"""Two runs side by side: params, metrics, module versions and step outcomes.
+"""Two runs side by side: params, metrics, module versions and step outcomes; the graph
+diff, the code diff of changed module versions and the outputs side by side.
 
 `run_diff(a, b)` reads both runs (a fixed number of queries) and hands plain data to the
-pure `diff_runs`, which the tests drive without a database. The compare page and the API's
-`GET .../runs/compare/?a=&b=` both call `run_diff`; the sweeps issue extends it.
+pure `diff_runs`, `graph_diff` and `files_diff`, which the tests drive without a database;
+only the outputs' contents are read from storage, as bounded heads. The compare page and the
+API's `GET .../runs/compare/?a=&b=` both call `run_diff` (the API serialises the keys it
+declares: everything added here is extra keys, never changed ones).
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
-from runs_app.models import Metric, PipelineRun, StepRun
+from pipelines_app.models import ModuleVersion
+from runs_app import artifacts
+from runs_app.models import Artifact, Metric, PipelineRun, StepOutput, StepRun
 
 
 def _number(value: Any) -> float | None:
@@ -21,7 +30,7 @@ def run_facts(run: PipelineRun) -> dict[str, Any]:
     """What a comparison needs of one run, as plain data (two queries)."""
     steps = list(
         StepRun.objects.filter(run=run)
-        .select_related("module_version__module")
+        .select_related("module_version__module", "reused_from")
         .defer("module_version__files", "module_version__interface", "key_parts")
         .order_by("position")
     )
@@ -36,6 +45,7 @@ def run_facts(run: PipelineRun) -> dict[str, Any]:
         metrics.setdefault(measured[step_id].name, {})[name] = value  # a series: its last point
     metrics = {s.name: metrics[s.name] for s in steps if s.name in metrics}
     version = run.pipeline_version
+    spec_steps = (version.spec or {}).get("steps", {})
     return {
         "id": run.pk,
         "status": run.status,
@@ -50,6 +60,8 @@ def run_facts(run: PipelineRun) -> dict[str, Any]:
                 "module": s.module_version.ref,
                 "code_digest": s.module_version.code_digest,
                 "params": dict(s.params or {}),
+                "inputs": dict(spec_steps.get(s.name, {}).get("inputs") or {}),
+                "module_version_id": s.module_version_id,
                 "duration_s": s.duration_s,
                 "reused_from_run": s.reused_from.run_id if s.reused_from is not None else None,
                 "outputs_key": s.cache_key,
@@ -126,6 +138,227 @@ def diff_runs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_diff(a: PipelineRun, b: PipelineRun) -> dict[str, Any]:
-    """Compare two runs the caller already fetched through the access helper."""
-    return diff_runs(run_facts(a), run_facts(b))
+# --- the graph, the code and the outputs (the sweeps issue) --------------------------------------
+
+MAX_DIFF_LINES = 2000  # per file or output: a diff longer than this is cut, and says so
+TEXT_DIFF_BYTES = 256 * 1024  # the head of a text or JSON output a text diff reads
+MAX_OUTPUT_PAIRS = 40  # outputs compared with their contents; the rest by digest only
+TEXT_TYPES = ("text/plain", "text/markdown", "text/x-python", "text/x-log")
+JSON_TYPES = ("application/json",)
+
+
+def graph_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """Pure: two `run_facts` -> {"only_a": [step], "only_b": [step], "changed": [{"name",
+    "changes": [text]}], "unchanged": [step]}. A step changed when its module version, its
+    params (after overrides) or its input bindings differ."""
+    a_steps = {s["name"]: s for s in a["steps"]}
+    b_steps = {s["name"]: s for s in b["steps"]}
+    changed, unchanged = [], []
+    for name, sa in a_steps.items():
+        sb = b_steps.get(name)
+        if sb is None:
+            continue
+        changes = []
+        if sa.get("module") != sb.get("module"):
+            same = " (same code)" if sa.get("code_digest") == sb.get("code_digest") else ""
+            changes.append(f"module {sa.get('module')} → {sb.get('module')}{same}")
+        pa, pb = sa.get("params") or {}, sb.get("params") or {}
+        differing = sorted(k for k in set(pa) | set(pb) if pa.get(k) != pb.get(k))
+        if differing:
+            changes.append("params " + ", ".join(differing))
+        ia, ib = sa.get("inputs") or {}, sb.get("inputs") or {}
+        for key in sorted(set(ia) | set(ib)):
+            if ia.get(key) != ib.get(key):
+                changes.append(f"input {key}: {ia.get(key) or '—'} → {ib.get(key) or '—'}")
+        if changes:
+            changed.append({"name": name, "changes": changes})
+        else:
+            unchanged.append(name)
+    return {
+        "only_a": [name for name in a_steps if name not in b_steps],
+        "only_b": [name for name in b_steps if name not in a_steps],
+        "changed": changed,
+        "unchanged": unchanged,
+    }
+
+
+def text_diff(
+    before: str | None, after: str | None, label_a: str, label_b: str, context: int = 3
+) -> dict[str, Any]:
+    """Pure: a unified diff as {"lines": [{"kind": add|del|hunk|same, "text"}], "truncated"}."""
+    diff = difflib.unified_diff(
+        (before or "").splitlines(),
+        (after or "").splitlines(),
+        label_a,
+        label_b,
+        n=context,
+        lineterm="",
+    )
+    lines: list[dict[str, str]] = []
+    truncated = False
+    for index, line in enumerate(diff):
+        if index < 2:
+            continue  # the ---/+++ header: the page names both sides itself
+        if len(lines) >= MAX_DIFF_LINES:
+            truncated = True
+            break
+        kind = {"+": "add", "-": "del", "@": "hunk"}.get(line[:1], "same")
+        lines.append({"kind": kind, "text": line})
+    return {"lines": lines, "truncated": truncated}
+
+
+def files_diff(
+    a_files: Mapping[str, str], b_files: Mapping[str, str], label_a: str, label_b: str
+) -> list[dict[str, Any]]:
+    """Pure: a unified diff per changed file of two module versions' `files`:
+    [{"path", "status": added|removed|changed, "lines", "truncated"}]."""
+    out = []
+    for path in sorted(set(a_files) | set(b_files)):
+        before, after = a_files.get(path), b_files.get(path)
+        if before == after:
+            continue
+        status = "added" if before is None else "removed" if after is None else "changed"
+        diff = text_diff(before, after, f"{label_a}/{path}", f"{label_b}/{path}")
+        out.append({"path": path, "status": status, **diff})
+    return out
+
+
+def code_diffs(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The code diff of each step whose module version differs in code (one query):
+    [{"step", "a", "b", "entrypoint": [a, b] | None, "files": files_diff(...)}]."""
+    a_steps = {s["name"]: s for s in a["steps"]}
+    pairs = []
+    for sb in b["steps"]:
+        sa = a_steps.get(sb["name"])
+        if sa and sa.get("code_digest") != sb.get("code_digest"):
+            pairs.append((sb["name"], sa, sb))
+    ids = {s["module_version_id"] for _, sa, sb in pairs for s in (sa, sb)}
+    versions = {
+        v.pk: v for v in ModuleVersion.objects.filter(pk__in=ids).only("id", "files", "entrypoint")
+    }
+    out = []
+    for name, sa, sb in pairs:
+        va, vb = versions.get(sa["module_version_id"]), versions.get(sb["module_version_id"])
+        if va is None or vb is None:
+            continue
+        entry = [va.entrypoint, vb.entrypoint] if va.entrypoint != vb.entrypoint else None
+        out.append(
+            {
+                "step": name,
+                "a": sa["module"],
+                "b": sb["module"],
+                "entrypoint": entry,
+                "files": files_diff(va.files or {}, vb.files or {}, sa["module"], sb["module"]),
+            }
+        )
+    return out
+
+
+def _outputs(run: PipelineRun) -> dict[tuple[str, str], Artifact]:
+    """{(step, output): artifact} of a run (one query)."""
+    rows = (
+        StepOutput.objects.filter(step__run=run)
+        .select_related("artifact", "step")
+        .only("name", "step__name", "step__position", "artifact")
+        .order_by("step__position", "name")
+    )
+    return {(row.step.name, row.name): row.artifact for row in rows}
+
+
+def _artifact_side(artifact: Artifact | None) -> dict[str, Any] | None:
+    if artifact is None:
+        return None
+    return {
+        "sha256": artifact.sha256,
+        "size": artifact.size,
+        "media_type": artifact.media_type,
+        "kind": artifact.kind,
+    }
+
+
+def _text_of(artifact: Artifact) -> tuple[str, bool]:
+    """The head of a text or JSON output as text (JSON pretty-printed with sorted keys, so a
+    diff shows values, not formatting) and whether it was cut."""
+    with artifacts.artifact_open(artifact) as handle:
+        data = handle.read(TEXT_DIFF_BYTES + 1)
+    cut = len(data) > TEXT_DIFF_BYTES
+    text = data[:TEXT_DIFF_BYTES].decode("utf-8", "replace")
+    if not cut and artifacts.media_base(artifact.media_type) in JSON_TYPES:
+        with contextlib.suppress(ValueError):  # not JSON after all: diff the text as it is
+            text = json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False)
+    return text, cut
+
+
+def _compare_kind(a: Artifact | None, b: Artifact | None) -> str:
+    """How two outputs are shown side by side: `text` (a diff), `table` (the heads),
+    `image`, or `other` (links)."""
+    bases = {artifacts.media_base(x.media_type) for x in (a, b) if x is not None}
+    kinds = {x.kind for x in (a, b) if x is not None}
+    if kinds != {"file"} or len(bases) != 1:
+        return "other"
+    base = bases.pop()
+    if base in JSON_TYPES or base in TEXT_TYPES:
+        return "text"
+    if base in (artifacts.PARQUET_TYPE, "text/csv", "text/tab-separated-values"):
+        return "table"
+    if base in artifacts.INLINE_IMAGE_TYPES:
+        return "image"
+    return "other"
+
+
+def output_pairs(a: PipelineRun, b: PipelineRun, *, contents: bool = True) -> list[dict[str, Any]]:
+    """Each output of either run beside the other run's output of the same step and name:
+    [{"step", "output", "a", "b", "same", "show": text|table|image|other, "text_diff"?,
+    "a_preview"?, "b_preview"?, "error"?}]. Identical outputs (one digest) are not read;
+    with `contents`, the first MAX_OUTPUT_PAIRS that differ are (bounded heads, never an
+    unpickle). Two queries plus those reads."""
+    a_out, b_out = _outputs(a), _outputs(b)
+    keys = list(a_out) + [key for key in b_out if key not in a_out]
+    pairs = []
+    read = 0
+    for step, output in keys:
+        xa, xb = a_out.get((step, output)), b_out.get((step, output))
+        same = xa is not None and xb is not None and xa.sha256 == xb.sha256
+        pair: dict[str, Any] = {
+            "step": step,
+            "output": output,
+            "a": _artifact_side(xa),
+            "b": _artifact_side(xb),
+            "same": same,
+            "show": _compare_kind(xa, xb),
+        }
+        if contents and not same and read < MAX_OUTPUT_PAIRS:
+            read += 1
+            _read_contents(pair, xa, xb, a.pk, b.pk)
+        pairs.append(pair)
+    return pairs
+
+
+def _read_contents(
+    pair: dict[str, Any], xa: Artifact | None, xb: Artifact | None, a_id: int, b_id: int
+) -> None:
+    try:
+        if pair["show"] == "text" and xa is not None and xb is not None:
+            (ta, cut_a), (tb, cut_b) = _text_of(xa), _text_of(xb)
+            label = f"{pair['step']}.{pair['output']}"
+            pair["text_diff"] = text_diff(ta, tb, f"run {a_id}: {label}", f"run {b_id}: {label}")
+            pair["text_diff"]["cut"] = cut_a or cut_b
+        elif pair["show"] == "table":
+            pair["a_preview"] = artifacts.artifact_preview(xa) if xa is not None else None
+            pair["b_preview"] = artifacts.artifact_preview(xb) if xb is not None else None
+    except (OSError, ValueError) as error:  # a missing or unreadable file never breaks a page
+        pair["error"] = f"{type(error).__name__}: {error}"[:300]
+
+
+def run_diff(a: PipelineRun, b: PipelineRun, *, contents: bool = True) -> dict[str, Any]:
+    """Compare two runs the caller already fetched through the access helper.
+
+    Adds to `diff_runs`: "graph" (graph_diff), "code" (code_diffs) and "outputs"
+    (output_pairs; with `contents=False` digests only, no storage read). Seven queries.
+    """
+    fa, fb = run_facts(a), run_facts(b)
+    diff = diff_runs(fa, fb)
+    diff["graph"] = graph_diff(fa, fb)
+    diff["code"] = code_diffs(fa, fb)
+    diff["outputs"] = output_pairs(a, b, contents=contents)
+    return diff

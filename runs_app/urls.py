@@ -1,4 +1,5 @@
-"""Run-time pages: the runs list, the run explorer, steps, artifacts, lineage, downloads.
+"""Run-time pages: the runs list, the run explorer, steps, artifacts, lineage, downloads,
+sweeps.
 
 A digest is matched as 64 lowercase hex characters and a step name as a slug, so nothing
 path-like from a URL reaches a view, let alone the filesystem.
@@ -26,6 +27,7 @@ app_name = "runs"
 run = "w/<slug:slug>/runs/<int:run_id>/"
 step = run + "steps/<slug:name>/"
 artifact = "w/<slug:slug>/artifacts/<sha256:sha256>/"
+sweep = "w/<slug:slug>/sweeps/<int:sweep_id>/"
 
 urlpatterns = [
     path("w/<slug:slug>/runs/", views.run_list, name="list"),
@@ -43,4 +45,12 @@ urlpatterns = [
     path(artifact + "download/", views.artifact_download, name="artifact_download"),
     path(artifact + "image/", views.artifact_image, name="artifact_image"),
     path(artifact + "frame/", views.artifact_frame, name="artifact_frame"),
+    path("w/<slug:slug>/sweeps/", views.sweep_list, name="sweep_list"),
+    path("w/<slug:slug>/sweeps/new/", views.sweep_new, name="sweep_new"),
+    path(sweep, views.sweep_detail, name="sweep_detail"),
+    path(sweep + "live/", views.sweep_live, name="sweep_live"),
+    path(sweep + "cancel/", views.sweep_cancel, name="sweep_cancel"),
+    path(sweep + "extend/", views.sweep_extend, name="sweep_extend"),
+    path(sweep + "promote/", views.sweep_promote, name="sweep_promote"),
+    path(sweep + "compare/", views.sweep_compare, name="sweep_compare"),
 ]
