@@ -401,7 +401,7 @@ class RunCompareApi(ApiMixin, APIView):
         query.is_valid(raise_exception=True)
         a = run_for(request, workspace, query.validated_data["a"])
         b = run_for(request, workspace, query.validated_data["b"])
-        return Response(self.OutputSerializer(run_diff(a, b)).data)
+        return Response(self.OutputSerializer(run_diff(a, b, contents=False)).data)
 
 
 # --- steps ---------------------------------------------------------------------------------
