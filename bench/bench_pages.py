@@ -1,0 +1,396 @@
+"""The web pages on a big workspace: server time and queries, and the 1 GB run download.
+
+    .venv/bin/python bench/bench_pages.py [--modes embedded pg] [--reps 10] [--profile]
+
+Prints `NAME VALUE` lines for `<mode>` in `embedded` (SQLite in a temp data folder) and `pg`
+(a PostgreSQL database it creates and drops; `# pg skipped: <why>` when unreachable):
+
+    explorer.<mode>.ms / .queries           the run explorer (runs:detail) of a 200-step run
+    explorer_q3.<mode>.queries              the same page for a 3-step run (constant count)
+    runs_list.<mode>.ms / .queries          the runs list's first page, 10,000 runs
+    runs_list_filtered.<mode>.ms / .queries the same with status + pipeline filters and a
+                                            metric column
+    runs_list_q3.<mode>.queries             the runs list of a workspace with 3 runs
+    sweep_compare.<mode>.ms / .queries      the comparison page (runs:sweep_compare) of a
+                                            500-run sweep (5 x 10 x 10 replicates) on
+                                            `accuracy` of `evaluate`, with its `loss` curves
+    sweep_compare_q20.<mode>.queries        the same for a 20-run sweep (2 x 2 x 5)
+    run_zip.<mode>.mb_per_s                 the whole-run zip (runs:outputs_zip) of 8 outputs
+    run_zip.<mode>.peak_rss_mb              of 128 MB (1 GB) streamed and consumed: throughput,
+                                            and the process's peak RSS over its baseline
+
+A page's ms is the median of `--reps` GETs (after two warm-up ones) with Django's test
+Client, logged in, through the whole middleware stack, the template rendered; its queries
+are counted on one more GET. MB = 2**20 bytes. Lines starting with `#` are diagnostics; the
+bench never asserts a target; `--profile` adds each query's time and the functions with the
+most own time. The data is written straight to the tables (bulk_create, no step executed,
+no worker); on Postgres it is then ANALYZEd, as autovacuum would have. Each mode runs in
+its own subprocess (settings are read at import) with its own temp data folder; the 1 GB of
+artifacts lives in one temp folder both modes share (content-addressed, so the second mode
+finds the bytes stored). Everything is removed at the end, also on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import gc
+import os
+import pstats
+import re
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MODES = ("embedded", "pg")
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+CHILD_TIMEOUT_S = 900
+WARMUP = 2
+MB = 1 << 20
+ZIP_FILES = 8
+
+
+# --- the parent: one subprocess per mode --------------------------------------------------------
+def _base_env(data_dir: Path, artifacts_dir: Path) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        # Whatever the caller's shell points at, each mode says what it runs on.
+        if key not in ("DATABASE_URL", "BROKER_URL", "STEPWORKS_ARTIFACTS_BACKEND")
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        STEPWORKS_DATA_DIR=str(data_dir),
+        STEPWORKS_ARTIFACTS_ROOT=str(artifacts_dir),
+        LOG_LEVEL="WARNING",
+        DEBUG="false",  # DEBUG would keep every query in memory and slow each one
+    )
+    return env
+
+
+def _postgres_ready() -> str | None:
+    """None when Postgres answers, else why not."""
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
+            pass
+    except Exception as error:
+        return f"PostgreSQL at 127.0.0.1:5432: {error}".splitlines()[0]
+    return None
+
+
+@contextlib.contextmanager
+def _bench_database(name: str) -> Iterator[str]:
+    """A fresh database, dropped afterwards even when the bench failed."""
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgres://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _run_child(mode: str, env: dict[str, str], arguments: list[str]) -> int:
+    """Run this script for one mode; its stdout is ours."""
+    child = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--mode", mode, *arguments],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,  # one group to end if it hangs
+    )
+    try:
+        return child.wait(timeout=CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        print(f"# {mode} timed out after {CHILD_TIMEOUT_S} s", flush=True)
+        return 1
+    finally:
+        if child.poll() is None:  # timed out, or we were interrupted
+            os.killpg(child.pid, signal.SIGTERM)
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+
+
+def parent(arguments: argparse.Namespace, passed: list[str]) -> int:
+    failed = False
+    artifacts_dir = Path(tempfile.mkdtemp(prefix="bench-pages-artifacts-"))
+    try:
+        for mode in arguments.modes:
+            data_dir = Path(tempfile.mkdtemp(prefix=f"bench-pages-{mode}-"))
+            env = _base_env(data_dir, artifacts_dir)
+            try:
+                if mode == "embedded":
+                    failed |= _run_child(mode, env, passed) != 0
+                    continue
+                why = _postgres_ready()
+                if why is not None:
+                    print(f"# pg skipped: {why}", flush=True)
+                    continue
+                with _bench_database(f"stepworks_bench_pages_{os.getpid()}") as database_url:
+                    env.update(DATABASE_URL=database_url, SECRET_KEY=secrets.token_urlsafe(32))
+                    failed |= _run_child(mode, env, passed) != 0
+            finally:
+                shutil.rmtree(data_dir, ignore_errors=True)
+    finally:
+        shutil.rmtree(artifacts_dir, ignore_errors=True)
+    return 1 if failed else 0
+
+
+# --- the child: measuring ----------------------------------------------------------------------
+def _status_kb(field: str) -> int:
+    match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
+    return int(match.group(1)) if match else 0
+
+
+def _reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False when not allowed."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _get(client: Any, url: str, params: dict[str, Any]) -> Any:
+    response = client.get(url, params)
+    if response.status_code != 200:
+        raise RuntimeError(f"GET {url} {params}: {response.status_code}")
+    return response
+
+
+def _profile(label: str, call: Callable[[], Any], reps: int = 5, top: int = 12) -> None:
+    """Where the time of `reps` calls goes: `# profile` lines, ms per call, the functions
+    with the most own time (and their cumulative time)."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(reps):
+        call()
+    profiler.disable()
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    rows = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:top]
+    total = sum(own for _, _, own, _, _ in stats.values()) * 1000 / reps
+    print(f"# profile {label}: {total:.1f} ms a call (under cProfile); most own time:")
+    for (filename, line, function), (_, calls, own, cumulative, _) in rows:
+        where = filename.replace(str(ROOT) + "/", "").replace(sys.prefix + "/", "")
+        print(
+            f"#   {own * 1000 / reps:7.2f} own {cumulative * 1000 / reps:7.2f} cum "
+            f"{calls // reps:6d}x {where}:{line}:{function}"
+        )
+
+
+def measure_page(
+    client: Any,
+    name: str,
+    mode: str,
+    url: str,
+    params: dict[str, Any],
+    reps: int,
+    profile: bool,
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for _ in range(WARMUP):
+        _get(client, url, params)
+    timings, cpu = [], []
+    for _ in range(reps):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        _get(client, url, params)
+        timings.append((time.perf_counter() - started) * 1000)
+        cpu.append((time.process_time() - cpu_started) * 1000)
+    with CaptureQueriesContext(connection) as queries:
+        size = len(_get(client, url, params).content)
+    print(f"{name}.{mode}.ms {statistics.median(timings):.1f}", flush=True)
+    print(f"{name}.{mode}.queries {len(queries)}", flush=True)
+    # Wall minus this process's CPU: the database's share (Postgres) or waiting for a CPU.
+    print(
+        f"# {name}.{mode}: min {min(timings):.1f} max {max(timings):.1f} ms; "
+        f"CPU of this process {statistics.median(cpu):.1f} ms (median); {size / 1024:.0f} KB",
+        flush=True,
+    )
+    if profile:
+        for query in queries.captured_queries:
+            print(f"#   query {float(query['time']) * 1000:6.1f} ms {query['sql'][:150]}")
+        _profile(f"{name}.{mode}", lambda: _get(client, url, params))
+
+
+def count_queries(client: Any, name: str, mode: str, url: str, params: dict[str, Any]) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    _get(client, url, params)
+    with CaptureQueriesContext(connection) as queries:
+        _get(client, url, params)
+    print(f"{name}.{mode}.queries {len(queries)}", flush=True)
+
+
+def measure_sweep(client: Any, world: Any, sweeps: dict[str, Any], mode: str, args: Any) -> None:
+    from django.urls import NoReverseMatch, reverse
+
+    slug = world.explore.slug
+    try:
+        urls = {key: reverse("runs:sweep_compare", args=[slug, s.pk]) for key, s in sweeps.items()}
+    except NoReverseMatch:
+        print("# sweep_compare skipped: no runs:sweep_compare route", flush=True)
+        return
+    # The metric and step the page would pick by itself, spelled out; the loss curve is its
+    # default second chart (a 20-point series per run).
+    params = {"metric": "accuracy", "step": "evaluate", "direction": "max"}
+    measure_page(client, "sweep_compare", mode, urls["500"], params, args.reps, args.profile)
+    count_queries(client, "sweep_compare_q20", mode, urls["20"], params)
+
+
+def measure_zip(client: Any, world: Any, run: Any, mode: str, expected: int) -> None:
+    from django.urls import reverse
+
+    url = reverse("runs:outputs_zip", args=[world.explore.slug, run.pk])
+    gc.collect()
+    reset = _reset_peak_rss()
+    baseline_kb = _status_kb("VmRSS") if reset else _status_kb("VmHWM")
+    started = time.perf_counter()
+    response = _get(client, url, {})
+    size = 0
+    for chunk in response.streaming_content:
+        size += len(chunk)
+    response.close()
+    elapsed = time.perf_counter() - started
+    peak_kb = _status_kb("VmHWM")
+    if size != int(response["Content-Length"]) or size < expected:
+        raise RuntimeError(f"the zip has {size} bytes, Content-Length {response['Content-Length']}")
+    print(f"run_zip.{mode}.mb_per_s {size / MB / elapsed:.0f}", flush=True)
+    print(f"run_zip.{mode}.peak_rss_mb {(peak_kb - baseline_kb) / 1024:.1f}", flush=True)
+    how = "VmHWM reset before the download" if reset else "VmHWM could not be reset: over it"
+    print(
+        f"# run_zip.{mode}: {size / MB:.0f} MB in {elapsed:.2f} s; baseline RSS "
+        f"{baseline_kb / 1024:.0f} MB ({how})",
+        flush=True,
+    )
+
+
+def child(arguments: argparse.Namespace) -> int:
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connection
+    from django.test import Client, override_settings
+    from django.urls import reverse
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _pages_data as data
+
+    mode = arguments.mode
+    started = time.monotonic()
+    # The manifest storage needs `collectstatic`; the pages' cost does not depend on it.
+    static = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+    with override_settings(STORAGES={**settings.STORAGES, "staticfiles": static}):
+        call_command("migrate", verbosity=0)
+        world = data.world_create()
+        explorer_run = data.explorer_run_create(world, arguments.steps)
+        tiny_run = data.explorer_run_create(world, 3, name="tiny")
+        data.runs_list_create(world, world.runs, arguments.runs)
+        data.runs_list_create(world, world.small, 3)
+        sweeps = {
+            "500": data.sweep_create(world, "sweep500", 5, 10, 10),
+            "20": data.sweep_create(world, "sweep20", 2, 2, 5),
+        }
+        if connection.vendor == "postgresql":
+            # Autovacuum would have analysed tables this size on a live database; here the
+            # pages would otherwise be measured before it wakes up (or, worse, while it does).
+            with connection.cursor() as cursor:
+                cursor.execute("ANALYZE")
+        built = time.monotonic()
+        big_run = data.big_run_create(world, ZIP_FILES, arguments.zip_mb * MB // ZIP_FILES)
+        print(
+            f"# {mode}: data written in {built - started:.1f} s (migrate included"
+            f"{', then ANALYZE' if connection.vendor == 'postgresql' else ''}), "
+            f"the {arguments.zip_mb} MB run in {time.monotonic() - built:.1f} s",
+            flush=True,
+        )
+
+        client = Client(HTTP_HOST="localhost")
+        client.force_login(world.user)
+        explore, runs = world.explore.slug, world.runs.slug
+        measure_page(
+            client,
+            "explorer",
+            mode,
+            reverse("runs:detail", args=[explore, explorer_run.pk]),
+            {},
+            arguments.reps,
+            arguments.profile,
+        )
+        count_queries(
+            client, "explorer_q3", mode, reverse("runs:detail", args=[explore, tiny_run.pk]), {}
+        )
+        runs_url = reverse("runs:list", args=[runs])
+        measure_page(client, "runs_list", mode, runs_url, {}, arguments.reps, arguments.profile)
+        filtered = {"status": "failed", "pipeline": "pipe1", "metric": "accuracy"}
+        measure_page(
+            client,
+            "runs_list_filtered",
+            mode,
+            runs_url,
+            filtered,
+            arguments.reps,
+            arguments.profile,
+        )
+        count_queries(client, "runs_list_q3", mode, reverse("runs:list", args=["small"]), {})
+        measure_sweep(client, world, sweeps, mode, arguments)
+        measure_zip(client, world, big_run, mode, arguments.zip_mb * MB)
+
+    load = os.getloadavg()[0]
+    print(
+        f"# {mode} took {time.monotonic() - started:.1f} s; load average {load:.1f} "
+        f"on {os.cpu_count()} CPUs",
+        flush=True,
+    )
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", choices=MODES, help="run one mode here (the parent's child)")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--zip-mb", type=int, default=1024)
+    parser.add_argument("--profile", action="store_true", help="print where each page's time goes")
+    arguments = parser.parse_args()
+    # A SIGTERM unwinds through the finally blocks: temp folders removed, databases dropped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    if arguments.mode:
+        return child(arguments)
+    passed = [
+        f"--reps={arguments.reps}",
+        f"--steps={arguments.steps}",
+        f"--runs={arguments.runs}",
+        f"--zip-mb={arguments.zip_mb}",
+        *(["--profile"] if arguments.profile else []),
+    ]
+    return parent(arguments, passed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
