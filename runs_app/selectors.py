@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any
 
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, Prefetch, QuerySet
 from django.http import Http404
 
 from pipelines_app.selectors import _one, get_workspace_for_user
@@ -708,22 +708,23 @@ def run_metric_values(run_ids: list[int], names: list[str]) -> dict[int, dict[st
     values: dict[int, dict[str, float]] = {run_id: {} for run_id in run_ids}
     if not names or not run_ids:
         return values
-    sources = dict(
-        StepRun.objects.filter(run_id__in=run_ids, reused_from__isnull=False).values_list(
-            "reused_from_id", "run_id"
-        )
-    )
+    # Which runs read each step's metrics: its own run, and every run on the page whose step
+    # reused it. Looking metrics up by step id keeps the (name, step) index in use.
+    readers: dict[int, list[int]] = {}
+    for step_id, run_id, source_id in (
+        StepRun.objects.filter(run_id__in=run_ids)
+        .order_by()
+        .values_list("pk", "run_id", "reused_from_id")
+    ):
+        readers.setdefault(source_id or step_id, []).append(run_id)
     rows = (
-        Metric.objects.filter(name__in=names)
-        .filter(Q(step__run_id__in=run_ids) | Q(step_id__in=list(sources)))
+        Metric.objects.filter(name__in=names, step_id__in=list(readers))
         .order_by("step__position", "index", "id")
-        .values_list("step_id", "step__run_id", "name", "value")
+        .values_list("step_id", "name", "value")
     )
-    for step_id, run_id, name, value in rows:
-        if run_id in values:
+    for step_id, name, value in rows:
+        for run_id in readers[step_id]:
             values[run_id][name] = value
-        if step_id in sources:
-            values[sources[step_id]][name] = value
     return values
 
 

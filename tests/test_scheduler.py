@@ -379,3 +379,18 @@ def test_a_transition_the_database_gave_up_on_is_tried_again_and_others_are_not(
     with pytest.raises(OperationalError):
         flaky("no such table: runs_app_steprun")
     assert len(calls) == 1
+
+
+def test_every_run_that_reused_a_step_shows_its_metrics(version):
+    from runs_app.models import Metric
+    from runs_app.selectors import run_metric_values
+
+    first = scheduler.run_create(version)
+    drain(first)
+    Metric.objects.create(step=steps_of(first)["s2"], name="accuracy", value=0.9)
+    second = scheduler.run_create(version)
+    third = scheduler.run_create(version)
+
+    values = run_metric_values([first.pk, second.pk, third.pk], ["accuracy"])
+
+    assert values == {run.pk: {"accuracy": 0.9} for run in (first, second, third)}
