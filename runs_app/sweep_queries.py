@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, F, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 from django.db.models.functions import Coalesce
 
 from pipelines_app.errors import DomainError
+from pipelines_app.models import Workspace
 from pipelines_app.selectors import _one, get_workspace_for_user
 from runs_app import sweeps
 from runs_app.models import (
@@ -220,4 +221,21 @@ def sweep_comparison(
         metric=metric,
         step=step,
         aggregate=aggregate,
+    )
+
+
+def workspace_sweeps(workspace: Workspace) -> QuerySet[Sweep]:
+    """The workspace's sweeps, newest first, each with its runs counted by outcome (one
+    query whatever the number of sweeps or runs)."""
+    terminal = Q(runs__status__in=RUN_TERMINAL)
+    return (
+        Sweep.objects.filter(workspace=workspace)
+        .select_related("base_version__pipeline", "created_by")
+        .defer("base_version__spec", "base_version__source", "base_version__pipeline__description")
+        .annotate(
+            run_total=Count("runs"),
+            run_done=Count("runs", filter=terminal),
+            run_failed=Count("runs", filter=Q(runs__status=RunStatus.FAILED)),
+        )
+        .order_by("-created_at", "-id")
     )

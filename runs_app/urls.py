@@ -7,7 +7,7 @@ path-like from a URL reaches a view, let alone the filesystem.
 
 from django.urls import path, register_converter
 
-from runs_app import views
+from runs_app import sweep_views, views
 
 
 class Sha256Converter:
@@ -45,12 +45,12 @@ urlpatterns = [
     path(artifact + "download/", views.artifact_download, name="artifact_download"),
     path(artifact + "image/", views.artifact_image, name="artifact_image"),
     path(artifact + "frame/", views.artifact_frame, name="artifact_frame"),
-    path("w/<slug:slug>/sweeps/", views.sweep_list, name="sweep_list"),
-    path("w/<slug:slug>/sweeps/new/", views.sweep_new, name="sweep_new"),
-    path(sweep, views.sweep_detail, name="sweep_detail"),
-    path(sweep + "live/", views.sweep_live, name="sweep_live"),
-    path(sweep + "cancel/", views.sweep_cancel, name="sweep_cancel"),
-    path(sweep + "extend/", views.sweep_extend, name="sweep_extend"),
-    path(sweep + "promote/", views.sweep_promote, name="sweep_promote"),
-    path(sweep + "compare/", views.sweep_compare, name="sweep_compare"),
+    path("w/<slug:slug>/sweeps/", sweep_views.sweep_list, name="sweep_list"),
+    path("w/<slug:slug>/sweeps/new/", sweep_views.sweep_new, name="sweep_new"),
+    path(sweep, sweep_views.sweep_detail, name="sweep_detail"),
+    path(sweep + "live/", sweep_views.sweep_live, name="sweep_live"),
+    path(sweep + "cancel/", sweep_views.sweep_cancel, name="sweep_cancel"),
+    path(sweep + "extend/", sweep_views.sweep_extend, name="sweep_extend"),
+    path(sweep + "promote/", sweep_views.sweep_promote, name="sweep_promote"),
+    path(sweep + "compare/", sweep_views.sweep_compare, name="sweep_compare"),
 ]

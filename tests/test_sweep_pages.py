@@ -659,9 +659,9 @@ def test_run_compare_names_the_sweep_and_variant_of_each_run(
 def test_sweep_page_lists_the_first_runs_and_links_the_rest(
     client: Any, world: Any, base: PipelineVersion, monkeypatch: Any
 ) -> None:
-    from runs_app import views
+    from runs_app import sweep_views
 
-    monkeypatch.setattr(views, "SWEEP_TABLE_RUNS", 3)
+    monkeypatch.setattr(sweep_views, "SWEEP_TABLE_RUNS", 3)
     sweep = start(world, base)
     client.force_login(world.viewer)
 
