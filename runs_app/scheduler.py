@@ -940,7 +940,7 @@ def reap(now: Any = None) -> dict[str, int]:
                 counts["failed"] += 1
                 follower_runs = _release_followers(step, succeeded=succeeded)
                 run_ids = [step.run_id, *follower_runs]
-                transaction.on_commit(lambda ids=run_ids: _advance_runs(ids))
+                transaction.on_commit(functools.partial(_advance_runs, run_ids))
     counts["runtime_mismatch"] = _fail_unclaimable(now)  # before the redispatch renews them
     stale = now - timedelta(seconds=_cfg("LEASE_S"))
     lost = list(
@@ -961,7 +961,7 @@ def reap(now: Any = None) -> dict[str, int]:
                 leader.run_id,
                 *_release_followers(leader, succeeded=leader.status == S.SUCCEEDED),
             ]
-            transaction.on_commit(lambda ids=run_ids: _advance_runs(ids))
+            transaction.on_commit(functools.partial(_advance_runs, run_ids))
             counts["released"] += len(run_ids) - 1
     idle_runs = PipelineRun.objects.filter(status=R.RUNNING).exclude(Q(steps__status__in=IN_FLIGHT))
     for run_id in idle_runs.values_list("pk", flat=True).distinct():
@@ -1019,7 +1019,7 @@ def _fail_unclaimable(now: Any) -> int:
             ):
                 failed += 1
                 run_ids = [step.run_id, *_release_followers(step, succeeded=False)]
-                transaction.on_commit(lambda ids=run_ids: _advance_runs(ids))
+                transaction.on_commit(functools.partial(_advance_runs, run_ids))
     return failed
 
 
