@@ -29,6 +29,7 @@ run: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy config pipelines_app runs_app stepworks
 
 # pytest's exit code 5 (nothing collected) counts as a pass.
 test: lint

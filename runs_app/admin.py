@@ -278,7 +278,8 @@ class SweepEventAdmin(ImmutableMixin, admin.ModelAdmin):
     list_filter = ["kind"]
     list_select_related = ["sweep", "by"]
     raw_id_fields = ["sweep"]
-    fields = readonly_fields = ["sweep", "kind", "data", "by", "at"]
+    fields = ("sweep", "kind", "data", "by", "at")
+    readonly_fields = fields
     ordering = ["-id"]
 
 

@@ -17,6 +17,7 @@ import socket
 import tempfile
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -299,7 +300,7 @@ def services_stop() -> None:
 
 
 def fresh_workers_exist() -> bool:
-    stale = timezone.now() - timezone.timedelta(seconds=3 * _cfg("HEARTBEAT_S"))
+    stale = timezone.now() - timedelta(seconds=3 * _cfg("HEARTBEAT_S"))
     return WorkerHeartbeat.objects.filter(last_seen__gte=stale).exists()
 
 
