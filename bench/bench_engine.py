@@ -33,14 +33,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
+
+from _common import PG_ADMIN_URL, bench_database  # bench/ is on sys.path when run
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 MODES = ("embedded", "pg_redis")
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 CHILD_TIMEOUT_S = 600
 WORKER_BOOT_TIMEOUT_S = 120
@@ -80,22 +80,6 @@ def _postgres_ready() -> str | None:
     except Exception as error:
         return f"Redis: {error}".splitlines()[0]
     return None
-
-
-@contextlib.contextmanager
-def _bench_database(name: str) -> Iterator[str]:
-    """A fresh database, dropped afterwards even when the bench failed."""
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgres://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            # FORCE: a worker killed mid-transaction may still hold a connection.
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _redis_forget(prefix: str) -> None:
@@ -153,7 +137,7 @@ def parent(arguments: argparse.Namespace, passed: list[str]) -> int:
             if why is not None:
                 print(f"# pg_redis skipped: {why}", flush=True)
                 continue
-            with _bench_database(f"stepworks_bench_{os.getpid()}") as database_url:
+            with bench_database(f"stepworks_bench_{os.getpid()}") as database_url:
                 env.update(
                     DATABASE_URL=database_url,
                     BROKER_URL=REDIS_URL,

@@ -33,7 +33,6 @@ finds the bytes stored). Everything is removed at the end, also on failure.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import gc
 import os
@@ -47,15 +46,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from _common import PG_ADMIN_URL, bench_database  # bench/ is on sys.path when run
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 MODES = ("embedded", "pg")
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 CHILD_TIMEOUT_S = 900
 WARMUP = 2
 MB = 1 << 20
@@ -90,21 +90,6 @@ def _postgres_ready() -> str | None:
     except Exception as error:
         return f"PostgreSQL at 127.0.0.1:5432: {error}".splitlines()[0]
     return None
-
-
-@contextlib.contextmanager
-def _bench_database(name: str) -> Iterator[str]:
-    """A fresh database, dropped afterwards even when the bench failed."""
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgres://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _run_child(mode: str, env: dict[str, str], arguments: list[str]) -> int:
@@ -145,7 +130,7 @@ def parent(arguments: argparse.Namespace, passed: list[str]) -> int:
                 if why is not None:
                     print(f"# pg skipped: {why}", flush=True)
                     continue
-                with _bench_database(f"stepworks_bench_pages_{os.getpid()}") as database_url:
+                with bench_database(f"stepworks_bench_pages_{os.getpid()}") as database_url:
                     env.update(DATABASE_URL=database_url, SECRET_KEY=secrets.token_urlsafe(32))
                     failed |= _run_child(mode, env, passed) != 0
             finally:

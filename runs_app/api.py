@@ -35,7 +35,7 @@ from pipelines_app.api import (
     workspace_of,
 )
 from pipelines_app.errors import DomainError
-from pipelines_app.models import Role
+from pipelines_app.models import PipelineVersion, Role, Workspace
 from pipelines_app.selectors import pipeline_version_by_ref
 from pipelines_app.serializers import ArtifactSerializer
 from runs_app import scheduler, selectors, services
@@ -61,6 +61,19 @@ PIPELINE_REF_RE = r"^[a-z0-9][a-z0-9_-]{0,99}(@(latest|[1-9][0-9]*))?$"
 
 
 @extend_schema_field(OpenApiTypes.INT)
+def pipeline_version_named(space: Workspace, ref: str) -> PipelineVersion:
+    """The version `ref` (NAME, NAME@latest, NAME@N) names, or a 400 on the `pipeline`
+    field: in a request body an unknown name is bad input, not a missing page."""
+    try:
+        return pipeline_version_by_ref(space, ref)
+    except Http404:
+        raise DomainError(
+            "invalid",
+            "No such pipeline version.",
+            {"pipeline": [f"no pipeline version {ref!r} in {space.slug}"]},
+        ) from None
+
+
 class IntFilter(filters.NumberFilter):
     """A whole number (NumberFilter takes decimals), within what a database column holds."""
 
@@ -152,15 +165,7 @@ class RunCreateApi(ApiMixin, APIView):
         space = workspace_of(request, workspace, Role.EDITOR)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        ref = data.validated_data["pipeline"]
-        try:
-            version = pipeline_version_by_ref(space, ref)
-        except Http404:
-            raise DomainError(
-                "invalid",
-                "No such pipeline version.",
-                {"pipeline": [f"no pipeline version {ref!r} in {space.slug}"]},
-            ) from None
+        version = pipeline_version_named(space, data.validated_data["pipeline"])
         run = scheduler.run_create(
             version,
             user=request.user,

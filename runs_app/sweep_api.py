@@ -15,7 +15,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, Q, QuerySet
-from django.http import Http404
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, serializers, status
@@ -26,10 +25,10 @@ from rest_framework.views import APIView
 from pipelines_app.api import ApiMixin, JsonObjectField, created, created_between, newest_id
 from pipelines_app.errors import DomainError
 from pipelines_app.models import PipelineVersion, Role
-from pipelines_app.selectors import get_workspace_for_user, pipeline_version_by_ref
+from pipelines_app.selectors import get_workspace_for_user
 from pipelines_app.serializers import PipelineVersionSerializer, username_of
 from runs_app import selectors, services, sweeps
-from runs_app.api import PIPELINE_REF_RE, IntFilter, RunListApi
+from runs_app.api import PIPELINE_REF_RE, IntFilter, RunListApi, pipeline_version_named
 from runs_app.models import RUN_TERMINAL, PipelineRun, RunStatus, Sweep, SweepEvent
 from runs_app.serializers import (
     SWEEP_STATES,
@@ -213,15 +212,7 @@ class SweepCreateApi(ApiMixin, APIView):
         space = get_workspace_for_user(request.user, workspace, Role.EDITOR)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        ref = data.validated_data["pipeline"]
-        try:
-            base = pipeline_version_by_ref(space, ref)
-        except Http404:
-            raise DomainError(
-                "invalid",
-                "No such pipeline version.",
-                {"pipeline": [f"no pipeline version {ref!r} in {space.slug}"]},
-            ) from None
+        base = pipeline_version_named(space, data.validated_data["pipeline"])
         sweep = services.sweep_create(
             base,
             name=data.validated_data["name"],
