@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any
 
-from django.db.models import Count, Prefetch, QuerySet
+from django.db.models import Count, Prefetch, QuerySet, Subquery
 from django.http import Http404
 
 from pipelines_app.selectors import _one, get_workspace_for_user
@@ -728,10 +728,25 @@ def run_metric_values(run_ids: list[int], names: list[str]) -> dict[int, dict[st
     return values
 
 
-def workspace_metric_names(workspace: Any, limit: int = 200) -> list[str]:
-    """The metric names logged in the workspace (for the column chooser)."""
+METRIC_CHOOSER_RUNS = 1000
+
+
+def workspace_metric_names(
+    workspace: Any, limit: int = 200, recent_runs: int = METRIC_CHOOSER_RUNS
+) -> list[str]:
+    """The metric names logged by the workspace's most recent runs (for the column chooser).
+
+    Only recent runs: over all of them the join grows with the workspace (about 150 ms at
+    40,000 runs on Postgres), and a name nobody logged lately is rarely the column wanted.
+    A reused step's metrics live on its source step, which is usually recent too.
+    """
+    recent = (
+        PipelineRun.objects.filter(workspace=workspace)
+        .order_by("-created_at", "-id")
+        .values("pk")[:recent_runs]
+    )
     return list(
-        Metric.objects.filter(step__workspace=workspace)
+        Metric.objects.filter(step__run_id__in=Subquery(recent))
         .order_by("name")
         .values_list("name", flat=True)
         .distinct()[:limit]

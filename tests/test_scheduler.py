@@ -394,3 +394,18 @@ def test_every_run_that_reused_a_step_shows_its_metrics(version):
     values = run_metric_values([first.pk, second.pk, third.pk], ["accuracy"])
 
     assert values == {run.pk: {"accuracy": 0.9} for run in (first, second, third)}
+
+
+def test_the_metric_chooser_offers_the_names_recent_runs_logged(version):
+    from runs_app.models import Metric
+    from runs_app.selectors import workspace_metric_names
+
+    old = scheduler.run_create(version)
+    drain(old)
+    Metric.objects.create(step=steps_of(old)["s2"], name="old_loss", value=1.0)
+    new = scheduler.run_create(version, reuse=False)
+    drain(new)
+    Metric.objects.create(step=steps_of(new)["s2"], name="accuracy", value=0.9)
+
+    assert workspace_metric_names(version.pipeline.workspace) == ["accuracy", "old_loss"]
+    assert workspace_metric_names(version.pipeline.workspace, recent_runs=1) == ["accuracy"]
