@@ -6,7 +6,6 @@ workspace's object is a 404 here exactly as in the API.
 
 from __future__ import annotations
 
-import difflib
 import json
 from typing import Any
 
@@ -21,9 +20,10 @@ from django.views.decorators.http import require_POST
 from pipelines_app import selectors
 from pipelines_app.errors import DomainError
 from pipelines_app.forms import RunForm, SpecForm
-from pipelines_app.models import ModuleVersion, PipelineVersion, Role
+from pipelines_app.models import PipelineVersion, Role
 from pipelines_app.services import pipeline_version_clone
 from pipelines_app.specs import effective_params, render_spec_yaml
+from runs_app.diffs import files_diff
 
 # The workspace home shows this many recent and active runs; the runs list shows the rest.
 RECENT_RUNS = 10
@@ -105,32 +105,6 @@ def _int_or_none(value: str | None) -> int | None:
     return int(value) if value and value.isdigit() and len(value) < 10 else None
 
 
-def code_diff(old: ModuleVersion, new: ModuleVersion, context: int = 3) -> list[dict[str, Any]]:
-    """A unified diff per file between two module versions: [{"path", "status", "lines":
-    [{"kind": "add" | "del" | "hunk" | "same", "text"}]}], unchanged files left out."""
-    old_files, new_files = old.files or {}, new.files or {}
-    out = []
-    for path in sorted(set(old_files) | set(new_files)):
-        before, after = old_files.get(path), new_files.get(path)
-        if before == after:
-            continue
-        status = "added" if before is None else "removed" if after is None else "changed"
-        lines = []
-        diff = difflib.unified_diff(
-            (before or "").splitlines(),
-            (after or "").splitlines(),
-            f"{old.ref}/{path}",
-            f"{new.ref}/{path}",
-            n=context,
-            lineterm="",
-        )
-        for line in list(diff)[2:]:
-            kind = {"+": "add", "-": "del", "@": "hunk"}.get(line[:1], "same")
-            lines.append({"kind": kind, "text": line})
-        out.append({"path": path, "status": status, "lines": lines})
-    return out
-
-
 @login_required
 def module_diff(request: HttpRequest, slug: str, name: str) -> TemplateResponse:
     """The code of two versions of a module side by side (`?a=1&b=2`, default: the latest
@@ -156,7 +130,7 @@ def module_diff(request: HttpRequest, slug: str, name: str) -> TemplateResponse:
         context.update(
             old=old,
             new=new,
-            files=code_diff(old, new),
+            files=files_diff(old.files or {}, new.files or {}, old.ref, new.ref),
             interface_changes=selectors.interface_changes(old.interface or {}, new.interface or {}),
             entrypoint_changed=old.entrypoint != new.entrypoint,
         )
