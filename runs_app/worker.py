@@ -29,6 +29,7 @@ from runs_app import scheduler
 from runs_app.artifacts import (
     artifact_open,
     artifact_storage,
+    artifact_store_bytes,
     artifact_store_file,
     storage_name_for,
 )
@@ -264,15 +265,12 @@ class WorkerServices:
                     }
                 )
             manifest = json.dumps({"files": files}, sort_keys=True).encode()
-            with tempfile.TemporaryFile() as handle:
-                handle.write(manifest)
-                handle.seek(0)
-                return artifact_store_file(
-                    workspace,
-                    handle,
-                    "application/vnd.stepworks.directory+json",
-                    ArtifactKind.DIRECTORY,
-                )
+            return artifact_store_bytes(
+                workspace,
+                manifest,
+                "application/vnd.stepworks.directory+json",
+                ArtifactKind.DIRECTORY,
+            )
         with open(out.path, "rb") as handle:
             return artifact_store_file(workspace, handle, out.media_type)
 

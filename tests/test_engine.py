@@ -336,3 +336,33 @@ def test_a_segfaulting_step_fails_as_process_died_and_a_flood_of_output_is_cappe
     log = "".join(StepLog.objects.filter(step__run=flooded).values_list("text", flat=True))
     assert len(log.encode()) < 10_000 + 200
     assert log.endswith("[log truncated at 10000 bytes]\n")
+
+
+def test_a_directory_output_is_stored_as_a_manifest_of_its_files(world, embedded_workers):
+    import json
+
+    from runs_app.artifacts import artifact_open
+
+    module_version_create(
+        world.workspace,
+        "folder",
+        {
+            "step.py": "from pathlib import Path\n\ndef main(ctx):\n"
+            "    out = Path(ctx.work_dir) / 'out'\n    (out / 'sub').mkdir(parents=True)\n"
+            "    (out / 'a.txt').write_text('a')\n    (out / 'sub' / 'b.txt').write_text('b')\n"
+            "    return {'out': out}\n"
+        },
+        "step.py:main",
+    )
+    version = pipeline_version_create(
+        world.workspace, "folder", {"steps": {"s": {"module": "folder@1"}}}
+    )
+
+    run = scheduler.run_create(version)
+    wait_runs(run)
+
+    artifact = steps_of(run)["s"].outputs.get().artifact
+    assert artifact.kind == "directory"
+    with artifact_open(artifact) as handle:
+        manifest = json.load(handle)
+    assert [(f["path"], f["size"]) for f in manifest["files"]] == [("a.txt", 1), ("sub/b.txt", 1)]
