@@ -52,7 +52,7 @@ def get_workspace_for_user(user: Any, slug: str, role: str = Role.VIEWER) -> Wor
     return workspace
 
 
-def _one(queryset: QuerySet[Any], what: str) -> Any:
+def one_or_404(queryset: QuerySet[Any], what: str) -> Any:
     obj = queryset.first()
     if obj is None:
         raise Http404(f"No such {what}.")
@@ -61,14 +61,14 @@ def _one(queryset: QuerySet[Any], what: str) -> Any:
 
 def get_module_for_user(user: Any, slug: str, name: str, role: str = Role.VIEWER) -> Module:
     workspace = get_workspace_for_user(user, slug, role)
-    return _one(Module.objects.filter(workspace=workspace, name=name), "module")
+    return one_or_404(Module.objects.filter(workspace=workspace, name=name), "module")
 
 
 def get_module_version_for_user(
     user: Any, slug: str, name: str, number: int, role: str = Role.VIEWER
 ) -> ModuleVersion:
     workspace = get_workspace_for_user(user, slug, role)
-    return _one(
+    return one_or_404(
         ModuleVersion.objects.select_related("module", "parent__module").filter(
             module__workspace=workspace, module__name=name, number=number
         ),
@@ -78,14 +78,14 @@ def get_module_version_for_user(
 
 def get_pipeline_for_user(user: Any, slug: str, name: str, role: str = Role.VIEWER) -> Pipeline:
     workspace = get_workspace_for_user(user, slug, role)
-    return _one(Pipeline.objects.filter(workspace=workspace, name=name), "pipeline")
+    return one_or_404(Pipeline.objects.filter(workspace=workspace, name=name), "pipeline")
 
 
 def get_pipeline_version_for_user(
     user: Any, slug: str, name: str, number: int, role: str = Role.VIEWER
 ) -> PipelineVersion:
     workspace = get_workspace_for_user(user, slug, role)
-    return _one(
+    return one_or_404(
         PipelineVersion.objects.select_related("pipeline", "parent").filter(
             pipeline__workspace=workspace, pipeline__name=name, number=number
         ),
@@ -95,7 +95,7 @@ def get_pipeline_version_for_user(
 
 def get_dataset_for_user(user: Any, slug: str, name: str, role: str = Role.VIEWER) -> Dataset:
     workspace = get_workspace_for_user(user, slug, role)
-    return _one(Dataset.objects.filter(workspace=workspace, name=name), "dataset")
+    return one_or_404(Dataset.objects.filter(workspace=workspace, name=name), "dataset")
 
 
 # --- list reads for the pages ------------------------------------------------------------------
@@ -193,10 +193,10 @@ def pipeline_version_by_ref(workspace: Workspace, ref: str) -> PipelineVersion:
         pipeline__workspace=workspace, pipeline__name=name
     )
     if number in ("", "latest"):
-        return _one(versions.mainline().order_by("-number"), "pipeline version")
+        return one_or_404(versions.mainline().order_by("-number"), "pipeline version")
     if not number.isdigit():
         raise Http404(f"{ref!r} is not NAME, NAME@latest or NAME@N.")
-    return _one(versions.filter(number=int(number)), "pipeline version")
+    return one_or_404(versions.filter(number=int(number)), "pipeline version")
 
 
 # --- reads for the API -------------------------------------------------------------------------
@@ -224,7 +224,7 @@ def get_dataset_version_for_user(
     user: Any, slug: str, name: str, number: int, role: str = Role.VIEWER
 ) -> DatasetVersion:
     workspace = get_workspace_for_user(user, slug, role)
-    return _one(
+    return one_or_404(
         DatasetVersion.objects.select_related("dataset", "artifact", "created_by").filter(
             dataset__workspace=workspace, dataset__name=name, number=number
         ),

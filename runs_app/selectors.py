@@ -10,7 +10,7 @@ from typing import Any
 from django.db.models import Count, Prefetch, QuerySet, Subquery
 from django.http import Http404
 
-from pipelines_app.selectors import _one, get_workspace_for_user
+from pipelines_app.selectors import get_workspace_for_user, one_or_404
 from runs_app.models import (
     RUN_TERMINAL,
     Artifact,
@@ -26,7 +26,7 @@ from runs_app.models import (
 
 def get_run_for_user(user: Any, slug: str, run_id: int, role: str = "viewer") -> PipelineRun:
     workspace = get_workspace_for_user(user, slug, role)
-    return _one(
+    return one_or_404(
         PipelineRun.objects.select_related("pipeline_version__pipeline", "workspace").filter(
             workspace=workspace, pk=run_id
         ),
@@ -74,7 +74,7 @@ def get_step_for_user(
 ) -> StepRun:
     """Step `name` of run `run_id` in workspace `slug`; 404 for anything of another one."""
     workspace = get_workspace_for_user(user, slug, role)
-    return _one(
+    return one_or_404(
         StepRun.objects.select_related(
             "run__pipeline_version__pipeline",
             "run__workspace",
@@ -92,7 +92,7 @@ def get_artifact_for_user(user: Any, slug: str, sha256: str, role: str = "viewer
     workspace = get_workspace_for_user(user, slug, role)
     if not isinstance(sha256, str) or not SHA256_PATTERN.match(sha256):
         raise Http404("No such artifact.")
-    return _one(
+    return one_or_404(
         Artifact.objects.select_related("workspace")
         .filter(workspace=workspace, sha256=sha256)
         .order_by("pk"),

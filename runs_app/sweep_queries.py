@@ -17,7 +17,7 @@ from django.db.models.functions import Coalesce
 
 from pipelines_app.errors import DomainError
 from pipelines_app.models import Workspace
-from pipelines_app.selectors import _one, get_workspace_for_user
+from pipelines_app.selectors import get_workspace_for_user, one_or_404
 from runs_app import sweeps
 from runs_app.models import (
     RUN_TERMINAL,
@@ -35,7 +35,7 @@ IN_FLIGHT = (StepStatus.QUEUED, StepStatus.RUNNING, StepStatus.FOLLOWING)
 def get_sweep_for_user(user: Any, slug: str, sweep_id: int, role: str = "viewer") -> Sweep:
     """The sweep in workspace `slug` if the user may see it with `role`; 404 otherwise."""
     workspace = get_workspace_for_user(user, slug, role)
-    return _one(
+    return one_or_404(
         Sweep.objects.select_related("base_version__pipeline", "workspace").filter(
             workspace=workspace, pk=sweep_id
         ),
