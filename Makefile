@@ -29,7 +29,8 @@ run: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy config pipelines_app runs_app stepworks
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy config workspaces artifacts pipelines_app runs_app stepworks
 
 # pytest's exit code 5 (nothing collected) counts as a pass.
 test: lint

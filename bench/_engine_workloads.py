@@ -20,10 +20,11 @@ from typing import Any
 
 from django.utils import timezone
 
-from pipelines_app.models import PipelineVersion, Workspace
+from pipelines_app.models import PipelineVersion
 from pipelines_app.services import module_version_create, pipeline_version_create
 from runs_app import scheduler
 from runs_app.models import RUN_TERMINAL, PipelineRun, RunStatus, StepRun
+from workspaces.models import Workspace
 
 CHAIN_STEPS = 30
 

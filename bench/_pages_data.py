@@ -19,19 +19,10 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from pipelines_app.models import (
-    Membership,
-    Module,
-    ModuleVersion,
-    Pipeline,
-    PipelineStep,
-    PipelineVersion,
-    Role,
-    Workspace,
-)
-from runs_app import artifacts
+from artifacts import store
+from artifacts.models import Artifact
+from pipelines_app.models import Module, ModuleVersion, Pipeline, PipelineStep, PipelineVersion
 from runs_app.models import (
-    Artifact,
     Event,
     FailureReason,
     Metric,
@@ -44,6 +35,7 @@ from runs_app.models import (
     StepStatus,
     Sweep,
 )
+from workspaces.models import Membership, Role, Workspace
 
 MB = 1 << 20
 T0 = timezone.now() - dt.timedelta(days=1)
@@ -277,7 +269,7 @@ def _outputs_create(
             sha256=_digest("artifact", s.pk),
             size=1000 + s.position,
             media_type="application/json",
-            storage_name=artifacts.storage_name_for(_digest("artifact", s.pk)),
+            storage_name=store.storage_name_for(_digest("artifact", s.pk)),
         )
         for s in executed
     )
@@ -530,6 +522,6 @@ def big_run_create(world: World, files: int, size: int, seed: int = 4) -> Pipeli
                 handle.write(rng.randbytes(MB))
             handle.write(rng.randbytes(size % MB))
             handle.seek(0)
-            artifact = artifacts.artifact_store_file(workspace, handle, "application/octet-stream")
+            artifact = store.artifact_store_file(workspace, handle, "application/octet-stream")
         StepOutput.objects.create(step=step_run, name="weights", artifact=artifact)
     return run

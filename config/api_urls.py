@@ -10,7 +10,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from pipelines_app import api as design
 from runs_app import api as runtime
-from runs_app import sweep_api
+from runs_app.sweeps import api as sweep_api
+from workspaces import api as teams
 
 app_name = "api"
 
@@ -115,9 +116,9 @@ artifact_patterns: list[URLPattern | URLResolver] = [
 ]
 
 workspace_patterns: list[URLPattern | URLResolver] = [
-    path("", design.WorkspaceDetailApi.as_view(), name="workspace-detail"),
-    path("members/", design.MemberListApi.as_view(), name="member-list"),
-    path("members/set/", design.MemberSetApi.as_view(), name="member-set"),
+    path("", teams.WorkspaceDetailApi.as_view(), name="workspace-detail"),
+    path("members/", teams.MemberListApi.as_view(), name="member-list"),
+    path("members/set/", teams.MemberSetApi.as_view(), name="member-set"),
     path("modules/", include(module_patterns)),
     path("pipelines/", include(pipeline_patterns)),
     path("datasets/", include(dataset_patterns)),
@@ -131,7 +132,7 @@ urlpatterns = [
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
     path("spec-schema.json", design.SpecSchemaApi.as_view(), name="spec-schema"),
-    path("workspaces/", design.WorkspaceListApi.as_view(), name="workspace-list"),
-    path("workspaces/create/", design.WorkspaceCreateApi.as_view(), name="workspace-create"),
+    path("workspaces/", teams.WorkspaceListApi.as_view(), name="workspace-list"),
+    path("workspaces/create/", teams.WorkspaceCreateApi.as_view(), name="workspace-create"),
     path("workspaces/<slug:workspace>/", include(workspace_patterns)),
 ]

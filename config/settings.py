@@ -73,6 +73,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_htmx",
     "template_partials",
+    "workspaces",
+    "artifacts",
     "pipelines_app",
     "runs_app",
 ]
@@ -158,7 +160,7 @@ ARTIFACTS_BACKEND = env.str("STEPWORKS_ARTIFACTS_BACKEND", default="filesystem")
 ARTIFACTS_ROOT = Path(env.str("STEPWORKS_ARTIFACTS_ROOT", default=str(DATA_DIR / "artifacts")))
 if ARTIFACTS_BACKEND == "filesystem":
     _artifact_storage = {
-        "BACKEND": "runs_app.artifacts.AtomicFileSystemStorage",
+        "BACKEND": "artifacts.store.AtomicFileSystemStorage",
         "OPTIONS": {"location": str(ARTIFACTS_ROOT)},
     }
 elif ARTIFACTS_BACKEND == "s3":
@@ -222,7 +224,7 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "pipelines_app.errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "workspaces.errors.api_exception_handler",
 }
 
 SPECTACULAR_SETTINGS = {

@@ -9,7 +9,7 @@ dataset or workspace that has versions: its history would go with it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from django.contrib import admin
 from django.db.models import Count, QuerySet
@@ -19,85 +19,40 @@ from django.template.defaultfilters import filesizeformat
 from pipelines_app.models import (
     Dataset,
     DatasetVersion,
-    Membership,
     Module,
     ModuleVersion,
     Pipeline,
     PipelineStep,
     PipelineVersion,
-    Workspace,
 )
+from workspaces.admin import ImmutableMixin, WorkspaceFixedMixin, short_digest
+from workspaces.models import Workspace
 
-
-class ViewOnlyMixin:
-    """For rows only services or workers write: listed and viewable, never added or edited."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-class ImmutableMixin(ViewOnlyMixin):
-    """Immutable history: not even deleted, since other rows and specs point at it."""
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-class WorkspaceFixedMixin:
-    """A row's workspace is set once: moving it would strand the rows that refer to it."""
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        fields = tuple(super().get_readonly_fields(request, obj))  # type: ignore[misc]
-        return (*fields, "workspace") if obj is not None else fields
-
-
-def short_digest(value: str) -> str:
-    return value[:12]
-
-
-# --- workspaces and members ----------------------------------------------------------------
-class MembershipInline(admin.TabularInline):
-    model = Membership
-    extra = 0
-    autocomplete_fields = ["user"]
-    fields = ["user", "role", "created_at"]
-    readonly_fields = ["created_at"]
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Membership]:
-        return super().get_queryset(request).select_related("user")
-
-
-@admin.register(Workspace)
-class WorkspaceAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "member_count", "created_at"]
-    search_fields = ["slug", "name"]
-    prepopulated_fields = {"slug": ["name"]}
-    date_hierarchy = "created_at"
-    inlines = [MembershipInline]
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Workspace]:
-        return super().get_queryset(request).annotate(member_count=Count("memberships"))
-
-    @admin.display(description="members", ordering="member_count")
-    def member_count(self, obj: Workspace) -> int:
-        return obj.member_count  # type: ignore[attr-defined]
-
-
-@admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
-    list_display = ["user", "workspace", "role", "created_at"]
-    list_filter = ["role", "workspace"]
-    search_fields = ["user__username", "user__email", "workspace__slug", "workspace__name"]
-    autocomplete_fields = ["user", "workspace"]
-    list_select_related = ["user", "workspace"]
+# Django's admin classes can't be subscripted at run time (only django-stubs-ext's monkeypatch
+# would allow it): the type checker sees each base with its model, the interpreter without.
+if TYPE_CHECKING:
+    _ModuleAdminBase = admin.ModelAdmin[Module]
+    _ModuleVersionAdminBase = admin.ModelAdmin[ModuleVersion]
+    _PipelineAdminBase = admin.ModelAdmin[Pipeline]
+    _PipelineStepInlineBase = admin.TabularInline[PipelineStep, PipelineVersion]
+    _PipelineVersionAdminBase = admin.ModelAdmin[PipelineVersion]
+    _PipelineStepAdminBase = admin.ModelAdmin[PipelineStep]
+    _DatasetAdminBase = admin.ModelAdmin[Dataset]
+    _DatasetVersionAdminBase = admin.ModelAdmin[DatasetVersion]
+else:
+    _ModuleAdminBase = admin.ModelAdmin
+    _ModuleVersionAdminBase = admin.ModelAdmin
+    _PipelineAdminBase = admin.ModelAdmin
+    _PipelineStepInlineBase = admin.TabularInline
+    _PipelineVersionAdminBase = admin.ModelAdmin
+    _PipelineStepAdminBase = admin.ModelAdmin
+    _DatasetAdminBase = admin.ModelAdmin
+    _DatasetVersionAdminBase = admin.ModelAdmin
 
 
 # --- modules -----------------------------------------------------------------------------------
 @admin.register(Module)
-class ModuleAdmin(WorkspaceFixedMixin, admin.ModelAdmin):
+class ModuleAdmin(WorkspaceFixedMixin, _ModuleAdminBase):
     list_display = ["name", "workspace", "version_count", "created_by", "created_at"]
     list_filter = ["workspace"]
     search_fields = ["name", "description", "workspace__slug"]
@@ -110,11 +65,12 @@ class ModuleAdmin(WorkspaceFixedMixin, admin.ModelAdmin):
 
     @admin.display(description="versions", ordering="version_count")
     def version_count(self, obj: Module) -> int:
-        return obj.version_count  # type: ignore[attr-defined]
+        count: int = obj.version_count  # type: ignore[attr-defined]
+        return count
 
 
 @admin.register(ModuleVersion)
-class ModuleVersionAdmin(ImmutableMixin, admin.ModelAdmin):
+class ModuleVersionAdmin(ImmutableMixin, _ModuleVersionAdminBase):
     list_display = [
         "__str__",
         "workspace",
@@ -140,7 +96,7 @@ class ModuleVersionAdmin(ImmutableMixin, admin.ModelAdmin):
 
 # --- pipelines -------------------------------------------------------------------------------
 @admin.register(Pipeline)
-class PipelineAdmin(WorkspaceFixedMixin, admin.ModelAdmin):
+class PipelineAdmin(WorkspaceFixedMixin, _PipelineAdminBase):
     list_display = ["name", "workspace", "version_count", "created_by", "created_at"]
     list_filter = ["workspace"]
     search_fields = ["name", "description", "workspace__slug"]
@@ -153,10 +109,11 @@ class PipelineAdmin(WorkspaceFixedMixin, admin.ModelAdmin):
 
     @admin.display(description="versions", ordering="version_count")
     def version_count(self, obj: Pipeline) -> int:
-        return obj.version_count  # type: ignore[attr-defined]
+        count: int = obj.version_count  # type: ignore[attr-defined]
+        return count
 
 
-class PipelineStepInline(ImmutableMixin, admin.TabularInline):
+class PipelineStepInline(ImmutableMixin, _PipelineStepInlineBase):
     model = PipelineStep
     extra = 0
     fields = readonly_fields = ("position", "name", "module_version", "params", "inputs")
@@ -166,7 +123,7 @@ class PipelineStepInline(ImmutableMixin, admin.TabularInline):
 
 
 @admin.register(PipelineVersion)
-class PipelineVersionAdmin(ImmutableMixin, admin.ModelAdmin):
+class PipelineVersionAdmin(ImmutableMixin, _PipelineVersionAdminBase):
     list_display = [
         "__str__",
         "workspace",
@@ -192,7 +149,7 @@ class PipelineVersionAdmin(ImmutableMixin, admin.ModelAdmin):
 
 
 @admin.register(PipelineStep)
-class PipelineStepAdmin(ImmutableMixin, admin.ModelAdmin):
+class PipelineStepAdmin(ImmutableMixin, _PipelineStepAdminBase):
     """Also a list of its own: "where is this module version used" is a search here."""
 
     list_display = ["name", "pipeline_version", "position", "module_version"]
@@ -203,7 +160,7 @@ class PipelineStepAdmin(ImmutableMixin, admin.ModelAdmin):
 
 # --- datasets --------------------------------------------------------------------------------
 @admin.register(Dataset)
-class DatasetAdmin(WorkspaceFixedMixin, admin.ModelAdmin):
+class DatasetAdmin(WorkspaceFixedMixin, _DatasetAdminBase):
     list_display = ["name", "workspace", "version_count", "created_at"]
     list_filter = ["workspace"]
     search_fields = ["name", "description", "workspace__slug"]
@@ -215,11 +172,12 @@ class DatasetAdmin(WorkspaceFixedMixin, admin.ModelAdmin):
 
     @admin.display(description="versions", ordering="version_count")
     def version_count(self, obj: Dataset) -> int:
-        return obj.version_count  # type: ignore[attr-defined]
+        count: int = obj.version_count  # type: ignore[attr-defined]
+        return count
 
 
 @admin.register(DatasetVersion)
-class DatasetVersionAdmin(ImmutableMixin, admin.ModelAdmin):
+class DatasetVersionAdmin(ImmutableMixin, _DatasetVersionAdminBase):
     list_display = [
         "__str__",
         "workspace",

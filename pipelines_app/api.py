@@ -1,273 +1,57 @@
-"""Design-time REST API, and the conventions every endpoint of /api/v1/ follows.
+"""Design-time REST API: modules, pipelines, datasets and the spec's schema.
 
-Conventions (runs_app/api.py uses them too): one API class per operation, with its input and
-output serializers nested in it; writes go through pipelines_app.services; every object is
-fetched through the workspace-scoped access helpers (another workspace's object is a 404, a
-role too low to write a 403); every error is {"error": {"code", "message", "fields"}}
-(pipelines_app.errors.api_exception_handler); lists are paginated with limit/offset and
-filtered with django-filter, each with its joins stated.
+It follows the conventions of workspaces/api.py; writes go through pipelines_app.services.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-from datetime import UTC
 from typing import Any
 
-from django import forms
-from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.core.exceptions import (
-    PermissionDenied,
-    RequestDataTooBig,
-    TooManyFieldsSent,
-    TooManyFilesSent,
-)
-from django.db.models import Max, QuerySet
-from django.http import Http404
+from django.db.models import QuerySet
 from django_filters import rest_framework as filters
-from django_filters.fields import IsoDateTimeField
-from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
-from rest_framework import exceptions, generics, serializers, status
-from rest_framework.pagination import BasePagination, LimitOffsetPagination
-from rest_framework.parsers import BaseParser, JSONParser, MultiPartParser
+from rest_framework import generics, serializers, status
+from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.schemas.inspectors import DefaultSchema
 from rest_framework.views import APIView
 
 from pipelines_app import selectors, services
-from pipelines_app.errors import DomainError
 from pipelines_app.interfaces import ENTRYPOINT_RE
 from pipelines_app.models import (
     Dataset,
     DatasetVersion,
-    Membership,
     Module,
     ModuleVersion,
     Pipeline,
     PipelineVersion,
-    Role,
     VersionOrigin,
-    Workspace,
 )
 from pipelines_app.serializers import (
     DatasetVersionSerializer,
-    ErrorSerializer,
     ModuleVersionSerializer,
     PipelineVersionSerializer,
-    WorkspaceSerializer,
-    username_of,
 )
 from pipelines_app.specs import SPEC_JSON_SCHEMA, parse_spec
 from stepworks.outputs import guess_media_type
+from workspaces.api import (
+    ApiMixin,
+    JsonDataField,
+    JsonObjectField,
+    NameFilter,
+    check_json_text,
+    created,
+    created_between,
+    newest_id,
+    workspace_of,
+)
+from workspaces.conf import engine
+from workspaces.errors import DomainError
+from workspaces.models import Role
+from workspaces.serializers import username_of
 
 # --- conventions ---------------------------------------------------------------------------
-
-WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
-# Dates a filter may name: past these nothing was created, and some databases raise.
-MIN_YEAR, MAX_YEAR = 1, 9999
-# Largest id or offset a query may name: past it nothing exists, and some databases raise.
-MAX_INT = 2**62
-
-
-class ApiSchema(AutoSchema):
-    """drf-spectacular's AutoSchema with component names taken from the API class
-    (RunDetailApi.OutputSerializer -> RunDetailOutput) and the one error format documented
-    for every error status an operation can answer."""
-
-    def get_serializer_name(self, serializer: Any, direction: str) -> str:
-        parts = type(serializer).__qualname__.split(".")
-        return "".join(part.removesuffix("Serializer").removesuffix("Api") for part in parts)
-
-    def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
-        responses = super()._get_response_bodies(direction)
-        codes = ["400", "401", "403", "404"]
-        if self.method in WRITE_METHODS:
-            codes += ["409", "413", "415"]
-        for code in codes:
-            if code not in responses:
-                responses[code] = self._get_response_for_code(
-                    ErrorSerializer, code, direction=direction
-                )
-        return responses
-
-
-class _ApiSchemaPerView(DefaultSchema):
-    """A fresh ApiSchema per view instance (a shared one would race between requests)."""
-
-    def __get__(self, instance: Any, owner: Any) -> Any:
-        if instance is None:
-            return ApiSchema  # drf-spectacular reads the class to extend it per operation
-        if instance in self.instance_schemas:  # set by drf-spectacular for an operation
-            return self.instance_schemas[instance]
-        inspector = ApiSchema()
-        inspector.view = instance
-        return inspector
-
-
-class ApiPagination(LimitOffsetPagination):
-    max_limit = 500
-
-
-def upload_limit() -> int:
-    return int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
-
-
-class ApiMixin:
-    """What every API class shares: the schema inspector, pagination, and uploads over the
-    limit refused by their Content-Length, before a byte of the body is read."""
-
-    schema = _ApiSchemaPerView()
-    pagination_class: type[BasePagination] | None = ApiPagination
-    parser_classes: Sequence[type[BaseParser]] = [JSONParser]  # uploads say otherwise
-
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        if request.method in WRITE_METHODS:
-            try:
-                length = int(request.META.get("CONTENT_LENGTH") or 0)
-            except ValueError:
-                length = 0
-            limit = upload_limit()
-            if length > limit:
-                raise DomainError(
-                    "too_large",
-                    f"The request body is {length} bytes; the limit is {limit}.",
-                    {"body": [f"at most {limit} bytes"]},
-                    status_code=413,
-                )
-        super().initial(request, *args, **kwargs)  # type: ignore[misc]
-
-    def handle_exception(self, exc: Exception) -> Response:
-        # The access helpers raise Django's 404/403; as DRF's they keep their message
-        # ("No such run.", "This needs the editor role ...") and their code.
-        if isinstance(exc, Http404):
-            exc = exceptions.NotFound(str(exc) or None)
-        elif isinstance(exc, PermissionDenied):
-            exc = exceptions.PermissionDenied(str(exc) or None)
-        elif isinstance(exc, RequestDataTooBig):
-            exc = DomainError("too_large", str(exc), {"body": [str(exc)]}, status_code=413)
-        elif isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
-            # Django's caps on a form (DATA_UPLOAD_MAX_NUMBER_FIELDS / _FILES).
-            exc = DomainError("invalid", str(exc), {"body": [str(exc)]})
-        return super().handle_exception(exc)  # type: ignore[misc]
-
-
-def _bad_text(value: str) -> str | None:
-    if "\x00" in value:
-        return "text may not contain NUL characters"
-    if any(0xD800 <= ord(char) <= 0xDFFF for char in value):
-        return "text may not contain unpaired surrogates"
-    return None
-
-
-def check_json_text(value: Any, path: str = "") -> dict[str, list[str]]:
-    """Problems of JSON data no database column can store (NUL, lone surrogates), by path."""
-    problems: dict[str, list[str]] = {}
-    stack: list[tuple[Any, str]] = [(value, path)]
-    while stack:
-        item, here = stack.pop()
-        if isinstance(item, str):
-            reason = _bad_text(item)
-            if reason:
-                problems.setdefault(here or "value", []).append(reason)
-        elif isinstance(item, dict):
-            for key, child in item.items():
-                reason = _bad_text(str(key))
-                if reason:
-                    problems.setdefault(here or "value", []).append(f"key: {reason}")
-                stack.append((child, f"{here}.{key}" if here else str(key)))
-        elif isinstance(item, list):
-            stack.extend((child, f"{here}.{i}" if here else str(i)) for i, child in enumerate(item))
-    return problems
-
-
-class JsonDataField(serializers.JSONField):
-    """Any JSON value a database column can store."""
-
-    def to_internal_value(self, data: Any) -> Any:
-        value = super().to_internal_value(data)
-        problems = check_json_text(value)
-        if problems:
-            raise serializers.ValidationError(problems)
-        return value
-
-
-class JsonObjectField(JsonDataField):
-    """A JSON object (a mapping)."""
-
-    def to_internal_value(self, data: Any) -> Any:
-        if isinstance(data, str):
-            # From a multipart form a mapping arrives as JSON text.
-            try:
-                data = json.loads(data, parse_constant=_no_constant)
-            except ValueError:
-                raise serializers.ValidationError("expected a JSON object") from None
-        if not isinstance(data, dict):
-            raise serializers.ValidationError("expected a JSON object")
-        return super().to_internal_value(data)
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-extend_schema_field({"type": "object", "additionalProperties": True})(JsonObjectField)
-
-
-def workspace_of(request: Request, slug: str, role: str = Role.VIEWER) -> Workspace:
-    """The workspace `slug` for the caller with at least `role` (404 / 403 otherwise)."""
-    return selectors.get_workspace_for_user(request.user, slug, role)
-
-
-def newest_id(versions: QuerySet[Any]) -> int:
-    """The highest row id among `versions` (0 when there is none)."""
-    return versions.aggregate(newest=Max("pk"))["newest"] or 0
-
-
-def created(version: Any, newest_before: int) -> int:
-    """201 when a push made a new version, 200 when it returned an existing one (pushing
-    unchanged code or an unchanged spec creates nothing)."""
-    return status.HTTP_201_CREATED if version.pk > newest_before else status.HTTP_200_OK
-
-
-class _UtcDateTimeField(IsoDateTimeField):
-    """An ISO 8601 date-time, in UTC before it reaches a query (a database refuses some
-    offsets and years a parser accepts)."""
-
-    def to_python(self, value: Any) -> Any:
-        parsed = super().to_python(value)
-        if parsed is None:
-            return None
-        try:
-            utc = parsed.astimezone(UTC)
-        except (OverflowError, ValueError):
-            raise forms.ValidationError("out of range") from None
-        if not MIN_YEAR <= utc.year <= MAX_YEAR:
-            raise forms.ValidationError(f"a year from {MIN_YEAR} to {MAX_YEAR}")
-        return utc
-
-
-class DateTimeFilter(filters.IsoDateTimeFilter):
-    field_class = _UtcDateTimeField
-
-
-def created_between() -> tuple[DateTimeFilter, DateTimeFilter]:
-    """`created_after` (inclusive) and `created_before` (exclusive) filters."""
-    return (
-        DateTimeFilter(field_name="created_at", lookup_expr="gte"),
-        DateTimeFilter(field_name="created_at", lookup_expr="lt"),
-    )
-
-
-class NameFilter(filters.FilterSet):
-    """`?name=` part of the name, case-insensitive."""
-
-    name = filters.CharFilter(field_name="name", lookup_expr="icontains")
-
 
 # --- meta ----------------------------------------------------------------------------------
 
@@ -282,126 +66,16 @@ class SpecSchemaApi(ApiMixin, APIView):
         return Response(SPEC_JSON_SCHEMA)
 
 
-# --- workspaces and members ----------------------------------------------------------------
-
-
-class WorkspaceListApi(ApiMixin, generics.ListAPIView):
-    """The workspaces the caller is a member of, with the caller's role."""
-
-    queryset = Workspace.objects.none()  # for the schema; get_queryset scopes by user
-    serializer_class = WorkspaceSerializer
-
-    class FilterSet(filters.FilterSet):
-        slug = filters.CharFilter()
-        name = filters.CharFilter(lookup_expr="icontains")
-        role = filters.ChoiceFilter(field_name="memberships__role", choices=Role.choices)
-
-        class Meta:
-            model = Workspace
-            fields = ["slug", "name", "role"]
-
-    filterset_class = FilterSet
-
-    def get_queryset(self) -> QuerySet[Workspace]:
-        return selectors.workspaces_for_user(self.request.user).order_by("slug")
-
-
-class WorkspaceCreateApi(ApiMixin, APIView):
-    """Create a workspace; the caller becomes its owner."""
-
-    class InputSerializer(serializers.Serializer):
-        slug = serializers.RegexField(services.SLUG_RE, max_length=64, help_text=services.SLUG_HELP)
-        name = serializers.CharField(max_length=200)
-
-        def validate_slug(self, value: str) -> str:
-            if value == "create":  # /workspaces/create/ is this endpoint
-                raise serializers.ValidationError("'create' is reserved")
-            return value
-
-    @extend_schema(request=InputSerializer, responses={201: WorkspaceSerializer})
-    def post(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        workspace = services.workspace_create(
-            data.validated_data["slug"], data.validated_data["name"], request.user
-        )
-        workspace.user_role = Role.OWNER  # type: ignore[attr-defined]
-        return Response(WorkspaceSerializer(workspace).data, status=status.HTTP_201_CREATED)
-
-
-class WorkspaceDetailApi(ApiMixin, APIView):
-    """One workspace, with the caller's role."""
-
-    @extend_schema(responses={200: WorkspaceSerializer})
-    def get(self, request: Request, workspace: str) -> Response:
-        return Response(WorkspaceSerializer(workspace_of(request, workspace)).data)
-
-
-class MemberOutputSerializer(serializers.Serializer):
-    username = serializers.CharField()
-    role = serializers.ChoiceField(choices=Role.choices, allow_null=True)
-
-
-class MemberListApi(ApiMixin, generics.ListAPIView):
-    """The members of a workspace and their roles."""
-
-    queryset = Membership.objects.none()
-
-    class OutputSerializer(serializers.ModelSerializer):
-        username = serializers.CharField(source="user.username")
-
-        class Meta:
-            model = Membership
-            fields = ["username", "role", "created_at"]
-
-    class FilterSet(filters.FilterSet):
-        role = filters.ChoiceFilter(choices=Role.choices)
-        username = filters.CharFilter(field_name="user__username")
-
-        class Meta:
-            model = Membership
-            fields = ["role", "username"]
-
-    serializer_class = OutputSerializer
-    filterset_class = FilterSet
-
-    def get_queryset(self) -> QuerySet[Membership]:
-        return selectors.membership_list(workspace_of(self.request, self.kwargs["workspace"]))
-
-
-class MemberSetApi(ApiMixin, APIView):
-    """Give a user a role in the workspace, or remove them with `role: null` (owners only)."""
-
-    class InputSerializer(serializers.Serializer):
-        username = serializers.CharField(max_length=150)
-        role = serializers.ChoiceField(choices=Role.choices, allow_null=True)
-
-    @extend_schema(request=InputSerializer, responses={200: MemberOutputSerializer})
-    def post(self, request: Request, workspace: str) -> Response:
-        space = workspace_of(request, workspace, Role.OWNER)
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        username = data.validated_data["username"]
-        user = get_user_model().objects.filter(username=username).first()
-        if user is None:
-            raise DomainError(
-                "invalid", "No such user.", {"username": [f"no user named {username!r}"]}
-            )
-        membership = services.membership_set(space, user, data.validated_data["role"])
-        role = membership.role if membership else None
-        return Response(MemberOutputSerializer({"username": username, "role": role}).data)
-
-
 # --- modules -------------------------------------------------------------------------------
 
 
-class ModuleListApi(ApiMixin, generics.ListAPIView):
+class ModuleListApi(ApiMixin, generics.ListAPIView[Module]):
     """The workspace's modules, each with its number of versions and latest number."""
 
     queryset = Module.objects.none()
     filterset_class = NameFilter
 
-    class OutputSerializer(serializers.ModelSerializer):
+    class OutputSerializer(serializers.ModelSerializer[Module]):
         version_count = serializers.IntegerField()
         latest_number = serializers.IntegerField(allow_null=True)
 
@@ -425,12 +99,12 @@ class ModuleDetailApi(ApiMixin, APIView):
         return Response(ModuleListApi.OutputSerializer(row).data)
 
 
-class ModuleVersionListApi(ApiMixin, generics.ListAPIView):
+class ModuleVersionListApi(ApiMixin, generics.ListAPIView[ModuleVersion]):
     """A module's versions, newest first (files and interface left out: see the detail)."""
 
     queryset = ModuleVersion.objects.none()
 
-    class OutputSerializer(serializers.ModelSerializer):
+    class OutputSerializer(serializers.ModelSerializer[ModuleVersion]):
         parent = serializers.IntegerField(  # type: ignore[assignment]
             source="parent_number", allow_null=True
         )
@@ -453,7 +127,7 @@ class ModuleVersionListApi(ApiMixin, generics.ListAPIView):
         def get_created_by(self, obj: ModuleVersion) -> str | None:
             return username_of(obj.created_by)
 
-    class FilterSet(filters.FilterSet):
+    class FilterSet(filters.FilterSet):  # type: ignore[misc]
         code_digest = filters.CharFilter()
         created_after, created_before = created_between()
 
@@ -487,7 +161,7 @@ class ModuleVersionCreateApi(ApiMixin, APIView):
 
     parser_classes = [JSONParser, MultiPartParser]
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[Any]):
         files = serializers.DictField(
             child=serializers.CharField(allow_blank=True, trim_whitespace=False),
             allow_empty=False,
@@ -504,7 +178,7 @@ class ModuleVersionCreateApi(ApiMixin, APIView):
             help_text="An explicit interface, when the code says too little.",
         )
 
-    class UploadSerializer(serializers.Serializer):
+    class UploadSerializer(serializers.Serializer[Any]):
         files = serializers.ListField(
             child=serializers.FileField(allow_empty_file=True), allow_empty=False
         )
@@ -559,7 +233,7 @@ class ModuleVersionCreateApi(ApiMixin, APIView):
 def _uploaded_sources(validated: dict[str, Any]) -> dict[str, str]:
     """{relative path: text} of uploaded files (bytes that are not UTF-8 are kept, so the
     inspection names the file)."""
-    limit = settings.STEPWORKS["MAX_SOURCE_BYTES"]
+    limit = engine().max_source_bytes
     uploads = validated["files"]
     size = sum(upload.size for upload in uploads)
     if size > limit:
@@ -605,13 +279,13 @@ class SpecField(JsonDataField):
         return value
 
 
-class PipelineListApi(ApiMixin, generics.ListAPIView):
+class PipelineListApi(ApiMixin, generics.ListAPIView[Pipeline]):
     """The workspace's pipelines, each with its number of versions and latest number."""
 
     queryset = Pipeline.objects.none()
     filterset_class = NameFilter
 
-    class OutputSerializer(serializers.ModelSerializer):
+    class OutputSerializer(serializers.ModelSerializer[Pipeline]):
         version_count = serializers.IntegerField()
         latest_number = serializers.IntegerField(allow_null=True)
 
@@ -635,12 +309,12 @@ class PipelineDetailApi(ApiMixin, APIView):
         return Response(PipelineListApi.OutputSerializer(row).data)
 
 
-class PipelineVersionListApi(ApiMixin, generics.ListAPIView):
+class PipelineVersionListApi(ApiMixin, generics.ListAPIView[PipelineVersion]):
     """A pipeline's versions, newest first (spec left out: see the detail)."""
 
     queryset = PipelineVersion.objects.none()
 
-    class OutputSerializer(serializers.ModelSerializer):
+    class OutputSerializer(serializers.ModelSerializer[PipelineVersion]):
         parent = serializers.SerializerMethodField()  # type: ignore[assignment]
         step_count = serializers.IntegerField()
         created_by = serializers.SerializerMethodField()
@@ -668,7 +342,7 @@ class PipelineVersionListApi(ApiMixin, generics.ListAPIView):
         def get_created_by(self, obj: PipelineVersion) -> str | None:
             return username_of(obj.created_by)
 
-    class FilterSet(filters.FilterSet):
+    class FilterSet(filters.FilterSet):  # type: ignore[misc]
         digest = filters.CharFilter()
         origin = filters.ChoiceFilter(choices=VersionOrigin.choices)
         created_after, created_before = created_between()
@@ -701,7 +375,7 @@ class PipelineVersionCreateApi(ApiMixin, APIView):
     """Store a spec as the pipeline's next version (the pipeline is created on its first
     push); an unchanged spec returns the latest version with 200."""
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[Any]):
         spec = SpecField(help_text="YAML/JSON text or an object: see /api/v1/spec-schema.json")
         message = serializers.CharField(allow_blank=True, required=False, default="")
 
@@ -730,7 +404,7 @@ class PipelineVersionCloneApi(ApiMixin, APIView):
     """A new version whose parent is this one: per-step changes applied to its spec, or a
     whole new spec."""
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[Any]):
         changes = JsonObjectField(
             required=False,
             help_text='{step: {"module"?: "name@N", "params"?: {...}, "inputs"?: {...}}}; '
@@ -769,13 +443,13 @@ class PipelineVersionCloneApi(ApiMixin, APIView):
 # --- datasets ------------------------------------------------------------------------------
 
 
-class DatasetListApi(ApiMixin, generics.ListAPIView):
+class DatasetListApi(ApiMixin, generics.ListAPIView[Dataset]):
     """The workspace's datasets, each with its number of versions and latest size."""
 
     queryset = Dataset.objects.none()
     filterset_class = NameFilter
 
-    class OutputSerializer(serializers.ModelSerializer):
+    class OutputSerializer(serializers.ModelSerializer[Dataset]):
         version_count = serializers.IntegerField()
         latest_number = serializers.IntegerField(allow_null=True)
         latest_size = serializers.IntegerField(allow_null=True)
@@ -807,13 +481,13 @@ class DatasetDetailApi(ApiMixin, APIView):
         return Response(DatasetListApi.OutputSerializer(row).data)
 
 
-class DatasetVersionListApi(ApiMixin, generics.ListAPIView):
+class DatasetVersionListApi(ApiMixin, generics.ListAPIView[DatasetVersion]):
     """A dataset's versions, newest first, each with its artifact."""
 
     queryset = DatasetVersion.objects.none()
     serializer_class = DatasetVersionSerializer
 
-    class FilterSet(filters.FilterSet):
+    class FilterSet(filters.FilterSet):  # type: ignore[misc]
         sha256 = filters.CharFilter(field_name="artifact__sha256")
         created_after, created_before = created_between()
 
@@ -846,7 +520,7 @@ class DatasetVersionCreateApi(ApiMixin, APIView):
 
     parser_classes = [MultiPartParser]
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[Any]):
         file = serializers.FileField()
         media_type = serializers.RegexField(
             r"^[A-Za-z0-9][\w.+-]*/[\w.+-]+(;.*)?$",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from pipelines_app.errors import Problems
+from workspaces.errors import Problems
 
 PARAM_TYPES = ("int", "float", "str", "bool", "literal", "list", "dict")
 SIMPLE_TYPES = frozenset({"int", "float", "str", "bool"})

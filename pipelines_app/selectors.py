@@ -9,93 +9,64 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
 from django.db.models import Count, F, Max, OuterRef, Q, QuerySet, Subquery
 from django.http import Http404
 
 from pipelines_app.models import (
-    ROLE_RANK,
     Dataset,
     DatasetVersion,
-    Membership,
     Module,
     ModuleVersion,
     Pipeline,
     PipelineStep,
     PipelineVersion,
-    Role,
     VersionOrigin,
-    Workspace,
 )
-from runs_app.models import PipelineRun, RunStatus
-
-# "Running now" on the workspace home: runs not yet finished.
-ACTIVE_RUN_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING)
-
-
-def workspaces_for_user(user: Any) -> QuerySet[Workspace]:
-    """The workspaces a user is a member of, each annotated with `user_role`."""
-    if not user.is_authenticated:
-        return Workspace.objects.none()
-    return Workspace.objects.filter(memberships__user=user).annotate(
-        user_role=F("memberships__role")
-    )
-
-
-def get_workspace_for_user(user: Any, slug: str, role: str = Role.VIEWER) -> Workspace:
-    """The workspace `slug` if the user is in it with at least `role`; else 404 / 403."""
-    workspace = workspaces_for_user(user).filter(slug=slug).first()
-    if workspace is None:
-        raise Http404("No such workspace.")
-    if ROLE_RANK[Role(workspace.user_role)] < ROLE_RANK[Role(role)]:  # type: ignore[attr-defined]
-        raise PermissionDenied(f"This needs the {role} role in workspace {slug}.")
-    return workspace
-
-
-def one_or_404(queryset: QuerySet[Any], what: str) -> Any:
-    obj = queryset.first()
-    if obj is None:
-        raise Http404(f"No such {what}.")
-    return obj
+from pipelines_app.specs import step_bindings
+from workspaces.models import Role, Workspace
+from workspaces.selectors import one_or_404, scoped_or_404
 
 
 def get_module_for_user(user: Any, slug: str, name: str, role: str = Role.VIEWER) -> Module:
-    workspace = get_workspace_for_user(user, slug, role)
-    return one_or_404(Module.objects.filter(workspace=workspace, name=name), "module")
+    return scoped_or_404(Module.objects.all(), user, slug, "module", role=role, name=name)
 
 
 def get_module_version_for_user(
     user: Any, slug: str, name: str, number: int, role: str = Role.VIEWER
 ) -> ModuleVersion:
-    workspace = get_workspace_for_user(user, slug, role)
-    return one_or_404(
-        ModuleVersion.objects.select_related("module", "parent__module").filter(
-            module__workspace=workspace, module__name=name, number=number
-        ),
+    return scoped_or_404(
+        ModuleVersion.objects.select_related("module", "parent__module"),
+        user,
+        slug,
         "module version",
+        role=role,
+        workspace_path="module__workspace",
+        module__name=name,
+        number=number,
     )
 
 
 def get_pipeline_for_user(user: Any, slug: str, name: str, role: str = Role.VIEWER) -> Pipeline:
-    workspace = get_workspace_for_user(user, slug, role)
-    return one_or_404(Pipeline.objects.filter(workspace=workspace, name=name), "pipeline")
+    return scoped_or_404(Pipeline.objects.all(), user, slug, "pipeline", role=role, name=name)
 
 
 def get_pipeline_version_for_user(
     user: Any, slug: str, name: str, number: int, role: str = Role.VIEWER
 ) -> PipelineVersion:
-    workspace = get_workspace_for_user(user, slug, role)
-    return one_or_404(
-        PipelineVersion.objects.select_related("pipeline", "parent").filter(
-            pipeline__workspace=workspace, pipeline__name=name, number=number
-        ),
+    return scoped_or_404(
+        PipelineVersion.objects.select_related("pipeline", "parent"),
+        user,
+        slug,
         "pipeline version",
+        role=role,
+        workspace_path="pipeline__workspace",
+        pipeline__name=name,
+        number=number,
     )
 
 
 def get_dataset_for_user(user: Any, slug: str, name: str, role: str = Role.VIEWER) -> Dataset:
-    workspace = get_workspace_for_user(user, slug, role)
-    return one_or_404(Dataset.objects.filter(workspace=workspace, name=name), "dataset")
+    return scoped_or_404(Dataset.objects.all(), user, slug, "dataset", role=role, name=name)
 
 
 # --- list reads for the pages ------------------------------------------------------------------
@@ -168,24 +139,6 @@ def dataset_list(workspace: Workspace) -> QuerySet[Dataset]:
     )
 
 
-def workspace_run_list(workspace: Workspace) -> QuerySet[PipelineRun]:
-    """The workspace's runs, newest first (index run_recent_idx), with what a row shows."""
-    return (
-        PipelineRun.objects.filter(workspace=workspace)
-        .select_related("pipeline_version__pipeline", "created_by")
-        .defer("pipeline_version__spec", "pipeline_version__source")
-        .order_by("-created_at", "-id")
-    )
-
-
-def workspace_run_counts(workspace: Workspace) -> dict[str, int]:
-    """{"total": runs, "active": runs pending or running}, in one query."""
-    return PipelineRun.objects.filter(workspace=workspace).aggregate(
-        total=Count("id"),
-        active=Count("id", filter=Q(status__in=ACTIVE_RUN_STATUSES)),
-    )
-
-
 def pipeline_version_by_ref(workspace: Workspace, ref: str) -> PipelineVersion:
     """`name`, `name@latest` or `name@N` in a workspace the caller already holds; 404 else."""
     name, _, number = ref.partition("@")
@@ -202,15 +155,6 @@ def pipeline_version_by_ref(workspace: Workspace, ref: str) -> PipelineVersion:
 # --- reads for the API -------------------------------------------------------------------------
 
 
-def membership_list(workspace: Workspace) -> QuerySet[Membership]:
-    """A workspace's members with their users, by username."""
-    return (
-        Membership.objects.filter(workspace=workspace)
-        .select_related("user")
-        .order_by("user__username")
-    )
-
-
 def dataset_version_list(dataset: Dataset) -> QuerySet[DatasetVersion]:
     """A dataset's versions, newest first, with their artifacts and authors."""
     return (
@@ -223,12 +167,15 @@ def dataset_version_list(dataset: Dataset) -> QuerySet[DatasetVersion]:
 def get_dataset_version_for_user(
     user: Any, slug: str, name: str, number: int, role: str = Role.VIEWER
 ) -> DatasetVersion:
-    workspace = get_workspace_for_user(user, slug, role)
-    return one_or_404(
-        DatasetVersion.objects.select_related("dataset", "artifact", "created_by").filter(
-            dataset__workspace=workspace, dataset__name=name, number=number
-        ),
+    return scoped_or_404(
+        DatasetVersion.objects.select_related("dataset", "artifact", "created_by"),
+        user,
+        slug,
         "dataset version",
+        role=role,
+        workspace_path="dataset__workspace",
+        dataset__name=name,
+        number=number,
     )
 
 
@@ -334,10 +281,10 @@ def module_version_breakage(version: ModuleVersion, limit: int = 200) -> list[di
             continue  # only each pipeline's latest version that uses the module
         spec_steps = pipeline_version.spec.get("steps", {})
         read = {
-            binding.split(".", 1)[1]
+            binding.output
             for other in spec_steps.values()
-            for binding in other.get("inputs", {}).values()
-            if not binding.startswith("dataset:") and binding.split(".", 1)[0] == row.name
+            for binding in step_bindings(other).values()
+            if not binding.is_dataset and binding.step == row.name
         }
         problems = binding_problems(version.interface or {}, spec_steps.get(row.name, {}), read)
         entry = results.setdefault(
@@ -371,12 +318,6 @@ def pipeline_version_tree(pipeline: Pipeline) -> list[dict[str, Any]]:
     return rows
 
 
-def role_allows(workspace: Workspace, role: str) -> bool:
-    """Whether the role annotated by get_workspace_for_user is at least `role`."""
-    current = getattr(workspace, "user_role", None)
-    return current is not None and ROLE_RANK[Role(current)] >= ROLE_RANK[Role(role)]
-
-
 def pipeline_step_list_with_interfaces(version: PipelineVersion) -> QuerySet[PipelineStep]:
     """A version's steps with their module versions' interfaces (for the run form)."""
     return (
@@ -384,13 +325,4 @@ def pipeline_step_list_with_interfaces(version: PipelineVersion) -> QuerySet[Pip
         .select_related("module_version__module")
         .defer("module_version__files")
         .order_by("position")
-    )
-
-
-def pipeline_version_runs(version: PipelineVersion) -> QuerySet[PipelineRun]:
-    """The runs of one pipeline version, newest first."""
-    return (
-        PipelineRun.objects.filter(pipeline_version=version)
-        .select_related("created_by")
-        .order_by("-created_at", "-id")
     )

@@ -1,85 +1,18 @@
 """Output serializers shared by several API endpoints (input serializers nest in their API
-class, pipelines_app/api.py and runs_app/api.py)."""
+class). The shared conventions are in workspaces/serializers.py."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.extensions import OpenApiSerializerFieldExtension
-from drf_spectacular.plumbing import ResolvedComponent
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from pipelines_app.models import DatasetVersion, ModuleVersion, PipelineVersion, Workspace
+from pipelines_app.models import DatasetVersion, ModuleVersion, PipelineVersion
+from workspaces.serializers import CreatedBySerializerMixin
 
 
-class ErrorBodySerializer(serializers.Serializer):
-    code = serializers.CharField(help_text="A stable, machine-readable code (invalid, not_found).")
-    message = serializers.CharField(help_text="What went wrong, for a person.")
-    fields = serializers.DictField(  # type: ignore[assignment]
-        child=serializers.ListField(child=serializers.CharField()),
-        help_text="Each field path (steps.train.params.hidden) with its reasons.",
-    )
-
-
-class ErrorSerializer(serializers.Serializer):
-    """The one error format of every API response that is not a success."""
-
-    error = ErrorBodySerializer()
-
-
-class EnumComponentField(serializers.ChoiceField):
-    """A choice field documented as an enum component of its own name (RunStatus,
-    StepStatus), instead of one named after the field and disambiguated by a hash."""
-
-    component_name = ""
-    component_choices: tuple[str, ...] = ()
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(choices=self.component_choices, **kwargs)
-
-
-class EnumComponentFieldExtension(OpenApiSerializerFieldExtension):
-    target_class = EnumComponentField
-    match_subclasses = True
-
-    def map_serializer_field(self, auto_schema: Any, direction: Any) -> Any:
-        field = self.target
-        component = ResolvedComponent(
-            name=field.component_name,
-            type=ResolvedComponent.SCHEMA,
-            object=field.component_name,
-            schema={"type": "string", "enum": list(field.component_choices)},
-        )
-        auto_schema.registry.register_on_missing(component)
-        return component.ref
-
-
-def username_of(user: Any) -> str | None:
-    return user.get_username() if user is not None else None
-
-
-class WorkspaceSerializer(serializers.ModelSerializer):
-    role = serializers.CharField(
-        source="user_role", read_only=True, help_text="The caller's role in the workspace."
-    )
-
-    class Meta:
-        model = Workspace
-        fields = ["slug", "name", "role", "created_at"]
-
-
-class CreatedBySerializerMixin(serializers.Serializer):
-    """`created_by` as a username (its select_related is the caller's query budget)."""
-
-    created_by = serializers.SerializerMethodField()
-
-    @extend_schema_field({"type": "string", "nullable": True})
-    def get_created_by(self, obj: Any) -> str | None:
-        return username_of(obj.created_by)
-
-
-class ModuleVersionSerializer(CreatedBySerializerMixin, serializers.ModelSerializer):
+class ModuleVersionSerializer(CreatedBySerializerMixin, serializers.ModelSerializer[ModuleVersion]):
     """A module version with its files and interface (detail and create)."""
 
     module = serializers.CharField(source="module.name", read_only=True)
@@ -117,14 +50,16 @@ class ModuleVersionSerializer(CreatedBySerializerMixin, serializers.ModelSeriali
         return obj.parent.number if obj.parent_id and obj.parent else None
 
 
-class PipelineStepSerializer(serializers.Serializer):
+class PipelineStepSerializer(serializers.Serializer[Any]):
     name = serializers.CharField()
     module = serializers.CharField(help_text="name@N")
     params = serializers.JSONField()
     inputs = serializers.DictField(child=serializers.CharField())
 
 
-class PipelineVersionSerializer(CreatedBySerializerMixin, serializers.ModelSerializer):
+class PipelineVersionSerializer(
+    CreatedBySerializerMixin, serializers.ModelSerializer[PipelineVersion]
+):
     """A pipeline version with its spec (detail, create and clone)."""
 
     pipeline = serializers.CharField(source="pipeline.name", read_only=True)
@@ -171,7 +106,7 @@ class PipelineVersionSerializer(CreatedBySerializerMixin, serializers.ModelSeria
         ]
 
 
-class ArtifactSerializer(serializers.Serializer):
+class ArtifactSerializer(serializers.Serializer[Any]):
     """Content-addressed bytes: what a step produced or a dataset version holds."""
 
     id = serializers.IntegerField()
@@ -182,7 +117,9 @@ class ArtifactSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
-class DatasetVersionSerializer(CreatedBySerializerMixin, serializers.ModelSerializer):
+class DatasetVersionSerializer(
+    CreatedBySerializerMixin, serializers.ModelSerializer[DatasetVersion]
+):
     dataset = serializers.CharField(source="dataset.name", read_only=True)
     ref = serializers.CharField(read_only=True, help_text="dataset:NAME@N, as a spec binds it.")
     artifact = ArtifactSerializer()

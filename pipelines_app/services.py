@@ -8,29 +8,24 @@ nothing. Versions are only ever created, never updated.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
-from pipelines_app.errors import DomainError
+from artifacts.store import artifact_store_bytes
 from pipelines_app.interfaces import inspect_module
 from pipelines_app.models import (
     Dataset,
     DatasetVersion,
     InterfaceSource,
-    Membership,
     Module,
     ModuleVersion,
     Pipeline,
     PipelineStep,
     PipelineVersion,
-    Role,
     VersionOrigin,
-    Workspace,
 )
 from pipelines_app.specs import (
     NAME_RE,
@@ -42,10 +37,9 @@ from pipelines_app.specs import (
     render_spec_yaml,
     resolve_spec,
 )
-from runs_app.artifacts import artifact_store_bytes
-
-SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")  # Workspace.slug: in every URL
-SLUG_HELP = "lowercase letters, digits and '-', up to 64, starting with a letter or digit"
+from workspaces.conf import engine
+from workspaces.errors import DomainError
+from workspaces.models import Workspace
 
 
 def _check_name(name: Any, what: str) -> None:
@@ -58,63 +52,6 @@ def _check_name(name: Any, what: str) -> None:
 
 
 # --- workspaces and members -------------------------------------------------------------------
-
-
-def workspace_create(slug: str, name: str, owner: Any) -> Workspace:
-    """A new workspace with `owner` as its first owner."""
-    if not isinstance(slug, str) or not SLUG_RE.match(slug):
-        raise DomainError("invalid_name", f"{slug!r} is not a valid slug.", {"slug": [SLUG_HELP]})
-    if not isinstance(name, str) or not name.strip():
-        raise DomainError("invalid_name", "A workspace needs a name.", {"name": ["required"]})
-    with transaction.atomic():
-        try:
-            with transaction.atomic():  # a savepoint: only the slug's uniqueness is caught
-                workspace = Workspace.objects.create(slug=slug, name=name.strip())
-        except IntegrityError:
-            raise DomainError(
-                "conflict",
-                f"A workspace with slug {slug!r} already exists.",
-                {"slug": ["already taken"]},
-                status_code=409,
-            ) from None
-        Membership.objects.create(user=owner, workspace=workspace, role=Role.OWNER)
-    return workspace
-
-
-def membership_set(workspace: Workspace, user: Any, role: str | None) -> Membership | None:
-    """Give `user` `role` in the workspace (None removes them); the last owner stays."""
-    if role is not None and role not in Role.values:
-        raise DomainError(
-            "invalid_role",
-            f"{role!r} is not a role.",
-            {"role": [f"one of {', '.join(Role.values)}"]},
-        )
-    with transaction.atomic():
-        # Locking the workspace row serialises concurrent demotions of different owners.
-        Workspace.objects.select_for_update().get(pk=workspace.pk)
-        current = Membership.objects.filter(workspace=workspace, user=user).first()
-        if current is not None and current.role == Role.OWNER and role != Role.OWNER:
-            owners = Membership.objects.filter(workspace=workspace, role=Role.OWNER).count()
-            if owners <= 1:
-                raise DomainError(
-                    "last_owner",
-                    "A workspace keeps at least one owner: make someone else owner first.",
-                    {"role": ["this is the workspace's last owner"]},
-                    status_code=409,
-                )
-        if role is None:
-            if current is not None:
-                current.delete()
-            return None
-        if current is None:
-            return Membership.objects.create(workspace=workspace, user=user, role=role)
-        if current.role != role:
-            current.role = role
-            current.save(update_fields=["role"])
-        return current
-
-
-# --- modules ----------------------------------------------------------------------------------
 
 
 def module_code_digest(files: Mapping[str, str], entrypoint: str) -> str:
@@ -130,7 +67,7 @@ def module_code_digest(files: Mapping[str, str], entrypoint: str) -> str:
 def _check_source_size(files: Any) -> None:
     if not isinstance(files, Mapping):
         return  # inspection names the problem
-    limit = settings.STEPWORKS["MAX_SOURCE_BYTES"]
+    limit = engine().max_source_bytes
     size = sum(
         len(text.encode("utf-8", "surrogateescape"))
         for text in files.values()
@@ -144,7 +81,10 @@ def _check_source_size(files: Any) -> None:
         )
 
 
-def _locked_line(model: type[Any], workspace: Workspace, name: str, user: Any) -> Any:
+_Line = TypeVar("_Line", Module, Pipeline, Dataset)
+
+
+def _locked_line(model: type[_Line], workspace: Workspace, name: str, user: Any) -> _Line:
     """The Module/Pipeline/Dataset row `name`, created on first push, locked (in a transaction).
 
     The lock serialises concurrent pushes to one line on Postgres, so numbers stay gapless.
@@ -221,7 +161,7 @@ def _read_sources(path: Path) -> dict[str, str]:
 
     Bytes that are not UTF-8 are kept (surrogateescape), so inspection names the file.
     """
-    limit = settings.STEPWORKS["MAX_SOURCE_BYTES"]
+    limit = engine().max_source_bytes
     if not path.exists():
         raise DomainError(
             "invalid_module", f"{path} does not exist.", {"path": ["no such file or folder"]}

@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from pipelines_app.errors import Problems
 from pipelines_app.interfaces import ParamError, coerce_param
+from workspaces.errors import Problems
 
 SPEC_ERROR = "invalid_spec"
 
@@ -41,6 +41,7 @@ MODULE_REF_RE = re.compile(MODULE_REF_PATTERN)
 DATASET_REF_RE = re.compile(DATASET_REF_PATTERN)
 STEP_OUTPUT_RE = re.compile(STEP_OUTPUT_PATTERN)
 STEP_KEYS = ("module", "params", "inputs")
+DATASET_PREFIX = "dataset:"
 
 SPEC_JSON_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -176,7 +177,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         found = _duplicate_keys(node)
         if found:
             raise _DuplicateKeys(found)
-        return super().construct_document(node)  # type: ignore[no-untyped-call]
+        return super().construct_document(node)
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -327,7 +328,7 @@ def _check_dataset(binding: str, path: str, catalogue: Catalogue, problems: Prob
     if number is None:
         problems.add(path, f"dataset {name!r} has no version {wanted} (latest: {max(versions)})")
         return binding
-    return f"dataset:{name}@{number}"
+    return f"{DATASET_PREFIX}{name}@{number}"
 
 
 def _check_inputs(step: _Step, raw: Any, catalogue: Catalogue, problems: Problems) -> None:
@@ -346,7 +347,7 @@ def _check_inputs(step: _Step, raw: Any, catalogue: Catalogue, problems: Problem
             problems.add(here, f"{step.module_ref} has no input {name!r} (its inputs: {known})")
         if not isinstance(binding, str):
             problems.add(here, f"expected 'step.output' or 'dataset:NAME@N', got {binding!r}")
-        elif binding.startswith("dataset:"):
+        elif binding.startswith(DATASET_PREFIX):
             step.inputs[str(name)] = _check_dataset(binding, here, catalogue, problems)
         elif (match := STEP_OUTPUT_RE.match(binding)) is not None:
             step.inputs[str(name)] = binding
@@ -403,19 +404,72 @@ def _check_bindings(steps: dict[str, _Step], problems: Problems) -> None:
                     )
 
 
-# --- graph ------------------------------------------------------------------------------------
+# --- bindings and the graph -------------------------------------------------------------------
+# The one reader of the binding grammar: everything else (the scheduler, the explorer, sweeps)
+# asks these functions what a binding names and which steps feed which.
+
+
+@dataclass(frozen=True)
+class Binding:
+    """An input binding, parsed: `step.output` sets step and output; `dataset:NAME@N` sets
+    dataset and number (N, or "latest" before the spec is resolved)."""
+
+    text: str
+    step: str = ""
+    output: str = ""
+    dataset: str = ""
+    number: str = ""
+
+    @property
+    def is_dataset(self) -> bool:
+        return bool(self.dataset)
+
+    @property
+    def dataset_ref(self) -> str:
+        """NAME@N, how a page labels the dataset."""
+        return f"{self.dataset}@{self.number}"
+
+
+def parse_binding(binding: Any) -> Binding | None:
+    """The parts of a binding; None when it is neither form."""
+    if not isinstance(binding, str):
+        return None
+    if match := DATASET_REF_RE.match(binding):
+        return Binding(binding, dataset=match[1], number=match[2])
+    if match := STEP_OUTPUT_RE.match(binding):
+        return Binding(binding, step=match[1], output=match[2])
+    return None
+
+
+def step_bindings(step: Any) -> dict[str, Binding]:
+    """{input: Binding} of one spec step (raw or resolved); unparsable bindings left out."""
+    inputs = step.get("inputs") if isinstance(step, Mapping) else None
+    parsed = {}
+    for name, text in inputs.items() if isinstance(inputs, Mapping) else []:
+        binding = parse_binding(text)
+        if binding is not None:
+            parsed[str(name)] = binding
+    return parsed
+
+
+def upstream_steps(step: Any) -> list[str]:
+    """The steps one spec step reads from, in binding order, each once."""
+    names = (b.step for b in step_bindings(step).values() if not b.is_dataset)
+    return list(dict.fromkeys(names))
+
+
+def downstream_steps(steps: Mapping[str, Any], roots: set[str]) -> set[str]:
+    """The given steps and every step that consumes them, transitively."""
+    result = set(roots)
+    for name in topological_order(steps):  # a consumer comes after what it reads
+        if name not in result and any(u in result for u in upstream_steps(steps[name])):
+            result.add(name)
+    return result
 
 
 def _dependencies(steps: Mapping[str, Any]) -> dict[str, set[str]]:
     """{step: the steps it reads from}, for a spec's `steps` mapping (raw or resolved)."""
-    deps: dict[str, set[str]] = {name: set() for name in steps}
-    for name, step in steps.items():
-        inputs = step.get("inputs") if isinstance(step, Mapping) else None
-        for binding in inputs.values() if isinstance(inputs, Mapping) else []:
-            match = STEP_OUTPUT_RE.match(binding) if isinstance(binding, str) else None
-            if match and not binding.startswith("dataset:") and match[1] in steps:
-                deps[name].add(match[1])
-    return deps
+    return {name: {u for u in upstream_steps(step) if u in steps} for name, step in steps.items()}
 
 
 def _kahn(deps: Mapping[str, set[str]]) -> list[str]:
@@ -463,8 +517,10 @@ def _cycles(deps: Mapping[str, set[str]], stuck: set[str]) -> list[list[str]]:
 
 
 def topological_order(steps: Mapping[str, Any]) -> list[str]:
-    """The steps of a valid spec in dependency order, ties broken by step name."""
-    return _kahn(_dependencies(steps))
+    """The steps of a valid spec in dependency order, ties broken by step name (steps on a
+    cycle, which a valid spec has none of, come last by name rather than go missing)."""
+    order = _kahn(_dependencies(steps))
+    return order + sorted(set(steps) - set(order))
 
 
 # --- the whole resolution ---------------------------------------------------------------------

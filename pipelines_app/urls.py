@@ -8,7 +8,6 @@ app_name = "pipelines"
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("w/<slug:slug>/", views.workspace_home, name="workspace"),
     path("w/<slug:slug>/modules/<slug:name>/", views.module_detail, name="module"),
     path("w/<slug:slug>/modules/<slug:name>/diff/", views.module_diff, name="module_diff"),
     path(
@@ -17,16 +16,6 @@ urlpatterns = [
         name="module_version",
     ),
     path("w/<slug:slug>/pipelines/<slug:name>/", views.pipeline_detail, name="pipeline"),
-    path(
-        "w/<slug:slug>/pipelines/<slug:name>/<int:number>/",
-        views.pipeline_version_detail,
-        name="pipeline_version",
-    ),
-    path(
-        "w/<slug:slug>/pipelines/<slug:name>/<int:number>/run/",
-        views.pipeline_run,
-        name="pipeline_run",
-    ),
     path(
         "w/<slug:slug>/pipelines/<slug:name>/<int:number>/clone/",
         views.pipeline_clone,

@@ -14,45 +14,24 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
-from django.views.decorators.http import require_POST
 
 from pipelines_app import selectors
-from pipelines_app.errors import DomainError
-from pipelines_app.forms import RunForm, SpecForm
-from pipelines_app.models import PipelineVersion, Role
+from pipelines_app.diffs import files_diff
+from pipelines_app.forms import SpecForm
 from pipelines_app.services import pipeline_version_clone
-from pipelines_app.specs import effective_params, render_spec_yaml
-from runs_app.diffs import files_diff
-
-# The workspace home shows this many recent and active runs; the runs list shows the rest.
-RECENT_RUNS = 10
-ACTIVE_RUNS = 20
+from pipelines_app.specs import render_spec_yaml
+from workspaces.errors import DomainError
+from workspaces.models import Role
+from workspaces.selectors import workspaces_for_user
 
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    workspaces = list(selectors.workspaces_for_user(request.user))
+    workspaces = list(workspaces_for_user(request.user))
     # One workspace is the common case (a laptop install, a small team): skip the chooser.
     if len(workspaces) == 1:
-        return redirect("pipelines:workspace", slug=workspaces[0].slug)
+        return redirect("runs:workspace", slug=workspaces[0].slug)
     return TemplateResponse(request, "pipelines_app/home.html", {"workspaces": workspaces})
-
-
-@login_required
-def workspace_home(request: HttpRequest, slug: str) -> TemplateResponse:
-    workspace = selectors.get_workspace_for_user(request.user, slug)
-    runs = selectors.workspace_run_list(workspace)
-    context = {
-        "workspace": workspace,
-        "run_counts": selectors.workspace_run_counts(workspace),
-        "recent_runs": runs[:RECENT_RUNS],
-        "active_runs": runs.filter(status__in=selectors.ACTIVE_RUN_STATUSES)[:ACTIVE_RUNS],
-        "pipelines": selectors.pipeline_list(workspace),
-        "modules": selectors.module_list(workspace),
-        "datasets": selectors.dataset_list(workspace),
-    }
-    return TemplateResponse(request, "pipelines_app/workspace_home.html", context)
 
 
 @login_required
@@ -151,89 +130,6 @@ def pipeline_detail(request: HttpRequest, slug: str, name: str) -> TemplateRespo
 
 
 @login_required
-def pipeline_version_detail(
-    request: HttpRequest, slug: str, name: str, number: int
-) -> TemplateResponse:
-    version = selectors.get_pipeline_version_for_user(request.user, slug, name, number)
-    return _pipeline_version_page(request, version)
-
-
-def _pipeline_version_page(
-    request: HttpRequest, version: PipelineVersion, form: RunForm | None = None, status: int = 200
-) -> TemplateResponse:
-    from runs_app.selectors import run_graph
-
-    workspace = selectors.get_workspace_for_user(request.user, version.pipeline.workspace.slug)
-    step_rows = list(selectors.pipeline_step_list_with_interfaces(version))
-    steps = [
-        {
-            "step": step,
-            "params": _as_json(step.params),
-            "inputs": sorted((step.inputs or {}).items()),
-        }
-        for step in step_rows
-    ]
-    graph = run_graph(version.spec)
-    for node in graph["nodes"]:
-        if node["kind"] == "step":
-            module, _, module_number = node["module"].partition("@")
-            node["href"] = reverse(
-                "pipelines:module_version", args=[workspace.slug, module, int(module_number)]
-            )
-    can_edit = selectors.role_allows(workspace, Role.EDITOR)
-    context = {
-        "workspace": workspace,
-        "pipeline": version.pipeline,
-        "version": version,
-        "steps": steps,
-        "graph": graph,
-        "can_edit": can_edit,
-        "run_form": form or (RunForm(_form_steps(step_rows)) if can_edit else None),
-        "recent_runs": selectors.pipeline_version_runs(version)[:10],
-        # The text the user wrote; a version made from a resolved spec alone shows that.
-        "source": version.source or json.dumps(version.spec, indent=2, sort_keys=True),
-    }
-    return TemplateResponse(request, "pipelines_app/pipeline_version.html", context, status=status)
-
-
-def _form_steps(step_rows: list[Any]) -> list[dict[str, Any]]:
-    """Each step with its effective params (module defaults plus the version's own)."""
-    out = []
-    for step in step_rows:
-        try:
-            params = effective_params(step.module_version.interface or {}, step.params)
-        except DomainError:
-            params = dict(step.params or {})
-        out.append({"name": step.name, "params": params, "module": step.module_version.ref})
-    return out
-
-
-@login_required
-@require_POST
-def pipeline_run(request: HttpRequest, slug: str, name: str, number: int) -> HttpResponse:
-    """Start a run of this version with the form's param overrides (editors)."""
-    from runs_app import scheduler
-
-    version = selectors.get_pipeline_version_for_user(request.user, slug, name, number, Role.EDITOR)
-    step_rows = list(selectors.pipeline_step_list_with_interfaces(version))
-    form = RunForm(_form_steps(step_rows), request.POST)
-    if form.is_valid():
-        try:
-            run = scheduler.run_create(
-                version,
-                user=request.user,
-                param_overrides=form.overrides(),
-                reuse=form.cleaned_data.get("reuse", False),
-            )
-        except DomainError as error:
-            form.add_domain_errors(error.fields or {"non_field_errors": [error.message]})
-        else:
-            messages.success(request, f"Run {run.pk} started.")
-            return redirect("runs:detail", slug=slug, run_id=run.pk)
-    return _pipeline_version_page(request, version, form, status=400)
-
-
-@login_required
 def pipeline_clone(request: HttpRequest, slug: str, name: str, number: int) -> HttpResponse:
     """Clone a version and edit its spec; problems are shown next to the spec, by path."""
     version = selectors.get_pipeline_version_for_user(request.user, slug, name, number, Role.EDITOR)
@@ -256,9 +152,7 @@ def pipeline_clone(request: HttpRequest, slug: str, name: str, number: int) -> H
                     messages.info(request, f"No change: the spec is the same as {new.ref}.")
                 else:
                     messages.success(request, f"{new.ref} created from {version.ref}.")
-                return redirect(
-                    "pipelines:pipeline_version", slug=slug, name=name, number=new.number
-                )
+                return redirect("runs:pipeline_version", slug=slug, name=name, number=new.number)
     else:
         form = SpecForm(initial={"spec": render_spec_yaml(version.spec)})
     context = {
@@ -277,8 +171,8 @@ def interface_rows(interface: dict[str, Any]) -> dict[str, Any]:
     Defaults are shown as JSON so that `None`, `"None"` and `0` stay distinguishable.
     """
     params = []
-    for name, spec in (interface.get("params") or {}).items():
-        spec = spec if isinstance(spec, dict) else {"type": spec}
+    for name, declared in (interface.get("params") or {}).items():
+        spec = declared if isinstance(declared, dict) else {"type": declared}
         required = bool(spec.get("required", "default" not in spec))
         params.append(
             {

@@ -9,18 +9,16 @@ outputs, events and metrics are records of what happened: never added or edited 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat, truncatechars
 from django.utils import timezone
 
-from pipelines_app.admin import ImmutableMixin, ViewOnlyMixin, short_digest
+from artifacts.models import Artifact
 from runs_app.models import (
-    Artifact,
     Event,
     Metric,
     PipelineRun,
@@ -32,6 +30,39 @@ from runs_app.models import (
     SweepEvent,
     WorkerHeartbeat,
 )
+from workspaces.admin import ImmutableMixin, ViewOnlyMixin, short_digest
+from workspaces.conf import engine
+
+# Django's admin classes can't be subscripted at run time (only django-stubs-ext's monkeypatch
+# would allow it): the type checker sees each base with its model, the interpreter without.
+if TYPE_CHECKING:
+    _ArtifactAdminBase = admin.ModelAdmin[Artifact]
+    _SweepAdminBase = admin.ModelAdmin[Sweep]
+    _EventInlineBase = admin.TabularInline[Event, PipelineRun]
+    _StepRunInlineBase = admin.TabularInline[StepRun, PipelineRun]
+    _PipelineRunAdminBase = admin.ModelAdmin[PipelineRun]
+    _ArtifactLinkInlineBase = admin.TabularInline[StepInput | StepOutput, StepRun]
+    _StepRunAdminBase = admin.ModelAdmin[StepRun]
+    _StepInputAdminBase = admin.ModelAdmin[StepInput | StepOutput]
+    _EventAdminBase = admin.ModelAdmin[Event]
+    _SweepEventAdminBase = admin.ModelAdmin[SweepEvent]
+    _MetricAdminBase = admin.ModelAdmin[Metric]
+    _StepLogAdminBase = admin.ModelAdmin[StepLog]
+    _WorkerHeartbeatAdminBase = admin.ModelAdmin[WorkerHeartbeat]
+else:
+    _ArtifactAdminBase = admin.ModelAdmin
+    _SweepAdminBase = admin.ModelAdmin
+    _EventInlineBase = admin.TabularInline
+    _StepRunInlineBase = admin.TabularInline
+    _PipelineRunAdminBase = admin.ModelAdmin
+    _ArtifactLinkInlineBase = admin.TabularInline
+    _StepRunAdminBase = admin.ModelAdmin
+    _StepInputAdminBase = admin.ModelAdmin
+    _EventAdminBase = admin.ModelAdmin
+    _SweepEventAdminBase = admin.ModelAdmin
+    _MetricAdminBase = admin.ModelAdmin
+    _StepLogAdminBase = admin.ModelAdmin
+    _WorkerHeartbeatAdminBase = admin.ModelAdmin
 
 
 class IdSearchMixin:
@@ -52,12 +83,15 @@ class IdSearchMixin:
             for field in self.id_search_fields:
                 matches |= Q(**{field: int(term)})
             return queryset.filter(matches), False
-        return super().get_search_results(request, queryset, search_term)  # type: ignore[misc]
+        found: tuple[QuerySet[Any], bool] = super().get_search_results(  # type: ignore[misc]
+            request, queryset, search_term
+        )
+        return found
 
 
 # --- artifacts -------------------------------------------------------------------------------
 @admin.register(Artifact)
-class ArtifactAdmin(ViewOnlyMixin, admin.ModelAdmin):
+class ArtifactAdmin(ViewOnlyMixin, _ArtifactAdminBase):
     """Deletable: every reference to an artifact row is a PROTECT foreign key, so only an
     unreferenced row can go (its bytes stay in the store, shared by sha256)."""
 
@@ -79,7 +113,7 @@ class ArtifactAdmin(ViewOnlyMixin, admin.ModelAdmin):
 
 # --- sweeps ----------------------------------------------------------------------------------
 @admin.register(Sweep)
-class SweepAdmin(admin.ModelAdmin):
+class SweepAdmin(_SweepAdminBase):
     """Made and extended by the sweeps service (it expands the runs); only the name is edited."""
 
     list_display = ["name", "workspace", "base_version", "replicates", "run_count", "created_by"]
@@ -105,11 +139,12 @@ class SweepAdmin(admin.ModelAdmin):
 
     @admin.display(description="runs", ordering="run_count")
     def run_count(self, obj: Sweep) -> int:
-        return obj.run_count  # type: ignore[attr-defined]
+        count: int = obj.run_count  # type: ignore[attr-defined]
+        return count
 
 
 # --- runs --------------------------------------------------------------------------------------
-class EventInline(ImmutableMixin, admin.TabularInline):
+class EventInline(ImmutableMixin, _EventInlineBase):
     model = Event
     extra = 0
     fields = readonly_fields = (
@@ -126,7 +161,7 @@ class EventInline(ImmutableMixin, admin.TabularInline):
         return super().get_queryset(request).select_related("step")
 
 
-class StepRunInline(ImmutableMixin, admin.TabularInline):
+class StepRunInline(ImmutableMixin, _StepRunInlineBase):
     model = StepRun
     extra = 0
     show_change_link = True
@@ -146,7 +181,7 @@ class StepRunInline(ImmutableMixin, admin.TabularInline):
 
 
 @admin.register(PipelineRun)
-class PipelineRunAdmin(IdSearchMixin, ViewOnlyMixin, admin.ModelAdmin):
+class PipelineRunAdmin(IdSearchMixin, ViewOnlyMixin, _PipelineRunAdminBase):
     list_display = [
         "__str__",
         "workspace",
@@ -196,7 +231,7 @@ class PipelineRunAdmin(IdSearchMixin, ViewOnlyMixin, admin.ModelAdmin):
         return request.user.has_perm("runs_app.change_pipelinerun")
 
 
-class ArtifactLinkInline(ImmutableMixin, admin.TabularInline):
+class ArtifactLinkInline(ImmutableMixin, _ArtifactLinkInlineBase):
     """A step's inputs or outputs: a name and the artifact it names."""
 
     extra = 0
@@ -215,7 +250,7 @@ class StepOutputInline(ArtifactLinkInline):
 
 
 @admin.register(StepRun)
-class StepRunAdmin(IdSearchMixin, ImmutableMixin, admin.ModelAdmin):
+class StepRunAdmin(IdSearchMixin, ImmutableMixin, _StepRunAdminBase):
     """View-only; a step is deleted with its run, never on its own (the run would lie)."""
 
     id_search_fields = ("id", "run_id")
@@ -240,7 +275,7 @@ class StepRunAdmin(IdSearchMixin, ImmutableMixin, admin.ModelAdmin):
 
 
 @admin.register(StepInput)
-class StepInputAdmin(IdSearchMixin, ImmutableMixin, admin.ModelAdmin):
+class StepInputAdmin(IdSearchMixin, ImmutableMixin, _StepInputAdminBase):
     id_search_fields = ("step_id",)
     list_display = ["step", "name", "artifact"]
     search_fields = ["name", "^artifact__sha256"]
@@ -256,7 +291,7 @@ class StepOutputAdmin(StepInputAdmin):
 
 
 @admin.register(Event)
-class EventAdmin(IdSearchMixin, ImmutableMixin, admin.ModelAdmin):
+class EventAdmin(IdSearchMixin, ImmutableMixin, _EventAdminBase):
     """The audit trail: view-only and never deleted on its own."""
 
     id_search_fields = ("run_id",)
@@ -271,7 +306,7 @@ class EventAdmin(IdSearchMixin, ImmutableMixin, admin.ModelAdmin):
 
 
 @admin.register(SweepEvent)
-class SweepEventAdmin(ImmutableMixin, admin.ModelAdmin):
+class SweepEventAdmin(ImmutableMixin, _SweepEventAdminBase):
     """A sweep's audit trail (created, extended, canceled, promoted): view-only."""
 
     list_display = ["at", "sweep", "kind", "by"]
@@ -284,7 +319,7 @@ class SweepEventAdmin(ImmutableMixin, admin.ModelAdmin):
 
 
 @admin.register(Metric)
-class MetricAdmin(IdSearchMixin, ImmutableMixin, admin.ModelAdmin):
+class MetricAdmin(IdSearchMixin, ImmutableMixin, _MetricAdminBase):
     id_search_fields = ("step_id", "step__run_id")
     list_display = ["name", "value", "index", "step", "at"]
     search_fields = ["name"]
@@ -296,7 +331,7 @@ class MetricAdmin(IdSearchMixin, ImmutableMixin, admin.ModelAdmin):
 
 
 @admin.register(StepLog)
-class StepLogAdmin(IdSearchMixin, ViewOnlyMixin, admin.ModelAdmin):
+class StepLogAdmin(IdSearchMixin, ViewOnlyMixin, _StepLogAdminBase):
     """View-only; deletable, since old logs are the one thing worth freeing space from."""
 
     id_search_fields = ("step_id", "step__run_id")
@@ -312,7 +347,7 @@ class StepLogAdmin(IdSearchMixin, ViewOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(WorkerHeartbeat)
-class WorkerHeartbeatAdmin(ViewOnlyMixin, admin.ModelAdmin):
+class WorkerHeartbeatAdmin(ViewOnlyMixin, _WorkerHeartbeatAdminBase):
     """Written by the workers; a stale row may be deleted."""
 
     list_display = ["__str__", "runtime_short", "started_at", "last_seen", "alive"]
@@ -326,5 +361,5 @@ class WorkerHeartbeatAdmin(ViewOnlyMixin, admin.ModelAdmin):
     @admin.display(boolean=True, description="alive")
     def alive(self, obj: WorkerHeartbeat) -> bool:
         # The same freshness the reaper uses: seen within one lease.
-        lease = timedelta(seconds=settings.STEPWORKS["LEASE_S"])
+        lease = timedelta(seconds=engine().lease_s)
         return obj.last_seen >= timezone.now() - lease

@@ -1,9 +1,9 @@
 """Run-time REST API: runs, their steps, logs, metrics, artifacts, zips, lineage, compare.
 
-Follows the conventions in pipelines_app/api.py. Status changes go through
-runs_app.scheduler (start, cancel) and runs_app.services (rerun, clone); downloads, zips and
-lineage are the explorer's functions (runs_app.artifacts, runs_app.selectors), so a page and
-an endpoint answer alike.
+Follows the conventions in workspaces/api.py. Status changes go through runs_app.scheduler
+(start, cancel) and runs_app.services (rerun, clone); downloads, zips and lineage are the
+explorer's functions (artifacts.http, runs_app.downloads, runs_app.selectors), so a page
+and an endpoint answer alike.
 """
 
 from __future__ import annotations
@@ -27,20 +27,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from pipelines_app.api import (
-    MAX_INT,
-    ApiMixin,
-    JsonObjectField,
-    created_between,
-    workspace_of,
-)
-from pipelines_app.errors import DomainError
-from pipelines_app.models import PipelineVersion, Role, Workspace
+from artifacts.http import artifact_download_response
+from pipelines_app.models import PipelineVersion
 from pipelines_app.selectors import pipeline_version_by_ref
 from pipelines_app.serializers import ArtifactSerializer
 from runs_app import scheduler, selectors, services
-from runs_app.artifacts import artifact_download_response, run_zip_response
 from runs_app.diffs import run_diff
+from runs_app.downloads import run_zip_response
 from runs_app.models import (
     Event,
     Metric,
@@ -56,6 +49,9 @@ from runs_app.serializers import (
     RunStatusField,
     StepRunSerializer,
 )
+from workspaces.api import MAX_INT, ApiMixin, JsonObjectField, created_between, workspace_of
+from workspaces.errors import DomainError
+from workspaces.models import Role, Workspace
 
 PIPELINE_REF_RE = r"^[a-z0-9][a-z0-9_-]{0,99}(@(latest|[1-9][0-9]*))?$"
 
@@ -74,7 +70,7 @@ def pipeline_version_named(space: Workspace, ref: str) -> PipelineVersion:
         ) from None
 
 
-class IntFilter(filters.NumberFilter):
+class IntFilter(filters.NumberFilter):  # type: ignore[misc]
     """A whole number (NumberFilter takes decimals), within what a database column holds."""
 
     field_class = forms.IntegerField
@@ -106,7 +102,7 @@ def run_detail(run: PipelineRun) -> dict[str, Any]:
 # --- runs ----------------------------------------------------------------------------------
 
 
-class RunListApi(ApiMixin, generics.ListAPIView):
+class RunListApi(ApiMixin, generics.ListAPIView[PipelineRun]):
     """The workspace's runs, newest first, each with its steps counted by status."""
 
     queryset = PipelineRun.objects.none()
@@ -119,9 +115,10 @@ class RunListApi(ApiMixin, generics.ListAPIView):
 
         @extend_schema_field({"type": "object", "additionalProperties": {"type": "integer"}})
         def get_step_counts(self, obj: PipelineRun) -> dict[str, int]:
-            return self.context["step_counts"].get(obj.pk, {})
+            counts: dict[str, int] = self.context["step_counts"].get(obj.pk, {})
+            return counts
 
-    class FilterSet(filters.FilterSet):
+    class FilterSet(filters.FilterSet):  # type: ignore[misc]
         status = filters.MultipleChoiceFilter(choices=RunStatus.choices)
         pipeline = filters.CharFilter(field_name="pipeline_version__pipeline__name")
         version = IntFilter(field_name="pipeline_version__number")
@@ -149,7 +146,7 @@ class RunListApi(ApiMixin, generics.ListAPIView):
 class RunCreateApi(ApiMixin, APIView):
     """Start a run of a pipeline version, with param overrides and reuse on or off."""
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[Any]):
         pipeline = serializers.RegexField(
             PIPELINE_REF_RE, max_length=200, help_text="NAME, NAME@latest or NAME@N"
         )
@@ -202,7 +199,7 @@ class RunRerunApi(ApiMixin, APIView):
     """Run the same version with the same overrides again, reusing what succeeded; with
     `from_step`, that step and everything downstream of it run again."""
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[Any]):
         from_step = serializers.CharField(required=False, allow_null=True, max_length=100)
 
     @extend_schema(request=InputSerializer, responses={201: RunDetailSerializer})
@@ -225,7 +222,7 @@ class RunCloneApi(ApiMixin, APIView):
     """A run of the same pipeline with other module versions or params: `changes` make a
     new pipeline version (parent: the run's), `params` apply on top; the rest is reused."""
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[Any]):
         changes = JsonObjectField(
             required=False,
             default=dict,
@@ -249,19 +246,19 @@ class RunCloneApi(ApiMixin, APIView):
         return Response(run_detail(new), status=status.HTTP_201_CREATED)
 
 
-class RunEventListApi(ApiMixin, generics.ListAPIView):
+class RunEventListApi(ApiMixin, generics.ListAPIView[Event]):
     """A run's timeline: every status change of the run and its steps, oldest first."""
 
     queryset = Event.objects.none()
 
-    class OutputSerializer(serializers.ModelSerializer):
+    class OutputSerializer(serializers.ModelSerializer[Event]):
         step = serializers.CharField(source="step.name", allow_null=True, default=None)
 
         class Meta:
             model = Event
             fields = ["at", "step", "old_status", "new_status", "reason", "message", "attempt"]
 
-    class FilterSet(filters.FilterSet):
+    class FilterSet(filters.FilterSet):  # type: ignore[misc]
         step = filters.CharFilter(field_name="step__name")
 
         class Meta:
@@ -280,7 +277,7 @@ class RunLineageApi(ApiMixin, APIView):
     """The run's lineage graph: its steps, the artifacts they read and wrote, the steps they
     reused, the runs it was cloned or rerun from, its sweep."""
 
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         run = serializers.IntegerField()
         nodes = serializers.ListField(
             child=serializers.DictField(),
@@ -315,7 +312,7 @@ class RunOutputsZipApi(ApiMixin, APIView):
 
     content_negotiation_class = _AnyContent
 
-    class QuerySerializer(serializers.Serializer):
+    class QuerySerializer(serializers.Serializer[Any]):
         step = serializers.ListField(
             child=serializers.CharField(max_length=100),
             required=False,
@@ -344,12 +341,12 @@ class RunOutputsZipApi(ApiMixin, APIView):
 class RunCompareApi(ApiMixin, APIView):
     """Two runs side by side: step outcomes, module versions, params and metrics."""
 
-    class QuerySerializer(serializers.Serializer):
+    class QuerySerializer(serializers.Serializer[Any]):
         a = serializers.IntegerField(min_value=1, max_value=MAX_INT, help_text="A run id.")
         b = serializers.IntegerField(min_value=1, max_value=MAX_INT, help_text="Another run id.")
 
-    class OutputSerializer(serializers.Serializer):
-        class SideSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
+        class SideSerializer(serializers.Serializer[Any]):
             id = serializers.IntegerField()
             status = RunStatusField()
             pipeline = serializers.CharField()
@@ -357,7 +354,7 @@ class RunCompareApi(ApiMixin, APIView):
             param_overrides = serializers.JSONField()
             created_by = serializers.CharField(allow_null=True)
 
-        class StepRowSerializer(serializers.Serializer):
+        class StepRowSerializer(serializers.Serializer[Any]):
             name = serializers.CharField()
             a_status = serializers.CharField(allow_null=True)
             b_status = serializers.CharField(allow_null=True)
@@ -367,27 +364,27 @@ class RunCompareApi(ApiMixin, APIView):
             b_reused_from_run = serializers.IntegerField(allow_null=True)
             same_key = serializers.BooleanField()
 
-        class ModuleRowSerializer(serializers.Serializer):
+        class ModuleRowSerializer(serializers.Serializer[Any]):
             key = serializers.CharField(help_text="The step.")
             a = serializers.CharField(allow_null=True, help_text="name@N")
             b = serializers.CharField(allow_null=True)
             same = serializers.BooleanField()
             same_code = serializers.BooleanField()
 
-        class ParamRowSerializer(serializers.Serializer):
+        class ParamRowSerializer(serializers.Serializer[Any]):
             key = serializers.CharField(help_text="step.param")
             a = serializers.JSONField(allow_null=True)
             b = serializers.JSONField(allow_null=True)
             same = serializers.BooleanField()
 
-        class MetricRowSerializer(serializers.Serializer):
+        class MetricRowSerializer(serializers.Serializer[Any]):
             key = serializers.CharField(help_text="step.metric")
             a = serializers.FloatField(allow_null=True)
             b = serializers.FloatField(allow_null=True)
             same = serializers.BooleanField()
             delta = serializers.FloatField(allow_null=True, help_text="b - a")
 
-        class DifferencesSerializer(serializers.Serializer):
+        class DifferencesSerializer(serializers.Serializer[Any]):
             params = serializers.IntegerField()
             modules = serializers.IntegerField()
             metrics = serializers.IntegerField()
@@ -421,12 +418,12 @@ class StepDetailApi(ApiMixin, APIView):
     (with their artifacts), and why it was or was not reused."""
 
     class OutputSerializer(StepRunSerializer):
-        class InputRowSerializer(serializers.Serializer):
+        class InputRowSerializer(serializers.Serializer[Any]):
             name = serializers.CharField()
             binding = serializers.CharField(help_text="step.output or dataset:NAME@N")
             artifact = ArtifactSerializer(allow_null=True)
 
-        class ReuseSerializer(serializers.Serializer):
+        class ReuseSerializer(serializers.Serializer[Any]):
             reused = serializers.BooleanField()
             summary = serializers.CharField()
             compared_run = serializers.IntegerField(allow_null=True)
@@ -463,7 +460,7 @@ class StepLogApi(ApiMixin, APIView):
     """A step attempt's log from byte `offset`; poll again from `next_offset` to tail it
     (`complete` once the step has finished and everything was read)."""
 
-    class QuerySerializer(serializers.Serializer):
+    class QuerySerializer(serializers.Serializer[Any]):
         offset = serializers.IntegerField(
             required=False,
             default=None,
@@ -479,7 +476,7 @@ class StepLogApi(ApiMixin, APIView):
             help_text="Which attempt (default: the latest).",
         )
 
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         attempt = serializers.IntegerField()
         attempts = serializers.ListField(child=serializers.IntegerField())
         offset = serializers.IntegerField(help_text="Where `text` starts.")
@@ -513,18 +510,18 @@ class StepLogApi(ApiMixin, APIView):
 STEP_FINAL = (StepStatus.SUCCEEDED, StepStatus.REUSED, StepStatus.FAILED, StepStatus.CANCELED)
 
 
-class StepMetricListApi(ApiMixin, generics.ListAPIView):
+class StepMetricListApi(ApiMixin, generics.ListAPIView[Metric]):
     """A step's metric points in name and index order (`index` is a series' step number;
     null for a single value)."""
 
     queryset = Metric.objects.none()
 
-    class OutputSerializer(serializers.ModelSerializer):
+    class OutputSerializer(serializers.ModelSerializer[Metric]):
         class Meta:
             model = Metric
             fields = ["name", "value", "index", "at"]
 
-    class FilterSet(filters.FilterSet):
+    class FilterSet(filters.FilterSet):  # type: ignore[misc]
         name = filters.CharFilter()
 
         class Meta:
@@ -546,7 +543,7 @@ class StepMetricListApi(ApiMixin, generics.ListAPIView):
 class ArtifactDetailApi(ApiMixin, APIView):
     """An artifact by its sha256: size, media type, and which steps produced and read it."""
 
-    class UseSerializer(serializers.Serializer):
+    class UseSerializer(serializers.Serializer[Any]):
         run = serializers.IntegerField()
         step = serializers.CharField()
         name = serializers.CharField(help_text="The output's or input's name.")

@@ -9,4 +9,4 @@ class RunsAppConfig(AppConfig):
         # The scheduler sends its "step may be ready" hints through the broker side.
         from runs_app import dispatch, scheduler
 
-        scheduler.hints_connect(dispatch.send_steps)
+        scheduler.steps_queued.connect(dispatch.on_steps_queued, dispatch_uid="stepworks-hints")

@@ -11,15 +11,17 @@ declares: everything added here is extra keys, never changed ones).
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import math
 from collections.abc import Mapping
 from typing import Any
 
+from artifacts.models import Artifact
+from artifacts.previews import artifact_preview
+from artifacts.store import INLINE_IMAGE_TYPES, PARQUET_TYPE, artifact_open, media_base
+from pipelines_app.diffs import files_diff, text_diff
 from pipelines_app.models import ModuleVersion
-from runs_app import artifacts
-from runs_app.models import Artifact, Metric, PipelineRun, StepOutput, StepRun
+from runs_app.models import Metric, PipelineRun, StepOutput, StepRun
 
 
 def _number(value: Any) -> float | None:
@@ -140,7 +142,6 @@ def diff_runs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 # --- the graph, the code and the outputs (the sweeps issue) --------------------------------------
 
-MAX_DIFF_LINES = 2000  # per file or output: a diff longer than this is cut, and says so
 TEXT_DIFF_BYTES = 256 * 1024  # the head of a text or JSON output a text diff reads
 MAX_OUTPUT_PAIRS = 40  # outputs compared with their contents; the rest by digest only
 TEXT_TYPES = ("text/plain", "text/markdown", "text/x-python", "text/x-log")
@@ -180,47 +181,6 @@ def graph_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
         "changed": changed,
         "unchanged": unchanged,
     }
-
-
-def text_diff(
-    before: str | None, after: str | None, label_a: str, label_b: str, context: int = 3
-) -> dict[str, Any]:
-    """Pure: a unified diff as {"lines": [{"kind": add|del|hunk|same, "text"}], "truncated"}."""
-    diff = difflib.unified_diff(
-        (before or "").splitlines(),
-        (after or "").splitlines(),
-        label_a,
-        label_b,
-        n=context,
-        lineterm="",
-    )
-    lines: list[dict[str, str]] = []
-    truncated = False
-    for index, line in enumerate(diff):
-        if index < 2:
-            continue  # the ---/+++ header: the page names both sides itself
-        if len(lines) >= MAX_DIFF_LINES:
-            truncated = True
-            break
-        kind = {"+": "add", "-": "del", "@": "hunk"}.get(line[:1], "same")
-        lines.append({"kind": kind, "text": line})
-    return {"lines": lines, "truncated": truncated}
-
-
-def files_diff(
-    a_files: Mapping[str, str], b_files: Mapping[str, str], label_a: str, label_b: str
-) -> list[dict[str, Any]]:
-    """Pure: a unified diff per changed file of two module versions' `files`:
-    [{"path", "status": added|removed|changed, "lines", "truncated"}]."""
-    out = []
-    for path in sorted(set(a_files) | set(b_files)):
-        before, after = a_files.get(path), b_files.get(path)
-        if before == after:
-            continue
-        status = "added" if before is None else "removed" if after is None else "changed"
-        diff = text_diff(before, after, f"{label_a}/{path}", f"{label_b}/{path}")
-        out.append({"path": path, "status": status, **diff})
-    return out
 
 
 def code_diffs(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -279,11 +239,11 @@ def _artifact_side(artifact: Artifact | None) -> dict[str, Any] | None:
 def _text_of(artifact: Artifact) -> tuple[str, bool]:
     """The head of a text or JSON output as text (JSON pretty-printed with sorted keys, so a
     diff shows values, not formatting) and whether it was cut."""
-    with artifacts.artifact_open(artifact) as handle:
+    with artifact_open(artifact) as handle:
         data = handle.read(TEXT_DIFF_BYTES + 1)
     cut = len(data) > TEXT_DIFF_BYTES
     text = data[:TEXT_DIFF_BYTES].decode("utf-8", "replace")
-    if not cut and artifacts.media_base(artifact.media_type) in JSON_TYPES:
+    if not cut and media_base(artifact.media_type) in JSON_TYPES:
         with contextlib.suppress(ValueError):  # not JSON after all: diff the text as it is
             text = json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False)
     return text, cut
@@ -292,16 +252,16 @@ def _text_of(artifact: Artifact) -> tuple[str, bool]:
 def _compare_kind(a: Artifact | None, b: Artifact | None) -> str:
     """How two outputs are shown side by side: `text` (a diff), `table` (the heads),
     `image`, or `other` (links)."""
-    bases = {artifacts.media_base(x.media_type) for x in (a, b) if x is not None}
+    bases = {media_base(x.media_type) for x in (a, b) if x is not None}
     kinds = {x.kind for x in (a, b) if x is not None}
     if kinds != {"file"} or len(bases) != 1:
         return "other"
     base = bases.pop()
     if base in JSON_TYPES or base in TEXT_TYPES:
         return "text"
-    if base in (artifacts.PARQUET_TYPE, "text/csv", "text/tab-separated-values"):
+    if base in (PARQUET_TYPE, "text/csv", "text/tab-separated-values"):
         return "table"
-    if base in artifacts.INLINE_IMAGE_TYPES:
+    if base in INLINE_IMAGE_TYPES:
         return "image"
     return "other"
 
@@ -344,8 +304,8 @@ def _read_contents(
             pair["text_diff"] = text_diff(ta, tb, f"run {a_id}: {label}", f"run {b_id}: {label}")
             pair["text_diff"]["cut"] = cut_a or cut_b
         elif pair["show"] == "table":
-            pair["a_preview"] = artifacts.artifact_preview(xa) if xa is not None else None
-            pair["b_preview"] = artifacts.artifact_preview(xb) if xb is not None else None
+            pair["a_preview"] = artifact_preview(xa) if xa is not None else None
+            pair["b_preview"] = artifact_preview(xb) if xb is not None else None
     except (OSError, ValueError) as error:  # a missing or unreadable file never breaks a page
         pair["error"] = f"{type(error).__name__}: {error}"[:300]
 

@@ -15,11 +15,13 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
+from workspaces.conf import engine
+
 log = logging.getLogger(__name__)
 
 
 def send_steps(ids: list[int]) -> None:
-    """Hint that these steps may be ready (the scheduler calls this after commit)."""
+    """Hint that these steps may be ready."""
     if settings.BROKER_URL:
         from runs_app.tasks import execute_step
 
@@ -28,6 +30,11 @@ def send_steps(ids: list[int]) -> None:
     elif _embedded is not None:
         _embedded.send(ids)
     # else: embedded without workers in this process; the hosting process polls the rows.
+
+
+def on_steps_queued(sender: Any, step_ids: list[int], **kwargs: Any) -> None:
+    """The receiver of scheduler.steps_queued (sent after the queuing transaction commits)."""
+    send_steps(step_ids)
 
 
 class EmbeddedWorkers:
@@ -41,7 +48,7 @@ class EmbeddedWorkers:
         self.broker = dramatiq.get_broker()
         self.worker = dramatiq.Worker(
             self.broker,
-            worker_threads=threads or settings.STEPWORKS["EMBEDDED_WORKERS"],
+            worker_threads=threads or engine().embedded_workers,
             worker_timeout=100,
         )
         self.sent: dict[int, Any] = {}
@@ -84,7 +91,7 @@ class EmbeddedWorkers:
             execute_step.send(step_id)
 
     def _dispatch_loop(self) -> None:
-        while not self.stopping.wait(settings.STEPWORKS["EMBEDDED_POLL_S"]):
+        while not self.stopping.wait(engine().embedded_poll_s):
             try:
                 self.dispatch_queued()
             except Exception:

@@ -15,7 +15,7 @@ from pipelines_app.models import Pipeline
 from runs_app.models import PipelineRun, RunStatus
 
 
-class RunFilter(django_filters.FilterSet):
+class RunFilter(django_filters.FilterSet):  # type: ignore[misc]
     status = django_filters.MultipleChoiceFilter(
         choices=RunStatus.choices, widget=forms.CheckboxSelectMultiple
     )

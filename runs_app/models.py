@@ -1,7 +1,7 @@
-"""Run time: runs, step runs, their events, logs and metrics, artifacts, sweeps.
+"""Run time: runs, step runs, their events, logs and metrics, sweeps.
 
 Status fields are written by runs_app/scheduler.py alone, one conditional UPDATE per
-transition, each with an Event row. Artifacts are immutable.
+transition, each with an Event row.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from pipelines_app.models import ModuleVersion, PipelineVersion, Workspace
+from artifacts.models import Artifact
+from pipelines_app.models import ModuleVersion, PipelineVersion
+from workspaces.models import Workspace
 
 
 class RunStatus(models.TextChoices):
@@ -36,6 +38,8 @@ class StepStatus(models.TextChoices):
 
 
 STEP_TERMINAL = (StepStatus.SUCCEEDED, StepStatus.REUSED, StepStatus.FAILED, StepStatus.CANCELED)
+# A step a worker holds or waits on: neither terminal nor pending.
+STEP_IN_FLIGHT = (StepStatus.QUEUED, StepStatus.RUNNING, StepStatus.FOLLOWING)
 STEP_DONE_OK = (StepStatus.SUCCEEDED, StepStatus.REUSED)
 
 
@@ -52,39 +56,6 @@ class FailureReason(models.TextChoices):
     DEPENDENCY_FAILED = "dependency_failed", "An upstream step failed"
     RUNTIME_MISMATCH = "runtime_mismatch", "No worker has this step's runtime"
     INTERNAL_ERROR = "internal_error", "Internal error"
-
-
-class ArtifactKind(models.TextChoices):
-    FILE = "file", "File"
-    DIRECTORY = "directory", "Directory"
-
-
-class Artifact(models.Model):
-    """Content-addressed bytes. A directory's bytes are its JSON manifest of files.
-
-    The bytes are stored once per sha256 (storage name derives from it); the row is per
-    workspace, so every read stays scoped.
-    """
-
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="artifacts")
-    sha256 = models.CharField(max_length=64)
-    size = models.BigIntegerField()
-    media_type = models.CharField(max_length=100)
-    kind = models.CharField(max_length=10, choices=ArtifactKind.choices, default=ArtifactKind.FILE)
-    storage_name = models.CharField(max_length=300)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["workspace", "sha256", "media_type", "kind"], name="artifact_unique"
-            ),
-            models.CheckConstraint(condition=Q(size__gte=0), name="artifact_size_nonnegative"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.sha256[:12]} ({self.media_type})"
 
 
 class Sweep(models.Model):

@@ -17,22 +17,25 @@ import hashlib
 import json
 import logging
 import random
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 
-from django.conf import settings
 from django.db import IntegrityError, OperationalError, transaction
-from django.db.models import F, Q
+from django.db.models import F
+from django.dispatch import Signal
 from django.utils import timezone
 
-from pipelines_app.errors import DomainError
 from pipelines_app.models import DatasetVersion, PipelineVersion
-from pipelines_app.specs import effective_params
+from pipelines_app.specs import (
+    downstream_steps,
+    effective_params,
+    step_bindings,
+    topological_order,
+    upstream_steps,
+)
 from runs_app.executor.runtime import runtime_fingerprint
 from runs_app.models import (
     STEP_DONE_OK,
@@ -46,6 +49,8 @@ from runs_app.models import (
     StepRun,
     StepStatus,
 )
+from workspaces.conf import engine
+from workspaces.errors import DomainError
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +100,6 @@ RUN_TRANSITIONS = {
     "cancel": RUN_CANCEL,
 }
 
-IN_FLIGHT = (S.QUEUED, S.RUNNING, S.FOLLOWING)
-
 
 def _is_conflict(error: OperationalError) -> bool:
     """A deadlock or serialisation failure (Postgres) or a busy database (SQLite): the
@@ -136,10 +139,6 @@ def retry_on_conflict(func: Fn) -> Fn:
         raise AssertionError("unreachable")  # pragma: no cover
 
     return cast(Fn, wrapper)
-
-
-def _cfg(name: str) -> Any:
-    return settings.STEPWORKS[name]
 
 
 def _event(
@@ -224,55 +223,19 @@ def _run_move(
 
 
 # --- dispatch hints -------------------------------------------------------------------------
-def _no_hints(step_ids: list[int]) -> None:
-    """Until a process connects its broker side, hints go nowhere: the rows are the truth
-    and the reaper (or the embedded dispatcher) finds queued steps without them."""
-
-
-# Where "these steps may be ready" goes. RunsAppConfig.ready connects runs_app.dispatch,
-# so the state machine knows no broker and imports nothing that imports it back.
-_send_hints: Callable[[list[int]], None] = _no_hints
-
-
-def hints_connect(send: Callable[[list[int]], None]) -> None:
-    global _send_hints
-    _send_hints = send
-
-
-@dataclass
-class Kept:
-    step_id: int | None = None
-
-
-_local = threading.local()
-
-
-@contextmanager
-def keep_one() -> Iterator[Kept]:
-    """While active, the first step this thread would hint is kept for it to run itself: a
-    worker that just finished a step claims one ready successor with its inputs on hand and
-    its zygote warm, so a chain of short steps costs no broker round trip per step."""
-    kept = Kept()
-    _local.kept = kept
-    try:
-        yield kept
-    finally:
-        _local.kept = None
+# "These steps may be ready" goes out as a signal after the transaction that queued them
+# commits. runs_app.dispatch receives it (connected in RunsAppConfig.ready) and talks to the
+# broker, so the state machine knows no broker. Without a receiver the hints go nowhere, and
+# nothing is lost: the rows are the truth, and the reaper (or the embedded dispatcher) finds
+# queued steps without them.
+steps_queued = Signal()  # send(sender, step_ids=[...])
 
 
 def _dispatch(step_ids: Iterable[int]) -> None:
-    """Say "these steps may be ready" once the transaction that queued them commits."""
+    """Hint these steps once the transaction that queued them commits."""
     ids = list(step_ids)
     if ids:
-        transaction.on_commit(lambda: _hint(ids))
-
-
-def _hint(ids: list[int]) -> None:
-    kept: Kept | None = getattr(_local, "kept", None)
-    if kept is not None and kept.step_id is None:
-        kept.step_id = ids.pop(0)
-    if ids:
-        _send_hints(ids)
+        transaction.on_commit(functools.partial(steps_queued.send, __name__, step_ids=ids))
 
 
 # --- starting a run -------------------------------------------------------------------------
@@ -327,7 +290,7 @@ def run_create(
             problems.update(error.fields)
     if problems:
         raise DomainError("invalid_params", "Some parameter overrides are not valid.", problems)
-    forced = _downstream(version.spec["steps"], set(force_steps))
+    forced = downstream_steps(version.spec["steps"], set(force_steps))
     unknown = set(force_steps) - {s.name for s in steps}
     if unknown:
         raise DomainError(
@@ -354,8 +317,8 @@ def run_create(
                 module_version=step.module_version,
                 params=step_params[step.name],
                 reuse_allowed=reuse and step.name not in forced,
-                max_attempts=_cfg("MAX_ATTEMPTS"),
-                timeout_s=_cfg("STEP_TIMEOUT_S"),
+                max_attempts=engine().max_attempts,
+                timeout_s=engine().step_timeout_s,
             )
             for step in steps
         )
@@ -364,32 +327,19 @@ def run_create(
     return run
 
 
-def _downstream(spec_steps: dict[str, Any], roots: set[str]) -> set[str]:
-    """The given steps and every step that consumes them, transitively."""
-    result = set(roots)
-    changed = True
-    while changed:
-        changed = False
-        for name, step in spec_steps.items():
-            if name in result:
-                continue
-            for binding in step.get("inputs", {}).values():
-                if not str(binding).startswith("dataset:") and binding.split(".")[0] in result:
-                    result.add(name)
-                    changed = True
-                    break
-    return result
-
-
 # --- advancing ------------------------------------------------------------------------------
 @retry_on_conflict
-def run_advance(run_id: int) -> None:
-    """Move every step of the run that can move; finish the run when all steps are done."""
+def run_advance(run_id: int, *, keep: bool = False) -> list[int]:
+    """Move every step of the run that can move; finish the run when all steps are done.
+
+    Returns the steps it queued. Each is hinted to the workers after commit, except, with
+    `keep`, the first: the caller (a worker that just finished a step) runs that one itself.
+    """
     with transaction.atomic():
-        _advance_run_id(run_id)
+        return _advance_run_id(run_id, keep)
 
 
-def _advance_run_id(run_id: int) -> None:
+def _advance_run_id(run_id: int, keep: bool) -> list[int]:
     # The version comes with the run: its spec is read on every advance.
     run = (
         PipelineRun.objects.select_for_update(of=("self",))
@@ -398,31 +348,15 @@ def _advance_run_id(run_id: int) -> None:
         .first()
     )
     if run is None or run.status != R.RUNNING:
-        return
-    _advance_locked(run)
+        return []
+    return _advance_locked(run, keep)
 
 
-def _topological(spec_steps: dict[str, Any]) -> list[str]:
-    """Step names, upstream before downstream (ties in spec order)."""
-    order: list[str] = []
-    placed: set[str] = set()
-    while len(order) < len(spec_steps):
-        progressed = False
-        for name, spec in spec_steps.items():
-            if name not in placed and all(u in placed for u in _upstream(spec)):
-                order.append(name)
-                placed.add(name)
-                progressed = True
-        if not progressed:  # a cycle the spec check missed: keep the rest in spec order
-            order += [n for n in spec_steps if n not in placed]
-            break
-    return order
-
-
-def _advance_locked(run: PipelineRun) -> None:
+def _advance_locked(run: PipelineRun, keep: bool = False) -> list[int]:
     spec_steps = run.pipeline_version.spec["steps"]
-    order = _topological(spec_steps)  # upstream first: one pass sees its own moves
+    order = topological_order(spec_steps)  # upstream first: one pass sees its own moves
     pinned: set[int] = set()
+    queued: list[int] = []
     while True:
         steps = {
             s.name: s
@@ -435,13 +369,12 @@ def _advance_locked(run: PipelineRun) -> None:
             )
         }
         outputs = _outputs_by_step([s.pk for s in steps.values() if s.status in STEP_DONE_OK])
-        to_dispatch: list[int] = []
         retry = False
         for name in order:
             step = steps[name]
             if step.status != S.PENDING:
                 continue
-            upstream = _upstream(spec_steps[name])
+            upstream = upstream_steps(spec_steps[name])
             states = [steps[u].status for u in upstream]
             if run.cancel_requested or any(st == S.CANCELED for st in states):
                 _step_move(step, STEP_CANCEL, finished_at=timezone.now())
@@ -474,23 +407,14 @@ def _advance_locked(run: PipelineRun) -> None:
                 outputs[step.pk] = reused  # downstream steps in this pass read them
                 continue
             if _try_queue(step):
-                to_dispatch.append(step.pk)
+                queued.append(step.pk)
             elif step.status == S.PENDING:
                 retry = True  # its leader finished meanwhile, or it should reuse: again
-        _dispatch(to_dispatch)
         if not retry:
             break
+    _dispatch(queued[1:] if keep else queued)
     _finish_if_done(run, steps)
-
-
-def _upstream(spec_step: dict[str, Any]) -> list[str]:
-    names = []
-    for binding in spec_step.get("inputs", {}).values():
-        if not str(binding).startswith("dataset:"):
-            upstream = binding.split(".")[0]
-            if upstream not in names:
-                names.append(upstream)
-    return names
+    return queued
 
 
 def _outputs_by_step(step_ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -508,13 +432,14 @@ def _resolve_inputs(
 ) -> dict[str, Any] | None:
     """{input name: Artifact} for a ready step; None when a bound output is missing."""
     resolved: dict[str, Any] = {}
-    for input_name, binding in spec_step.get("inputs", {}).items():
-        if str(binding).startswith("dataset:"):
-            name, _, number = binding.removeprefix("dataset:").rpartition("@")
+    for input_name, binding in step_bindings(spec_step).items():
+        if binding.is_dataset:
             dataset_version = (
                 DatasetVersion.objects.select_related("artifact")
                 .filter(
-                    dataset__workspace_id=run.workspace_id, dataset__name=name, number=int(number)
+                    dataset__workspace_id=run.workspace_id,
+                    dataset__name=binding.dataset,
+                    number=int(binding.number),
                 )
                 .first()
             )
@@ -522,8 +447,7 @@ def _resolve_inputs(
                 return None
             resolved[input_name] = dataset_version.artifact
         else:
-            step_name, _, output_name = binding.partition(".")
-            artifact = outputs.get(steps[step_name].pk, {}).get(output_name)
+            artifact = outputs.get(steps[binding.step].pk, {}).get(binding.output)
             if artifact is None:
                 return None
             resolved[input_name] = artifact
@@ -716,7 +640,7 @@ def step_claim(step_id: int, worker: str, runtime: str | None = None) -> StepRun
                 attempt=F("attempt") + 1,
                 worker=worker,
                 started_at=now,
-                lease_expires_at=now + timedelta(seconds=_cfg("LEASE_S")),
+                lease_expires_at=now + timedelta(seconds=engine().lease_s),
             )
             == 1
         )
@@ -737,18 +661,40 @@ def step_claim(step_id: int, worker: str, runtime: str | None = None) -> StepRun
     return step
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """What a worker's report did: whether it counted (a stale or duplicate attempt does not;
+    the object is truthy when it did), and the steps the run's advance then queued."""
+
+    moved: bool
+    queued: tuple[int, ...] = ()
+
+    def __bool__(self) -> bool:
+        return self.moved
+
+
 @retry_on_conflict
-def step_succeed(step: StepRun, attempt: int, outputs: dict[str, Any], metrics: list[Any]) -> bool:
+def step_succeed(
+    step: StepRun,
+    attempt: int,
+    outputs: dict[str, Any],
+    metrics: list[Any],
+    *,
+    keep: bool = False,
+) -> Recorded:
     """Record a finished attempt's outputs; a stale or duplicate attempt changes nothing.
 
     The run advances in a transaction of its own after this one commits, under the run's
-    lock: two branches finishing at once then see each other's success (the join).
+    lock: two branches finishing at once then see each other's success (the join). With
+    `keep`, the first step that advance queues is not hinted: it is `queued[0]`, for the
+    reporting worker to run itself with its inputs on hand and its zygote warm, so a chain of
+    short steps costs no broker round trip per step.
     """
     from runs_app.models import Metric
 
     with transaction.atomic():
         if not _step_move(step, STEP_SUCCEED, attempt=attempt, finished_at=timezone.now()):
-            return False
+            return Recorded(False)
         StepOutput.objects.bulk_create(
             StepOutput(step=step, name=name, artifact=artifact)
             for name, artifact in outputs.items()
@@ -757,8 +703,9 @@ def step_succeed(step: StepRun, attempt: int, outputs: dict[str, Any], metrics: 
             Metric(step=step, name=m.name, value=m.value, index=m.step) for m in metrics
         )
         follower_runs = _release_followers(step, succeeded=True, outputs=outputs)
-    _advance_runs([step.run_id, *follower_runs])
-    return True
+    queued = run_advance(step.run_id, keep=keep)
+    _advance_runs(run_id for run_id in follower_runs if run_id != step.run_id)
+    return Recorded(True, tuple(queued))
 
 
 @retry_on_conflict
@@ -887,146 +834,77 @@ def run_cancel(run_id: int, by: Any = None) -> bool:
     return True
 
 
-# --- the reaper -----------------------------------------------------------------------------
-def reap(now: Any = None) -> dict[str, int]:
-    """Recover what a dead worker or a lost message left behind; never depends on the broker.
-
-    - running steps whose lease expired: requeued while attempts remain, else failed with
-      worker_lost_repeatedly (a killed worker counts as an attempt);
-    - queued steps nobody claimed for a lease: dispatched again (duplicates claim nothing);
-    - running runs with no step in flight: advanced (a crash between a step's end and the
-      run's advance).
-    """
-    now = now or timezone.now()
-    counts = {"requeued": 0, "failed": 0, "redispatched": 0, "released": 0, "advanced": 0}
-    counts["orphans"] = _collect_orphans()
-    expired = StepRun.objects.filter(status=S.RUNNING, lease_expires_at__lt=now)
-    for step in expired:
-        with transaction.atomic():
-            if step.cancel_requested:
-                moved = _step_move(
-                    step,
-                    STEP_CANCEL_RUNNING,
-                    attempt=step.attempt,
-                    message="canceled; its worker stopped answering",
-                    finished_at=now,
-                )
-                succeeded = False
-            elif step.attempt < step.max_attempts:
-                moved = _step_move(
-                    step,
-                    STEP_REQUEUE,
-                    attempt=step.attempt,
-                    reason=FailureReason.WORKER_LOST,
-                    message=f"lease of {step.worker} expired; retrying",
-                    queued_at=now,
-                    lease_expires_at=None,
-                )
-                if moved:
-                    _dispatch([step.pk])
-                    counts["requeued"] += 1
-                continue
-            else:
-                moved = _step_move(
-                    step,
-                    STEP_FAIL,
-                    attempt=step.attempt,
-                    reason=FailureReason.WORKER_LOST_REPEATEDLY,
-                    message=f"worker lost on all {step.attempt} attempts",
-                    finished_at=now,
-                )
-                succeeded = False
-            if moved:
-                counts["failed"] += 1
-                follower_runs = _release_followers(step, succeeded=succeeded)
-                run_ids = [step.run_id, *follower_runs]
-                transaction.on_commit(functools.partial(_advance_runs, run_ids))
-    counts["runtime_mismatch"] = _fail_unclaimable(now)  # before the redispatch renews them
-    stale = now - timedelta(seconds=_cfg("LEASE_S"))
-    lost = list(
-        StepRun.objects.filter(status=S.QUEUED, queued_at__lt=stale).values_list("pk", flat=True)
-    )
-    if lost:
-        StepRun.objects.filter(pk__in=lost, status=S.QUEUED).update(queued_at=now)
-        with transaction.atomic():
-            _dispatch(lost)
-        counts["redispatched"] = len(lost)
-    orphans = StepRun.objects.filter(status=S.FOLLOWING, following__status__in=STEP_TERMINAL)
-    for leader_id in set(orphans.values_list("following_id", flat=True)):
-        # Belt and braces: a leader's terminal transition releases its followers; this
-        # releases any it missed, so no run waits on a finished leader.
-        with transaction.atomic():
-            leader = StepRun.objects.get(pk=leader_id)
-            run_ids = [
-                leader.run_id,
-                *_release_followers(leader, succeeded=leader.status == S.SUCCEEDED),
-            ]
-            transaction.on_commit(functools.partial(_advance_runs, run_ids))
-            counts["released"] += len(run_ids) - 1
-    idle_runs = PipelineRun.objects.filter(status=R.RUNNING).exclude(Q(steps__status__in=IN_FLIGHT))
-    for run_id in idle_runs.values_list("pk", flat=True).distinct():
-        run_advance(run_id)
-        counts["advanced"] += 1
-    return counts
-
-
-_orphans_swept_at: float | None = None
-ORPHAN_SWEEP_EVERY_S = 3600.0
-
-
-def _collect_orphans() -> int:
-    """Temp files a crashed artifact writer left behind (filesystem storage only), looked
-    for once an hour per process: it walks the whole store."""
-    import time
-
-    from runs_app.artifacts import artifact_storage
-
-    global _orphans_swept_at
-    if (
-        _orphans_swept_at is not None
-        and time.monotonic() - _orphans_swept_at < ORPHAN_SWEEP_EVERY_S
-    ):
-        return 0
-    _orphans_swept_at = time.monotonic()
-    storage = artifact_storage()
-    collect = getattr(storage, "collect_orphans", None)
-    return collect() if collect is not None else 0
-
-
-def _fail_unclaimable(now: Any) -> int:
-    """Fail queued steps that no live worker's runtime can take (after a lease of grace)."""
-    from runs_app.models import WorkerHeartbeat
-
-    fresh = now - timedelta(seconds=3 * _cfg("HEARTBEAT_S"))
-    runtimes = set(
-        WorkerHeartbeat.objects.filter(last_seen__gte=fresh).values_list("runtime", flat=True)
-    )
-    if not runtimes:
-        return 0  # nobody is alive to judge; the steps wait for a worker
-    stale = now - timedelta(seconds=_cfg("LEASE_S"))
-    failed = 0
-    for step in StepRun.objects.filter(status=S.QUEUED, queued_at__lt=stale):
-        runtime = step.key_parts.get("runtime")
-        if runtime is None or runtime in runtimes:
-            continue
-        with transaction.atomic():
-            if _step_move(
+# --- recovery (runs_app/reaper.py finds what needs it) ---------------------------------------
+@retry_on_conflict
+def step_lease_lost(step: StepRun, now: Any) -> str | None:
+    """A running step's lease expired (its worker died or stopped answering): canceled if a
+    cancel was asked, requeued while attempts remain (a killed worker counts as an attempt),
+    else failed with worker_lost_repeatedly. Returns "requeued", "failed" or None (it had
+    moved on already)."""
+    with transaction.atomic():
+        if step.cancel_requested:
+            moved = _step_move(
                 step,
-                STEP_FAIL_UNSTARTED,
-                reason=FailureReason.RUNTIME_MISMATCH,
-                message=f"no live worker has runtime {runtime[:12]}",
+                STEP_CANCEL_RUNNING,
+                attempt=step.attempt,
+                message="canceled; its worker stopped answering",
                 finished_at=now,
+            )
+        elif step.attempt < step.max_attempts:
+            if not _step_move(
+                step,
+                STEP_REQUEUE,
+                attempt=step.attempt,
+                reason=FailureReason.WORKER_LOST,
+                message=f"lease of {step.worker} expired; retrying",
+                queued_at=now,
+                lease_expires_at=None,
             ):
-                failed += 1
-                run_ids = [step.run_id, *_release_followers(step, succeeded=False)]
-                transaction.on_commit(functools.partial(_advance_runs, run_ids))
-    return failed
+                return None
+            _dispatch([step.pk])
+            return "requeued"
+        else:
+            moved = _step_move(
+                step,
+                STEP_FAIL,
+                attempt=step.attempt,
+                reason=FailureReason.WORKER_LOST_REPEATEDLY,
+                message=f"worker lost on all {step.attempt} attempts",
+                finished_at=now,
+            )
+        if not moved:
+            return None
+        _after_step_terminal(step)
+    return "failed"
 
 
-def leases_renew(worker: str, now: Any = None) -> list[tuple[int, int]]:
-    """One UPDATE renews every running attempt of `worker`; returns (step, attempt) pairs
-    whose cancel was requested, so the worker can kill them."""
-    now = now or timezone.now()
-    running = StepRun.objects.filter(worker=worker, status=S.RUNNING)
-    running.update(lease_expires_at=now + timedelta(seconds=_cfg("LEASE_S")))
-    return list(running.filter(cancel_requested=True).values_list("pk", "attempt"))
+def step_unclaimable(step: StepRun, runtime: str, now: Any) -> bool:
+    """Fail a queued step no live worker's runtime can take."""
+    with transaction.atomic():
+        if not _step_move(
+            step,
+            STEP_FAIL_UNSTARTED,
+            reason=FailureReason.RUNTIME_MISMATCH,
+            message=f"no live worker has runtime {runtime[:12]}",
+            finished_at=now,
+        ):
+            return False
+        _after_step_terminal(step)
+    return True
+
+
+def steps_redispatch(step_ids: list[int], now: Any) -> None:
+    """Hint queued steps again (a lost message); a duplicate hint claims nothing."""
+    StepRun.objects.filter(pk__in=step_ids, status=S.QUEUED).update(queued_at=now)
+    with transaction.atomic():
+        _dispatch(step_ids)
+
+
+def followers_release(leader_id: int) -> int:
+    """Release the followers a finished leader left waiting; returns how many runs moved."""
+    with transaction.atomic():
+        leader = StepRun.objects.get(pk=leader_id)
+        follower_runs = _release_followers(leader, succeeded=leader.status == S.SUCCEEDED)
+        run_ids = [leader.run_id, *follower_runs]
+        transaction.on_commit(functools.partial(_advance_runs, run_ids))
+    return len(follower_runs)

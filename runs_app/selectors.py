@@ -7,30 +7,35 @@ import json
 import re
 from typing import Any
 
-from django.db.models import Count, Prefetch, QuerySet, Subquery
+from django.db.models import Count, Prefetch, Q, QuerySet, Subquery
 from django.http import Http404
 
-from pipelines_app.selectors import get_workspace_for_user, one_or_404
+from artifacts.models import Artifact
+from pipelines_app.models import PipelineVersion
+from pipelines_app.specs import step_bindings
 from runs_app.models import (
     RUN_TERMINAL,
-    Artifact,
     Metric,
     PipelineRun,
+    RunStatus,
     StepInput,
     StepLog,
     StepOutput,
     StepRun,
     StepStatus,
 )
+from workspaces.models import Role, Workspace
+from workspaces.selectors import scoped_or_404
 
 
-def get_run_for_user(user: Any, slug: str, run_id: int, role: str = "viewer") -> PipelineRun:
-    workspace = get_workspace_for_user(user, slug, role)
-    return one_or_404(
-        PipelineRun.objects.select_related("pipeline_version__pipeline", "workspace").filter(
-            workspace=workspace, pk=run_id
-        ),
+def get_run_for_user(user: Any, slug: str, run_id: int, role: str = Role.VIEWER) -> PipelineRun:
+    return scoped_or_404(
+        PipelineRun.objects.select_related("pipeline_version__pipeline"),
+        user,
+        slug,
         "run",
+        role=role,
+        pk=run_id,
     )
 
 
@@ -70,33 +75,33 @@ LOG_SEARCH_MAX_MATCHES = 1000
 
 
 def get_step_for_user(
-    user: Any, slug: str, run_id: int, name: str, role: str = "viewer"
+    user: Any, slug: str, run_id: int, name: str, role: str = Role.VIEWER
 ) -> StepRun:
     """Step `name` of run `run_id` in workspace `slug`; 404 for anything of another one."""
-    workspace = get_workspace_for_user(user, slug, role)
-    return one_or_404(
+    return scoped_or_404(
         StepRun.objects.select_related(
             "run__pipeline_version__pipeline",
-            "run__workspace",
             "module_version__module",
             "reused_from__module_version__module",
             "following",
-        ).filter(workspace=workspace, run_id=run_id, name=name),
+        ),
+        user,
+        slug,
         "step",
+        role=role,
+        workspace_path="run__workspace",
+        run_id=run_id,
+        name=name,
     )
 
 
-def get_artifact_for_user(user: Any, slug: str, sha256: str, role: str = "viewer") -> Artifact:
+def get_artifact_for_user(user: Any, slug: str, sha256: str, role: str = Role.VIEWER) -> Artifact:
     """The artifact with this digest in workspace `slug`; a digest of another workspace, or
     anything that is not a lowercase hex sha256, is a 404 (it never reaches storage)."""
-    workspace = get_workspace_for_user(user, slug, role)
     if not isinstance(sha256, str) or not SHA256_PATTERN.match(sha256):
         raise Http404("No such artifact.")
-    return one_or_404(
-        Artifact.objects.select_related("workspace")
-        .filter(workspace=workspace, sha256=sha256)
-        .order_by("pk"),
-        "artifact",
+    return scoped_or_404(
+        Artifact.objects.order_by("pk"), user, slug, "artifact", role=role, sha256=sha256
     )
 
 
@@ -108,14 +113,6 @@ def run_step_list(run: PipelineRun) -> list[StepRun]:
         .defer("module_version__files", "module_version__interface", "key_parts")
         .order_by("position")
     )
-
-
-def _binding_source(binding: str) -> tuple[str, str] | None:
-    """`step.output` -> (step, output); a dataset binding -> None."""
-    if str(binding).startswith("dataset:"):
-        return None
-    step, _, output = str(binding).partition(".")
-    return step, output
 
 
 def run_graph(spec: dict[str, Any], steps: list[StepRun] | None = None) -> dict[str, Any]:
@@ -136,17 +133,14 @@ def run_graph(spec: dict[str, Any], steps: list[StepRun] | None = None) -> dict[
             duration = step.duration_s
             node["duration_s"] = round(duration, 3) if duration is not None else None
         nodes.append(node)
-        for input_name, binding in sorted(spec_step.get("inputs", {}).items()):
-            source = _binding_source(binding)
-            if source is None:
-                dataset_id = datasets.setdefault(binding, f"dataset-{len(datasets)}")
+        for input_name, binding in sorted(step_bindings(spec_step).items()):
+            if binding.is_dataset:
+                dataset_id = datasets.setdefault(binding.dataset_ref, f"dataset-{len(datasets)}")
                 edges.append({"source": dataset_id, "target": name, "label": input_name})
             else:
-                edges.append(
-                    {"source": source[0], "target": name, "label": f"{source[1]} → {input_name}"}
-                )
-    for binding, dataset_id in datasets.items():
-        label = binding.removeprefix("dataset:")
+                label = f"{binding.output} → {input_name}"
+                edges.append({"source": binding.step, "target": name, "label": label})
+    for label, dataset_id in datasets.items():
         nodes.append({"id": dataset_id, "kind": "dataset", "label": label})
     return {"nodes": nodes, "edges": edges}
 
@@ -159,32 +153,29 @@ def step_io(step: StepRun) -> dict[str, Any]:
     """A step's inputs (with the step and output that produced each, or its dataset) and
     outputs (with the steps of the run that consume each), artifacts included."""
     spec_steps = step.run.pipeline_version.spec.get("steps", {})
-    bindings = spec_steps.get(step.name, {}).get("inputs", {})
+    bindings = step_bindings(spec_steps.get(step.name, {}))
     pinned = {
         i.name: i.artifact for i in StepInput.objects.filter(step=step).select_related("artifact")
     }
     inputs = []
     for name in sorted(set(bindings) | set(pinned)):
-        binding = bindings.get(name, "")
-        source = _binding_source(binding) if binding else None
+        binding = bindings.get(name)
+        producer = binding if binding is not None and not binding.is_dataset else None
         inputs.append(
             {
                 "name": name,
-                "binding": binding,
-                "producer_step": source[0] if source else None,
-                "producer_output": source[1] if source else None,
-                "dataset": binding.removeprefix("dataset:")
-                if binding.startswith("dataset:")
-                else None,
+                "binding": binding.text if binding is not None else "",
+                "producer_step": producer.step if producer else None,
+                "producer_output": producer.output if producer else None,
+                "dataset": binding.dataset_ref if binding and binding.is_dataset else None,
                 "artifact": pinned.get(name),
             }
         )
     consumers: dict[str, list[tuple[str, str]]] = {}
     for other, spec_step in spec_steps.items():
-        for input_name, binding in spec_step.get("inputs", {}).items():
-            source = _binding_source(binding)
-            if source and source[0] == step.name:
-                consumers.setdefault(source[1], []).append((other, input_name))
+        for input_name, binding in step_bindings(spec_step).items():
+            if not binding.is_dataset and binding.step == step.name:
+                consumers.setdefault(binding.output, []).append((other, input_name))
     outputs = [
         {
             "name": out.name,
@@ -750,4 +741,37 @@ def workspace_metric_names(
         .order_by("name")
         .values_list("name", flat=True)
         .distinct()[:limit]
+    )
+
+
+# --- runs on the design-time pages -----------------------------------------------------------
+
+# "Running now" on the workspace home: runs not yet finished.
+ACTIVE_RUN_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING)
+
+
+def workspace_run_list(workspace: Workspace) -> QuerySet[PipelineRun]:
+    """The workspace's runs, newest first (index run_recent_idx), with what a row shows."""
+    return (
+        PipelineRun.objects.filter(workspace=workspace)
+        .select_related("pipeline_version__pipeline", "created_by")
+        .defer("pipeline_version__spec", "pipeline_version__source")
+        .order_by("-created_at", "-id")
+    )
+
+
+def workspace_run_counts(workspace: Workspace) -> dict[str, int]:
+    """{"total": runs, "active": runs pending or running}, in one query."""
+    return PipelineRun.objects.filter(workspace=workspace).aggregate(
+        total=Count("id"),
+        active=Count("id", filter=Q(status__in=ACTIVE_RUN_STATUSES)),
+    )
+
+
+def pipeline_version_runs(version: PipelineVersion) -> QuerySet[PipelineRun]:
+    """The runs of one pipeline version, newest first."""
+    return (
+        PipelineRun.objects.filter(pipeline_version=version)
+        .select_related("created_by")
+        .order_by("-created_at", "-id")
     )

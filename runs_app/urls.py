@@ -7,7 +7,8 @@ path-like from a URL reaches a view, let alone the filesystem.
 
 from django.urls import path, register_converter
 
-from runs_app import sweep_views, views
+from runs_app import pipeline_views, views
+from runs_app.sweeps import views as sweep_views
 
 
 class Sha256Converter:
@@ -29,7 +30,12 @@ step = run + "steps/<slug:name>/"
 artifact = "w/<slug:slug>/artifacts/<sha256:sha256>/"
 sweep = "w/<slug:slug>/sweeps/<int:sweep_id>/"
 
+version = "w/<slug:slug>/pipelines/<slug:name>/<int:number>/"
+
 urlpatterns = [
+    path("w/<slug:slug>/", pipeline_views.workspace_home, name="workspace"),
+    path(version, pipeline_views.pipeline_version_detail, name="pipeline_version"),
+    path(version + "run/", pipeline_views.pipeline_run, name="pipeline_run"),
     path("w/<slug:slug>/runs/", views.run_list, name="list"),
     path("w/<slug:slug>/runs/compare/", views.run_compare, name="compare"),
     path(run, views.run_detail, name="detail"),

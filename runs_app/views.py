@@ -27,28 +27,23 @@ from django.utils import timezone
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST
 
-from pipelines_app.errors import DomainError
+from artifacts import http as artifact_http
+from artifacts import previews, store
 from pipelines_app.forms import StepParamsForm
-from pipelines_app.models import ROLE_RANK, Role, Workspace
-from pipelines_app.selectors import (
-    get_workspace_for_user,
-    module_version_refs,
-)
-from runs_app import artifacts, charts, scheduler, selectors, services
+from pipelines_app.selectors import module_version_refs
+from runs_app import charts, downloads, scheduler, selectors, services
 from runs_app.diffs import run_diff
 from runs_app.filters import RunFilter
-from runs_app.models import PipelineRun, StepRun
+from runs_app.models import STEP_TERMINAL, PipelineRun, StepRun
+from workspaces.errors import DomainError
+from workspaces.models import Role, Workspace
+from workspaces.selectors import get_workspace_for_user, role_allows
 
 RUNS_PER_PAGE = 50
 URL_SENTINEL = 987654321  # reversed once into a URL, then replaced per row
 MAX_METRIC_COLUMNS = 6
 LIVE_POLL = "2s"
 LOG_POLL = "1s"
-
-
-def user_may_edit(workspace: Workspace) -> bool:
-    role = getattr(workspace, "user_role", Role.VIEWER)
-    return ROLE_RANK[Role(role)] >= ROLE_RANK[Role.EDITOR]
 
 
 def int_or_none(value: str | None) -> int | None:
@@ -92,7 +87,7 @@ def run_list(request: HttpRequest, slug: str) -> TemplateResponse:
         "rows": rows,
         "metric_names": metric_names,
         "available_metrics": selectors.workspace_metric_names(workspace),
-        "filtered": any(k != "page" and k != "metric" and v for k, v in request.GET.items()),
+        "filtered": any(k not in {"page", "metric"} and v for k, v in request.GET.items()),
     }
     return TemplateResponse(request, "runs_app/run_list.html", context)
 
@@ -100,7 +95,9 @@ def run_list(request: HttpRequest, slug: str) -> TemplateResponse:
 # --- the run explorer --------------------------------------------------------------------------
 
 
-def _explorer_context(request: HttpRequest, workspace: Workspace, run: PipelineRun) -> dict:
+def _explorer_context(
+    request: HttpRequest, workspace: Workspace, run: PipelineRun
+) -> dict[str, Any]:
     steps = selectors.run_step_list(run)
     graph = selectors.run_graph(run.pipeline_version.spec, steps)
     # URLs are reversed once and filled in per row: a 200-step run renders in well under
@@ -139,15 +136,15 @@ def _explorer_context(request: HttpRequest, workspace: Workspace, run: PipelineR
         "graph": graph,
         "timeline": charts.timeline_rows(steps, timezone.now()),
         "active": selectors.run_is_active(run),
-        "can_edit": user_may_edit(workspace),
+        "can_edit": role_allows(workspace, Role.EDITOR),
         "poll": LIVE_POLL,
     }
 
 
 @login_required
 def run_detail(request: HttpRequest, slug: str, run_id: int) -> TemplateResponse:
-    workspace = get_workspace_for_user(request.user, slug)
     run = selectors.get_run_for_user(request.user, slug, run_id)
+    workspace = run.workspace
     context = _explorer_context(request, workspace, run)
     return TemplateResponse(request, "runs_app/run_detail.html", context)
 
@@ -156,8 +153,8 @@ def run_detail(request: HttpRequest, slug: str, run_id: int) -> TemplateResponse
 def run_live(request: HttpRequest, slug: str, run_id: int) -> TemplateResponse:
     """The live part of the explorer (graph data, status, steps, timeline) for htmx polling;
     it stops polling itself once the run is terminal."""
-    workspace = get_workspace_for_user(request.user, slug)
     run = selectors.get_run_for_user(request.user, slug, run_id)
+    workspace = run.workspace
     context = _explorer_context(request, workspace, run)
     return TemplateResponse(request, "runs_app/run_detail.html#live", context)
 
@@ -188,7 +185,7 @@ def run_rerun(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
     return redirect("runs:detail", slug=slug, run_id=new.pk)
 
 
-def _clone_steps(run: PipelineRun, steps: list[StepRun], refs: list[str]) -> list[dict]:
+def _clone_steps(run: PipelineRun, steps: list[StepRun], refs: list[str]) -> list[dict[str, Any]]:
     return [
         {
             "name": step.name,
@@ -203,8 +200,8 @@ def _clone_steps(run: PipelineRun, steps: list[StepRun], refs: list[str]) -> lis
 @login_required
 def run_clone(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
     """Clone a run with changes: another module version for a step, other params."""
-    workspace = get_workspace_for_user(request.user, slug, Role.EDITOR)
     run = selectors.get_run_for_user(request.user, slug, run_id, role=Role.EDITOR)
+    workspace = run.workspace
     steps = selectors.run_step_list(run)
     spec_steps = _clone_steps(run, steps, module_version_refs(workspace))
     data = request.POST if request.method == "POST" else None
@@ -238,8 +235,8 @@ def run_clone(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
 
 @login_required
 def run_lineage(request: HttpRequest, slug: str, run_id: int) -> TemplateResponse:
-    workspace = get_workspace_for_user(request.user, slug)
     run = selectors.get_run_for_user(request.user, slug, run_id)
+    workspace = run.workspace
     lineage = selectors.run_lineage(run)
     _link_lineage(workspace, lineage)
     nodes = {node["id"]: node for node in lineage["nodes"]}
@@ -269,7 +266,7 @@ def run_outputs_zip(request: HttpRequest, slug: str, run_id: int) -> HttpRespons
     run = selectors.get_run_for_user(request.user, slug, run_id)
     steps = [s for s in request.GET.getlist("step") if s] or None
     try:
-        return artifacts.run_zip_response(run, steps)
+        return downloads.run_zip_response(run, steps)
     except DomainError as error:
         return HttpResponseBadRequest(str(error), content_type="text/plain; charset=utf-8")
 
@@ -287,14 +284,14 @@ def _log_context(step: StepRun, request: HttpRequest) -> dict[str, Any]:
         context["search"] = selectors.step_log_search(step, attempt, query)
     else:
         context["log"] = selectors.step_log_tail(step, attempt)
-    context["log_live"] = step.status not in scheduler.STEP_TERMINAL and not query
+    context["log_live"] = step.status not in STEP_TERMINAL and not query
     return context
 
 
 @login_required
 def step_detail(request: HttpRequest, slug: str, run_id: int, name: str) -> TemplateResponse:
-    workspace = get_workspace_for_user(request.user, slug)
     step = selectors.get_step_for_user(request.user, slug, run_id, name)
+    workspace = step.run.workspace
     metrics = selectors.step_metrics(step)
     context = {
         "workspace": workspace,
@@ -304,7 +301,7 @@ def step_detail(request: HttpRequest, slug: str, run_id: int, name: str) -> Temp
         "metrics": metrics,
         "figures": charts.metric_figures(metrics["series"]),
         "explanation": selectors.reuse_explanation(step),
-        "can_edit": user_may_edit(workspace),
+        "can_edit": role_allows(workspace, Role.EDITOR),
         "poll": LOG_POLL,
         **_log_context(step, request),
     }
@@ -315,8 +312,8 @@ def step_detail(request: HttpRequest, slug: str, run_id: int, name: str) -> Temp
 def step_log(request: HttpRequest, slug: str, run_id: int, name: str) -> TemplateResponse:
     """htmx: with `after`, the log text since that byte offset (appended out of band) and
     the next poller; without it, the whole log section (tail or search results)."""
-    workspace = get_workspace_for_user(request.user, slug)
     step = selectors.get_step_for_user(request.user, slug, run_id, name)
+    workspace = step.run.workspace
     after = int_or_none(request.GET.get("after"))
     context: dict[str, Any] = {"workspace": workspace, "run": step.run, "step": step}
     context["poll"] = LOG_POLL
@@ -325,7 +322,7 @@ def step_log(request: HttpRequest, slug: str, run_id: int, name: str) -> Templat
         context.update(
             attempt=attempt,
             log=selectors.step_log_tail(step, attempt, after=after),
-            log_live=step.status not in scheduler.STEP_TERMINAL,
+            log_live=step.status not in STEP_TERMINAL,
             appended=True,
         )
         return TemplateResponse(request, "runs_app/step_detail.html#log-poller", context)
@@ -338,15 +335,15 @@ def step_log(request: HttpRequest, slug: str, run_id: int, name: str) -> Templat
 
 @login_required
 def artifact_detail(request: HttpRequest, slug: str, sha256: str) -> TemplateResponse:
-    workspace = get_workspace_for_user(request.user, slug)
     artifact = selectors.get_artifact_for_user(request.user, slug, sha256)
+    workspace = artifact.workspace
     usage = selectors.artifact_usage(artifact)
     lineage = selectors.artifact_lineage(artifact)
     _link_lineage(workspace, lineage)
     context = {
         "workspace": workspace,
         "artifact": artifact,
-        "preview": artifacts.artifact_preview(artifact),
+        "preview": previews.artifact_preview(artifact),
         "usage": usage,
         "lineage": lineage,
         "filename": _artifact_filename(artifact, usage),
@@ -361,20 +358,20 @@ def _artifact_filename(artifact: Any, usage: dict[str, Any] | None = None) -> st
         name = usage["original"].name
     elif usage["datasets"]:
         name = usage["datasets"][0].dataset.name
-    return artifacts.artifact_filename(artifact, name)
+    return store.artifact_filename(artifact, name)
 
 
 @login_required
 def artifact_download(request: HttpRequest, slug: str, sha256: str) -> HttpResponseBase:
     artifact = selectors.get_artifact_for_user(request.user, slug, sha256)
-    return artifacts.artifact_download_response(request, artifact, _artifact_filename(artifact))
+    return artifact_http.artifact_download_response(request, artifact, _artifact_filename(artifact))
 
 
 @login_required
 def artifact_image(request: HttpRequest, slug: str, sha256: str) -> HttpResponseBase:
     """A raster image for the preview's <img>; any other type is a 404."""
     artifact = selectors.get_artifact_for_user(request.user, slug, sha256)
-    return artifacts.artifact_inline_image_response(artifact)
+    return artifact_http.artifact_inline_image_response(artifact)
 
 
 @login_required
@@ -389,13 +386,13 @@ def artifact_frame(request: HttpRequest, slug: str, sha256: str) -> HttpResponse
     artifact = selectors.get_artifact_for_user(request.user, slug, sha256)
     if artifact.kind != "file":
         raise Http404("Nothing to show in a frame.")
-    preview = artifacts.artifact_preview(artifact)
+    preview = previews.artifact_preview(artifact)
     if preview["kind"] != "frame":
         raise Http404("This artifact is not previewed in a frame.")
-    base = artifacts.media_base(artifact.media_type)
-    data = artifacts.artifact_frame_bytes(artifact)
+    base = store.media_base(artifact.media_type)
+    data = previews.artifact_frame_bytes(artifact)
     response: HttpResponseBase
-    if base == artifacts.PLOTLY_TYPE:
+    if base == store.PLOTLY_TYPE:
         import json
 
         try:
@@ -406,7 +403,7 @@ def artifact_frame(request: HttpRequest, slug: str, sha256: str) -> HttpResponse
         response.render()
     else:
         response = HttpResponse(data, content_type=base)
-    response["Content-Security-Policy"] = artifacts.SANDBOX_CSP
+    response["Content-Security-Policy"] = artifact_http.SANDBOX_CSP
     response["X-Content-Type-Options"] = "nosniff"
     response["Cache-Control"] = "private, no-store"
     return response

@@ -25,33 +25,24 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from runs_app import scheduler
-from runs_app.artifacts import (
+from artifacts.models import Artifact, ArtifactKind
+from artifacts.store import (
     artifact_open,
     artifact_storage,
     artifact_store_bytes,
     artifact_store_file,
     storage_name_for,
 )
+from pipelines_app.interfaces import STEP_PACKAGES
+from runs_app import reaper, scheduler
 from runs_app.executor import StepExecutor, StepJob, materialise_code
 from runs_app.executor.runtime import runtime_fingerprint
-from runs_app.models import (
-    Artifact,
-    ArtifactKind,
-    FailureReason,
-    StepLog,
-    StepRun,
-    WorkerHeartbeat,
-)
+from runs_app.models import FailureReason, StepLog, StepRun, WorkerHeartbeat
+from workspaces.conf import engine
 
 log = logging.getLogger(__name__)
 
-SCIENTIFIC = {"numpy", "pandas", "pyarrow", "scipy", "sklearn", "matplotlib", "plotly"}
 LOG_FLUSH_BYTES = 64 * 1024
-
-
-def _cfg(name: str) -> Any:
-    return settings.STEPWORKS[name]
 
 
 class StepLogWriter:
@@ -61,7 +52,7 @@ class StepLogWriter:
         self.step_id = step_id
         self.attempt = attempt
         self.offset = 0
-        self.cap = _cfg("LOG_MAX_BYTES")
+        self.cap = engine().log_max_bytes
         self.truncated = False
 
     def write(self, text: str) -> None:
@@ -124,12 +115,12 @@ class WorkerServices:
             pid=os.getpid(),
             defaults={"runtime": self.runtime, "last_seen": now},
         )
-        for pair in scheduler.leases_renew(self.name, now):
+        for pair in reaper.leases_renew(self.name, now):
             with self.lock:
                 self.cancels.add(pair)
 
     def _heartbeat_loop(self) -> None:
-        while not self.stopping.wait(_cfg("HEARTBEAT_S")):
+        while not self.stopping.wait(engine().heartbeat_s):
             try:
                 self._beat()
             except Exception:  # a database blip must not kill the heartbeat
@@ -138,9 +129,9 @@ class WorkerServices:
                 connection.close()
 
     def _reaper_loop(self) -> None:
-        while not self.stopping.wait(_cfg("REAPER_S")):
+        while not self.stopping.wait(engine().reaper_s):
             try:
-                counts = scheduler.reap()
+                counts = reaper.reap()
                 if any(counts.values()):
                     log.info("reaper: %s", counts)
             except Exception:
@@ -185,7 +176,7 @@ class WorkerServices:
                 output_dir=output_dir,
                 timeout_s=step.timeout_s,
                 declared_outputs=list(version.interface.get("outputs", [])),
-                scientific=bool(SCIENTIFIC & set(version.imports)),
+                scientific=bool(STEP_PACKAGES & set(version.imports)),
                 run_id=step.run_id,
                 step_name=step.name,
             )
@@ -202,9 +193,10 @@ class WorkerServices:
                 except OSError as error:
                     scheduler.step_fail(step, attempt, FailureReason.STORAGE_FULL, str(error))
                     return None
-                with scheduler.keep_one() as kept:
-                    scheduler.step_succeed(step, attempt, artifacts, result.metrics)
-                return kept.step_id
+                recorded = scheduler.step_succeed(
+                    step, attempt, artifacts, result.metrics, keep=True
+                )
+                return recorded.queued[0] if recorded.queued else None
             if result.status == "canceled":
                 scheduler.step_cancel_running(step, attempt)
                 return None
@@ -298,7 +290,7 @@ def services_stop() -> None:
 
 
 def fresh_workers_exist() -> bool:
-    stale = timezone.now() - timedelta(seconds=3 * _cfg("HEARTBEAT_S"))
+    stale = timezone.now() - timedelta(seconds=3 * engine().heartbeat_s)
     return WorkerHeartbeat.objects.filter(last_seen__gte=stale).exists()
 
 
@@ -308,4 +300,5 @@ def wait_for(predicate: Any, timeout_s: float, poll_s: float = 0.05) -> bool:
         if predicate():
             return True
         time.sleep(poll_s)
-    return predicate()
+    done: bool = predicate()
+    return done

@@ -744,8 +744,13 @@ def sweep_compare(
         str, typer.Option("--aggregate", help="last, min or max of a run's values.")
     ] = "last",
     direction: Annotated[
-        str, typer.Option("--direction", help="max (higher is better) or min.")
-    ] = "max",
+        str | None,
+        typer.Option(
+            "--direction",
+            help="max (higher is better) or min; by default min for a metric whose name says "
+            "lower is better (loss, error, ...), else max.",
+        ),
+    ] = None,
     a: Annotated[
         str | None, typer.Option("--a", help="A variant, 'step=label,...', to test against --b.")
     ] = None,

@@ -278,14 +278,16 @@ class Client:
         self._raise_for(response)
         return response
 
-    def get(self, path: str, **params: Any) -> Any:
+    def get(self, path: str, **params: Any) -> dict[str, Any]:
         query = {k: v for k, v in params.items() if v is not None}
-        return self.request("GET", path, params=query).json()
+        data: dict[str, Any] = self.request("GET", path, params=query).json()
+        return data
 
-    def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
+    def post(self, path: str, body: Any = None, **kwargs: Any) -> dict[str, Any]:
         if body is not None:
             kwargs["json"] = body
-        return self.request("POST", path, **kwargs).json()
+        data: dict[str, Any] = self.request("POST", path, **kwargs).json()
+        return data
 
     def paginate(self, path: str, limit: int | None = None, **params: Any) -> list[dict[str, Any]]:
         """Every row of a list endpoint (or the first `limit`), page by page."""
@@ -543,13 +545,14 @@ class Client:
         metric: str,
         step: str | None = None,
         aggregate: str = "last",
-        direction: str = "max",
+        direction: str | None = None,
         a: str | Mapping[str, Any] | None = None,
         b: str | Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The variants on one metric (mean, std, 95% CI, n; failed runs counted), marginal
         effects per axis, the best variant; A vs B (Welch) when `a` and `b` are variants
-        ({step: label} or "step=label, ...")."""
+        ({step: label} or "step=label, ..."). Without `direction` the server picks, as the
+        compare page does: min for a loss- or error-like metric name, else max."""
         return self.get(
             self._path("sweeps", _sweep_id(sweep), "compare", ""),
             metric=metric,
@@ -781,7 +784,7 @@ def _extract_verified(archive_path: Path, dest: Path) -> dict[str, Any]:
         raise IntegrityError(f"the download is not a zip: {error}") from error
     with archive:
         try:
-            manifest = json.loads(archive.read("manifest.json"))
+            manifest: dict[str, Any] = json.loads(archive.read("manifest.json"))
         except (KeyError, ValueError) as error:
             raise IntegrityError(f"the zip has no readable manifest.json: {error}") from error
         for row in manifest.get("files", []):

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 
-from pipelines_app.models import Membership, Role, Workspace
+from workspaces.models import Membership, Role, Workspace
 
 
 @pytest.fixture(autouse=True)
@@ -19,7 +19,7 @@ def _artifact_root(settings: Any, tmp_path: Any) -> None:
     settings.STORAGES = {
         **settings.STORAGES,
         "artifacts": {
-            "BACKEND": "runs_app.artifacts.AtomicFileSystemStorage",
+            "BACKEND": "artifacts.store.AtomicFileSystemStorage",
             "OPTIONS": {"location": str(root)},
         },
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

@@ -15,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from artifacts.models import Artifact
 from pipelines_app.models import (
     Dataset,
     DatasetVersion,
@@ -25,7 +26,6 @@ from pipelines_app.models import (
     PipelineVersion,
 )
 from runs_app.models import (
-    Artifact,
     Event,
     Metric,
     PipelineRun,
@@ -41,7 +41,7 @@ from runs_app.models import (
 
 pytestmark = pytest.mark.django_db
 
-OUR_APPS = ("pipelines_app", "runs_app")
+OUR_APPS = ("workspaces", "artifacts", "pipelines_app", "runs_app")
 IMMUTABLE = (ModuleVersion, PipelineVersion, PipelineStep, DatasetVersion, Artifact)
 
 

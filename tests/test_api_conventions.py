@@ -253,7 +253,7 @@ def test_django_404_and_403_keep_their_message_in_the_one_error_format() -> None
     from django.core.exceptions import PermissionDenied
     from django.http import Http404
 
-    from pipelines_app.errors import api_exception_handler
+    from workspaces.errors import api_exception_handler
 
     missing = api_exception_handler(Http404("No such run."), {})
     denied = api_exception_handler(PermissionDenied("This needs the editor role."), {})

@@ -16,20 +16,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 
+from artifacts.store import artifact_store_bytes
 from pipelines_app import services
-from pipelines_app.models import (
-    Dataset,
-    DatasetVersion,
-    Membership,
-    ModuleVersion,
-    Pipeline,
-    PipelineVersion,
-    Role,
-    Workspace,
-)
-from runs_app.artifacts import artifact_store_bytes
+from pipelines_app.models import Dataset, DatasetVersion, ModuleVersion, Pipeline, PipelineVersion
 from tests import factories
 from tests.test_api_support import PREP, SPEC, TRAIN, api_client, error_of, small_pipeline
+from workspaces.models import Membership, Role, Workspace
 
 pytestmark = pytest.mark.django_db
 

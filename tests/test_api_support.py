@@ -9,7 +9,9 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from pipelines_app import services
-from pipelines_app.models import PipelineVersion, Workspace
+from pipelines_app.models import PipelineVersion
+from tests.helpers import wait_runs
+from workspaces.models import Workspace
 
 PREP = """\
 def prep(ctx, *, n: int = 3):
@@ -62,13 +64,4 @@ def error_of(response: Any) -> dict[str, Any]:
 
 def wait_run(run_id: int, timeout: float = 60) -> None:
     """Until the run reaches a terminal status (read from the database)."""
-    import time
-
-    from runs_app.models import RUN_TERMINAL, PipelineRun
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if PipelineRun.objects.filter(pk=run_id, status__in=RUN_TERMINAL).exists():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"run {run_id} did not finish in {timeout} s")
+    wait_runs(run_id, timeout=timeout)

@@ -17,10 +17,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from pipelines_app.models import PipelineVersion
-from runs_app import services
 from runs_app.models import Metric, PipelineRun, RunStatus, StepRun, Sweep, SweepEventKind
+from runs_app.sweeps import services as sweep_services
+from tests.helpers import wait_runs
 from tests.test_api_support import api_client, error_of
-from tests.test_engine import wait_runs
 from tests.test_sweeps_services import b_axis, c_axis, sweep_world, written
 
 API = "/api/v1/workspaces/lab/sweeps"
@@ -330,7 +330,7 @@ def test_compare_names_the_best_variant_with_its_ci_and_tests_a_against_b(
     world, embedded_workers, tmp_path
 ):
     base = sweep_world(world.workspace, tmp_path / "bodies.txt")
-    sweep = services.sweep_create(
+    sweep = sweep_services.sweep_create(
         base,
         name="abc",
         axes={"b": b_axis(0, 1), "c": c_axis(tmp_path / "bodies.txt")},
@@ -377,7 +377,7 @@ def test_compare_names_the_best_variant_with_its_ci_and_tests_a_against_b(
 @live
 def test_compare_names_what_is_wrong_with_its_query(world, embedded_workers, tmp_path):
     base = sweep_world(world.workspace, tmp_path / "bodies.txt")
-    sweep = services.sweep_create(base, name="abc", axes={"b": b_axis(0, 1)})
+    sweep = sweep_services.sweep_create(base, name="abc", axes={"b": b_axis(0, 1)})
     wait_runs(*sweep.runs.all())
     client = api_client(world.viewer)
     url = f"{API}/{sweep.pk}/compare/"
@@ -403,7 +403,7 @@ def test_compare_names_what_is_wrong_with_its_query(world, embedded_workers, tmp
 @db
 def test_failed_runs_are_counted_and_non_finite_values_are_null_never_a_500(world, tmp_path):
     base = sweep_world(world.workspace, tmp_path / "bodies.txt")
-    sweep = services.sweep_create(base, name="odd", axes={"b": b_axis(0, 1)})
+    sweep = sweep_services.sweep_create(base, name="odd", axes={"b": b_axis(0, 1)})
     runs = list(sweep.runs.order_by("pk"))
     PipelineRun.objects.filter(pk=runs[0].pk).update(status=RunStatus.SUCCEEDED)
     PipelineRun.objects.filter(pk=runs[1].pk).update(status=RunStatus.FAILED)

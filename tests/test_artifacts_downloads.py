@@ -13,14 +13,11 @@ import pytest
 from django.test import RequestFactory
 from django.urls import reverse
 
-from runs_app.artifacts import (
-    artifact_download_response,
-    artifact_filename,
-    artifact_store_bytes,
-    parse_range,
-    run_zip_response,
-)
-from runs_app.models import ArtifactKind, StepOutput, StepRun
+from artifacts.http import artifact_download_response, parse_range
+from artifacts.models import ArtifactKind
+from artifacts.store import artifact_filename, artifact_store_bytes
+from runs_app.downloads import run_zip_response
+from runs_app.models import StepOutput, StepRun
 from tests.test_explorer_pages import finished_run
 
 pytestmark = pytest.mark.django_db

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 from django.urls import reverse
 
-from runs_app.artifacts import artifact_preview, artifact_store_bytes, json_tree
+from artifacts.previews import artifact_preview, json_tree
+from artifacts.store import artifact_store_bytes
 from stepworks.outputs import PARQUET_ROW_GROUP_ROWS
 
 pytestmark = pytest.mark.django_db
@@ -117,7 +118,7 @@ def test_text_preview_is_bounded_and_escaped(client: Any, world: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "media_type,data",
+    ("media_type", "data"),
     [
         ("text/html", b"<h1>hi</h1><script>parent.document.title='pwned'</script>"),
         (

@@ -19,7 +19,6 @@ from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
 
-from pipelines_app.models import Workspace
 from pipelines_app.selectors import pipeline_version_by_ref
 from pipelines_app.services import module_version_create, pipeline_version_create
 from runs_app import scheduler
@@ -32,6 +31,7 @@ from runs_app.models import (
     StepRun,
     StepStatus,
 )
+from workspaces.models import Workspace
 
 pytestmark = [
     pytest.mark.broker,

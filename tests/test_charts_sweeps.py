@@ -13,7 +13,8 @@ from typing import Any
 import plotly.graph_objects as go
 import pytest
 
-from runs_app import charts, sweeps
+from runs_app.sweeps import charts as sweep_charts
+from runs_app.sweeps import stats
 
 AXES = {"prep": ["std", "pca"], "train": ["rf", "mlp"]}
 
@@ -49,7 +50,7 @@ def rows() -> list[Any]:
 
 @pytest.fixture
 def comparison(rows: list[Any]) -> dict[str, Any]:
-    return sweeps.compare(
+    return stats.compare(
         rows, axes=AXES, metric="accuracy", step="evaluate", direction="max"
     ).as_dict()
 
@@ -63,7 +64,7 @@ def valid(figure: dict[str, Any]) -> dict[str, Any]:
 def test_bars_draw_each_measured_variant_with_its_ci_and_never_a_failed_one_as_zero(
     comparison: dict[str, Any],
 ) -> None:
-    figure = valid(charts.sweep_bars_figure(comparison))
+    figure = valid(sweep_charts.sweep_bars_figure(comparison))
 
     bars = figure["data"][0]
     assert bars["y"] == ["std · rf", "std · mlp", "pca · rf", "pca · mlp"]
@@ -81,8 +82,8 @@ def test_bars_draw_each_measured_variant_with_its_ci_and_never_a_failed_one_as_z
     notes = {a["y"]: a["text"] for a in figure["layout"]["annotations"]}
     assert notes == {"pca · mlp": "no value (2 failed)"}
     # The best variant is the green one.
-    assert bars["marker"]["color"][0] == charts.BEST_COLOUR
-    assert set(bars["marker"]["color"][1:]) == {charts.BAR_COLOUR}
+    assert bars["marker"]["color"][0] == sweep_charts.BEST_COLOUR
+    assert set(bars["marker"]["color"][1:]) == {sweep_charts.BAR_COLOUR}
     # Each replicate's value is a dot; the failed ones are not.
     dots = figure["data"][1]
     expected = [("std · rf", 0.9), ("std · rf", 0.92), ("std · mlp", 0.8)]
@@ -91,7 +92,7 @@ def test_bars_draw_each_measured_variant_with_its_ci_and_never_a_failed_one_as_z
 
 
 def test_bars_of_a_sweep_without_variants_say_so() -> None:
-    figure = valid(charts.sweep_bars_figure({"metric": "accuracy", "variants": []}))
+    figure = valid(sweep_charts.sweep_bars_figure({"metric": "accuracy", "variants": []}))
 
     assert figure["data"] == []
     assert "no variants" in figure["layout"]["annotations"][0]["text"]
@@ -100,7 +101,7 @@ def test_bars_of_a_sweep_without_variants_say_so() -> None:
 def test_parcoords_has_a_categorical_dimension_per_axis_and_the_metric_last(
     rows: list[dict[str, Any]],
 ) -> None:
-    figure = valid(charts.sweep_parcoords_figure(rows, AXES, "accuracy"))
+    figure = valid(sweep_charts.sweep_parcoords_figure(rows, AXES, "accuracy"))
 
     trace = figure["data"][0]
     assert trace["type"] == "parcoords"
@@ -119,7 +120,7 @@ def test_parcoords_has_a_categorical_dimension_per_axis_and_the_metric_last(
 def test_parcoords_of_one_label_axis_still_has_a_range() -> None:
     rows = [row(1, "std", "rf", 0, 0.5)]
 
-    figure = valid(charts.sweep_parcoords_figure(rows, {"prep": ["std"]}, "accuracy"))
+    figure = valid(sweep_charts.sweep_parcoords_figure(rows, {"prep": ["std"]}, "accuracy"))
 
     assert figure["data"][0]["dimensions"][0]["range"] == [0, 1]
 
@@ -127,7 +128,7 @@ def test_parcoords_of_one_label_axis_still_has_a_range() -> None:
 def test_parcoords_without_values_is_an_empty_figure_with_a_note() -> None:
     rows = [row(1, "std", "rf", 0, None, status="running")]
 
-    figure = valid(charts.sweep_parcoords_figure(rows, AXES, "accuracy"))
+    figure = valid(sweep_charts.sweep_parcoords_figure(rows, AXES, "accuracy"))
 
     assert figure["data"] == []
     assert "No run has a value" in figure["layout"]["annotations"][0]["text"]
@@ -136,8 +137,8 @@ def test_parcoords_without_values_is_an_empty_figure_with_a_note() -> None:
 def test_effect_figures_plot_each_choice_of_each_axis_with_its_ci(
     comparison: dict[str, Any],
 ) -> None:
-    figures = [valid(f["figure"]) for f in charts.sweep_effect_figures(comparison)]
-    entries = charts.sweep_effect_figures(comparison)
+    figures = [valid(f["figure"]) for f in sweep_charts.sweep_effect_figures(comparison)]
+    entries = sweep_charts.sweep_effect_figures(comparison)
 
     assert [e["step"] for e in entries] == ["prep", "train"]
     assert len({e["element_id"] for e in entries}) == 2
@@ -153,9 +154,9 @@ def test_effect_figures_plot_each_choice_of_each_axis_with_its_ci(
 
 def test_effect_figure_of_a_choice_without_value_has_no_point() -> None:
     rows = [row(1, "std", "rf", 0, 0.5), row(2, "pca", "rf", 0, None, status="failed")]
-    comparison = sweeps.compare(rows, axes={"prep": ["std", "pca"]}, metric="m").as_dict()
+    comparison = stats.compare(rows, axes={"prep": ["std", "pca"]}, metric="m").as_dict()
 
-    figure = valid(charts.sweep_effect_figures(comparison)[0]["figure"])
+    figure = valid(sweep_charts.sweep_effect_figures(comparison)[0]["figure"])
 
     assert figure["data"][0]["y"] == [0.5, None]
     assert figure["data"][0]["error_y"]["array"] == [None, None]  # n = 1: no CI
@@ -168,7 +169,7 @@ def test_curves_draw_one_line_per_run_grouped_by_variant(rows: list[dict[str, An
     ]
     series.append({**rows[6], "values": []})  # a failed run logged nothing: no line
 
-    figure = valid(charts.sweep_curves_figure(series, "loss"))
+    figure = valid(sweep_charts.sweep_curves_figure(series, "loss"))
 
     lines = figure["data"]
     assert len(lines) == 4
@@ -182,7 +183,7 @@ def test_curves_draw_one_line_per_run_grouped_by_variant(rows: list[dict[str, An
 def test_curves_use_positions_without_indices_and_cap_the_number_of_runs(
     rows: list[dict[str, Any]],
 ) -> None:
-    figure = valid(charts.sweep_curves_figure(rows, "accuracy", max_runs=2))
+    figure = valid(sweep_charts.sweep_curves_figure(rows, "accuracy", max_runs=2))
 
     assert len(figure["data"]) == 2
     assert figure["data"][0]["x"] == [0, 1]
@@ -190,7 +191,7 @@ def test_curves_use_positions_without_indices_and_cap_the_number_of_runs(
 
 
 def test_curves_without_any_series_say_so() -> None:
-    figure = valid(charts.sweep_curves_figure([], "loss"))
+    figure = valid(sweep_charts.sweep_curves_figure([], "loss"))
 
     assert "No run has logged loss" in figure["layout"]["annotations"][0]["text"]
 
@@ -198,10 +199,10 @@ def test_curves_without_any_series_say_so() -> None:
 def test_bars_zoom_the_axis_when_zero_is_far_and_say_so(comparison: dict[str, Any]) -> None:
     close = [row(1, "std", "rf", 0, 0.96), row(2, "std", "rf", 1, 0.97)]
     close += [row(3, "pca", "rf", 0, 0.95), row(4, "pca", "rf", 1, 0.951)]
-    zoomed = sweeps.compare(close, axes={"prep": ["std", "pca"]}, metric="acc").as_dict()
+    zoomed = stats.compare(close, axes={"prep": ["std", "pca"]}, metric="acc").as_dict()
 
-    wide = valid(charts.sweep_bars_figure(comparison))["layout"]["xaxis"]
-    near = valid(charts.sweep_bars_figure(zoomed))["layout"]["xaxis"]
+    wide = valid(sweep_charts.sweep_bars_figure(comparison))["layout"]["xaxis"]
+    near = valid(sweep_charts.sweep_bars_figure(zoomed))["layout"]["xaxis"]
 
     # 0.7 .. 0.92 plus CIs reaching below 0 (n = 2): the bars start at 0.
     assert "range" not in wide
@@ -213,7 +214,7 @@ def test_bars_zoom_the_axis_when_zero_is_far_and_say_so(comparison: dict[str, An
 def test_curves_of_a_single_value_metric_say_to_pick_a_series(rows: list[dict[str, Any]]) -> None:
     single = [{**r, "values": r["values"][-1:]} for r in rows if r["values"]]
 
-    figure = valid(charts.sweep_curves_figure(single, "accuracy"))
+    figure = valid(sweep_charts.sweep_curves_figure(single, "accuracy"))
 
     assert "one value per run" in figure["layout"]["title"]["text"]
     assert figure["data"][0]["mode"] == "markers"

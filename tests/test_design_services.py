@@ -10,31 +10,28 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.forms.models import model_to_dict
 
-from pipelines_app.errors import DomainError
+from artifacts.models import Artifact
 from pipelines_app.models import (
     Dataset,
     DatasetVersion,
     InterfaceSource,
-    Membership,
     Module,
     ModuleVersion,
     Pipeline,
     PipelineStep,
     PipelineVersion,
-    Role,
-    Workspace,
 )
 from pipelines_app.services import (
     dataset_version_create,
-    membership_set,
     module_code_digest,
     module_version_create,
     module_version_create_from_dir,
     pipeline_version_clone,
     pipeline_version_create,
-    workspace_create,
 )
-from runs_app.models import Artifact
+from workspaces.errors import DomainError
+from workspaces.models import Membership, Role, Workspace
+from workspaces.services import membership_set, workspace_create
 
 PREP = "def run(ctx, raw, *, test_size: float = 0.25):\n    return {'train': raw, 'test': raw}\n"
 TRAIN = (

@@ -13,12 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 from django.urls import reverse
 
-from runs_app import diffs, scheduler
-from runs_app.artifacts import artifact_store_bytes
-from runs_app.diffs import files_diff, graph_diff, run_diff, text_diff
-from runs_app.models import PipelineRun, StepRun, StepStatus
+from pipelines_app import diffs
+from pipelines_app.diffs import files_diff, text_diff
+from runs_app import scheduler
+from runs_app.diffs import graph_diff, run_diff
+from runs_app.models import PipelineRun, StepRun
 from stepworks.context import MetricPoint
 from tests.factories import module_version, pipeline_version
+from tests.helpers import next_queued, succeed
 
 K = {"k": {"type": "int", "required": False, "default": 0}}
 PNG = bytes.fromhex(
@@ -102,19 +104,11 @@ def parquet(values: list[int]) -> bytes:
 def finish(run: PipelineRun, outputs: dict[str, dict[str, tuple[bytes, str]]]) -> PipelineRun:
     """Work the run's queued steps with the given outputs per step ({step: {name: (bytes,
     media type)}}); each step logs `score`."""
-    while True:
-        queued = StepRun.objects.filter(run=run, status=StepStatus.QUEUED).first()
-        if queued is None:
-            run.refresh_from_db()
-            return run
-        claimed = scheduler.step_claim(queued.pk, "test-worker")
-        assert claimed is not None
-        stored = {
-            name: artifact_store_bytes(run.workspace, data, media_type)
-            for name, (data, media_type) in outputs.get(claimed.name, {}).items()
-        }
+    while (queued := next_queued(run=run)) is not None:
         score = [MetricPoint("score", 0.5 + run.pk / 100)]
-        assert scheduler.step_succeed(claimed, claimed.attempt, stored, score)
+        assert succeed(queued, outputs.get(queued.name, {}), score)
+    run.refresh_from_db()
+    return run
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from pipelines_app.services import module_version_create, pipeline_version_creat
 from runs_app import scheduler
 from runs_app.dispatch import EmbeddedWorkers
 from runs_app.models import (
-    RUN_TERMINAL,
     FailureReason,
     Metric,
     PipelineRun,
@@ -26,6 +25,7 @@ from runs_app.models import (
     StepStatus,
 )
 from runs_app.tasks import execute_step
+from tests.helpers import wait_runs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -60,21 +60,6 @@ def three_step_pipeline(workspace: Any, marker: Path) -> Any:
 
 def bodies(marker: Path) -> list[str]:
     return marker.read_text().splitlines() if marker.exists() else []
-
-
-def wait_runs(*runs: PipelineRun, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    ids = [r.pk for r in runs]
-    while time.monotonic() < deadline:
-        done = PipelineRun.objects.filter(pk__in=ids, status__in=RUN_TERMINAL).count()
-        if done == len(ids):
-            for run in runs:
-                run.refresh_from_db()
-            return
-        time.sleep(0.05)
-    states = dict(PipelineRun.objects.filter(pk__in=ids).values_list("pk", "status"))
-    steps = list(StepRun.objects.filter(run_id__in=ids).values_list("run_id", "name", "status"))
-    raise AssertionError(f"runs did not finish: {states} {steps}")
 
 
 def steps_of(run: PipelineRun) -> dict[str, StepRun]:
@@ -341,7 +326,7 @@ def test_a_segfaulting_step_fails_as_process_died_and_a_flood_of_output_is_cappe
 def test_a_directory_output_is_stored_as_a_manifest_of_its_files(world, embedded_workers):
     import json
 
-    from runs_app.artifacts import artifact_open
+    from artifacts.store import artifact_open
 
     module_version_create(
         world.workspace,

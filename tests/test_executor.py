@@ -33,6 +33,7 @@ from runs_app.executor import (
 )
 from stepworks import outputs
 from stepworks.outputs import OutputError, load_input, write_output
+from tests.helpers import wait_until
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,15 +70,6 @@ def run_step(
         **job,
     )
     return executor.run(step, on_log=on_log)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def group_exists(pgid: int) -> bool:
@@ -512,8 +504,9 @@ def test_two_steps_run_concurrently_from_two_threads(
         import time
 
         def main(ctx, *, n: int):
+            start = time.time()
             time.sleep(0.5)
-            return {"n": n * 10}
+            return {"n": n * 10, "span": [start, time.time()]}
     """
     code_dir = make_code(tmp_path, source)
     results: dict[int, StepResult] = {}
@@ -524,7 +517,7 @@ def test_two_steps_run_concurrently_from_two_threads(
             entrypoint="step.py:main",
             output_dir=tmp_path / f"out{n}",
             params={"n": n},
-            declared_outputs=["n"],
+            declared_outputs=["n", "span"],
             scientific=n == 2,
         )
         results[n] = executor.run(step)
@@ -536,9 +529,13 @@ def test_two_steps_run_concurrently_from_two_threads(
         thread.join(timeout=60)
 
     assert sorted(results) == [1, 2, 3]
+    spans = []
     for n, result in results.items():
         assert result.status == "succeeded", result.message
         assert json.loads(result.outputs["n"].path.read_text()) == n * 10
+        spans.append(json.loads(result.outputs["span"].path.read_text()))
+    # Every body was running while every other was: the latest start is before the first end.
+    assert max(start for start, _ in spans) < min(end for _, end in spans), spans
 
 
 def test_the_step_environment_has_no_secrets(
@@ -795,6 +792,7 @@ def test_the_executor_package_imports_no_django() -> None:
     environment = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     completed = subprocess.run(
         [sys.executable, "-c", check],
+        check=False,
         cwd=PROJECT_ROOT,
         env=environment,
         capture_output=True,
@@ -826,9 +824,9 @@ def test_materialise_code_writes_once_per_digest_and_survives_a_race(tmp_path: P
     assert folders == [tmp_path / ("d" * 64)] * 4
     assert (folders[0] / "lib" / "helpers.py").read_text() == "X = 1\n"
     assert [p.name for p in tmp_path.iterdir()] == ["d" * 64]  # no temp folders left
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be relative and plain"):
         materialise_code({"../evil.py": ""}, "e" * 64, tmp_path)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a code digest"):
         materialise_code(files, "../up", tmp_path)
 
 

@@ -14,10 +14,10 @@ import pytest
 from django.urls import reverse
 
 from runs_app import scheduler
-from runs_app.artifacts import artifact_store_bytes
 from runs_app.models import PipelineRun, RunStatus, StepLog, StepRun, StepStatus
 from stepworks.context import MetricPoint
 from tests.factories import chain
+from tests.helpers import next_queued, succeed
 
 pytestmark = pytest.mark.django_db
 
@@ -27,26 +27,20 @@ S = StepStatus
 # --- builders ------------------------------------------------------------------------------
 def work(step: StepRun, payload: bytes = b"1", metrics: list[MetricPoint] | None = None) -> None:
     """Claim and succeed a queued step the way a worker does, with one JSON output."""
-    claimed = scheduler.step_claim(step.pk, "test-worker")
-    assert claimed is not None
-    out = artifact_store_bytes(
-        step.workspace, b'{"v": "' + payload + step.name.encode() + b'"}', "application/json"
-    )
-    assert scheduler.step_succeed(claimed, claimed.attempt, {"out": out}, metrics or [])
+    body = b'{"v": "' + payload + step.name.encode() + b'"}'
+    assert succeed(step, {"out": (body, "application/json")}, metrics or [])
 
 
 def drain(run: PipelineRun, payload: bytes = b"1", metrics: bool = False) -> PipelineRun:
     """Work every queued step of the run until none is left."""
-    while True:
-        queued = StepRun.objects.filter(run=run, status=S.QUEUED).order_by("position").first()
-        if queued is None:
-            run.refresh_from_db()
-            return run
+    while (queued := next_queued("position", run=run)) is not None:
         points = None
         if metrics:
             points = [MetricPoint("accuracy", 0.5 + queued.position / 10)]
             points += [MetricPoint("loss", 1.0 / (i + 1), step=i) for i in range(5)]
         work(queued, payload, points)
+    run.refresh_from_db()
+    return run
 
 
 def finished_run(workspace: Any, version: Any = None, **kwargs: Any) -> PipelineRun:
@@ -394,9 +388,9 @@ def test_lineage_page_draws_producers_inputs_and_run_links(
 
 
 # --- query budgets -------------------------------------------------------------------------------
-# Session, user, workspace (for the role), workspace + run (the run's access helper), steps,
+# Session, user, the run with its workspace and the caller's role (one access query), steps,
 # and on the full page who started the run.
-LIVE_QUERIES = 6
+LIVE_QUERIES = 4
 EXPLORER_QUERIES = LIVE_QUERIES + 1
 
 

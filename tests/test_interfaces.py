@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from pipelines_app.errors import DomainError
 from pipelines_app.interfaces import ParamError, coerce_param, inspect_module
+from workspaces.errors import DomainError
 
 
 def src(text: str) -> str:

@@ -14,18 +14,18 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
+from artifacts.models import Artifact
 from pipelines_app.models import (
     Dataset,
     DatasetVersion,
-    Membership,
     Module,
     ModuleVersion,
     Pipeline,
     PipelineStep,
     PipelineVersion,
-    Role,
 )
-from runs_app.models import Artifact, PipelineRun, RunStatus
+from runs_app.models import PipelineRun, RunStatus
+from workspaces.models import Membership, Role
 
 pytestmark = pytest.mark.django_db
 
@@ -122,11 +122,11 @@ def populate(workspace: Any, n: int, prefix: str = "") -> dict[str, Any]:
 
 def page_urls(slug: str, module: str, pipeline: str) -> list[str]:
     return [
-        reverse("pipelines:workspace", args=[slug]),
+        reverse("runs:workspace", args=[slug]),
         reverse("pipelines:module", args=[slug, module]),
         reverse("pipelines:module_version", args=[slug, module, 1]),
         reverse("pipelines:pipeline", args=[slug, pipeline]),
-        reverse("pipelines:pipeline_version", args=[slug, pipeline, 1]),
+        reverse("runs:pipeline_version", args=[slug, pipeline, 1]),
     ]
 
 
@@ -173,7 +173,7 @@ def test_logout_is_a_post_and_ends_the_session(client: Any, world: Any) -> None:
 
     assert response.status_code == 302 and response.url == reverse("login")
     assert "_auth_user_id" not in client.session
-    assert client.get(reverse("pipelines:workspace", args=["lab"])).status_code == 302
+    assert client.get(reverse("runs:workspace", args=["lab"])).status_code == 302
 
 
 def test_anonymous_is_sent_to_login(client: Any, lab: Any) -> None:
@@ -185,7 +185,7 @@ def test_anonymous_is_sent_to_login(client: Any, lab: Any) -> None:
 
 def test_shell_has_nav_csrf_header_and_only_vendored_assets(client: Any, world: Any) -> None:
     client.force_login(world.owner)
-    html = text(client.get(reverse("pipelines:workspace", args=["lab"])))
+    html = text(client.get(reverse("runs:workspace", args=["lab"])))
 
     assert re.search(r"<body hx-headers='\{\"X-CSRFToken\": \"[\w-]+\"\}'>", html)
     assert "/static/vendor/htmx.min.js" in html and "/static/vendor/pico.min.css" in html
@@ -201,7 +201,7 @@ def test_staff_see_the_admin_link(client: Any, world: Any) -> None:
     world.owner.save()
     client.force_login(world.owner)
 
-    html = text(client.get(reverse("pipelines:workspace", args=["lab"])))
+    html = text(client.get(reverse("runs:workspace", args=["lab"])))
 
     assert f'href="{reverse("admin:index")}"' in html
 
@@ -213,7 +213,7 @@ def test_home_with_one_workspace_redirects_to_it(client: Any, world: Any) -> Non
     response = client.get(reverse("pipelines:home"))
 
     assert response.status_code == 302
-    assert response.url == reverse("pipelines:workspace", args=["lab"])
+    assert response.url == reverse("runs:workspace", args=["lab"])
 
 
 def test_home_lists_every_workspace_of_the_user_with_the_role(client: Any, world: Any) -> None:
@@ -224,8 +224,8 @@ def test_home_lists_every_workspace_of_the_user_with_the_role(client: Any, world
 
     html = text(response)
     assert response.status_code == 200
-    assert reverse("pipelines:workspace", args=["lab"]) in html
-    assert reverse("pipelines:workspace", args=["elsewhere"]) in html
+    assert reverse("runs:workspace", args=["lab"]) in html
+    assert reverse("runs:workspace", args=["elsewhere"]) in html
     assert "viewer" in html and "editor" in html
 
 
@@ -246,7 +246,7 @@ def test_workspace_home_lists_runs_pipelines_modules_and_datasets(client: Any, w
     populate(world.other_workspace, 1, prefix="secret-")
     client.force_login(world.viewer)
 
-    response = client.get(reverse("pipelines:workspace", args=["lab"]))
+    response = client.get(reverse("runs:workspace", args=["lab"]))
 
     html = text(response)
     assert response.status_code == 200
@@ -267,7 +267,7 @@ def test_workspace_home_lists_runs_pipelines_modules_and_datasets(client: Any, w
 def test_empty_workspace_home_says_what_to_do_next(client: Any, world: Any) -> None:
     client.force_login(world.owner)
 
-    html = text(client.get(reverse("pipelines:workspace", args=["lab"])))
+    html = text(client.get(reverse("runs:workspace", args=["lab"])))
 
     assert "No runs yet" in html and "Nothing is running" in html
     assert "No pipelines yet" in html and "manage.py seed_demo" in html
@@ -287,7 +287,7 @@ def test_workspace_home_costs_the_same_queries_for_1_or_50_rows(
     client.force_login(world.owner)
 
     with django_assert_num_queries(WORKSPACE_HOME_QUERIES):
-        response = client.get(reverse("pipelines:workspace", args=["lab"]))
+        response = client.get(reverse("runs:workspace", args=["lab"]))
 
     assert response.status_code == 200
     assert f'Modules <span class="count">({n})</span>' in text(response)
@@ -313,8 +313,9 @@ def test_module_detail_lists_versions_with_parent_and_short_digest(
     assert reverse("pipelines:module_version", args=["lab", "train", 1]) in html
 
 
-# Session, user, workspace (access), module, module.workspace (nav), versions.
-MODULE_DETAIL_QUERIES = 6
+# Session, user, the module with its workspace and the caller's role (one access query),
+# versions.
+MODULE_DETAIL_QUERIES = 4
 
 
 @pytest.mark.parametrize("n", [1, 50])
@@ -384,7 +385,7 @@ def test_pipeline_detail_lists_versions_with_parent_links(
     html = text(response)
     assert response.status_code == 200
     assert "classify pipeline version 2" in html and "classify pipeline version 1" in html
-    parent_link = reverse("pipelines:pipeline_version", args=["lab", "classify", 1])
+    parent_link = reverse("runs:pipeline_version", args=["lab", "classify", 1])
     assert f'<a href="{parent_link}">@1</a>' in html
     assert lab["p2"].digest[:12] in html
 
@@ -392,7 +393,7 @@ def test_pipeline_detail_lists_versions_with_parent_links(
 def test_pipeline_version_shows_steps_and_spec_source(client: Any, world: Any, lab: Any) -> None:
     client.force_login(world.viewer)
 
-    response = client.get(reverse("pipelines:pipeline_version", args=["lab", "classify", 2]))
+    response = client.get(reverse("runs:pipeline_version", args=["lab", "classify", 2]))
 
     html = text(response)
     assert response.status_code == 200
@@ -401,7 +402,7 @@ def test_pipeline_version_shows_steps_and_spec_source(client: Any, world: Any, l
     assert "features ← dataset:iris@1" in html
     assert "{&quot;hidden&quot;: 32}" in html
     assert "<pre><code>steps:\n  # classify v2\n</code></pre>" in html
-    assert reverse("pipelines:pipeline_version", args=["lab", "classify", 1]) in html  # parent
+    assert reverse("runs:pipeline_version", args=["lab", "classify", 1]) in html  # parent
 
 
 # --- who may see what ------------------------------------------------------------------------

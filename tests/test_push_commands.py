@@ -10,8 +10,9 @@ import pytest
 from django.core.management import call_command, execute_from_command_line
 from django.core.management.base import CommandError
 
-from pipelines_app.models import Module, ModuleVersion, PipelineVersion, Workspace
+from pipelines_app.models import Module, ModuleVersion, PipelineVersion
 from pipelines_app.services import dataset_version_create
+from workspaces.models import Workspace
 
 PREP = "def run(ctx, raw, *, test_size: float = 0.25):\n    return {'train': raw, 'test': raw}\n"
 SPEC = """

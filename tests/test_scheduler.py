@@ -9,11 +9,12 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from pipelines_app.errors import DomainError
-from runs_app import scheduler
-from runs_app.artifacts import artifact_store_bytes
+from artifacts.store import artifact_store_bytes
+from runs_app import reaper, scheduler
 from runs_app.models import Event, FailureReason, PipelineRun, RunStatus, StepRun, StepStatus
 from tests.factories import chain
+from tests.helpers import next_queued, succeed
+from workspaces.errors import DomainError
 
 S = StepStatus
 
@@ -28,22 +29,15 @@ def statuses(run: PipelineRun) -> dict[str, str]:
 
 def work(step: StepRun, payload: bytes = b"1") -> bool:
     """Claim and succeed a queued step the way a worker does; True if it claimed."""
-    claimed = scheduler.step_claim(step.pk, "test-worker")
-    if claimed is None:
-        return False
-    out = artifact_store_bytes(step.workspace, payload + step.name.encode(), "application/json")
-    assert scheduler.step_succeed(claimed, claimed.attempt, {"out": out}, [])
-    return True
+    return succeed(step, {"out": (payload + step.name.encode(), "application/json")})
 
 
 def drain(run: PipelineRun) -> int:
     """Work every queued step of the run until none is left; returns bodies 'executed'."""
     executed = 0
-    while True:
-        queued = StepRun.objects.filter(run=run, status=S.QUEUED).order_by("position").first()
-        if queued is None:
-            return executed
+    while (queued := next_queued("position", run=run)) is not None:
         executed += work(queued)
+    return executed
 
 
 @pytest.fixture
@@ -197,7 +191,7 @@ def test_a_stale_attempt_cannot_overwrite_a_newer_one(version, settings):
     old = scheduler.step_claim(step.pk, "w1")
     StepRun.objects.filter(pk=step.pk).update(lease_expires_at=timezone.now() - timedelta(1))
 
-    counts = scheduler.reap()
+    counts = reaper.reap()
     new = scheduler.step_claim(step.pk, "w2")
 
     assert counts["requeued"] == 1
@@ -215,7 +209,7 @@ def test_a_step_lost_on_every_attempt_fails_with_worker_lost_repeatedly(version)
     for _ in range(step.max_attempts):
         assert scheduler.step_claim(step.pk, "doomed") is not None
         StepRun.objects.filter(pk=step.pk).update(lease_expires_at=timezone.now() - timedelta(1))
-        scheduler.reap()
+        reaper.reap()
 
     step.refresh_from_db()
     assert step.status == S.FAILED
@@ -230,7 +224,7 @@ def test_the_reaper_redispatches_a_queued_step_nobody_claimed(version, settings)
     long_ago = timezone.now() - timedelta(seconds=settings.STEPWORKS["LEASE_S"] + 1)
     StepRun.objects.filter(pk=step.pk).update(queued_at=long_ago)
 
-    counts = scheduler.reap()
+    counts = reaper.reap()
 
     assert counts["redispatched"] == 1
     step.refresh_from_db()
@@ -244,7 +238,7 @@ def test_cancel_stops_pending_steps_now_and_running_ones_through_their_worker(ve
     assert scheduler.run_cancel(run.pk)
 
     assert statuses(run) == {"s0": S.RUNNING, "s1": S.CANCELED, "s2": S.CANCELED}
-    assert scheduler.leases_renew("w1") == [(running.pk, running.attempt)]
+    assert reaper.leases_renew("w1") == [(running.pk, running.attempt)]
     scheduler.step_cancel_running(running, running.attempt)
     run.refresh_from_db()
     assert run.status == RunStatus.CANCELED
@@ -300,7 +294,7 @@ def test_the_reaper_releases_a_follower_whose_leader_already_finished(version):
     StepOutput.objects.create(step=leader, name="out", artifact=out)
     StepRun.objects.filter(pk=leader.pk).update(status=S.SUCCEEDED, finished_at=timezone.now())
 
-    counts = scheduler.reap()
+    counts = reaper.reap()
 
     assert counts["released"] == 1
     assert steps_of(follower_run)["s0"].status == S.REUSED
@@ -317,7 +311,7 @@ def test_a_worker_of_another_runtime_refuses_the_step_and_the_reaper_fails_it(ve
     long_ago = timezone.now() - timedelta(seconds=settings.STEPWORKS["LEASE_S"] + 1)
     StepRun.objects.filter(pk=step.pk).update(queued_at=long_ago)
 
-    counts = scheduler.reap()
+    counts = reaper.reap()
 
     assert counts["runtime_mismatch"] == 1
     step.refresh_from_db()
@@ -330,7 +324,7 @@ def test_orphaned_temp_files_are_collected_and_fresh_ones_kept(tmp_path):
     import os
     import time
 
-    from runs_app.artifacts import artifact_storage
+    from artifacts.store import artifact_storage
 
     storage = artifact_storage()
     folder = tmp_path / "artifacts" / "ab" / "cd"

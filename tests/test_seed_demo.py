@@ -12,21 +12,19 @@ from django.contrib.auth import get_user_model
 from django.core.files.storage import storages
 from django.core.management import call_command
 
+from artifacts.models import Artifact
 from pipelines_app import services
 from pipelines_app.management.commands.seed_demo import DEMO_MODULES, digits_parquet
 from pipelines_app.models import (
     Dataset,
     DatasetVersion,
-    Membership,
     Module,
     ModuleVersion,
     Pipeline,
     PipelineStep,
     PipelineVersion,
-    Role,
-    Workspace,
 )
-from runs_app.models import Artifact
+from workspaces.models import Membership, Role, Workspace
 
 pytestmark = pytest.mark.django_db
 

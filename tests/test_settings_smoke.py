@@ -1,6 +1,6 @@
 from django.core.files.storage import storages
 
-from runs_app.artifacts import artifact_store_bytes
+from artifacts.store import artifact_store_bytes
 
 
 def test_artifacts_are_content_addressed_and_stored_once(world, tmp_path):

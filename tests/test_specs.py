@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from pipelines_app.errors import DomainError
 from pipelines_app.specs import (
     SPEC_JSON_SCHEMA,
     Catalogue,
@@ -19,6 +18,7 @@ from pipelines_app.specs import (
     spec_digest,
     topological_order,
 )
+from workspaces.errors import DomainError
 
 PREP = {
     "inputs": ["raw"],

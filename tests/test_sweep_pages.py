@@ -16,9 +16,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from artifacts.store import artifact_store_bytes
 from pipelines_app.models import PipelineVersion
-from runs_app import scheduler, services
-from runs_app.artifacts import artifact_store_bytes
+from runs_app import scheduler
 from runs_app.models import (
     PipelineRun,
     RunStatus,
@@ -28,6 +28,7 @@ from runs_app.models import (
     SweepEvent,
     SweepEventKind,
 )
+from runs_app.sweeps import services as sweep_services
 from stepworks.context import MetricPoint
 from tests.factories import chain, module_version
 
@@ -48,7 +49,7 @@ def base(world: Any) -> PipelineVersion:
 
 
 def start(world: Any, base: PipelineVersion, replicates: int = 2, **kwargs: Any) -> Sweep:
-    return services.sweep_create(
+    return sweep_services.sweep_create(
         base,
         name=kwargs.pop("name", "k sweep"),
         axes=kwargs.pop("axes", {"s2": [{"label": "one"}, {"label": "two", "module": "m2@2"}]}),
@@ -604,7 +605,7 @@ def test_comparison_before_any_metric_is_logged_is_an_empty_page_not_an_error(
     assert "No run of this sweep has logged a metric yet" in html(response)
 
 
-COMPARE_QUERIES = 13  # session, user, workspace x2, sweep, metrics 2, rows 3, curve rows 3
+COMPARE_QUERIES = 11  # session, user, sweep+workspace+role, metrics 2, rows 3, curve rows 3
 
 
 @pytest.mark.parametrize("replicates", [1, 10])
@@ -639,7 +640,7 @@ def test_sweep_page_costs_the_same_queries_for_2_and_20_runs(
         response = client.get(reverse("runs:sweep_detail", args=["lab", sweep.pk]))
 
     assert response.status_code == 200
-    assert len(queries) == 14, [q["sql"][:80] for q in queries]
+    assert len(queries) == 12, [q["sql"][:80] for q in queries]
 
 
 def test_run_compare_names_the_sweep_and_variant_of_each_run(
@@ -659,7 +660,7 @@ def test_run_compare_names_the_sweep_and_variant_of_each_run(
 def test_sweep_page_lists_the_first_runs_and_links_the_rest(
     client: Any, world: Any, base: PipelineVersion, monkeypatch: Any
 ) -> None:
-    from runs_app import sweep_views
+    from runs_app.sweeps import views as sweep_views
 
     monkeypatch.setattr(sweep_views, "SWEEP_TABLE_RUNS", 3)
     sweep = start(world, base)
@@ -669,3 +670,19 @@ def test_sweep_page_lists_the_first_runs_and_links_the_rest(
 
     assert page.count('<tr data-status="') == 3
     assert "… and 1 more" in page
+
+
+def test_the_page_and_the_api_default_to_the_same_direction(
+    client: Any, world: Any, base: PipelineVersion
+) -> None:
+    sweep = start(world, base)
+    work(sweep)
+    client.force_login(world.viewer)
+    api = reverse("api:sweep-compare", args=["lab", sweep.pk])
+
+    for metric, direction in (("loss", "min"), ("accuracy", "max")):
+        page = client.get(compare_url(sweep, metric=metric, step="s2"))
+        body = client.get(api, {"metric": metric, "step": "s2"}).json()
+
+        assert page.context["comparison"].direction == direction
+        assert body["direction"] == direction

@@ -13,7 +13,7 @@ import pytest
 from django.core.management import call_command
 
 from runs_app.models import PipelineRun, RunStatus, StepRun, StepStatus, Sweep
-from runs_app.sweep_queries import sweep_comparison
+from runs_app.sweeps.selectors import sweep_comparison
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

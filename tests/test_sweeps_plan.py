@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines_app.errors import DomainError
 from pipelines_app.specs import Catalogue, ModuleInfo
-from runs_app.sweeps import (
+from runs_app.sweeps.plan import (
     Combination,
     promotion_changes,
     run_changes,
     sweep_plan,
     variant_version_spec,
 )
+from workspaces.errors import DomainError
 
 
 def _iface(inputs, outputs, **params):

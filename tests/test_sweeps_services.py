@@ -14,10 +14,8 @@ from typing import Any
 
 import pytest
 
-from pipelines_app.errors import DomainError
 from pipelines_app.models import PipelineVersion
 from pipelines_app.services import module_version_create, pipeline_version_create
-from runs_app import services
 from runs_app.models import (
     PipelineRun,
     RunStatus,
@@ -26,13 +24,16 @@ from runs_app.models import (
     SweepEvent,
     SweepEventKind,
 )
-from runs_app.sweep_queries import (
+from runs_app.sweeps import services as sweep_services
+from runs_app.sweeps.selectors import (
     sweep_comparison,
     sweep_metrics,
     sweep_progress,
     sweep_rows,
 )
-from tests.test_engine import bodies, wait_runs
+from tests.helpers import wait_runs
+from tests.test_engine import bodies
+from workspaces.errors import DomainError
 
 # Logs `score`: v for a and b; 10 * (b's v) + v for c; 100 more for c2 (another module line).
 STEP = """
@@ -135,7 +136,7 @@ def test_a_bad_sweep_names_its_field_and_writes_nothing(world, tmp_path, axes, k
     before = written()
 
     with pytest.raises(DomainError) as error:
-        services.sweep_create(base, name="bad", axes=axes, **kwargs)
+        sweep_services.sweep_create(base, name="bad", axes=axes, **kwargs)
 
     assert path in error.value.fields, error.value.fields
     assert written() == before
@@ -147,7 +148,7 @@ def test_the_run_limit_is_a_setting(world, tmp_path, settings):
     before = written()
 
     with pytest.raises(DomainError) as error:
-        services.sweep_create(
+        sweep_services.sweep_create(
             base,
             name="big",
             axes={"b": b_axis(0, 1), "c": c_axis(tmp_path)},
@@ -166,7 +167,7 @@ def test_a_sweep_starts_one_run_per_combination_on_one_version_per_module_swap(w
     marker = tmp_path / "bodies.txt"
     base = sweep_world(world.workspace, marker)
 
-    sweep = services.sweep_create(
+    sweep = sweep_services.sweep_create(
         base,
         name="abc",
         axes={"c": c_axis(marker), "b": b_axis(0, 1)},
@@ -196,7 +197,7 @@ def test_a_second_sweep_reuses_the_versions_the_first_made(world, tmp_path):
     marker = tmp_path / "bodies.txt"
     base = sweep_world(world.workspace, marker)
     axes = {"b": b_axis(0, 1), "c": c_axis(marker)}
-    services.sweep_create(base, name="one", axes=axes)
+    sweep_services.sweep_create(base, name="one", axes=axes)
     versions = PipelineVersion.objects.count()
     # The swapped version is no longer the pipeline's latest: the clone service alone would
     # not find it again.
@@ -204,7 +205,7 @@ def test_a_second_sweep_reuses_the_versions_the_first_made(world, tmp_path):
         world.workspace, "abc", {"steps": {"a": {"module": "a@1"}}}, message="unrelated"
     )
 
-    second = services.sweep_create(base, name="two", axes=axes)
+    second = sweep_services.sweep_create(base, name="two", axes=axes)
 
     assert PipelineVersion.objects.count() == versions + 1  # only the unrelated one
     first_runs = {
@@ -217,17 +218,17 @@ def test_a_second_sweep_reuses_the_versions_the_first_made(world, tmp_path):
 def test_cancel_stops_every_run_and_freezes_the_axes(world, tmp_path):
     marker = tmp_path / "bodies.txt"
     base = sweep_world(world.workspace, marker)
-    sweep = services.sweep_create(base, name="s", axes={"b": b_axis(0, 1)})
+    sweep = sweep_services.sweep_create(base, name="s", axes={"b": b_axis(0, 1)})
 
-    canceled = services.sweep_cancel(sweep, by=world.owner)
+    canceled = sweep_services.sweep_cancel(sweep, by=world.owner)
 
     assert canceled == 2
     assert set(sweep.runs.values_list("status", flat=True)) == {RunStatus.CANCELED}
     progress = sweep_progress(sweep)
     assert progress["canceled"] and progress["finished"] and progress["runs"]["canceled"] == 2
-    assert services.sweep_cancel(sweep) == 0  # again: nothing left to cancel
+    assert sweep_services.sweep_cancel(sweep) == 0  # again: nothing left to cancel
     with pytest.raises(DomainError) as error:
-        services.sweep_extend(sweep, "b", {"label": "b2", "params": {"v": 2}})
+        sweep_services.sweep_extend(sweep, "b", {"label": "b2", "params": {"v": 2}})
     assert error.value.code == "sweep_canceled" and error.value.status_code == 409
     assert sweep.runs.count() == 2
     assert [e.kind for e in sweep.events.all()] == ["created", "canceled"]
@@ -236,9 +237,11 @@ def test_cancel_stops_every_run_and_freezes_the_axes(world, tmp_path):
 def test_promote_makes_the_variant_the_next_version_of_the_base(world, tmp_path):
     marker = tmp_path / "bodies.txt"
     base = sweep_world(world.workspace, marker)
-    sweep = services.sweep_create(base, name="abc", axes={"b": b_axis(0, 1), "c": c_axis(marker)})
+    sweep = sweep_services.sweep_create(
+        base, name="abc", axes={"b": b_axis(0, 1), "c": c_axis(marker)}
+    )
 
-    version = services.sweep_promote(sweep, {"b": "b1", "c": "c2"}, user=world.owner)
+    version = sweep_services.sweep_promote(sweep, {"b": "b1", "c": "c2"}, user=world.owner)
 
     assert version.parent == base and version.pipeline == base.pipeline
     assert version.message == f"promoted from sweep 'abc' (#{sweep.pk}): b=b1, c=c2"
@@ -249,14 +252,14 @@ def test_promote_makes_the_variant_the_next_version_of_the_base(world, tmp_path)
     event = sweep.events.get(kind=SweepEventKind.PROMOTED)
     assert event.data["version"] == version.pk and event.data["variant"] == {"b": "b1", "c": "c2"}
     with pytest.raises(DomainError) as error:
-        services.sweep_promote(sweep, {"b": "b9"})
+        sweep_services.sweep_promote(sweep, {"b": "b9"})
     assert set(error.value.fields) == {"variant.b", "variant.c"}
 
 
 def test_a_bad_extension_names_its_field_and_writes_nothing(world, tmp_path):
     marker = tmp_path / "bodies.txt"
     base = sweep_world(world.workspace, marker)
-    sweep = services.sweep_create(base, name="s", axes={"b": b_axis(0, 1)})
+    sweep = sweep_services.sweep_create(base, name="s", axes={"b": b_axis(0, 1)})
     before = written()
 
     cases = [
@@ -267,7 +270,7 @@ def test_a_bad_extension_names_its_field_and_writes_nothing(world, tmp_path):
     ]
     for step, variant, path in cases:
         with pytest.raises(DomainError) as error:
-            services.sweep_extend(sweep, step, variant)
+            sweep_services.sweep_extend(sweep, step, variant)
         assert path in error.value.fields, (step, variant, error.value.fields)
     assert written() == before
     sweep.refresh_from_db()
@@ -284,7 +287,7 @@ def test_a_sweep_shares_upstream_steps_and_an_extension_runs_only_new_combinatio
     marker = tmp_path / "bodies.txt"
     base = sweep_world(world.workspace, marker)
 
-    sweep = services.sweep_create(
+    sweep = sweep_services.sweep_create(
         base,
         name="abc",
         axes={"b": b_axis(0, 1), "c": c_axis(marker)},
@@ -303,7 +306,7 @@ def test_a_sweep_shares_upstream_steps_and_an_extension_runs_only_new_combinatio
     assert progress["finished"]
 
     before = len(bodies(marker))
-    new_runs = services.sweep_extend(sweep, "b", {"label": "b2", "params": {"v": 2}})
+    new_runs = sweep_services.sweep_extend(sweep, "b", {"label": "b2", "params": {"v": 2}})
     wait_runs(*new_runs)
 
     assert sorted((r.variant["c"], r.variant["replicate"]) for r in new_runs) == [
@@ -351,11 +354,15 @@ def test_a_repeated_sweep_executes_nothing_and_reads_metrics_through_reuse(
     marker = tmp_path / "bodies.txt"
     base = sweep_world(world.workspace, marker)
     axes = {"b": b_axis(0, 1), "c": c_axis(marker)}
-    first = services.sweep_create(base, name="one", axes=axes, replicates=2, seed_params=["c.v"])
+    first = sweep_services.sweep_create(
+        base, name="one", axes=axes, replicates=2, seed_params=["c.v"]
+    )
     wait_runs(*first.runs.all())
     executed = len(bodies(marker))
 
-    second = services.sweep_create(base, name="two", axes=axes, replicates=2, seed_params=["c.v"])
+    second = sweep_services.sweep_create(
+        base, name="two", axes=axes, replicates=2, seed_params=["c.v"]
+    )
     wait_runs(*second.runs.all())
 
     assert len(bodies(marker)) == executed
@@ -378,16 +385,16 @@ def test_reads_cost_the_same_queries_for_2_and_20_runs(
 ):
     marker = tmp_path / "bodies.txt"
     base = sweep_world(world.workspace, marker)
-    small = services.sweep_create(
+    small = sweep_services.sweep_create(
         base, name="2", axes={"c": [{"label": "c"}]}, replicates=2, seed_params=["c.v"]
     )
-    large = services.sweep_create(
+    large = sweep_services.sweep_create(
         base, name="20", axes={"c": c_axis(marker)}, replicates=10, seed_params=["c.v"]
     )
     wait_runs(*PipelineRun.objects.filter(sweep__in=[small, large]))
 
-    for sweep, runs in ((small, 2), (large, 20)):
-        sweep = Sweep.objects.select_related("base_version").get(pk=sweep.pk)
+    for made, runs in ((small, 2), (large, 20)):
+        sweep = Sweep.objects.select_related("base_version").get(pk=made.pk)
         with django_assert_num_queries(3):
             rows = sweep_rows(sweep, "score", step="c", aggregate="max")
         with django_assert_num_queries(3):

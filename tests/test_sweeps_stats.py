@@ -12,14 +12,8 @@ import math
 
 import pytest
 
-from pipelines_app.errors import DomainError
-from runs_app.sweeps import (
-    aggregate_values,
-    compare,
-    compare_variants,
-    summarise,
-    welch,
-)
+from runs_app.sweeps.stats import aggregate_values, compare, compare_variants, summarise, welch
+from workspaces.errors import DomainError
 
 
 def t_pdf(x: float, df: float) -> float:

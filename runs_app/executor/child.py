@@ -135,21 +135,37 @@ def _run(spec: dict[str, Any], result_fd: int) -> int:
     problem = _check_outputs(returned, list(spec["declared_outputs"]))
     if problem:
         return report("failed", "output_invalid", problem)
+    try:
+        written = _write_outputs(returned or {}, output_dir)
+    except _OutputFailed as failed:
+        return report("failed", failed.reason, failed.message)
+    return report("succeeded", None, "", written)
+
+
+class _OutputFailed(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+def _write_outputs(returned: dict[str, Any], output_dir: Path) -> dict[str, dict[str, str]]:
+    """Write each returned output under the outputs folder; {name: {file, media_type, kind}}."""
     written = {}
     folder = output_dir / OUTPUTS_DIR
-    for name, value in (returned or {}).items():
+    for name, value in returned.items():
         try:
             output = write_output(value, folder, name)
         except OutputError as error:
-            return report("failed", "output_invalid", str(error))
+            raise _OutputFailed("output_invalid", str(error)) from error
         except BaseException as error:
-            return report("failed", "internal_error", f"could not write output {name!r}: {error}")
+            message = f"could not write output {name!r}: {error}"
+            raise _OutputFailed("internal_error", message) from error
         written[name] = {
             "file": str(output.path.relative_to(output_dir)),
             "media_type": output.media_type,
             "kind": output.kind,
         }
-    return report("succeeded", None, "", written)
+    return written
 
 
 def _entry_file(entrypoint: str) -> str:
@@ -175,7 +191,8 @@ def _load_entrypoint(code_dir: Path, entrypoint: str) -> Callable[..., Any]:
     function = getattr(module, function_name, None)
     if not callable(function):
         raise AttributeError(f"{relative} has no function {function_name!r}")
-    return function
+    entry: Callable[..., Any] = function
+    return entry
 
 
 def _code_of(source: Path) -> CodeType:
@@ -199,7 +216,8 @@ def _code_of(source: Path) -> CodeType:
         and int.from_bytes(data[8:12], "little") == int(stat.st_mtime) & 0xFFFFFFFF
         and int.from_bytes(data[12:16], "little") == stat.st_size & 0xFFFFFFFF
     ):
-        return marshal.loads(memoryview(data)[16:])
+        cached: CodeType = marshal.loads(memoryview(data)[16:])
+        return cached
     with open(source, "rb") as handle:
         return compile(handle.read(), str(source), "exec", dont_inherit=True)
 

@@ -6,10 +6,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from pipelines_app.errors import DomainError
-from pipelines_app.management import rejected, user_named, workspace_named
 from pipelines_app.models import ModuleVersion
 from pipelines_app.services import module_version_create_from_dir
+from workspaces.errors import DomainError
+from workspaces.management import rejected, user_named, workspace_named
 
 
 class Command(BaseCommand):

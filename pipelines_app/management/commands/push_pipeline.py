@@ -7,9 +7,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from pipelines_app.errors import DomainError
-from pipelines_app.management import EXIT_REJECTED, rejected, user_named, workspace_named
 from pipelines_app.services import pipeline_version_create
+from workspaces.errors import DomainError
+from workspaces.management import EXIT_REJECTED, rejected, user_named, workspace_named
 
 
 class Command(BaseCommand):

@@ -26,17 +26,12 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from pipelines_app import services
-from pipelines_app.errors import DomainError
-from pipelines_app.models import (
-    DatasetVersion,
-    Membership,
-    ModuleVersion,
-    PipelineVersion,
-    Role,
-    Workspace,
-)
+from pipelines_app.models import DatasetVersion, ModuleVersion, PipelineVersion
 from pipelines_app.specs import Catalogue, ModuleInfo, resolve_spec
 from stepworks.outputs import PARQUET, PARQUET_ROW_GROUP_ROWS
+from workspaces.errors import DomainError
+from workspaces.models import Membership, Role, Workspace
+from workspaces.services import membership_set, workspace_create
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo"  # printed by the command: a demo login, to change on a shared host
@@ -142,12 +137,12 @@ class Command(BaseCommand):
     def _workspace(self, user: Any) -> Workspace:
         workspace = Workspace.objects.filter(slug=WORKSPACE_SLUG).first()
         if workspace is None:
-            workspace = services.workspace_create(WORKSPACE_SLUG, "Demo", owner=user)
+            workspace = workspace_create(WORKSPACE_SLUG, "Demo", owner=user)
             self._say(True, f"workspace {WORKSPACE_SLUG} (owner {DEMO_USER})")
             return workspace
         self._say(False, f"workspace {WORKSPACE_SLUG}")
         if not Membership.objects.filter(workspace=workspace, user=user).exists():
-            services.membership_set(workspace, user, Role.OWNER)
+            membership_set(workspace, user, Role.OWNER)
             self._say(True, f"membership {DEMO_USER} as owner of {WORKSPACE_SLUG}")
         return workspace
 
@@ -255,7 +250,9 @@ class Command(BaseCommand):
         Pinned, the spec's digest does not depend on what users pushed since, so a re-seed
         finds the version it made instead of adding one that uses their newest code.
         """
-        spec = yaml.safe_load((examples_dir() / "classify.yaml").read_text(encoding="utf-8"))
+        spec: dict[str, Any] = yaml.safe_load(
+            (examples_dir() / "classify.yaml").read_text(encoding="utf-8")
+        )
         dataset_latest = f"dataset:{DATASET}@latest"
         for step in spec["steps"].values():
             name, _, number = step["module"].partition("@")

@@ -13,13 +13,14 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from pipelines_app.errors import DomainError
-from pipelines_app.models import PipelineVersion, Workspace
-from runs_app import services
+from pipelines_app.models import PipelineVersion
 from runs_app.dispatch import EmbeddedWorkers
-from runs_app.sweep_queries import sweep_comparison, sweep_progress
-from runs_app.sweeps import Comparison, VariantStats
+from runs_app.sweeps import services as sweep_services
+from runs_app.sweeps.selectors import sweep_comparison, sweep_progress
+from runs_app.sweeps.stats import Comparison, VariantStats
 from runs_app.worker import fresh_workers_exist
+from workspaces.errors import DomainError
+from workspaces.models import Workspace
 
 WORKSPACE = "demo"
 PIPELINE = "classify"
@@ -89,7 +90,7 @@ class Command(BaseCommand):
         try:
             started = time.monotonic()
             try:
-                sweep = services.sweep_create(
+                sweep = sweep_services.sweep_create(
                     base,
                     name=options["name"],
                     axes=AXES,

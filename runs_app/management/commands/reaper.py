@@ -3,11 +3,11 @@
 import time
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import connection
 
-from runs_app import scheduler
+from runs_app import reaper
+from workspaces.conf import engine
 
 
 class Command(BaseCommand):
@@ -18,10 +18,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         while True:
-            counts = scheduler.reap()
+            counts = reaper.reap()
             if any(counts.values()) or options["once"]:
                 self.stdout.write(" ".join(f"{k}={v}" for k, v in counts.items()))
             if options["once"]:
                 return
             connection.close()
-            time.sleep(settings.STEPWORKS["REAPER_S"])
+            time.sleep(engine().reaper_s)

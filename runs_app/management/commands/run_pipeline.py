@@ -11,14 +11,14 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.http import Http404
 
-from pipelines_app.errors import DomainError
-from pipelines_app.models import Workspace
 from pipelines_app.selectors import pipeline_version_by_ref
 from runs_app import scheduler
 from runs_app.dispatch import EmbeddedWorkers
 from runs_app.models import RUN_TERMINAL, PipelineRun, RunStatus
 from runs_app.selectors import run_summary, run_with_steps
 from runs_app.worker import fresh_workers_exist
+from workspaces.errors import DomainError
+from workspaces.models import Workspace
 
 
 def parse_param(text: str) -> tuple[str, Any]:

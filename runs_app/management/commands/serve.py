@@ -71,10 +71,10 @@ class Command(BaseCommand):
 
     def _first_demo_run(self) -> None:
         """The demo's first run, once, so the explorer has something to show."""
-        from pipelines_app.models import Workspace
         from pipelines_app.selectors import pipeline_version_by_ref
         from runs_app import scheduler
         from runs_app.models import PipelineRun
+        from workspaces.models import Workspace
 
         try:
             workspace = Workspace.objects.filter(slug="demo").first()

@@ -2,7 +2,7 @@
 
 Every function here costs a fixed number of queries whatever the number of runs (pinned by
 tests for 2 and 20 runs), so a sweep page of 1,000 runs stays one page of SQL. The
-statistics themselves are pure and live in runs_app/sweeps.py.
+statistics themselves are pure and live in runs_app/sweeps/stats.py.
 
 A reused step logged no metrics of its own: its values are those of the step it reused
 (`reused_from`, always a step that executed), so rows read metrics through that link.
@@ -15,12 +15,9 @@ from typing import Any
 from django.db.models import Count, F, Q, QuerySet
 from django.db.models.functions import Coalesce
 
-from pipelines_app.errors import DomainError
-from pipelines_app.models import Workspace
-from pipelines_app.selectors import get_workspace_for_user, one_or_404
-from runs_app import sweeps
 from runs_app.models import (
     RUN_TERMINAL,
+    STEP_IN_FLIGHT,
     Metric,
     PipelineRun,
     RunStatus,
@@ -28,24 +25,27 @@ from runs_app.models import (
     StepStatus,
     Sweep,
 )
-
-IN_FLIGHT = (StepStatus.QUEUED, StepStatus.RUNNING, StepStatus.FOLLOWING)
+from runs_app.sweeps import plan, stats
+from workspaces.errors import DomainError
+from workspaces.models import Workspace
+from workspaces.selectors import scoped_or_404
 
 
 def get_sweep_for_user(user: Any, slug: str, sweep_id: int, role: str = "viewer") -> Sweep:
     """The sweep in workspace `slug` if the user may see it with `role`; 404 otherwise."""
-    workspace = get_workspace_for_user(user, slug, role)
-    return one_or_404(
-        Sweep.objects.select_related("base_version__pipeline", "workspace").filter(
-            workspace=workspace, pk=sweep_id
-        ),
+    return scoped_or_404(
+        Sweep.objects.select_related("base_version__pipeline"),
+        user,
+        slug,
         "sweep",
+        role=role,
+        pk=sweep_id,
     )
 
 
 def sweep_axes(sweep: Sweep) -> dict[str, list[dict[str, Any]]]:
     """The sweep's axes in the pipeline's step order (stored JSON may reorder keys)."""
-    return sweeps.ordered_axes(sweep.base_version.spec, sweep.axes)
+    return plan.ordered_axes(sweep.base_version.spec, sweep.axes)
 
 
 def sweep_progress(sweep: Sweep) -> dict[str, Any]:
@@ -72,7 +72,7 @@ def sweep_progress(sweep: Sweep) -> dict[str, Any]:
     run_counts = {status: runs.get(status, 0) for status in RunStatus.values}
     done = sum(runs.get(status, 0) for status in RUN_TERMINAL)
     total = sum(runs.values())
-    expected = sweeps.sweep_size(sweep.axes, sweep.replicates)
+    expected = plan.sweep_size(sweep.axes, sweep.replicates)
     canceled = sweep.canceled_at is not None
     return {
         "expected": expected,
@@ -86,7 +86,7 @@ def sweep_progress(sweep: Sweep) -> dict[str, Any]:
             "reused": steps.get(StepStatus.REUSED, 0),
             "failed": steps.get(StepStatus.FAILED, 0),
             "canceled": steps.get(StepStatus.CANCELED, 0),
-            "in_flight": sum(steps.get(status, 0) for status in IN_FLIGHT),
+            "in_flight": sum(steps.get(status, 0) for status in STEP_IN_FLIGHT),
             "pending": steps.get(StepStatus.PENDING, 0),
         },
     }
@@ -125,7 +125,7 @@ def sweep_metrics(sweep: Sweep) -> list[dict[str, Any]]:
 
 def sweep_rows(
     sweep: Sweep, metric: str, step: str | None = None, aggregate: str = "last"
-) -> list[sweeps.Row]:
+) -> list[stats.Row]:
     """One row per run of the sweep: {"run", "choices", "replicate", "status", "values",
     "value"}; `value` is the `aggregate` (last, min, max) of the run's values of `metric`
     logged by `step` (by whichever step logs it when None). Three queries.
@@ -138,10 +138,10 @@ def sweep_rows(
 
 def _rows(
     sweep: Sweep, metric: str, step: str | None, aggregate: str
-) -> tuple[list[sweeps.Row], str | None]:
+) -> tuple[list[stats.Row], str | None]:
     """(rows, the step that logged the metric)."""
-    if aggregate not in sweeps.AGGREGATES:
-        sweeps.aggregate_values([], aggregate)  # raises, naming the field
+    if aggregate not in stats.AGGREGATES:
+        stats.aggregate_values([], aggregate)  # raises, naming the field
     if not isinstance(metric, str) or not metric:
         raise DomainError("invalid_metric", "Pick a metric.", {"metric": ["required"]})
     if step is not None and step not in sweep.base_version.spec["steps"]:
@@ -179,17 +179,17 @@ def _rows(
             f"Several steps log {metric!r}: pick one.",
             {"step": [f"one of {', '.join(sorted(logged_by))}"]},
         )
-    rows: list[sweeps.Row] = []
+    rows: list[stats.Row] = []
     for run_id, variant, status in runs:
         run_values = values.get(run_id, [])
         rows.append(
             {
                 "run": run_id,
-                "choices": {k: str(v) for k, v in variant.items() if k != sweeps.REPLICATE_KEY},
-                "replicate": int(variant.get(sweeps.REPLICATE_KEY, 0)),
+                "choices": {k: str(v) for k, v in variant.items() if k != plan.REPLICATE_KEY},
+                "replicate": int(variant.get(plan.REPLICATE_KEY, 0)),
                 "status": status,
                 "values": run_values,
-                "value": sweeps.aggregate_values(run_values, aggregate),
+                "value": stats.aggregate_values(run_values, aggregate),
             }
         )
     all_done = all(status in RUN_TERMINAL for _, _, status in runs)
@@ -211,10 +211,10 @@ def sweep_comparison(
     step: str | None = None,
     aggregate: str = "last",
     direction: str = "max",
-) -> sweeps.Comparison:
-    """sweep_rows + sweeps.compare, with the sweep's axes in pipeline order."""
+) -> stats.Comparison:
+    """sweep_rows + stats.compare, with the sweep's axes in pipeline order."""
     rows, step = _rows(sweep, metric, step, aggregate)
-    return sweeps.compare(
+    return stats.compare(
         rows,
         axes=sweep_axes(sweep),
         direction=direction,

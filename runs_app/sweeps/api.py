@@ -1,10 +1,10 @@
 """Sweep REST API: list, create, detail, runs, extend, cancel, promote, compare, metrics.
 
-Follows the conventions in pipelines_app/api.py. Every write is a service of
+Follows the conventions in workspaces/api.py. Every write is a service of
 runs_app/services.py (sweep_create, sweep_extend, sweep_cancel, sweep_promote), which checks
 the whole request first and raises one DomainError naming each field (`axes.train.1.module`)
-before anything is written; reads are runs_app/sweep_queries.py, a fixed number of queries
-whatever the number of runs. The statistics are runs_app/sweeps.py's `Comparison`, whose
+before anything is written; reads are sweeps/selectors.py, a fixed number of queries
+whatever the number of runs. The statistics are sweeps/stats.py's `Comparison`, whose
 figures are finite or None (DRF's JSON refuses NaN).
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from django.conf import settings
 from django.db.models import Count, Q, QuerySet
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema, extend_schema_field
@@ -22,28 +21,32 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from pipelines_app.api import ApiMixin, JsonObjectField, created, created_between, newest_id
-from pipelines_app.errors import DomainError
-from pipelines_app.models import PipelineVersion, Role
-from pipelines_app.selectors import get_workspace_for_user
-from pipelines_app.serializers import PipelineVersionSerializer, username_of
-from runs_app import selectors, services, sweeps
+from pipelines_app.models import PipelineVersion
+from pipelines_app.serializers import PipelineVersionSerializer
+from runs_app import selectors as run_selectors
 from runs_app.api import PIPELINE_REF_RE, IntFilter, RunListApi, pipeline_version_named
 from runs_app.models import RUN_TERMINAL, PipelineRun, RunStatus, Sweep, SweepEvent
-from runs_app.serializers import (
-    SWEEP_STATES,
-    SweepDetailSerializer,
-    SweepRunCountsSerializer,
-    SweepRunRowSerializer,
-    SweepSerializer,
-)
-from runs_app.sweep_queries import (
+from runs_app.sweeps import plan, services, stats
+from runs_app.sweeps.selectors import (
     get_sweep_for_user,
     sweep_comparison,
     sweep_metrics,
     sweep_progress,
     sweep_rows,
 )
+from runs_app.sweeps.serializers import (
+    SWEEP_STATES,
+    SweepDetailSerializer,
+    SweepRunCountsSerializer,
+    SweepRunRowSerializer,
+    SweepSerializer,
+)
+from workspaces.api import ApiMixin, JsonObjectField, created, created_between, newest_id
+from workspaces.conf import engine
+from workspaces.errors import DomainError
+from workspaces.models import Role
+from workspaces.selectors import get_workspace_for_user
+from workspaces.serializers import username_of
 
 # The shape of `axes` (the service checks it, naming each path): documented for clients.
 AXES_SCHEMA = {
@@ -54,7 +57,7 @@ AXES_SCHEMA = {
         "items": {
             "type": "object",
             "properties": {
-                "label": {"type": "string", "description": sweeps.LABEL_HELP},
+                "label": {"type": "string", "description": plan.LABEL_HELP},
                 "module": {"type": "string", "description": "name@N or name@latest"},
                 "params": {"type": "object", "additionalProperties": True},
             },
@@ -132,7 +135,7 @@ def sweep_detail(sweep: Sweep) -> dict[str, Any]:
     }
 
 
-class SweepListApi(ApiMixin, generics.ListAPIView):
+class SweepListApi(ApiMixin, generics.ListAPIView[Sweep]):
     """The workspace's sweeps, newest first, each with its runs counted by status."""
 
     queryset = Sweep.objects.none()
@@ -151,12 +154,12 @@ class SweepListApi(ApiMixin, generics.ListAPIView):
         @extend_schema_field(serializers.BooleanField(help_text="Every run has finished."))
         def get_finished(self, obj: Sweep) -> bool:
             counts = _run_counts(obj)
-            enough = obj.canceled_at is not None or counts["total"] >= sweeps.sweep_size(
+            enough = obj.canceled_at is not None or counts["total"] >= plan.sweep_size(
                 obj.axes, obj.replicates
             )
             return counts["done"] == counts["total"] and enough
 
-    class FilterSet(filters.FilterSet):
+    class FilterSet(filters.FilterSet):  # type: ignore[misc]
         pipeline = filters.CharFilter(field_name="base_version__pipeline__name")
         version = IntFilter(field_name="base_version__number")
         status = filters.ChoiceFilter(
@@ -185,7 +188,7 @@ class SweepCreateApi(ApiMixin, APIView):
     """Check a sweep whole, then start one run per combination of its axes x replicates;
     any problem is a 400 naming its field (`axes.train.1.module`) and nothing starts."""
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[Any]):
         pipeline = serializers.RegexField(
             PIPELINE_REF_RE, max_length=200, help_text="The base: NAME, NAME@latest or NAME@N"
         )
@@ -202,7 +205,7 @@ class SweepCreateApi(ApiMixin, APIView):
         reuse = serializers.BooleanField(default=True)
 
         def validate_replicates(self, value: int) -> int:
-            limit = settings.STEPWORKS["SWEEP_MAX_RUNS"]
+            limit = engine().sweep_max_runs
             if value > limit:
                 raise serializers.ValidationError(f"at most {limit} (the run limit)")
             return value
@@ -234,13 +237,13 @@ class SweepDetailApi(ApiMixin, APIView):
         return Response(sweep_detail(sweep_for(request, workspace, sweep_id)))
 
 
-class SweepRunListApi(ApiMixin, generics.ListAPIView):
+class SweepRunListApi(ApiMixin, generics.ListAPIView[PipelineRun]):
     """The sweep's runs in the order they were made, each with its variant and status."""
 
     queryset = PipelineRun.objects.none()
     serializer_class = RunListApi.OutputSerializer
 
-    class FilterSet(filters.FilterSet):
+    class FilterSet(filters.FilterSet):  # type: ignore[misc]
         status = filters.MultipleChoiceFilter(choices=RunStatus.choices)
 
         class Meta:
@@ -251,11 +254,11 @@ class SweepRunListApi(ApiMixin, generics.ListAPIView):
 
     def get_queryset(self) -> QuerySet[PipelineRun]:
         sweep = sweep_for(self.request, self.kwargs["workspace"], self.kwargs["sweep_id"])
-        return selectors.run_list(sweep.workspace).filter(sweep=sweep).order_by("pk")
+        return run_selectors.run_list(sweep.workspace).filter(sweep=sweep).order_by("pk")
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
-        counts = selectors.run_step_counts([run.pk for run in page or []])
+        counts = run_selectors.run_step_counts([run.pk for run in page or []])
         data = RunListApi.OutputSerializer(page, many=True, context={"step_counts": counts}).data
         return self.get_paginated_response(data)
 
@@ -263,11 +266,11 @@ class SweepRunListApi(ApiMixin, generics.ListAPIView):
 class SweepExtendApi(ApiMixin, APIView):
     """Append a variant to an axis and start only the combinations that are new."""
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[Any]):
         step = serializers.CharField(max_length=100, help_text="An axis of the sweep.")
         variant = VariantField(help_text='{"label", "module"?: "name@N", "params"?: {...}}')
 
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         sweep = serializers.IntegerField()
         step = serializers.CharField()
         variant = serializers.DictField(help_text="As stored: module pinned, params coerced.")
@@ -319,7 +322,7 @@ class SweepPromoteApi(ApiMixin, APIView):
     """Make a variant the next version of the base pipeline (parent: the base version); a
     spec identical to the pipeline's latest version returns that version with 200."""
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[Any]):
         variant = ChoicesField(help_text="{step: label} with a label for every axis.")
         message = serializers.CharField(
             required=False, allow_blank=True, default="", help_text="Default: names the sweep."
@@ -346,7 +349,7 @@ class SweepPromoteApi(ApiMixin, APIView):
 # --- the comparison's shapes (runs_app.sweeps.Comparison.as_dict) ------------------------------
 
 
-class SweepSummarySerializer(serializers.Serializer):
+class SweepSummarySerializer(serializers.Serializer[Any]):
     n = serializers.IntegerField(help_text="Measured runs.")
     mean = serializers.FloatField(allow_null=True)
     std = serializers.FloatField(allow_null=True, help_text="Sample std (n - 1).")
@@ -354,7 +357,7 @@ class SweepSummarySerializer(serializers.Serializer):
     ci_high = serializers.FloatField(allow_null=True)
 
 
-class SweepCountsSerializer(serializers.Serializer):
+class SweepCountsSerializer(serializers.Serializer[Any]):
     total = serializers.IntegerField()
     measured = serializers.IntegerField()
     failed = serializers.IntegerField()
@@ -363,7 +366,7 @@ class SweepCountsSerializer(serializers.Serializer):
     missing = serializers.IntegerField(help_text="Succeeded without a value of the metric.")
 
 
-class SweepVariantStatsSerializer(serializers.Serializer):
+class SweepVariantStatsSerializer(serializers.Serializer[Any]):
     choices = serializers.DictField(child=serializers.CharField(), help_text="{step: label}")
     name = serializers.CharField(help_text="step=label, step=label")
     summary = SweepSummarySerializer()
@@ -374,7 +377,7 @@ class SweepVariantStatsSerializer(serializers.Serializer):
     )
 
 
-class SweepLevelStatsSerializer(serializers.Serializer):
+class SweepLevelStatsSerializer(serializers.Serializer[Any]):
     step = serializers.CharField()
     label = serializers.CharField()  # type: ignore[assignment]
     summary = SweepSummarySerializer()
@@ -382,7 +385,7 @@ class SweepLevelStatsSerializer(serializers.Serializer):
     effect = serializers.FloatField(allow_null=True, help_text="Its mean - the grand mean.")
 
 
-class SweepDifferenceSerializer(serializers.Serializer):
+class SweepDifferenceSerializer(serializers.Serializer[Any]):
     a = serializers.DictField(child=serializers.CharField())
     b = serializers.DictField(child=serializers.CharField())
     n_a = serializers.IntegerField()
@@ -418,16 +421,21 @@ class SweepCompareApi(ApiMixin, APIView):
     against the runner-up, and A vs B (Welch) when `a` and `b` name two variants. Undefined
     figures are null."""
 
-    class QuerySerializer(serializers.Serializer):
+    class QuerySerializer(serializers.Serializer[Any]):
         metric = serializers.CharField(max_length=200, help_text="A metric the runs log.")
         step = serializers.CharField(
             max_length=100, required=False, help_text="The step that logs it (when several do)."
         )
         aggregate = serializers.ChoiceField(
-            choices=sweeps.AGGREGATES, default="last", help_text="Of a run's values of it."
+            choices=stats.AGGREGATES,
+            default=stats.DEFAULT_AGGREGATE,
+            help_text="Of a run's values of it.",
         )
         direction = serializers.ChoiceField(
-            choices=sweeps.DIRECTIONS, default="max", help_text="max: higher is better."
+            choices=stats.DIRECTIONS,
+            required=False,
+            help_text="max: higher is better. Default, as on the compare page: min when the "
+            "metric's name says lower is better (loss, error, mse, ...), else max.",
         )
         a = serializers.CharField(
             max_length=1000,
@@ -442,11 +450,11 @@ class SweepCompareApi(ApiMixin, APIView):
                 raise serializers.ValidationError({missing: ["give both a and b, or neither"]})
             return attrs
 
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         metric = serializers.CharField()
         step = serializers.CharField(allow_null=True)
-        aggregate = serializers.ChoiceField(choices=sweeps.AGGREGATES)
-        direction = serializers.ChoiceField(choices=sweeps.DIRECTIONS)
+        aggregate = serializers.ChoiceField(choices=stats.AGGREGATES)
+        direction = serializers.ChoiceField(choices=stats.DIRECTIONS)
         axes = serializers.DictField(
             child=serializers.ListField(child=serializers.CharField()), help_text="{step: [label]}"
         )
@@ -472,13 +480,13 @@ class SweepCompareApi(ApiMixin, APIView):
             args["metric"],
             step=args.get("step"),
             aggregate=args["aggregate"],
-            direction=args["direction"],
+            direction=args.get("direction") or stats.default_direction(args["metric"]),
         )
         versus = None
         if "a" in args:
             a, b = parse_choices(args["a"], "a"), parse_choices(args["b"], "b")
             rows = sweep_rows(sweep, args["metric"], comparison.step, args["aggregate"])
-            versus = asdict(sweeps.compare_variants(rows, a, b))
+            versus = asdict(stats.compare_variants(rows, a, b))
         body = {**comparison.as_dict(), "a_vs_b": versus}
         return Response(self.OutputSerializer(body).data)
 
@@ -486,8 +494,8 @@ class SweepCompareApi(ApiMixin, APIView):
 class SweepMetricListApi(ApiMixin, APIView):
     """The metrics the sweep's runs logged, by step (what `compare` can take)."""
 
-    class OutputSerializer(serializers.Serializer):
-        class MetricSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
+        class MetricSerializer(serializers.Serializer[Any]):
             step = serializers.CharField()
             name = serializers.CharField()
             runs = serializers.IntegerField(help_text="Runs that logged it.")

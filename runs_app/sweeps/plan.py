@@ -1,34 +1,26 @@
-"""Sweeps: check the axes, expand them into runs, and compare what the runs measured.
+"""A sweep's plan: check the axes whole, expand them into combinations, and say what each
+run changes.
 
-Pure functions, no ORM: the services (runs_app/services.py) hand in a pipeline version's
-resolved spec and a `Catalogue` of module versions, and the queries (runs_app/sweep_queries.py)
-hand in plain rows; tests call everything here without a database.
+Pure functions, no ORM: the services (runs_app/sweeps/services.py) hand in a pipeline
+version's resolved spec and a `Catalogue` of module versions; tests call everything here
+without a database. What the runs measured is compared in runs_app/sweeps/stats.py.
 
 Vocabulary. An *axis* is a step with a list of *variants*; a variant is
 `{"label", "module"?, "params"?}` (DECISIONS.md, Sweeps). A *combination* picks one label per
 axis plus a replicate number r; it becomes one run whose `variant` is
 `{step: label, ..., "replicate": r}`. A *variant* in the comparison is a combination without
 its replicate: the replicates of one variant are its samples.
-
-Statistics. Over the replicates of a variant: mean, sample std (n - 1), and the 95% CI
-mean +- t(0.975, n - 1) * s / sqrt(n). A vs B: the difference of means, its Welch-Satterthwaite
-CI and Welch's t-test p-value. A figure that is not defined (n < 2, a t or p over zero
-variance, a non-finite value) is None, never NaN or inf: NaN/inf break DRF's JSON and
-`json_script`. Failed or canceled runs are counted as such, never measured as zeros.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 import re
-import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, TypedDict
+from dataclasses import dataclass, field
+from typing import Any
 
-from pipelines_app.errors import DomainError, Problems
 from pipelines_app.specs import (
     MODULE_REF_RE,
     Catalogue,
@@ -36,8 +28,10 @@ from pipelines_app.specs import (
     check_params,
     editable_spec,
     resolve_spec,
+    step_bindings,
     topological_order,
 )
+from workspaces.errors import Problems
 
 # A label names a variant in run rows, URLs and chart legends: short and URL-safe.
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
@@ -45,9 +39,6 @@ LABEL_HELP = "1-64 letters, digits, '_', '.', '+' or '-', starting with a letter
 VARIANT_KEYS = ("label", "module", "params")
 # The run's `variant` holds {step: label, "replicate": r}: a step of that name can't be an axis.
 REPLICATE_KEY = "replicate"
-AGGREGATES = ("last", "min", "max")
-DIRECTIONS = ("max", "min")
-CONFIDENCE = 0.95
 SWEEP_ERROR = "invalid_sweep"
 
 
@@ -156,14 +147,12 @@ def referenced_datasets(base_spec: Mapping[str, Any]) -> set[str]:
     """Dataset names the base spec binds (a variant spec is resolved with them)."""
     names = set()
     for step in base_spec["steps"].values():
-        for binding in step.get("inputs", {}).values():
-            if str(binding).startswith("dataset:"):
-                names.add(str(binding).removeprefix("dataset:").rpartition("@")[0])
+        names |= {b.dataset for b in step_bindings(step).values() if b.is_dataset}
     return names
 
 
 def _module_line(ref: str) -> str:
-    return ref.split("@")[0]
+    return ref.split("@", maxsplit=1)[0]
 
 
 def _interface(catalogue: Catalogue, ref: str) -> dict[str, Any]:
@@ -201,11 +190,10 @@ def _interface_problems(base_spec: Mapping[str, Any], step: str, ref: str, iface
             problems.append(f"{ref} needs input {name!r}, which the step does not bind")
     outputs = set(iface.get("outputs", []))
     for other, spec in base_spec["steps"].items():
-        for binding in spec.get("inputs", {}).values():
-            source, _, output = str(binding).partition(".")
-            if source == step and not str(binding).startswith("dataset:") and output not in outputs:
+        for binding in step_bindings(spec).values():
+            if not binding.is_dataset and binding.step == step and binding.output not in outputs:
                 problems.append(
-                    f"{ref} does not declare output {output!r}, which step {other!r} binds"
+                    f"{ref} does not declare output {binding.output!r}, which step {other!r} binds"
                 )
     return problems
 
@@ -220,7 +208,65 @@ def _seed_targets(seed_params: Sequence[str]) -> dict[str, list[str]]:
 
 
 def _lacks_int_param(iface: Mapping[str, Any], param: str) -> bool:
-    return iface.get("params", {}).get(param, {}).get("type") != "int"
+    declared = iface.get("params", {}).get(param, {}).get("type")
+    return bool(declared != "int")
+
+
+def _label_ok(
+    raw: Mapping[str, Any], path: str, step: str, taken: set[str], problems: Problems
+) -> bool:
+    for key in raw:
+        if key not in VARIANT_KEYS:
+            problems.add(f"{path}.{key}", "unknown key (a variant has label, module and params)")
+    label = raw.get("label")
+    if not isinstance(label, str) or not LABEL_RE.match(label):
+        problems.add(f"{path}.label", f"required: a short label ({LABEL_HELP})")
+        return False
+    if label in taken:
+        problems.add(f"{path}.label", f"duplicate label {label!r} on axis {step!r}")
+        return False
+    return True
+
+
+def _params_ok(
+    iface: Mapping[str, Any],
+    carried: dict[str, Any],
+    own: dict[str, Any],
+    path: str,
+    problems: Problems,
+) -> dict[str, Any] | None:
+    """The variant's params coerced against the module, or None; a carried-over base param
+    that no longer fits is the module's problem (the user did not write it)."""
+    coerced, param_problems = check_params(iface, {**carried, **own}, f"{path}.params")
+    for where, reasons in param_problems.items():
+        name = where.removeprefix(f"{path}.params.").split(".")[0]
+        for reason in reasons:
+            if name in carried and name not in own:
+                problems.add(f"{path}.module", f"the base step's param {name!r}: {reason}")
+            else:
+                problems.add(where, reason)
+    return None if param_problems else coerced
+
+
+def _seeds_ok(
+    raw: Mapping[str, Any],
+    own: dict[str, Any],
+    iface: Mapping[str, Any],
+    ref: str,
+    seeds: list[str],
+    path: str,
+    problems: Problems,
+) -> bool:
+    ok = True
+    for param in seeds:
+        if param in own:
+            problems.add(f"{path}.params.{param}", "set by each replicate (a seed param)")
+            ok = False
+        # On the base's own module the problem is the seed param's (_check_seed_params).
+        if raw.get("module") is not None and _lacks_int_param(iface, param):
+            problems.add(f"{path}.module", f"{ref} has no int param {param!r} for the replicate")
+            ok = False
+    return ok
 
 
 def check_variant(
@@ -242,17 +288,7 @@ def check_variant(
     if not isinstance(raw, Mapping):
         problems.add(path, 'expected {"label": ..., "module"?: "name@N", "params"?: {...}}')
         return None
-    for key in raw:
-        if key not in VARIANT_KEYS:
-            problems.add(f"{path}.{key}", "unknown key (a variant has label, module and params)")
-    ok = True
-    label = raw.get("label")
-    if not isinstance(label, str) or not LABEL_RE.match(label):
-        problems.add(f"{path}.label", f"required: a short label ({LABEL_HELP})")
-        ok = False
-    elif label in taken:
-        problems.add(f"{path}.label", f"duplicate label {label!r} on axis {step!r}")
-        ok = False
+    ok = _label_ok(raw, path, step, taken, problems)
     base_step = base_spec["steps"][step]
     ref = base_step["module"]
     if raw.get("module") is not None:
@@ -270,31 +306,14 @@ def check_variant(
         problems.add(f"{path}.params", "expected a mapping of param -> value")
         return None
     own = dict(own or {})
-    carried = (
-        dict(base_step.get("params", {}))
-        if _module_line(ref) == _module_line(base_step["module"])
-        else {}
-    )
-    coerced, param_problems = check_params(iface, {**carried, **own}, f"{path}.params")
-    for where, reasons in param_problems.items():
-        name = where.removeprefix(f"{path}.params.").split(".")[0]
-        for reason in reasons:
-            if name in carried and name not in own:  # the user did not write this one
-                problems.add(f"{path}.module", f"the base step's param {name!r}: {reason}")
-            else:
-                problems.add(where, reason)
-        ok = False
-    for param in _seed_targets(seed_params).get(step, []):
-        if param in own:
-            problems.add(f"{path}.params.{param}", "set by each replicate (a seed param)")
-            ok = False
-        # On the base's own module the problem is the seed param's (_check_seed_params).
-        if raw.get("module") is not None and _lacks_int_param(iface, param):
-            problems.add(f"{path}.module", f"{ref} has no int param {param!r} for the replicate")
-            ok = False
-    if not ok:
+    same_line = _module_line(ref) == _module_line(base_step["module"])
+    carried = dict(base_step.get("params", {})) if same_line else {}
+    coerced = _params_ok(iface, carried, own, path, problems)
+    seeds = _seed_targets(seed_params).get(step, [])
+    ok = _seeds_ok(raw, own, iface, ref, seeds, path, problems) and ok
+    if not ok or coerced is None:
         return None
-    variant: dict[str, Any] = {"label": label}
+    variant: dict[str, Any] = {"label": raw["label"]}
     if raw.get("module") is not None:
         variant["module"] = ref
     if own:
@@ -348,27 +367,14 @@ def _check_size(axes: Mapping[str, Sequence[Any]], replicates: int, max_runs: in
     return f"{factors} variants x {replicates} replicates = {size} runs; the limit is {max_runs}"
 
 
-def sweep_plan(
+def _check_axes(
     base_spec: Mapping[str, Any],
     catalogue: Catalogue,
-    *,
-    name: Any,
-    axes: Any,
-    replicates: Any,
-    seed_params: Any,
-    max_runs: int,
-) -> SweepPlan:
-    """Check a whole sweep against its base version and normalise it; every problem is
-    reported at once under its field path (`axes.train.1.module`), in one DomainError."""
-    problems = Problems()
-    if not isinstance(name, str) or not name.strip() or len(name.strip()) > 200:
-        problems.add("name", "required: up to 200 characters")
-    if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 1:
-        problems.add("replicates", f"expected a whole number >= 1, got {replicates!r}")
-    if not isinstance(axes, Mapping) or not axes:
-        problems.add("axes", "a sweep needs at least one axis: {step: [variant, ...]}")
-        axes = {}
-    seeds = _check_seed_params(base_spec, catalogue, seed_params, replicates, axes, problems)
+    axes: Mapping[str, Any],
+    seeds: list[str],
+    problems: Problems,
+) -> dict[str, list[dict[str, Any]]]:
+    """Each axis's variants checked and normalised (those with problems left out)."""
     checked: dict[str, list[dict[str, Any]]] = {}
     for step, variants in axes.items():
         path = f"axes.{step}"
@@ -398,6 +404,31 @@ def sweep_plan(
                 taken.add(raw["label"])
             if variant is not None:
                 checked.setdefault(step, []).append(variant)
+    return checked
+
+
+def sweep_plan(
+    base_spec: Mapping[str, Any],
+    catalogue: Catalogue,
+    *,
+    name: Any,
+    axes: Any,
+    replicates: Any,
+    seed_params: Any,
+    max_runs: int,
+) -> SweepPlan:
+    """Check a whole sweep against its base version and normalise it; every problem is
+    reported at once under its field path (`axes.train.1.module`), in one DomainError."""
+    problems = Problems()
+    if not isinstance(name, str) or not name.strip() or len(name.strip()) > 200:
+        problems.add("name", "required: up to 200 characters")
+    if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 1:
+        problems.add("replicates", f"expected a whole number >= 1, got {replicates!r}")
+    if not isinstance(axes, Mapping) or not axes:
+        problems.add("axes", "a sweep needs at least one axis: {step: [variant, ...]}")
+        axes = {}
+    seeds = _check_seed_params(base_spec, catalogue, seed_params, replicates, axes, problems)
+    checked = _check_axes(base_spec, catalogue, axes, seeds, problems)
     if isinstance(replicates, int) and not isinstance(replicates, bool) and replicates >= 1:
         sized = {
             step: variants
@@ -512,389 +543,6 @@ def variant_name(choices: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
     """`prep=pca, train=rf`: how a variant is named in messages, tables and legends."""
     pairs = choices.items() if isinstance(choices, Mapping) else choices
     return ", ".join(f"{step}={label}" for step, label in pairs)
-
-
-# --- statistics -----------------------------------------------------------------------------------
-
-
-class Row(TypedDict, total=False):
-    """One run as the statistics take it (runs_app.sweep_queries.sweep_rows makes them)."""
-
-    run: int
-    choices: dict[str, str]  # {step: label}
-    replicate: int
-    status: str  # the run's status
-    values: list[float]  # the metric's values in order (a series by its index)
-    value: float | None  # the aggregate of `values`; None when the run logged none
-
-
-def aggregate_values(values: Sequence[float], how: str) -> float | None:
-    """`last`, `min` or `max` of a run's values; None when there is none."""
-    if how not in AGGREGATES:
-        raise DomainError(
-            "invalid_aggregate",
-            f"{how!r} is not an aggregate.",
-            {"aggregate": [f"one of {', '.join(AGGREGATES)}"]},
-        )
-    if not values:
-        return None
-    if how == "last":
-        return values[-1]
-    return min(values) if how == "min" else max(values)
-
-
-def _finite(value: float | None) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-@functools.lru_cache(maxsize=1024)  # a sweep's variants share a few n - 1: ppf is not free
-def t_critical(df: float) -> float | None:
-    """t(0.975, df), the two-sided 95% quantile; None without a degree of freedom."""
-    if not df or not math.isfinite(df) or df <= 0:
-        return None
-    from scipy import stats  # imported late: expansion and checks must not need scipy
-
-    return _finite(float(stats.t.ppf(0.5 + CONFIDENCE / 2, df)))
-
-
-@dataclass(frozen=True)
-class Summary:
-    """n, mean, sample std and 95% CI of a set of values (None where undefined)."""
-
-    n: int
-    mean: float | None
-    std: float | None
-    ci_low: float | None
-    ci_high: float | None
-
-    @property
-    def ci_half_width(self) -> float | None:
-        if self.mean is None or self.ci_high is None:
-            return None
-        return self.ci_high - self.mean
-
-
-def summarise(values: Iterable[float | None]) -> Summary:
-    """Non-finite values are left out. A variant whose replicates agree exactly has std 0 and
-    a CI of zero width: that is the formula's value, not an undefined one."""
-    sample = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    n = len(sample)
-    if n == 0:
-        return Summary(0, None, None, None, None)
-    mean = _finite(statistics.fmean(sample))
-    if n < 2 or mean is None:
-        return Summary(n, mean, None, None, None)
-    std = _finite(statistics.stdev(sample))
-    t = t_critical(n - 1)
-    if std is None or t is None:
-        return Summary(n, mean, std, None, None)
-    half = t * std / math.sqrt(n)
-    return Summary(n, mean, std, _finite(mean - half), _finite(mean + half))
-
-
-@dataclass(frozen=True)
-class RunCounts:
-    """What became of a group's runs: measured ones are the samples; failed and canceled runs
-    are counted, never measured; `missing` succeeded without a finite value of the metric."""
-
-    total: int = 0
-    measured: int = 0
-    failed: int = 0
-    canceled: int = 0
-    unfinished: int = 0
-    missing: int = 0
-
-
-def _counts(rows: Sequence[Row]) -> RunCounts:
-    counts = {"failed": 0, "canceled": 0, "unfinished": 0, "measured": 0, "missing": 0}
-    for row in rows:
-        status = row.get("status")
-        if status == "failed":
-            counts["failed"] += 1
-        elif status == "canceled":
-            counts["canceled"] += 1
-        elif status != "succeeded":
-            counts["unfinished"] += 1
-        elif _finite(row.get("value")) is None:
-            counts["missing"] += 1
-        else:
-            counts["measured"] += 1
-    return RunCounts(total=len(rows), **counts)
-
-
-def _samples(rows: Iterable[Row]) -> list[float]:
-    """The values of succeeded runs; a failed run's value is never a sample."""
-    out = []
-    for row in rows:
-        value = _finite(row.get("value"))
-        if row.get("status") == "succeeded" and value is not None:
-            out.append(value)
-    return out
-
-
-@dataclass(frozen=True)
-class VariantStats:
-    """One variant (a label per axis) over its replicates."""
-
-    choices: dict[str, str]
-    name: str
-    summary: Summary
-    counts: RunCounts
-    runs: list[int]
-    values: list[float]  # the samples, in replicate order (for strip plots)
-
-
-@dataclass(frozen=True)
-class LevelStats:
-    """One choice of one axis, pooled over every other axis and replicate; `effect` is its
-    mean minus the grand mean."""
-
-    step: str
-    label: str
-    summary: Summary
-    counts: RunCounts
-    effect: float | None
-
-
-@dataclass(frozen=True)
-class Difference:
-    """A vs B: mean(A) - mean(B), its Welch-Satterthwaite 95% CI and Welch's p-value."""
-
-    a: dict[str, str]
-    b: dict[str, str]
-    n_a: int
-    n_b: int
-    mean_a: float | None
-    mean_b: float | None
-    diff: float | None
-    ci_low: float | None
-    ci_high: float | None
-    df: float | None
-    t: float | None
-    p_value: float | None
-
-
-@dataclass(frozen=True)
-class Comparison:
-    metric: str
-    step: str | None
-    aggregate: str
-    direction: str
-    axes: dict[str, list[str]]
-    variants: list[VariantStats]
-    marginals: dict[str, list[LevelStats]]
-    overall: Summary
-    counts: RunCounts
-    best: VariantStats | None
-    runner_up: VariantStats | None
-    best_vs_runner_up: Difference | None
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data (every float finite or None)."""
-        return asdict(self)
-
-
-def welch(
-    a: Sequence[float],
-    b: Sequence[float],
-    choices_a: Mapping[str, str] | None = None,
-    choices_b: Mapping[str, str] | None = None,
-) -> Difference:
-    """Welch's unequal-variance comparison of two samples.
-
-    se = sqrt(s_a^2/n_a + s_b^2/n_b); df = se^4 / ((s_a^2/n_a)^2/(n_a-1) + (s_b^2/n_b)^2/(n_b-1));
-    CI = diff +- t(0.975, df) * se; p is Welch's two-sided t-test (scipy). With n < 2
-    on a side, or no variance on either, only the difference is defined.
-    """
-    sa, sb = summarise(a), summarise(b)
-    diff = _finite(sa.mean - sb.mean) if sa.mean is not None and sb.mean is not None else None
-    ci_low = ci_high = df = t = p = None
-    if sa.n >= 2 and sb.n >= 2 and sa.std is not None and sb.std is not None and diff is not None:
-        va, vb = sa.std**2 / sa.n, sb.std**2 / sb.n
-        se = math.sqrt(va + vb)
-        if se > 0:
-            df = _finite((va + vb) ** 2 / (va**2 / (sa.n - 1) + vb**2 / (sb.n - 1)))
-            t = _finite(diff / se)
-            crit = t_critical(df) if df is not None else None
-            if crit is not None:
-                ci_low, ci_high = _finite(diff - crit * se), _finite(diff + crit * se)
-            from scipy import stats  # late, as in t_critical
-
-            # Welch's test (ttest_ind(equal_var=False)) from the same exact moments as the CI:
-            # from raw values scipy warns of "catastrophic cancellation" on equal replicates.
-            p = _finite(
-                float(
-                    stats.ttest_ind_from_stats(
-                        sa.mean, sa.std, sa.n, sb.mean, sb.std, sb.n, equal_var=False
-                    ).pvalue
-                )
-            )
-    return Difference(
-        dict(choices_a or {}),
-        dict(choices_b or {}),
-        sa.n,
-        sb.n,
-        sa.mean,
-        sb.mean,
-        diff,
-        ci_low,
-        ci_high,
-        df,
-        t,
-        p,
-    )
-
-
-def _axes_labels(
-    rows: Sequence[Row], axes: Mapping[str, Sequence[Any]] | None
-) -> dict[str, list[str]]:
-    """{step: [label, ...]}: the sweep's axes (so a variant with no run yet still shows),
-    plus any label the rows hold that they lack."""
-    labels: dict[str, list[str]] = {}
-    for step, variants in (axes or {}).items():
-        labels[step] = [v["label"] if isinstance(v, Mapping) else str(v) for v in variants]
-    for row in rows:
-        for step, label in row.get("choices", {}).items():
-            known = labels.setdefault(step, [])
-            if label not in known:
-                known.append(label)
-    return labels
-
-
-def _check_direction(direction: str) -> None:
-    if direction not in DIRECTIONS:
-        raise DomainError(
-            "invalid_direction",
-            f"{direction!r} is not a direction.",
-            {"direction": ["max (higher is better) or min (lower is better)"]},
-        )
-
-
-def _better(direction: str, x: float, y: float) -> bool:
-    return x > y if direction == "max" else x < y
-
-
-def compare(
-    rows: Sequence[Row],
-    *,
-    axes: Mapping[str, Sequence[Any]] | None = None,
-    direction: str = "max",
-    metric: str = "",
-    step: str | None = None,
-    aggregate: str = "last",
-) -> Comparison:
-    """The comparison of a sweep's variants on one metric.
-
-    `axes` ({step: [variant or label, ...]}, in display order) lists every variant, also those
-    without runs. The best variant has the best mean among those measured at least once (ties:
-    the first in axis order); it is compared with the runner-up by Welch's test. Marginal
-    effects pool every run with a given choice of an axis (balanced when nothing failed, so
-    their mean is then the mean over the other axes).
-    """
-    _check_direction(direction)
-    labels = _axes_labels(rows, axes)
-    steps = list(labels)
-    by_variant: dict[tuple[str, ...], list[Row]] = {}
-    for row in rows:
-        key = tuple(row.get("choices", {}).get(s, "") for s in steps)
-        by_variant.setdefault(key, []).append(row)
-    variants = []
-    for key in itertools.product(*(labels[s] for s in steps)):
-        group = sorted(by_variant.get(key, []), key=lambda r: (r.get("replicate", 0), r["run"]))
-        choices = dict(zip(steps, key, strict=True))
-        samples = _samples(group)
-        variants.append(
-            VariantStats(
-                choices,
-                variant_name(choices),
-                summarise(samples),
-                _counts(group),
-                [r["run"] for r in group],
-                samples,
-            )
-        )
-    overall = summarise(_samples(rows))
-    marginals: dict[str, list[LevelStats]] = {}
-    for index, s in enumerate(steps):
-        marginals[s] = []
-        for label in labels[s]:
-            group = [r for key, rs in by_variant.items() if key[index] == label for r in rs]
-            summary = summarise(_samples(group))
-            effect = (
-                _finite(summary.mean - overall.mean)
-                if summary.mean is not None and overall.mean is not None
-                else None
-            )
-            marginals[s].append(LevelStats(s, label, summary, _counts(group), effect))
-    ranked: list[VariantStats] = []
-    for variant in variants:
-        if variant.summary.mean is None:
-            continue
-        position = len(ranked)
-        for i, other in enumerate(ranked):
-            assert other.summary.mean is not None
-            if _better(direction, variant.summary.mean, other.summary.mean):
-                position = i
-                break
-        ranked.insert(position, variant)
-    best = ranked[0] if ranked else None
-    runner_up = ranked[1] if len(ranked) > 1 else None
-    versus = (
-        welch(best.values, runner_up.values, best.choices, runner_up.choices)
-        if best is not None and runner_up is not None
-        else None
-    )
-    return Comparison(
-        metric=metric,
-        step=step,
-        aggregate=aggregate,
-        direction=direction,
-        axes=labels,
-        variants=variants,
-        marginals=marginals,
-        overall=overall,
-        counts=_counts(rows),
-        best=best,
-        runner_up=runner_up,
-        best_vs_runner_up=versus,
-    )
-
-
-def _matches(row: Row, choices: Mapping[str, str]) -> bool:
-    have = row.get("choices", {})
-    return all(have.get(step) == label for step, label in choices.items())
-
-
-def compare_variants(rows: Sequence[Row], a: Mapping[str, str], b: Mapping[str, str]) -> Difference:
-    """A vs B for two variants given as {step: label}. A variant naming only some axes
-    pools every run that matches it (`{"train": "rf"}` vs `{"train": "mlp"}` compares two
-    choices of one axis over all the others)."""
-    fields: dict[str, list[str]] = {}
-    picked: list[dict[str, str]] = []
-    for side, choices in (("a", a), ("b", b)):
-        # A run's stored `variant` may be passed as it is: its replicate is not a choice.
-        wanted = (
-            {k: str(v) for k, v in choices.items() if k != REPLICATE_KEY}
-            if isinstance(choices, Mapping)
-            else {}
-        )
-        picked.append(wanted)
-        if not wanted:
-            fields[side] = ["a variant: {step: label}"]
-        elif not any(_matches(row, wanted) for row in rows):
-            fields[side] = [f"no run of the sweep is {variant_name(wanted)}"]
-    if fields:
-        raise DomainError("invalid_variant", "Pick two variants of this sweep.", fields)
-    first, second = picked
-    return welch(
-        _samples(r for r in rows if _matches(r, first)),
-        _samples(r for r in rows if _matches(r, second)),
-        first,
-        second,
-    )
 
 
 def promotion_changes(

@@ -6,9 +6,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from pipelines_app.errors import DomainError
-from pipelines_app.management import rejected, user_named
-from pipelines_app.services import workspace_create
+from workspaces.errors import DomainError
+from workspaces.management import rejected, user_named
+from workspaces.services import workspace_create
 
 
 class Command(BaseCommand):

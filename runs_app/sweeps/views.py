@@ -1,5 +1,5 @@
 """Sweep pages: the list, the create form, a sweep's live progress, extend, cancel, promote, and
-the comparison with its charts. Thin views over runs_app/services.py and sweep_queries.py."""
+the comparison with its charts. Thin views over the package's services and selectors."""
 
 from __future__ import annotations
 
@@ -20,49 +20,47 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from pipelines_app.errors import DomainError
-from pipelines_app.models import Role, Workspace
 from pipelines_app.selectors import (
     get_pipeline_version_for_user,
-    get_workspace_for_user,
     module_version_refs,
     pipeline_list,
     pipeline_step_list_with_interfaces,
     pipeline_version_by_ref,
 )
 from pipelines_app.specs import topological_order
-from runs_app import charts, forms, services, sweep_queries, sweeps
-from runs_app.forms import ExtendForm, SweepForm
 from runs_app.models import PipelineRun, Sweep
-from runs_app.views import URL_SENTINEL, int_or_none, user_may_edit
+from runs_app.sweeps import charts, forms, plan, selectors, services, stats
+from runs_app.sweeps.forms import ExtendForm, SweepForm
+from runs_app.views import URL_SENTINEL, int_or_none
+from workspaces.errors import DomainError
+from workspaces.models import Role, Workspace
+from workspaces.selectors import get_workspace_for_user, role_allows
 
 # --- sweeps ------------------------------------------------------------------------------------
 # The sweep pages: list, create from a form, the sweep with live progress and its actions,
-# and the comparison. Reads go through runs_app.sweep_queries (a fixed number of queries
-# whatever the number of runs), statistics through runs_app.sweeps, writes through
+# and the comparison. Reads go through sweeps.selectors (a fixed number of queries
+# whatever the number of runs), statistics through sweeps.stats, writes through
 # runs_app.services; charts are built by runs_app.charts and handed over with json_script.
 
 SWEEPS_PER_PAGE = 50
 SWEEP_TABLE_RUNS = 200  # the sweep page lists this many runs; the runs list has them all
 SWEEP_POLL = "2s"
-# A metric whose name says lower is better gets `direction=min` by default.
-LOWER_IS_BETTER = ("loss", "error", "err", "mse", "rmse", "mae", "time", "latency")
 
 
 @login_required
 def sweep_list(request: HttpRequest, slug: str) -> TemplateResponse:
     workspace = get_workspace_for_user(request.user, slug)
-    page = Paginator(sweep_queries.workspace_sweeps(workspace), SWEEPS_PER_PAGE).get_page(
+    page = Paginator(selectors.workspace_sweeps(workspace), SWEEPS_PER_PAGE).get_page(
         request.GET.get("page")
     )
     rows = [
-        {"sweep": sweep, "size": sweeps.sweep_size(sweep.axes, sweep.replicates)} for sweep in page
+        {"sweep": sweep, "size": plan.sweep_size(sweep.axes, sweep.replicates)} for sweep in page
     ]
     context = {
         "workspace": workspace,
         "page": page,
         "rows": rows,
-        "can_edit": user_may_edit(workspace),
+        "can_edit": role_allows(workspace, Role.EDITOR),
     }
     return TemplateResponse(request, "runs_app/sweep_list.html", context)
 
@@ -156,15 +154,15 @@ def _run_rows(
     `metric` (None when not logged or none chosen), the run's URL. Three queries."""
     rows: list[Any]
     try:
-        rows = sweep_queries.sweep_rows(sweep, metric or "", step) if metric else []
+        rows = selectors.sweep_rows(sweep, metric or "", step) if metric else []
     except DomainError:
         rows = []
     if not rows:  # no metric yet: the runs without values
         rows = [
             {
                 "run": pk,
-                "choices": {k: str(v) for k, v in variant.items() if k != sweeps.REPLICATE_KEY},
-                "replicate": int(variant.get(sweeps.REPLICATE_KEY, 0)),
+                "choices": {k: str(v) for k, v in variant.items() if k != plan.REPLICATE_KEY},
+                "replicate": int(variant.get(plan.REPLICATE_KEY, 0)),
                 "status": status,
                 "value": None,
             }
@@ -194,7 +192,7 @@ def _event_rows(workspace: Workspace, sweep: Sweep) -> list[dict[str, Any]]:
         href = None
         name, _, number = str(event.data.get("ref") or "").rpartition("@")
         if event.kind == "promoted" and name and number.isdigit():
-            href = reverse("pipelines:pipeline_version", args=[workspace.slug, name, int(number)])
+            href = reverse("runs:pipeline_version", args=[workspace.slug, name, int(number)])
         rows.append({"event": event, "href": href})
     return rows
 
@@ -202,12 +200,12 @@ def _event_rows(workspace: Workspace, sweep: Sweep) -> list[dict[str, Any]]:
 def _sweep_context(
     request: HttpRequest, workspace: Workspace, sweep: Sweep, **extra: Any
 ) -> dict[str, Any]:
-    axes = sweep_queries.sweep_axes(sweep)
+    axes = selectors.sweep_axes(sweep)
     labels = _axis_labels(axes)
-    metrics = sweep_queries.sweep_metrics(sweep)
+    metrics = selectors.sweep_metrics(sweep)
     metric, step = _default_metric(metrics, topological_order(sweep.base_version.spec["steps"]))
-    progress = sweep_queries.sweep_progress(sweep)
-    can_edit = user_may_edit(workspace)
+    progress = selectors.sweep_progress(sweep)
+    can_edit = role_allows(workspace, Role.EDITOR)
     context = {
         "workspace": workspace,
         "sweep": sweep,
@@ -231,8 +229,8 @@ def _sweep_context(
 
 def _sweep_for(request: HttpRequest, slug: str, sweep_id: int, role: str = Role.VIEWER) -> Any:
     """(workspace with the user's role, sweep): 404 for a stranger, 403 below `role`."""
-    workspace = get_workspace_for_user(request.user, slug, role)
-    return workspace, sweep_queries.get_sweep_for_user(request.user, slug, sweep_id, role)
+    sweep = selectors.get_sweep_for_user(request.user, slug, sweep_id, role)
+    return sweep.workspace, sweep
 
 
 @login_required
@@ -265,7 +263,7 @@ def sweep_cancel(request: HttpRequest, slug: str, sweep_id: int) -> HttpResponse
 def sweep_extend(request: HttpRequest, slug: str, sweep_id: int) -> HttpResponse:
     """Append a variant to an axis: only the new combinations run."""
     workspace, sweep = _sweep_for(request, slug, sweep_id, Role.EDITOR)
-    axes = sweep_queries.sweep_axes(sweep)
+    axes = selectors.sweep_axes(sweep)
     form = ExtendForm(list(axes), module_version_refs(workspace), request.POST)
     status = 400
     if form.is_valid():
@@ -301,11 +299,11 @@ def sweep_promote(request: HttpRequest, slug: str, sweep_id: int) -> HttpRespons
         return TemplateResponse(request, "runs_app/sweep_detail.html", context, status=400)
     messages.success(
         request,
-        f"{version.ref} is {sweeps.variant_name(choices)} of sweep {sweep.name!r} "
+        f"{version.ref} is {plan.variant_name(choices)} of sweep {sweep.name!r} "
         f"(parent {sweep.base_version.ref}).",
     )
     return redirect(
-        "pipelines:pipeline_version", slug=slug, name=version.pipeline.name, number=version.number
+        "runs:pipeline_version", slug=slug, name=version.pipeline.name, number=version.number
     )
 
 
@@ -316,9 +314,9 @@ def sweep_compare(request: HttpRequest, slug: str, sweep_id: int) -> TemplateRes
     in the URL (`?metric=&step=&aggregate=&direction=&a=&b=&curve=`), so it can be shared.
     Bad input (an unknown metric, a variant of no axis) is a 400 page that says so."""
     workspace, sweep = _sweep_for(request, slug, sweep_id)
-    axes = sweep_queries.sweep_axes(sweep)
+    axes = selectors.sweep_axes(sweep)
     labels = _axis_labels(axes)
-    metrics = sweep_queries.sweep_metrics(sweep)
+    metrics = selectors.sweep_metrics(sweep)
     choice = _compare_choice(request, sweep, metrics)
     context: dict[str, Any] = {
         "workspace": workspace,
@@ -327,9 +325,9 @@ def sweep_compare(request: HttpRequest, slug: str, sweep_id: int) -> TemplateRes
         "metrics": metrics,
         "metric_names": sorted({m["name"] for m in metrics}),
         "metric_steps": sorted({m["step"] for m in metrics}),
-        "aggregates": sweeps.AGGREGATES,
-        "directions": sweeps.DIRECTIONS,
-        "can_edit": user_may_edit(workspace),
+        "aggregates": stats.AGGREGATES,
+        "directions": stats.DIRECTIONS,
+        "can_edit": role_allows(workspace, Role.EDITOR),
         "variant_options": _variant_options(labels),
         **choice,
     }
@@ -341,10 +339,8 @@ def sweep_compare(request: HttpRequest, slug: str, sweep_id: int) -> TemplateRes
         context["nothing_logged"] = True
         return TemplateResponse(request, "runs_app/sweep_compare.html", context)
     try:
-        rows = sweep_queries.sweep_rows(
-            sweep, choice["metric"], choice["step"], choice["aggregate"]
-        )
-        comparison = sweeps.compare(
+        rows = selectors.sweep_rows(sweep, choice["metric"], choice["step"], choice["aggregate"])
+        comparison = stats.compare(
             rows,
             axes=axes,
             direction=choice["direction"],
@@ -376,7 +372,6 @@ def _compare_choice(
     if step is None:
         steps = {m["step"] for m in metrics if m["name"] == metric}
         step = steps.pop() if len(steps) == 1 else None
-    lower = any(word in metric.lower() for word in LOWER_IS_BETTER)
     curve = (request.GET.get("curve") or "").strip()[:200]
     series = [m for m in metrics if m["name"] == "loss"]
     if not curve:
@@ -386,8 +381,8 @@ def _compare_choice(
         "metric": metric,
         "step": step,
         # Any other value goes on as it is: the statistics' own check names it in a 400.
-        "aggregate": (request.GET.get("aggregate") or "last")[:20],
-        "direction": (request.GET.get("direction") or ("min" if lower else "max"))[:20],
+        "aggregate": (request.GET.get("aggregate") or stats.DEFAULT_AGGREGATE)[:20],
+        "direction": (request.GET.get("direction") or stats.default_direction(metric))[:20],
         "curve": curve,
         "curve_step": curve_steps.pop() if len(curve_steps) == 1 else None,
         "a_text": (request.GET.get("a") or "").strip()[:500],
@@ -414,7 +409,7 @@ def _variant_options(labels: dict[str, list[str]]) -> list[tuple[str, str]]:
 
 def _comparison_context(
     request: HttpRequest,
-    comparison: sweeps.Comparison,
+    comparison: stats.Comparison,
     rows: list[Any],
     labels: dict[str, list[str]],
     errors: list[DomainError],
@@ -446,7 +441,7 @@ def _comparison_context(
             if fields:
                 raise DomainError("invalid_variant", "Pick two variants of this sweep.", fields)
             assert a is not None and b is not None
-            versus = sweeps.compare_variants(rows, a, b)
+            versus = stats.compare_variants(rows, a, b)
         except DomainError as error:
             errors.append(error)
     return {
@@ -460,7 +455,7 @@ def _comparison_context(
 
 
 def _share_query(
-    request: HttpRequest, comparison: sweeps.Comparison, a_text: str, b_text: str
+    request: HttpRequest, comparison: stats.Comparison, a_text: str, b_text: str
 ) -> str:
     query = QueryDict(mutable=True)
     query["metric"] = comparison.metric
@@ -477,7 +472,7 @@ def _share_query(
 
 def _sweep_charts(
     sweep: Sweep,
-    comparison: sweeps.Comparison,
+    comparison: stats.Comparison,
     rows: list[Any],
     labels: dict[str, list[str]],
     choice: dict[str, Any],
@@ -489,7 +484,7 @@ def _sweep_charts(
     curve_error = None
     if not same:
         try:
-            curve_rows = sweep_queries.sweep_rows(sweep, choice["curve"], choice["curve_step"])
+            curve_rows = selectors.sweep_rows(sweep, choice["curve"], choice["curve_step"])
         except DomainError as error:
             curve_error = error.message
     return {

@@ -1,0 +1,42 @@
+"""Content-addressed bytes: step outputs and dataset versions. Artifacts are immutable."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from workspaces.models import Workspace
+
+
+class ArtifactKind(models.TextChoices):
+    FILE = "file", "File"
+    DIRECTORY = "directory", "Directory"
+
+
+class Artifact(models.Model):
+    """Content-addressed bytes. A directory's bytes are its JSON manifest of files.
+
+    The bytes are stored once per sha256 (storage name derives from it); the row is per
+    workspace, so every read stays scoped.
+    """
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="artifacts")
+    sha256 = models.CharField(max_length=64)
+    size = models.BigIntegerField()
+    media_type = models.CharField(max_length=100)
+    kind = models.CharField(max_length=10, choices=ArtifactKind.choices, default=ArtifactKind.FILE)
+    storage_name = models.CharField(max_length=300)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "runs_app_artifact"  # moved from runs_app; the table kept its name
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "sha256", "media_type", "kind"], name="artifact_unique"
+            ),
+            models.CheckConstraint(condition=Q(size__gte=0), name="artifact_size_nonnegative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.sha256[:12]} ({self.media_type})"

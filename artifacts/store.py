@@ -1,0 +1,220 @@
+"""The content-addressed artifact store, over Django's storage API.
+
+Bytes are named by their sha256, so identical bytes are stored once; an Artifact row per
+workspace keeps every read scoped. On the filesystem backend a write goes to a temp file in
+the target folder, is fsynced and renamed into place: readers see no file or the whole one.
+
+Everything that reads takes an Artifact row already fetched through an access helper (so
+scoped to the caller's workspace) and opens its bytes by the storage name recorded on the
+row: no value from a URL ever becomes a path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mimetypes
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from django.core.files import File
+from django.core.files.storage import FileSystemStorage, Storage, storages
+from django.db import IntegrityError, transaction
+
+from artifacts.models import Artifact, ArtifactKind
+from workspaces.models import Workspace
+
+TEMP_PREFIX = ".tmp-"
+CHUNK = 1024 * 1024
+
+
+class AtomicFileSystemStorage(FileSystemStorage):
+    """FileSystemStorage whose saves are atomic (temp, fsync, rename) and idempotent."""
+
+    def get_available_name(self, name: str, max_length: int | None = None) -> str:
+        # Content-addressed: the same name always means the same bytes, so overwrite.
+        return name
+
+    def _save(self, name: str, content: Any) -> str:
+        full_path = Path(self.path(name))
+        full_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_path = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=full_path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                if hasattr(content, "chunks"):
+                    for chunk in content.chunks():
+                        handle.write(chunk)
+                else:
+                    handle.write(content.read())
+                handle.flush()
+                os.fsync(handle.fileno())
+            # Read-only: steps read inputs straight from the store and must not edit them.
+            os.chmod(temp_path, 0o444)
+            os.replace(temp_path, full_path)
+        except BaseException:
+            Path(temp_path).unlink(missing_ok=True)
+            raise
+        return name
+
+    def collect_orphans(self, older_than_s: float = 3600.0) -> int:
+        """Remove temp files a crashed writer left behind; returns how many."""
+        root = Path(self.location)
+        if not root.exists():
+            return 0
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for path in root.rglob(f"{TEMP_PREFIX}*"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
+
+
+def artifact_storage() -> Storage:
+    return storages["artifacts"]
+
+
+def storage_name_for(sha256: str) -> str:
+    return f"{sha256[:2]}/{sha256[2:4]}/{sha256}"
+
+
+def sha256_of_file(handle: IO[bytes]) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := handle.read(CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    handle.seek(0)
+    return digest.hexdigest(), size
+
+
+def artifact_record(
+    workspace: Workspace,
+    sha256: str,
+    size: int,
+    media_type: str,
+    kind: str = ArtifactKind.FILE,
+) -> Artifact:
+    """The Artifact row for bytes already in storage (created once per workspace)."""
+    lookup = {"workspace": workspace, "sha256": sha256, "media_type": media_type, "kind": kind}
+    existing = Artifact.objects.filter(**lookup).first()
+    if existing is not None:
+        return existing
+    try:
+        with transaction.atomic():
+            return Artifact.objects.create(
+                **lookup, size=size, storage_name=storage_name_for(sha256)
+            )
+    except IntegrityError:  # another writer recorded the same bytes first
+        return Artifact.objects.get(**lookup)
+
+
+def artifact_store_file(
+    workspace: Workspace, handle: IO[bytes], media_type: str, kind: str = ArtifactKind.FILE
+) -> Artifact:
+    """Store an open binary file (content-addressed) and record it in the workspace."""
+    sha256, size = sha256_of_file(handle)
+    storage = artifact_storage()
+    name = storage_name_for(sha256)
+    if not storage.exists(name):
+        storage.save(name, File(handle))
+    return artifact_record(workspace, sha256, size, media_type, kind)
+
+
+def artifact_store_bytes(
+    workspace: Workspace, data: bytes, media_type: str, kind: str = ArtifactKind.FILE
+) -> Artifact:
+    with tempfile.TemporaryFile() as handle:
+        handle.write(data)
+        handle.seek(0)
+        return artifact_store_file(workspace, handle, media_type, kind)
+
+
+def artifact_open(artifact: Artifact) -> IO[bytes]:
+    return artifact_storage().open(artifact.storage_name, "rb")
+
+
+# --- media types and names ----------------------------------------------------------------
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+DIRECTORY_MEDIA_TYPE = "application/vnd.stepworks.directory+json"
+
+# Served inline (for <img>) only for these raster types; never SVG (it can carry script).
+INLINE_IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+# User bytes of these types only ever render inside the sandboxed frame.
+FRAME_TYPES = ("text/html", "image/svg+xml", "application/xhtml+xml")
+PLOTLY_TYPE = "application/vnd.plotly.v1+json"
+PICKLE_TYPE = "application/x-python-pickle"
+PARQUET_TYPE = "application/vnd.apache.parquet"
+NPY_TYPE = "application/x-npy"
+# Downloads of these go out as application/octet-stream, so no browser treats them as a page.
+ACTIVE_TYPES = (
+    *FRAME_TYPES,
+    "text/xml",
+    "application/xml",
+    "text/javascript",
+    "application/javascript",
+)
+
+_SUFFIXES = {
+    PARQUET_TYPE: ".parquet",
+    NPY_TYPE: ".npy",
+    "application/json": ".json",
+    PLOTLY_TYPE: ".plotly.json",
+    "image/png": ".png",
+    "text/plain": ".txt",
+    "application/octet-stream": ".bin",
+    PICKLE_TYPE: ".pkl",
+    "text/csv": ".csv",
+    "text/html": ".html",
+    "image/svg+xml": ".svg",
+    "text/markdown": ".md",
+    "image/jpeg": ".jpg",
+    DIRECTORY_MEDIA_TYPE: ".zip",
+}
+
+
+def media_base(media_type: str) -> str:
+    """`text/plain; charset=utf-8` -> `text/plain`."""
+    return media_type.split(";", 1)[0].strip().lower()
+
+
+def artifact_filename(artifact: Artifact, name: str | None = None) -> str:
+    """A download name: the output's name (or the digest's head) plus the type's suffix."""
+    base = media_base(artifact.media_type)
+    if artifact.kind == ArtifactKind.DIRECTORY:
+        suffix = ".zip"
+    else:
+        suffix = _SUFFIXES.get(base) or mimetypes.guess_extension(base, strict=False) or ".bin"
+    stem = name or artifact.sha256[:16]
+    return stem if stem.endswith(suffix) else f"{stem}{suffix}"
+
+
+MANIFEST_MAX_BYTES = 16 * 1024 * 1024
+
+
+def safe_arcname(path: str) -> str:
+    """A relative zip member name with no `..`, no absolute part, no backslashes."""
+    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    return "/".join(parts) or "unnamed"
+
+
+def directory_manifest(artifact: Artifact) -> list[dict[str, Any]]:
+    """A directory artifact's files: [{"path", "sha256", "size"}] (read bounded)."""
+    with artifact_open(artifact) as handle:
+        data = handle.read(MANIFEST_MAX_BYTES + 1)
+    if len(data) > MANIFEST_MAX_BYTES:
+        raise ValueError("directory manifest too large")
+    files = json.loads(data).get("files", [])
+    return [
+        {"path": safe_arcname(str(f["path"])), "sha256": str(f["sha256"]), "size": int(f["size"])}
+        for f in files
+        if SHA256_RE.match(str(f.get("sha256", "")))
+    ]

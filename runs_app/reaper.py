@@ -1,0 +1,116 @@
+"""Recovery, beside the scheduler: find what a dead worker or a lost message left behind and
+hand each case to its transition in runs_app/scheduler.py (the only writer of status).
+
+Every worker runs `reap()` every REAPER_S (so does `manage.py reaper`); it never depends on
+the broker, and two reapers at once are safe: every transition is fenced by status.
+Leases are here too: a worker renews all of its leases in one UPDATE per heartbeat.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+from django.db.models import Q
+from django.utils import timezone
+
+from artifacts.store import artifact_storage
+from runs_app import scheduler
+from runs_app.models import (
+    STEP_IN_FLIGHT,
+    STEP_TERMINAL,
+    PipelineRun,
+    RunStatus,
+    StepRun,
+    StepStatus,
+    WorkerHeartbeat,
+)
+from workspaces.conf import engine
+
+ORPHAN_SWEEP_EVERY_S = 3600.0
+_orphans_swept_at: float | None = None
+
+
+def reap(now: Any = None) -> dict[str, int]:
+    """Recover, and count what was recovered:
+
+    - running steps whose lease expired: requeued while attempts remain, else failed with
+      worker_lost_repeatedly (a killed worker counts as an attempt);
+    - queued steps no live worker's runtime can take: failed with runtime_mismatch;
+    - queued steps nobody claimed for a lease: dispatched again (duplicates claim nothing);
+    - followers of a finished leader: released;
+    - running runs with no step in flight: advanced (a crash between a step's end and the
+      run's advance).
+    """
+    now = now or timezone.now()
+    counts = {"requeued": 0, "failed": 0, "redispatched": 0, "released": 0, "advanced": 0}
+    counts["orphans"] = _collect_orphans()
+    for step in StepRun.objects.filter(status=StepStatus.RUNNING, lease_expires_at__lt=now):
+        outcome = scheduler.step_lease_lost(step, now)
+        if outcome is not None:
+            counts[outcome] += 1
+    counts["runtime_mismatch"] = _fail_unclaimable(now)  # before the redispatch renews them
+    stale = now - timedelta(seconds=engine().lease_s)
+    lost = list(
+        StepRun.objects.filter(status=StepStatus.QUEUED, queued_at__lt=stale).values_list(
+            "pk", flat=True
+        )
+    )
+    if lost:
+        scheduler.steps_redispatch(lost, now)
+        counts["redispatched"] = len(lost)
+    # Belt and braces: a leader's terminal transition releases its followers; this releases
+    # any it missed, so no run waits on a finished leader.
+    orphans = StepRun.objects.filter(
+        status=StepStatus.FOLLOWING, following__status__in=STEP_TERMINAL
+    )
+    for leader_id in set(orphans.values_list("following_id", flat=True)):
+        counts["released"] += scheduler.followers_release(leader_id)
+    idle_runs = PipelineRun.objects.filter(status=RunStatus.RUNNING).exclude(
+        Q(steps__status__in=STEP_IN_FLIGHT)
+    )
+    for run_id in idle_runs.values_list("pk", flat=True).distinct():
+        scheduler.run_advance(run_id)
+        counts["advanced"] += 1
+    return counts
+
+
+def _collect_orphans() -> int:
+    """Temp files a crashed artifact writer left behind (filesystem storage only), looked
+    for once an hour per process: it walks the whole store."""
+    global _orphans_swept_at
+    if (
+        _orphans_swept_at is not None
+        and time.monotonic() - _orphans_swept_at < ORPHAN_SWEEP_EVERY_S
+    ):
+        return 0
+    _orphans_swept_at = time.monotonic()
+    collect = getattr(artifact_storage(), "collect_orphans", None)
+    return collect() if collect is not None else 0
+
+
+def _fail_unclaimable(now: Any) -> int:
+    """Fail queued steps that no live worker's runtime can take (after a lease of grace)."""
+    fresh = now - timedelta(seconds=3 * engine().heartbeat_s)
+    runtimes = set(
+        WorkerHeartbeat.objects.filter(last_seen__gte=fresh).values_list("runtime", flat=True)
+    )
+    if not runtimes:
+        return 0  # nobody is alive to judge; the steps wait for a worker
+    stale = now - timedelta(seconds=engine().lease_s)
+    failed = 0
+    for step in StepRun.objects.filter(status=StepStatus.QUEUED, queued_at__lt=stale):
+        runtime = step.key_parts.get("runtime")
+        if runtime is not None and runtime not in runtimes:
+            failed += scheduler.step_unclaimable(step, runtime, now)
+    return failed
+
+
+def leases_renew(worker: str, now: Any = None) -> list[tuple[int, int]]:
+    """One UPDATE renews every running attempt of `worker`; returns (step, attempt) pairs
+    whose cancel was requested, so the worker can kill them."""
+    now = now or timezone.now()
+    running = StepRun.objects.filter(worker=worker, status=StepStatus.RUNNING)
+    running.update(lease_expires_at=now + timedelta(seconds=engine().lease_s))
+    return list(running.filter(cancel_requested=True).values_list("pk", "attempt"))

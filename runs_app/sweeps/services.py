@@ -1,0 +1,309 @@
+"""Sweep writes: create, extend, cancel and promote. Each checks everything first (pure,
+runs_app/sweeps/plan.py) and only then writes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from pipelines_app.models import DatasetVersion, ModuleVersion, PipelineVersion, VersionOrigin
+from pipelines_app.services import pipeline_version_clone
+from pipelines_app.specs import Catalogue, ModuleInfo
+from runs_app import scheduler
+from runs_app.models import RUN_TERMINAL, PipelineRun, Sweep, SweepEvent, SweepEventKind
+from runs_app.sweeps import plan
+from workspaces.conf import engine
+from workspaces.errors import DomainError
+from workspaces.models import Workspace
+
+# --- sweeps -----------------------------------------------------------------------------------
+# A sweep's writes check everything first (pure, runs_app/sweeps/plan.py) and only then write: the
+# pipeline versions its module swaps need, the Sweep row with its event (one transaction),
+# then one run per combination through scheduler.run_create, each in its own transaction. One
+# transaction over hundreds of runs would hold the database's write lock while the workers
+# wait to record results, and would send no step to a worker until the last run was made.
+
+
+def _user_or_none(user: Any) -> Any:
+    return user if getattr(user, "is_authenticated", False) else None
+
+
+def _sweep_catalogue(
+    workspace: Workspace, base_spec: Mapping[str, Any], axes: Any, extra: Iterable[Any] = ()
+) -> Catalogue:
+    """The module and dataset versions the base spec and the variants mention: two queries."""
+    names = plan.referenced_modules(base_spec, axes, list(extra))
+    modules: dict[str, dict[int, ModuleInfo]] = {}
+    rows = ModuleVersion.objects.filter(
+        module__workspace=workspace, module__name__in=names
+    ).values_list("module__name", "number", "id", "interface")
+    for name, number, pk, interface in rows:
+        modules.setdefault(name, {})[number] = ModuleInfo(pk, interface)
+    datasets: dict[str, dict[int, int]] = {}
+    dataset_rows = DatasetVersion.objects.filter(
+        dataset__workspace=workspace, dataset__name__in=plan.referenced_datasets(base_spec)
+    ).values_list("dataset__name", "number", "id")
+    for name, number, pk in dataset_rows:
+        datasets.setdefault(name, {})[number] = pk
+    return Catalogue(modules, datasets)
+
+
+ModulesKey = tuple[tuple[str, str], ...]
+
+
+def _swap_labels(
+    combinations: Iterable[plan.Combination], changes: Iterable[plan.RunChanges]
+) -> dict[ModulesKey, str]:
+    """{modules key: "prep=pca, train=rf"}: the labels that swap modules, for a message."""
+    labels: dict[ModulesKey, str] = {}
+    for combination, change in zip(combinations, changes, strict=True):
+        if change.modules and change.modules_key not in labels:
+            chosen = dict(combination.choices)
+            labels[change.modules_key] = plan.variant_name(
+                (step, chosen[step]) for step in change.modules
+            )
+    return labels
+
+
+def _variant_versions(
+    base: PipelineVersion,
+    sweep_name: str,
+    resolved: Mapping[ModulesKey, Any],
+    labels: Mapping[ModulesKey, str],
+    user: Any,
+) -> dict[ModulesKey, PipelineVersion]:
+    """The pipeline version each distinct module swap runs ({(): base} for none).
+
+    A version of the pipeline with the same resolved spec (digest) is used as it is: the
+    clone service only returns an identical spec when it is the pipeline's latest version,
+    and after one sweep the latest is rarely the one a second sweep needs.
+    """
+    versions: dict[ModulesKey, PipelineVersion] = {(): base}
+    if not resolved:
+        return versions
+    existing: dict[str, PipelineVersion] = {}
+    digests = {spec.digest for spec in resolved.values()}
+    for version in PipelineVersion.objects.filter(
+        pipeline_id=base.pipeline_id, digest__in=digests
+    ).order_by("number"):
+        existing.setdefault(version.digest, version)
+    for key, spec in resolved.items():
+        found = existing.get(spec.digest)
+        if found is None:
+            found = pipeline_version_clone(
+                base,
+                {step: {"module": ref} for step, ref in key},
+                message=f"sweep {sweep_name}: {labels[key]}",
+                user=_user_or_none(user),
+                origin=VersionOrigin.SWEEP,
+            )
+            existing[found.digest] = found
+        versions[key] = found
+    return versions
+
+
+def _sweep_canceled(sweep: Sweep) -> bool:
+    return Sweep.objects.filter(pk=sweep.pk, canceled_at__isnull=False).exists()
+
+
+def _sweep_start(
+    sweep: Sweep,
+    combinations: Iterable[plan.Combination],
+    versions: Mapping[ModulesKey, PipelineVersion],
+    user: Any,
+) -> list[PipelineRun]:
+    """Start a run for each combination the sweep has no run for yet (so a retry after a
+    crash starts only what is missing); stop when the sweep is canceled meanwhile."""
+    base_spec = sweep.base_version.spec
+    axes = plan.ordered_axes(base_spec, sweep.axes)
+    have = {
+        plan.combination_key(variant)
+        for variant in PipelineRun.objects.filter(sweep=sweep).values_list("variant", flat=True)
+    }
+    runs: list[PipelineRun] = []
+    if _sweep_canceled(sweep):
+        return runs
+    for combination in combinations:
+        if combination.key in have:
+            continue
+        change = plan.run_changes(base_spec, axes, combination, sweep.seed_params)
+        run = scheduler.run_create(
+            versions[change.modules_key],
+            user=user,
+            param_overrides=change.params,
+            reuse=sweep.reuse,
+            sweep=sweep,
+            variant=combination.variant(),
+        )
+        runs.append(run)
+        # Checked after each run: a cancel that committed before this check sees no run
+        # made after it, and one that commits after it lists this run and cancels it.
+        if _sweep_canceled(sweep):
+            scheduler.run_cancel(run.pk)
+            break
+    return runs
+
+
+def sweep_create(
+    base_version: PipelineVersion,
+    *,
+    name: str,
+    axes: dict[str, list[dict[str, Any]]],
+    replicates: int = 1,
+    seed_params: Iterable[str] = (),
+    user: Any = None,
+    reuse: bool = True,
+) -> Sweep:
+    """Check a sweep whole, then start one run per combination of its axes x replicates.
+
+    `axes` is {step: [{"label", "module"?, "params"?}, ...]}; replicate r sets each seed
+    param (`step.param`, an int param) to r. Any problem is a DomainError naming its field
+    (`axes.train.1.module`) and nothing is written. Runs that swap modules run on a version
+    of the base pipeline per distinct swap (parent: the base; an identical one is reused).
+    """
+    workspace = base_version.pipeline.workspace
+    catalogue = _sweep_catalogue(workspace, base_version.spec, axes)
+    checked = plan.sweep_plan(
+        base_version.spec,
+        catalogue,
+        name=name,
+        axes=axes,
+        replicates=replicates,
+        seed_params=list(seed_params) if isinstance(seed_params, list | tuple) else seed_params,
+        max_runs=engine().sweep_max_runs,
+    )
+    combinations = checked.combinations()
+    changes = [
+        plan.run_changes(base_version.spec, checked.axes, c, checked.seed_params)
+        for c in combinations
+    ]
+    resolved = plan.resolve_variant_versions(base_version.spec, catalogue, changes)
+    versions = _variant_versions(
+        base_version, checked.name, resolved, _swap_labels(combinations, changes), user
+    )
+    with transaction.atomic():
+        sweep = Sweep.objects.create(
+            workspace=workspace,
+            name=checked.name,
+            base_version=base_version,
+            axes=checked.axes,
+            replicates=checked.replicates,
+            seed_params=checked.seed_params,
+            reuse=reuse,
+            created_by=_user_or_none(user),
+        )
+        SweepEvent.objects.create(
+            sweep=sweep,
+            kind=SweepEventKind.CREATED,
+            data={
+                "runs": checked.size,
+                "versions": sorted({v.number for k, v in versions.items() if k}),
+            },
+            by=_user_or_none(user),
+        )
+    _sweep_start(sweep, combinations, versions, user)
+    return sweep
+
+
+def _refuse_if_canceled(sweep: Sweep) -> None:
+    if sweep.canceled_at is not None:
+        raise DomainError(
+            "sweep_canceled",
+            "The sweep was canceled.",
+            {"sweep": ["a canceled sweep takes no new variants"]},
+            status_code=409,
+        )
+
+
+def sweep_extend(
+    sweep: Sweep, step: str, variant: dict[str, Any], user: Any = None
+) -> list[PipelineRun]:
+    """Append a variant to an existing axis and start only the combinations that are new
+    (returned). Axes are append-only once started; the change is a SweepEvent."""
+    _refuse_if_canceled(sweep)
+    base = sweep.base_version
+    axes = plan.ordered_axes(base.spec, sweep.axes)
+    catalogue = _sweep_catalogue(sweep.workspace, base.spec, axes, extra=[variant])
+    checked = plan.extension_check(
+        base.spec,
+        catalogue,
+        axes,
+        step,
+        variant,
+        replicates=sweep.replicates,
+        seed_params=sweep.seed_params,
+        max_runs=engine().sweep_max_runs,
+    )
+    grown = {**axes, step: [*axes[step], checked]}
+    old = {c.key for c in plan.expand(axes, sweep.replicates)}
+    combinations = [c for c in plan.expand(grown, sweep.replicates) if c.key not in old]
+    changes = [plan.run_changes(base.spec, grown, c, sweep.seed_params) for c in combinations]
+    resolved = plan.resolve_variant_versions(base.spec, catalogue, changes)
+    versions = _variant_versions(
+        base, sweep.name, resolved, _swap_labels(combinations, changes), user
+    )
+    with transaction.atomic():
+        locked = Sweep.objects.select_for_update().get(pk=sweep.pk)
+        _refuse_if_canceled(locked)
+        if locked.axes != sweep.axes:
+            # Checked against axes someone else has grown since: check again on fresh ones.
+            raise DomainError(
+                "conflict",
+                "The sweep changed meanwhile: reload it and try again.",
+                {"variant": ["the axes changed since this sweep was read"]},
+                status_code=409,
+            )
+        locked.axes = grown
+        locked.save(update_fields=["axes"])
+        SweepEvent.objects.create(
+            sweep=locked,
+            kind=SweepEventKind.EXTENDED,
+            data={"step": step, "variant": checked, "runs": len(combinations)},
+            by=_user_or_none(user),
+        )
+    sweep.axes = grown
+    return _sweep_start(sweep, combinations, versions, user)
+
+
+def sweep_cancel(sweep: Sweep, by: Any = None) -> int:
+    """Cancel the sweep: no run of it starts any more, and each unfinished one is canceled
+    through the scheduler. Returns how many runs this call canceled (0 when none was left)."""
+    now = timezone.now()
+    with transaction.atomic():
+        if Sweep.objects.filter(pk=sweep.pk, canceled_at__isnull=True).update(canceled_at=now):
+            SweepEvent.objects.create(
+                sweep_id=sweep.pk, kind=SweepEventKind.CANCELED, by=_user_or_none(by)
+            )
+    sweep.canceled_at = Sweep.objects.values_list("canceled_at", flat=True).get(pk=sweep.pk)
+    unfinished = PipelineRun.objects.filter(sweep=sweep).exclude(status__in=RUN_TERMINAL)
+    return sum(scheduler.run_cancel(pk, by=by) for pk in unfinished.values_list("pk", flat=True))
+
+
+def sweep_promote(
+    sweep: Sweep,
+    variant_choices: Mapping[str, Any],
+    user: Any = None,
+    message: str | None = None,
+) -> PipelineVersion:
+    """Make a variant ({step: label}; a run's `variant` will do) the next version of the base
+    pipeline: parent = the base version, the message names the sweep and the variant. Seed
+    params keep the base's values. A spec identical to the pipeline's latest version returns
+    that version (the clone service's dedup)."""
+    base = sweep.base_version
+    axes = plan.ordered_axes(base.spec, sweep.axes)
+    choices, changes = plan.promotion_changes(axes, variant_choices)
+    text = message or (
+        f"promoted from sweep {sweep.name!r} (#{sweep.pk}): {plan.variant_name(choices)}"
+    )
+    with transaction.atomic():  # the version and the event that explains it, or neither
+        version = pipeline_version_clone(base, changes, text, user=_user_or_none(user))
+        SweepEvent.objects.create(
+            sweep=sweep,
+            kind=SweepEventKind.PROMOTED,
+            data={"variant": choices, "version": version.pk, "ref": version.ref},
+            by=_user_or_none(user),
+        )
+    return version

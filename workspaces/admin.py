@@ -1,0 +1,89 @@
+"""Admin console for workspaces and memberships, and the mixins every app's admin uses."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.contrib import admin
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+
+from workspaces.models import Membership, Workspace
+
+# Django's admin classes can't be subscripted at run time (only django-stubs-ext's monkeypatch
+# would allow it): the type checker sees each base with its model, the interpreter without.
+if TYPE_CHECKING:
+    _MembershipInlineBase = admin.TabularInline[Membership, Workspace]
+    _WorkspaceAdminBase = admin.ModelAdmin[Workspace]
+    _MembershipAdminBase = admin.ModelAdmin[Membership]
+else:
+    _MembershipInlineBase = admin.TabularInline
+    _WorkspaceAdminBase = admin.ModelAdmin
+    _MembershipAdminBase = admin.ModelAdmin
+
+
+class ViewOnlyMixin:
+    """For rows only services or workers write: listed and viewable, never added or edited."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ImmutableMixin(ViewOnlyMixin):
+    """Immutable history: not even deleted, since other rows and specs point at it."""
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class WorkspaceFixedMixin:
+    """A row's workspace is set once: moving it would strand the rows that refer to it."""
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = tuple(super().get_readonly_fields(request, obj))  # type: ignore[misc]
+        return (*fields, "workspace") if obj is not None else fields
+
+
+def short_digest(value: str) -> str:
+    return value[:12]
+
+
+# --- workspaces and members ----------------------------------------------------------------
+class MembershipInline(_MembershipInlineBase):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+    fields = ["user", "role", "created_at"]
+    readonly_fields = ["created_at"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Membership]:
+        return super().get_queryset(request).select_related("user")
+
+
+@admin.register(Workspace)
+class WorkspaceAdmin(_WorkspaceAdminBase):
+    list_display = ["slug", "name", "member_count", "created_at"]
+    search_fields = ["slug", "name"]
+    prepopulated_fields = {"slug": ["name"]}
+    date_hierarchy = "created_at"
+    inlines = [MembershipInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Workspace]:
+        return super().get_queryset(request).annotate(member_count=Count("memberships"))
+
+    @admin.display(description="members", ordering="member_count")
+    def member_count(self, obj: Workspace) -> int:
+        count: int = obj.member_count  # type: ignore[attr-defined]
+        return count
+
+
+@admin.register(Membership)
+class MembershipAdmin(_MembershipAdminBase):
+    list_display = ["user", "workspace", "role", "created_at"]
+    list_filter = ["role", "workspace"]
+    search_fields = ["user__username", "user__email", "workspace__slug", "workspace__name"]
+    autocomplete_fields = ["user", "workspace"]
+    list_select_related = ["user", "workspace"]
