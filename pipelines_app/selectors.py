@@ -326,9 +326,3 @@ def pipeline_step_list_with_interfaces(version: PipelineVersion) -> QuerySet[Pip
         .defer("module_version__files")
         .order_by("position")
     )
-
-
-def _throwaway_runs_of(version: PipelineVersion) -> object:
-    from runs_app.models import PipelineRun  # design time reaching into run time
-
-    return PipelineRun.objects.filter(pipeline_version=version)
