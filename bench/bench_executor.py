@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runs_app.executor import StepExecutor, StepJob, materialise_code
+from runs_app.executor.codecache import materialise_code
+from runs_app.executor.runner import StepExecutor, StepJob
 
 NO_OP = "def main(ctx):\n    return {'done': True}\n"
 

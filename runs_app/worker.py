@@ -35,7 +35,8 @@ from artifacts.store import (
 )
 from pipelines_app.interfaces import STEP_PACKAGES
 from runs_app import reaper, scheduler
-from runs_app.executor import StepExecutor, StepJob, materialise_code
+from runs_app.executor.codecache import materialise_code
+from runs_app.executor.runner import StepExecutor, StepJob
 from runs_app.executor.runtime import runtime_fingerprint
 from runs_app.models import FailureReason, StepLog, StepRun, WorkerHeartbeat
 from workspaces.conf import engine

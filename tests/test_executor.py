@@ -22,15 +22,9 @@ from typing import Any
 
 import pytest
 
-from runs_app.executor import (
-    StepExecutor,
-    StepJob,
-    StepResult,
-    materialise_code,
-    runtime_description,
-    runtime_fingerprint,
-    step_environment,
-)
+from runs_app.executor.codecache import materialise_code
+from runs_app.executor.runner import StepExecutor, StepJob, StepResult, step_environment
+from runs_app.executor.runtime import runtime_description, runtime_fingerprint
 from stepworks import outputs
 from stepworks.outputs import OutputError, load_input, write_output
 from tests.helpers import wait_until
@@ -746,7 +740,8 @@ def test_stop_kills_running_steps(tmp_path: Path) -> None:
 WORKER_THAT_GETS_KILLED = """
 import json, sys, time
 from pathlib import Path
-from runs_app.executor import StepExecutor, StepJob, materialise_code
+from runs_app.executor.codecache import materialise_code
+from runs_app.executor.runner import StepExecutor, StepJob
 
 folder = Path(sys.argv[1])
 source = "import os, time\\ndef main(ctx):\\n    print(os.getpid(), flush=True); time.sleep(60)"
@@ -785,7 +780,8 @@ def test_zygotes_and_steps_die_with_their_worker(tmp_path: Path) -> None:
 
 def test_the_executor_package_imports_no_django() -> None:
     check = (
-        "import sys, runs_app.executor as e; e.StepExecutor; e.runtime_fingerprint();"
+        "import sys, runs_app.executor.runner as r, runs_app.executor.runtime as rt;"
+        "r.StepExecutor; rt.runtime_fingerprint();"
         "import runs_app.executor.zygote, runs_app.executor.child;"
         "assert not [m for m in sys.modules if m.split('.')[0] == 'django'], 'django'"
     )
