@@ -686,3 +686,16 @@ def test_the_page_and_the_api_default_to_the_same_direction(
 
         assert page.context["comparison"].direction == direction
         assert body["direction"] == direction
+
+
+def test_a_compare_query_that_does_not_clean_falls_back_to_the_defaults(
+    client: Any, world: Any, base: PipelineVersion
+) -> None:
+    sweep = start(world, base)
+    work(sweep)
+    client.force_login(world.viewer)
+
+    response = client.get(reverse("runs:sweep_compare", args=["lab", sweep.pk]), {"a": "x\x00"})
+
+    assert response.status_code == 200, [str(e) for e in response.context["errors"]]
+    assert response.context["a_text"] == ""

@@ -13,6 +13,7 @@ from typing import Any
 from django import forms
 
 from pipelines_app.forms import parse_value, show_value
+from runs_app.sweeps import stats
 
 SLOT_FIELDS = ("label", "module", "params")
 DEFAULT_SLOTS = 3
@@ -296,3 +297,63 @@ def parse_variant(text: str | None, axes: Mapping[str, Sequence[str]]) -> dict[s
 def variant_param(choices: Mapping[str, str]) -> str:
     """The inverse of parse_variant: how a variant is written in a URL."""
     return ", ".join(f"{step}={label}" for step, label in choices.items())
+
+
+class CompareForm(forms.Form):
+    """The compare page's query (`?metric=&step=&aggregate=&direction=&a=&b=&curve=`), with
+    the defaults a first visit gets. The API's query serializer (SweepCompareApi) takes the
+    same fields with the same defaults: stats.DEFAULT_AGGREGATE and stats.default_direction.
+
+    Nothing here is refused: a value too long is cut, one that does not clean (a NUL) counts
+    as absent, and an aggregate or direction that is not one goes on as it is, for the
+    statistics' own check to name it in a 400.
+    """
+
+    metric = forms.CharField(required=False, strip=True)
+    step = forms.CharField(required=False, strip=True)
+    aggregate = forms.CharField(required=False, strip=False)
+    direction = forms.CharField(required=False, strip=False)
+    curve = forms.CharField(required=False, strip=True)
+    a = forms.CharField(required=False, strip=True)
+    b = forms.CharField(required=False, strip=True)
+
+    def __init__(
+        self,
+        data: Mapping[str, Any],
+        metrics: Sequence[Mapping[str, Any]],
+        default: tuple[str | None, str | None],
+    ) -> None:
+        super().__init__(data)
+        self.metrics, self.default = metrics, default
+
+    def _steps_logging(self, metric: str) -> set[str]:
+        return {m["step"] for m in self.metrics if m["name"] == metric}
+
+    def choice(self) -> dict[str, Any]:
+        """metric, step, aggregate, direction, the curve's metric and step, a and b; a step
+        is implied when only one step logs the metric."""
+        self.is_valid()  # optional text; a field that does not clean (a NUL) counts as absent
+        data = {name: self.cleaned_data.get(name) or "" for name in self.fields}
+        default_metric, default_step = self.default
+        metric = data["metric"][:200] or default_metric or ""
+        step = data["step"][:100] or None
+        if "metric" not in self.data and step is None:
+            step = default_step
+        if step is None:
+            steps = self._steps_logging(metric)
+            step = steps.pop() if len(steps) == 1 else None
+        curve = data["curve"][:200]
+        if not curve:
+            series = [m for m in self.metrics if m["name"] == "loss"]
+            curve = series[0]["name"] if series else metric
+        curve_steps = self._steps_logging(curve)
+        return {
+            "metric": metric,
+            "step": step,
+            "aggregate": (data["aggregate"] or stats.DEFAULT_AGGREGATE)[:20],
+            "direction": (data["direction"] or stats.default_direction(metric))[:20],
+            "curve": curve,
+            "curve_step": curve_steps.pop() if len(curve_steps) == 1 else None,
+            "a_text": data["a"][:500],
+            "b_text": data["b"][:500],
+        }

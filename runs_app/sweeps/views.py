@@ -317,7 +317,8 @@ def sweep_compare(request: HttpRequest, slug: str, sweep_id: int) -> TemplateRes
     axes = selectors.sweep_axes(sweep)
     labels = _axis_labels(axes)
     metrics = selectors.sweep_metrics(sweep)
-    choice = _compare_choice(request, sweep, metrics)
+    order = topological_order(sweep.base_version.spec["steps"])
+    choice = forms.CompareForm(request.GET, metrics, _default_metric(metrics, order)).choice()
     context: dict[str, Any] = {
         "workspace": workspace,
         "sweep": sweep,
@@ -351,43 +352,11 @@ def sweep_compare(request: HttpRequest, slug: str, sweep_id: int) -> TemplateRes
     except DomainError as error:
         errors.append(error)
     if comparison is not None:
-        context.update(_comparison_context(request, comparison, rows, labels, errors))
+        context.update(_comparison_context(request, choice, comparison, rows, labels, errors))
         context["charts"] = _sweep_charts(sweep, comparison, rows, labels, choice)
     context["errors"] = errors
     status = max((e.status_code for e in errors), default=200)
     return TemplateResponse(request, "runs_app/sweep_compare.html", context, status=status)
-
-
-def _compare_choice(
-    request: HttpRequest, sweep: Sweep, metrics: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """metric, step, aggregate, direction and the curve's metric from the query, with the
-    defaults a first visit gets; a step is implied when only one step logs the metric."""
-    order = topological_order(sweep.base_version.spec["steps"])
-    default_metric, default_step = _default_metric(metrics, order)
-    metric = (request.GET.get("metric") or "").strip()[:200] or default_metric or ""
-    step = (request.GET.get("step") or "").strip()[:100] or None
-    if "metric" not in request.GET and step is None:
-        step = default_step
-    if step is None:
-        steps = {m["step"] for m in metrics if m["name"] == metric}
-        step = steps.pop() if len(steps) == 1 else None
-    curve = (request.GET.get("curve") or "").strip()[:200]
-    series = [m for m in metrics if m["name"] == "loss"]
-    if not curve:
-        curve = series[0]["name"] if series else metric
-    curve_steps = {m["step"] for m in metrics if m["name"] == curve}
-    return {
-        "metric": metric,
-        "step": step,
-        # Any other value goes on as it is: the statistics' own check names it in a 400.
-        "aggregate": (request.GET.get("aggregate") or stats.DEFAULT_AGGREGATE)[:20],
-        "direction": (request.GET.get("direction") or stats.default_direction(metric))[:20],
-        "curve": curve,
-        "curve_step": curve_steps.pop() if len(curve_steps) == 1 else None,
-        "a_text": (request.GET.get("a") or "").strip()[:500],
-        "b_text": (request.GET.get("b") or "").strip()[:500],
-    }
 
 
 def _variant_options(labels: dict[str, list[str]]) -> list[tuple[str, str]]:
@@ -409,6 +378,7 @@ def _variant_options(labels: dict[str, list[str]]) -> list[tuple[str, str]]:
 
 def _comparison_context(
     request: HttpRequest,
+    choice: dict[str, Any],
     comparison: stats.Comparison,
     rows: list[Any],
     labels: dict[str, list[str]],
@@ -427,8 +397,8 @@ def _comparison_context(
         }
         for v in comparison.variants
     ]
-    a_text = request.GET.get("a") or (forms.variant_param(best) if best else "")
-    b_text = request.GET.get("b") or (forms.variant_param(runner) if runner else "")
+    a_text = choice["a_text"] or (forms.variant_param(best) if best else "")
+    b_text = choice["b_text"] or (forms.variant_param(runner) if runner else "")
     a, b = forms.parse_variant(a_text, labels), forms.parse_variant(b_text, labels)
     versus = None
     if a_text and b_text:
