@@ -181,6 +181,19 @@ _SUFFIXES = {
 }
 
 
+# type/subtype[; param=value]...: RFC 6838 names, no control characters, within the column.
+_TOKEN = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*"
+MEDIA_TYPE_RE = re.compile(
+    rf'{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|"[^"\\\x00-\x1f\x7f]*"))*'
+)
+MEDIA_TYPE_MAX = 100  # Artifact.media_type's length
+
+
+def valid_media_type(media_type: str) -> bool:
+    """Whether a step-declared media type may be stored and sent as a header as it is."""
+    return len(media_type) <= MEDIA_TYPE_MAX and MEDIA_TYPE_RE.fullmatch(media_type) is not None
+
+
 def media_base(media_type: str) -> str:
     """`text/plain; charset=utf-8` -> `text/plain`."""
     return media_type.split(";", 1)[0].strip().lower()

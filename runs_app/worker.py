@@ -32,6 +32,7 @@ from artifacts.store import (
     artifact_store_bytes,
     artifact_store_file,
     storage_name_for,
+    valid_media_type,
 )
 from pipelines_app.interfaces import STEP_PACKAGES
 from runs_app import reaper, scheduler
@@ -39,6 +40,7 @@ from runs_app.executor.codecache import materialise_code
 from runs_app.executor.runner import StepExecutor, StepJob
 from runs_app.executor.runtime import runtime_fingerprint
 from runs_app.models import FailureReason, StepLog, StepRun, WorkerHeartbeat
+from stepworks.outputs import OCTET_STREAM, OutputError, directory_files
 from workspaces.conf import engine
 
 log = logging.getLogger(__name__)
@@ -189,8 +191,12 @@ class WorkerServices:
             if result.status == "succeeded":
                 try:
                     artifacts = {
-                        name: self._store_output(step, out) for name, out in result.outputs.items()
+                        name: self._store_output(step, name, out, logs)
+                        for name, out in result.outputs.items()
                     }
+                except OutputError as error:
+                    scheduler.step_fail(step, attempt, FailureReason.OUTPUT_INVALID, str(error))
+                    return None
                 except OSError as error:
                     scheduler.step_fail(step, attempt, FailureReason.STORAGE_FULL, str(error))
                     return None
@@ -242,13 +248,13 @@ class WorkerServices:
                 os.replace(temp, cached)
             return cached, artifact.media_type, artifact.kind
 
-    def _store_output(self, step: StepRun, out: Any) -> Artifact:
+    def _store_output(self, step: StepRun, name: str, out: Any, logs: StepLogWriter) -> Artifact:
         workspace = step.workspace
         if out.kind == ArtifactKind.DIRECTORY:
             files = []
             root = Path(out.path)
-            for path in sorted(p for p in root.rglob("*") if p.is_file()):
-                with open(path, "rb") as handle:
+            for path in directory_files(root, name):
+                with open(path, "rb", opener=_no_follow) as handle:
                     stored = artifact_store_file(workspace, handle, "application/octet-stream")
                 files.append(
                     {
@@ -264,8 +270,20 @@ class WorkerServices:
                 "application/vnd.stepworks.directory+json",
                 ArtifactKind.DIRECTORY,
             )
+        media_type = out.media_type
+        if not valid_media_type(media_type):
+            logs.write(
+                f"stepworks: output {name!r} declared the media type {media_type[:120]!r}, "
+                "which is not type/subtype[; param=value]; it is stored as "
+                f"{OCTET_STREAM}\n"
+            )
+            media_type = OCTET_STREAM
         with open(out.path, "rb") as handle:
-            return artifact_store_file(workspace, handle, out.media_type)
+            return artifact_store_file(workspace, handle, media_type)
+
+
+def _no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW)
 
 
 _services: WorkerServices | None = None

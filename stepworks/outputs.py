@@ -31,6 +31,7 @@ import os
 import pickle
 import re
 import shutil
+import stat
 import sys
 from dataclasses import dataclass
 from functools import cache
@@ -160,8 +161,9 @@ def _write_dataframe(frame: Any, folder: Path, name: str) -> OutputFile:
 
 def _write_path(source: Path, folder: Path, name: str) -> OutputFile:
     if source.is_dir():
+        directory_files(source, name)  # refuses links and special files before any copy
         target = folder / name
-        shutil.copytree(source, target, symlinks=False)
+        shutil.copytree(source, target, symlinks=True)
         return OutputFile(target, DIRECTORY, KIND_DIRECTORY)
     if not source.is_file():
         raise OutputError(f"output {name!r} is a path to nothing: {source}")
@@ -174,6 +176,37 @@ def _write_path(source: Path, folder: Path, name: str) -> OutputFile:
     except OSError:
         shutil.copyfile(source, target)
     return OutputFile(target, guess_media_type(source.name))
+
+
+def directory_files(root: Path, name: str) -> list[Path]:
+    """The regular files under a directory output, sorted. A symlink, a device, a FIFO or a
+    socket, or a file hard-linked from outside the folder, is refused by name (OutputError):
+    the store must never read, and then serve, bytes from outside the step's own folder.
+    The child checks a directory before it copies it; the worker checks again what it stores."""
+    found: list[Path] = []
+    names_of: dict[tuple[int, int], int] = {}
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        for entry in sorted([*dirs, *files]):
+            path = Path(folder) / entry
+            info = path.lstat()
+            if stat.S_ISDIR(info.st_mode):
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                raise OutputError(
+                    f"output {name!r}: {path.relative_to(root).as_posix()} is not a regular "
+                    "file or a folder (a symlink, a device, a FIFO or a socket)"
+                )
+            key = (info.st_dev, info.st_ino)
+            names_of[key] = names_of.get(key, 0) + 1
+            found.append(path)
+    for path in found:
+        info = path.lstat()
+        if info.st_nlink > names_of[(info.st_dev, info.st_ino)]:
+            raise OutputError(
+                f"output {name!r}: {path.relative_to(root).as_posix()} is a hard link to a "
+                "file outside the output folder"
+            )
+    return sorted(found)
 
 
 def guess_media_type(filename: str) -> str:
