@@ -31,6 +31,7 @@ from artifacts.store import (
     directory_manifest,
     media_base,
     storage_name_for,
+    valid_media_type,
 )
 
 # The policy of the frame that renders user HTML, SVG and plotly figures.
@@ -93,8 +94,12 @@ def _download_headers(response: HttpResponseBase, artifact: Artifact, filename: 
 
 
 def _download_type(artifact: Artifact) -> str:
+    """The header's type: active content and anything that is not a well-formed media type
+    (stored before outputs were checked) go as bytes, never as a header that cannot be sent."""
     base = media_base(artifact.media_type)
-    return "application/octet-stream" if base in ACTIVE_TYPES else artifact.media_type
+    if base in ACTIVE_TYPES or not valid_media_type(artifact.media_type):
+        return "application/octet-stream"
+    return artifact.media_type
 
 
 def artifact_download_response(

@@ -108,6 +108,20 @@ def test_html_and_svg_download_as_octet_stream_never_inline(client: Any, world: 
     assert response["Content-Disposition"].startswith("attachment;")
 
 
+def test_a_stored_media_type_with_a_line_break_downloads_as_bytes_not_a_500(
+    client: Any, world: Any
+) -> None:
+    # Stored before outputs were checked: the header could not be sent at all.
+    stored = artifact_store_bytes(world.workspace, b"a,b\n", "text/csv\r\nX-Injected: 1")
+    client.force_login(world.viewer)
+
+    response = client.get(download_url(stored.sha256))
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/octet-stream"
+    assert "X-Injected" not in response
+
+
 def test_content_disposition_is_safe_for_any_name(world: Any, blob: Any) -> None:
     request = RequestFactory().get("/")
 
