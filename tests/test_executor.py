@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import marshal
 import math
 import os
 import signal
@@ -924,3 +925,49 @@ def test_load_input_reads_each_format_back(tmp_path: Path) -> None:
     assert outputs.guess_media_type("chart.plotly.json") == "application/vnd.plotly.v1+json"
     assert outputs.guess_media_type("table.parquet") == "application/vnd.apache.parquet"
     assert outputs.guess_media_type("weights.unknownext") == "application/octet-stream"
+
+
+def test_a_code_snapshot_a_step_edited_is_written_again_never_run(tmp_path: Path) -> None:
+    from runs_app.executor import codecache
+
+    files = {"step.py": "def main(ctx):\n    return None\n", "lib/util.py": "X = 1\n"}
+    folder = materialise_code(files, "c" * 64, tmp_path)
+    step_py = folder / "step.py"
+    step_py.chmod(0o644)  # what a step on the same worker could do
+    step_py.write_text(step_py.read_text() + "import os; os.system('evil')\n")
+
+    again = materialise_code(files, "c" * 64, tmp_path)
+
+    assert again == folder and step_py.read_text() == files["step.py"]
+    # A folder this process never saw is checked against the version's files: one written
+    # elsewhere and intact is kept; an extra file or a changed byte gets it written again.
+    codecache._KNOWN.clear()
+    inode = step_py.stat().st_ino
+    assert materialise_code(files, "c" * 64, tmp_path) == folder
+    assert step_py.stat().st_ino == inode
+    codecache._KNOWN.clear()
+    (folder / "lib" / "sitecustomize.py").write_text("import os\n")
+    materialise_code(files, "c" * 64, tmp_path)
+    assert not (folder / "lib" / "sitecustomize.py").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c" * 64]  # nothing left aside
+
+
+def test_a_snapshot_whose_bytecode_was_swapped_is_written_again(tmp_path: Path) -> None:
+    import importlib.util
+
+    from runs_app.executor import codecache
+
+    files = {"step.py": "def main(ctx):\n    return {'n': 1}\n"}
+    folder = materialise_code(files, "b" * 64, tmp_path)
+    pyc = Path(importlib.util.cache_from_source(str(folder / "step.py")))
+    path = str(folder / "step.py")
+    other = compile("def main(ctx):\n    return {'n': 2}\n", path, "exec", dont_inherit=True)
+    header = pyc.read_bytes()[:16]  # still "current" for the source: the child would load it
+    pyc.chmod(0o644)
+    pyc.write_bytes(header + marshal.dumps(other))
+    codecache._KNOWN.clear()
+
+    materialise_code(files, "b" * 64, tmp_path)
+
+    swapped = Path(importlib.util.cache_from_source(str(folder / "step.py"))).read_bytes()
+    assert marshal.loads(swapped[16:]) == compile(files["step.py"], path, "exec", dont_inherit=True)
