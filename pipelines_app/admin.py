@@ -9,8 +9,6 @@ dataset or workspace that has versions: its history would go with it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from django.contrib import admin
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
@@ -30,29 +28,11 @@ from workspaces.models import Workspace
 
 # Django's admin classes can't be subscripted at run time (only django-stubs-ext's monkeypatch
 # would allow it): the type checker sees each base with its model, the interpreter without.
-if TYPE_CHECKING:
-    _ModuleAdminBase = admin.ModelAdmin[Module]
-    _ModuleVersionAdminBase = admin.ModelAdmin[ModuleVersion]
-    _PipelineAdminBase = admin.ModelAdmin[Pipeline]
-    _PipelineStepInlineBase = admin.TabularInline[PipelineStep, PipelineVersion]
-    _PipelineVersionAdminBase = admin.ModelAdmin[PipelineVersion]
-    _PipelineStepAdminBase = admin.ModelAdmin[PipelineStep]
-    _DatasetAdminBase = admin.ModelAdmin[Dataset]
-    _DatasetVersionAdminBase = admin.ModelAdmin[DatasetVersion]
-else:
-    _ModuleAdminBase = admin.ModelAdmin
-    _ModuleVersionAdminBase = admin.ModelAdmin
-    _PipelineAdminBase = admin.ModelAdmin
-    _PipelineStepInlineBase = admin.TabularInline
-    _PipelineVersionAdminBase = admin.ModelAdmin
-    _PipelineStepAdminBase = admin.ModelAdmin
-    _DatasetAdminBase = admin.ModelAdmin
-    _DatasetVersionAdminBase = admin.ModelAdmin
 
 
 # --- modules -----------------------------------------------------------------------------------
 @admin.register(Module)
-class ModuleAdmin(WorkspaceFixedMixin, _ModuleAdminBase):
+class ModuleAdmin(WorkspaceFixedMixin, admin.ModelAdmin[Module]):
     list_display = ["name", "workspace", "version_count", "created_by", "created_at"]
     list_filter = ["workspace"]
     search_fields = ["name", "description", "workspace__slug"]
@@ -70,7 +50,7 @@ class ModuleAdmin(WorkspaceFixedMixin, _ModuleAdminBase):
 
 
 @admin.register(ModuleVersion)
-class ModuleVersionAdmin(ImmutableMixin, _ModuleVersionAdminBase):
+class ModuleVersionAdmin(ImmutableMixin, admin.ModelAdmin[ModuleVersion]):
     list_display = [
         "__str__",
         "workspace",
@@ -96,7 +76,7 @@ class ModuleVersionAdmin(ImmutableMixin, _ModuleVersionAdminBase):
 
 # --- pipelines -------------------------------------------------------------------------------
 @admin.register(Pipeline)
-class PipelineAdmin(WorkspaceFixedMixin, _PipelineAdminBase):
+class PipelineAdmin(WorkspaceFixedMixin, admin.ModelAdmin[Pipeline]):
     list_display = ["name", "workspace", "version_count", "created_by", "created_at"]
     list_filter = ["workspace"]
     search_fields = ["name", "description", "workspace__slug"]
@@ -113,7 +93,7 @@ class PipelineAdmin(WorkspaceFixedMixin, _PipelineAdminBase):
         return count
 
 
-class PipelineStepInline(ImmutableMixin, _PipelineStepInlineBase):
+class PipelineStepInline(ImmutableMixin, admin.TabularInline[PipelineStep, PipelineVersion]):
     model = PipelineStep
     extra = 0
     fields = readonly_fields = ("position", "name", "module_version", "params", "inputs")
@@ -123,7 +103,7 @@ class PipelineStepInline(ImmutableMixin, _PipelineStepInlineBase):
 
 
 @admin.register(PipelineVersion)
-class PipelineVersionAdmin(ImmutableMixin, _PipelineVersionAdminBase):
+class PipelineVersionAdmin(ImmutableMixin, admin.ModelAdmin[PipelineVersion]):
     list_display = [
         "__str__",
         "workspace",
@@ -149,7 +129,7 @@ class PipelineVersionAdmin(ImmutableMixin, _PipelineVersionAdminBase):
 
 
 @admin.register(PipelineStep)
-class PipelineStepAdmin(ImmutableMixin, _PipelineStepAdminBase):
+class PipelineStepAdmin(ImmutableMixin, admin.ModelAdmin[PipelineStep]):
     """Also a list of its own: "where is this module version used" is a search here."""
 
     list_display = ["name", "pipeline_version", "position", "module_version"]
@@ -160,7 +140,7 @@ class PipelineStepAdmin(ImmutableMixin, _PipelineStepAdminBase):
 
 # --- datasets --------------------------------------------------------------------------------
 @admin.register(Dataset)
-class DatasetAdmin(WorkspaceFixedMixin, _DatasetAdminBase):
+class DatasetAdmin(WorkspaceFixedMixin, admin.ModelAdmin[Dataset]):
     list_display = ["name", "workspace", "version_count", "created_at"]
     list_filter = ["workspace"]
     search_fields = ["name", "description", "workspace__slug"]
@@ -177,7 +157,7 @@ class DatasetAdmin(WorkspaceFixedMixin, _DatasetAdminBase):
 
 
 @admin.register(DatasetVersion)
-class DatasetVersionAdmin(ImmutableMixin, _DatasetVersionAdminBase):
+class DatasetVersionAdmin(ImmutableMixin, admin.ModelAdmin[DatasetVersion]):
     list_display = [
         "__str__",
         "workspace",

@@ -9,7 +9,7 @@ outputs, events and metrics are records of what happened: never added or edited 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import Count, Q, QuerySet
@@ -35,34 +35,6 @@ from workspaces.conf import engine
 
 # Django's admin classes can't be subscripted at run time (only django-stubs-ext's monkeypatch
 # would allow it): the type checker sees each base with its model, the interpreter without.
-if TYPE_CHECKING:
-    _ArtifactAdminBase = admin.ModelAdmin[Artifact]
-    _SweepAdminBase = admin.ModelAdmin[Sweep]
-    _EventInlineBase = admin.TabularInline[Event, PipelineRun]
-    _StepRunInlineBase = admin.TabularInline[StepRun, PipelineRun]
-    _PipelineRunAdminBase = admin.ModelAdmin[PipelineRun]
-    _ArtifactLinkInlineBase = admin.TabularInline[StepInput | StepOutput, StepRun]
-    _StepRunAdminBase = admin.ModelAdmin[StepRun]
-    _StepInputAdminBase = admin.ModelAdmin[StepInput | StepOutput]
-    _EventAdminBase = admin.ModelAdmin[Event]
-    _SweepEventAdminBase = admin.ModelAdmin[SweepEvent]
-    _MetricAdminBase = admin.ModelAdmin[Metric]
-    _StepLogAdminBase = admin.ModelAdmin[StepLog]
-    _WorkerHeartbeatAdminBase = admin.ModelAdmin[WorkerHeartbeat]
-else:
-    _ArtifactAdminBase = admin.ModelAdmin
-    _SweepAdminBase = admin.ModelAdmin
-    _EventInlineBase = admin.TabularInline
-    _StepRunInlineBase = admin.TabularInline
-    _PipelineRunAdminBase = admin.ModelAdmin
-    _ArtifactLinkInlineBase = admin.TabularInline
-    _StepRunAdminBase = admin.ModelAdmin
-    _StepInputAdminBase = admin.ModelAdmin
-    _EventAdminBase = admin.ModelAdmin
-    _SweepEventAdminBase = admin.ModelAdmin
-    _MetricAdminBase = admin.ModelAdmin
-    _StepLogAdminBase = admin.ModelAdmin
-    _WorkerHeartbeatAdminBase = admin.ModelAdmin
 
 
 class IdSearchMixin:
@@ -91,7 +63,7 @@ class IdSearchMixin:
 
 # --- artifacts -------------------------------------------------------------------------------
 @admin.register(Artifact)
-class ArtifactAdmin(ViewOnlyMixin, _ArtifactAdminBase):
+class ArtifactAdmin(ViewOnlyMixin, admin.ModelAdmin[Artifact]):
     """Deletable: every reference to an artifact row is a PROTECT foreign key, so only an
     unreferenced row can go (its bytes stay in the store, shared by sha256)."""
 
@@ -113,7 +85,7 @@ class ArtifactAdmin(ViewOnlyMixin, _ArtifactAdminBase):
 
 # --- sweeps ----------------------------------------------------------------------------------
 @admin.register(Sweep)
-class SweepAdmin(_SweepAdminBase):
+class SweepAdmin(admin.ModelAdmin[Sweep]):
     """Made and extended by the sweeps service (it expands the runs); only the name is edited."""
 
     list_display = ["name", "workspace", "base_version", "replicates", "run_count", "created_by"]
@@ -144,7 +116,7 @@ class SweepAdmin(_SweepAdminBase):
 
 
 # --- runs --------------------------------------------------------------------------------------
-class EventInline(ImmutableMixin, _EventInlineBase):
+class EventInline(ImmutableMixin, admin.TabularInline[Event, PipelineRun]):
     model = Event
     extra = 0
     fields = readonly_fields = (
@@ -161,7 +133,7 @@ class EventInline(ImmutableMixin, _EventInlineBase):
         return super().get_queryset(request).select_related("step")
 
 
-class StepRunInline(ImmutableMixin, _StepRunInlineBase):
+class StepRunInline(ImmutableMixin, admin.TabularInline[StepRun, PipelineRun]):
     model = StepRun
     extra = 0
     show_change_link = True
@@ -181,7 +153,7 @@ class StepRunInline(ImmutableMixin, _StepRunInlineBase):
 
 
 @admin.register(PipelineRun)
-class PipelineRunAdmin(IdSearchMixin, ViewOnlyMixin, _PipelineRunAdminBase):
+class PipelineRunAdmin(IdSearchMixin, ViewOnlyMixin, admin.ModelAdmin[PipelineRun]):
     list_display = [
         "__str__",
         "workspace",
@@ -231,7 +203,7 @@ class PipelineRunAdmin(IdSearchMixin, ViewOnlyMixin, _PipelineRunAdminBase):
         return request.user.has_perm("runs_app.change_pipelinerun")
 
 
-class ArtifactLinkInline(ImmutableMixin, _ArtifactLinkInlineBase):
+class ArtifactLinkInline(ImmutableMixin, admin.TabularInline[StepInput | StepOutput, StepRun]):
     """A step's inputs or outputs: a name and the artifact it names."""
 
     extra = 0
@@ -250,7 +222,7 @@ class StepOutputInline(ArtifactLinkInline):
 
 
 @admin.register(StepRun)
-class StepRunAdmin(IdSearchMixin, ImmutableMixin, _StepRunAdminBase):
+class StepRunAdmin(IdSearchMixin, ImmutableMixin, admin.ModelAdmin[StepRun]):
     """View-only; a step is deleted with its run, never on its own (the run would lie)."""
 
     id_search_fields = ("id", "run_id")
@@ -275,7 +247,7 @@ class StepRunAdmin(IdSearchMixin, ImmutableMixin, _StepRunAdminBase):
 
 
 @admin.register(StepInput)
-class StepInputAdmin(IdSearchMixin, ImmutableMixin, _StepInputAdminBase):
+class StepInputAdmin(IdSearchMixin, ImmutableMixin, admin.ModelAdmin[StepInput | StepOutput]):
     id_search_fields = ("step_id",)
     list_display = ["step", "name", "artifact"]
     search_fields = ["name", "^artifact__sha256"]
@@ -291,7 +263,7 @@ class StepOutputAdmin(StepInputAdmin):
 
 
 @admin.register(Event)
-class EventAdmin(IdSearchMixin, ImmutableMixin, _EventAdminBase):
+class EventAdmin(IdSearchMixin, ImmutableMixin, admin.ModelAdmin[Event]):
     """The audit trail: view-only and never deleted on its own."""
 
     id_search_fields = ("run_id",)
@@ -306,7 +278,7 @@ class EventAdmin(IdSearchMixin, ImmutableMixin, _EventAdminBase):
 
 
 @admin.register(SweepEvent)
-class SweepEventAdmin(ImmutableMixin, _SweepEventAdminBase):
+class SweepEventAdmin(ImmutableMixin, admin.ModelAdmin[SweepEvent]):
     """A sweep's audit trail (created, extended, canceled, promoted): view-only."""
 
     list_display = ["at", "sweep", "kind", "by"]
@@ -319,7 +291,7 @@ class SweepEventAdmin(ImmutableMixin, _SweepEventAdminBase):
 
 
 @admin.register(Metric)
-class MetricAdmin(IdSearchMixin, ImmutableMixin, _MetricAdminBase):
+class MetricAdmin(IdSearchMixin, ImmutableMixin, admin.ModelAdmin[Metric]):
     id_search_fields = ("step_id", "step__run_id")
     list_display = ["name", "value", "index", "step", "at"]
     search_fields = ["name"]
@@ -331,7 +303,7 @@ class MetricAdmin(IdSearchMixin, ImmutableMixin, _MetricAdminBase):
 
 
 @admin.register(StepLog)
-class StepLogAdmin(IdSearchMixin, ViewOnlyMixin, _StepLogAdminBase):
+class StepLogAdmin(IdSearchMixin, ViewOnlyMixin, admin.ModelAdmin[StepLog]):
     """View-only; deletable, since old logs are the one thing worth freeing space from."""
 
     id_search_fields = ("step_id", "step__run_id")
@@ -347,7 +319,7 @@ class StepLogAdmin(IdSearchMixin, ViewOnlyMixin, _StepLogAdminBase):
 
 
 @admin.register(WorkerHeartbeat)
-class WorkerHeartbeatAdmin(ViewOnlyMixin, _WorkerHeartbeatAdminBase):
+class WorkerHeartbeatAdmin(ViewOnlyMixin, admin.ModelAdmin[WorkerHeartbeat]):
     """Written by the workers; a stale row may be deleted."""
 
     list_display = ["__str__", "runtime_short", "started_at", "last_seen", "alive"]

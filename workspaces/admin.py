@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.contrib import admin
 from django.db.models import Count, QuerySet
@@ -12,14 +12,6 @@ from workspaces.models import Membership, Workspace
 
 # Django's admin classes can't be subscripted at run time (only django-stubs-ext's monkeypatch
 # would allow it): the type checker sees each base with its model, the interpreter without.
-if TYPE_CHECKING:
-    _MembershipInlineBase = admin.TabularInline[Membership, Workspace]
-    _WorkspaceAdminBase = admin.ModelAdmin[Workspace]
-    _MembershipAdminBase = admin.ModelAdmin[Membership]
-else:
-    _MembershipInlineBase = admin.TabularInline
-    _WorkspaceAdminBase = admin.ModelAdmin
-    _MembershipAdminBase = admin.ModelAdmin
 
 
 class ViewOnlyMixin:
@@ -52,7 +44,7 @@ def short_digest(value: str) -> str:
 
 
 # --- workspaces and members ----------------------------------------------------------------
-class MembershipInline(_MembershipInlineBase):
+class MembershipInline(admin.TabularInline[Membership, Workspace]):
     model = Membership
     extra = 0
     autocomplete_fields = ["user"]
@@ -64,7 +56,7 @@ class MembershipInline(_MembershipInlineBase):
 
 
 @admin.register(Workspace)
-class WorkspaceAdmin(_WorkspaceAdminBase):
+class WorkspaceAdmin(admin.ModelAdmin[Workspace]):
     list_display = ["slug", "name", "member_count", "created_at"]
     search_fields = ["slug", "name"]
     prepopulated_fields = {"slug": ["name"]}
@@ -81,7 +73,7 @@ class WorkspaceAdmin(_WorkspaceAdminBase):
 
 
 @admin.register(Membership)
-class MembershipAdmin(_MembershipAdminBase):
+class MembershipAdmin(admin.ModelAdmin[Membership]):
     list_display = ["user", "workspace", "role", "created_at"]
     list_filter = ["role", "workspace"]
     search_fields = ["user__username", "user__email", "workspace__slug", "workspace__name"]
