@@ -8,6 +8,11 @@ fork request, fork, the child's setup and import of the step module, its result 
 and reported, the worker's collection); and the CPU time a step costs the worker, the
 zygote and the child together, exits included (on a busy shared machine the wall figures
 wait for CPUs; this one does not).
+
+The `per_step_ms` figures are with the sandbox (the default where Landlock is available);
+`executor.sandbox_ms` is what it adds to a light step: the same no-op steps alternate
+between a sandboxed executor and one with `STEPWORKS_STEP_SANDBOX=off`, so both see the
+machine in the same state, and the figure is the difference of their means.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runs_app.executor.codecache import materialise_code
 from runs_app.executor.runner import StepExecutor, StepJob
+from runs_app.executor.sandbox import SandboxPolicy, unavailable_reason
 
 NO_OP = "def main(ctx):\n    return {'done': True}\n"
 
@@ -73,12 +79,42 @@ def main() -> None:
         root = Path(folder)
         code_dir = materialise_code({"step.py": NO_OP}, "0" * 64, root / "code")
         with StepExecutor() as executor:
+            if executor.sandbox.mode == "required":
+                sandbox_cost(executor, code_dir, root / "sandbox", arguments.steps)
+            else:
+                print(f"# no sandbox here ({unavailable_reason()}): figures are without it")
             for scientific in (False, True):
                 kind = "scientific" if scientific else "light"
                 timings, cpu_ms = measure(executor, code_dir, root, scientific, arguments.steps)
                 print(f"executor.{kind}.per_step_ms {statistics.mean(timings):.2f}")
                 print(f"executor.{kind}.per_step_ms_p50 {statistics.median(timings):.2f}")
                 print(f"executor.{kind}.cpu_ms_per_step {cpu_ms:.2f}")
+
+
+def sandbox_cost(sandboxed: StepExecutor, code_dir: Path, root: Path, steps: int) -> None:
+    timings: dict[str, list[float]] = {"required": [], "off": []}
+    with StepExecutor(sandbox=SandboxPolicy(mode="off")) as plain:
+        for index in range(steps + 3):
+            for mode, executor in (("required", sandboxed), ("off", plain)):
+                job = StepJob(
+                    code_dir=code_dir,
+                    entrypoint="step.py:main",
+                    output_dir=root / f"{mode}-{index}",
+                    declared_outputs=["done"],
+                    timeout_s=60,
+                )
+                started = time.perf_counter()
+                result = executor.run(job)
+                elapsed = time.perf_counter() - started
+                if result.status != "succeeded":
+                    raise SystemExit(f"a no-op step failed: {result.reason}: {result.message}")
+                if index >= 3:
+                    timings[mode].append(elapsed * 1000)
+    cost = statistics.mean(timings["required"]) - statistics.mean(timings["off"])
+    median = statistics.median(timings["required"]) - statistics.median(timings["off"])
+    print(f"executor.light.unsandboxed_per_step_ms {statistics.mean(timings['off']):.2f}")
+    print(f"executor.sandbox_ms {cost:.2f}")
+    print(f"executor.sandbox_ms_p50 {median:.2f}")
 
 
 if __name__ == "__main__":

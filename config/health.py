@@ -57,6 +57,24 @@ def _check_broker() -> str:
     return "ok"
 
 
+def _step_sandbox() -> dict[str, Any]:
+    """Whether the live workers isolate their steps: a warning, never "not ready" (an
+    operator who set STEPWORKS_STEP_SANDBOX=off chose to serve that way)."""
+    from runs_app.selectors import live_workers_unisolated
+
+    try:
+        unisolated = live_workers_unisolated()
+    except Exception as error:  # the database check above reports the cause
+        return {"status": "unknown", "error": f"{type(error).__name__}: {error}"}
+    if unisolated:
+        return {
+            "status": "off",
+            "warning": "steps are not isolated (STEPWORKS_STEP_SANDBOX=off) on these workers",
+            "workers": unisolated,
+        }
+    return {"status": settings.STEPWORKS["STEP_SANDBOX"]}
+
+
 @never_cache
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
@@ -71,6 +89,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
             ready = False
             checks[name] = {"status": "error", "error": f"{type(error).__name__}: {error}"}
         checks[name]["ms"] = round((time.monotonic() - started) * 1000, 1)
+    checks["step_sandbox"] = _step_sandbox()
     return JsonResponse(
         {"status": "ok" if ready else "unavailable", "checks": checks},
         status=200 if ready else 503,

@@ -9,11 +9,14 @@ README's configuration table.
 import os
 import secrets
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import django_stubs_ext
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+from runs_app.executor import sandbox
 
 # ModelAdmin[Module] and friends at run time, as the type checker reads them.
 django_stubs_ext.monkeypatch()
@@ -71,12 +74,14 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
     "template_partials",
+    "axes",
+    "csp",
     "workspaces",
     "artifacts",
     "pipelines_app",
@@ -93,6 +98,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -146,6 +153,20 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LOGIN_URL = "login"
+
+# --- login throttling (django-axes): the login page and the admin's ------------------------
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out user and address
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("STEPWORKS_LOGIN_FAILURES", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("STEPWORKS_LOGIN_LOCKOUT_MINUTES", default=15))
+# A lockout is per user name *and* address: a stranger cannot lock a colleague out from
+# elsewhere, and one address cannot try one account forever.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
 LOGIN_REDIRECT_URL = "pipelines:home"
 LOGOUT_REDIRECT_URL = "login"
 
@@ -220,7 +241,7 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if HTTPS else None
 REST_FRAMEWORK = {
     # Token first, so an anonymous API call gets 401 with a WWW-Authenticate header.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "workspaces.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -229,6 +250,15 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "workspaces.errors.api_exception_handler",
+}
+
+# API tokens: django-rest-knox, hashed at rest, several named ones per user, each with an
+# expiry (workspaces.tokens). The header stays `Authorization: Token <key>`.
+KNOX_TOKEN_MODEL = "workspaces.ApiToken"
+REST_KNOX = {
+    "AUTH_HEADER_PREFIX": "Token",
+    "TOKEN_TTL": timedelta(days=env.int("STEPWORKS_TOKEN_DAYS", default=90)),
+    "TOKEN_PREFIX": "sw_",  # so a leaked token is recognisable (secret scanners, logs)
 }
 
 SPECTACULAR_SETTINGS = {
@@ -288,7 +318,17 @@ STEPWORKS = {
     "LOG_MAX_BYTES": env.int("STEPWORKS_LOG_MAX_BYTES", default=10 * 1024 * 1024),
     "SWEEP_MAX_RUNS": env.int("STEPWORKS_SWEEP_MAX_RUNS", default=1000),
     "MAX_SOURCE_BYTES": env.int("STEPWORKS_MAX_SOURCE_BYTES", default=5 * 1024 * 1024),
+    # Step isolation (README, "Step isolation"): `required` wherever the kernel offers it.
+    "STEP_SANDBOX": env.str("STEPWORKS_STEP_SANDBOX", default=sandbox.default_mode()),
+    "STEP_NETWORK": env.str("STEPWORKS_STEP_NETWORK", default="allow"),
+    "STEP_READ_DIRS": env.list("STEPWORKS_STEP_READ_DIRS", default=[]),
+    "STEP_WRITE_DIRS": env.list("STEPWORKS_STEP_WRITE_DIRS", default=[]),
 }
+for _name, _choices in (("STEP_SANDBOX", sandbox.MODES), ("STEP_NETWORK", sandbox.NETWORK_MODES)):
+    if STEPWORKS[_name] not in _choices:
+        raise ImproperlyConfigured(
+            f"STEPWORKS_{_name} must be one of {', '.join(_choices)}, not {STEPWORKS[_name]!r}"
+        )
 
 LOGGING = {
     "version": 1,

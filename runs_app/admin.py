@@ -13,7 +13,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import Count, Q, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.template.defaultfilters import filesizeformat, truncatechars
 from django.utils import timezone
 
@@ -30,6 +30,7 @@ from runs_app.models import (
     SweepEvent,
     WorkerHeartbeat,
 )
+from runs_app.selectors import live_workers_unisolated
 from workspaces.admin import ImmutableMixin, ViewOnlyMixin, short_digest
 from workspaces.conf import engine
 
@@ -322,9 +323,28 @@ class StepLogAdmin(IdSearchMixin, ViewOnlyMixin, admin.ModelAdmin[StepLog]):
 class WorkerHeartbeatAdmin(ViewOnlyMixin, admin.ModelAdmin[WorkerHeartbeat]):
     """Written by the workers; a stale row may be deleted."""
 
-    list_display = ["__str__", "runtime_short", "started_at", "last_seen", "alive"]
+    list_display = ["__str__", "runtime_short", "isolated", "started_at", "last_seen", "alive"]
+    list_filter = ["sandbox"]
     search_fields = ["host", "^runtime"]
     ordering = ["-last_seen"]
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        unisolated = live_workers_unisolated()
+        if unisolated:
+            self.message_user(
+                request,
+                f"Steps are not isolated on {len(unisolated)} live worker(s) "
+                f"({', '.join(unisolated)}): STEPWORKS_STEP_SANDBOX=off lets every step read "
+                "and write everything its worker can.",
+                level=messages.WARNING,
+            )
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(boolean=True, description="steps isolated", ordering="sandbox")
+    def isolated(self, obj: WorkerHeartbeat) -> bool:
+        return obj.sandbox == "required"
 
     @admin.display(description="runtime", ordering="runtime")
     def runtime_short(self, obj: WorkerHeartbeat) -> str:

@@ -315,6 +315,8 @@ class WorkerHeartbeat(models.Model):
     host = models.CharField(max_length=200)
     pid = models.IntegerField()
     runtime = models.CharField(max_length=64)
+    # "required" (its steps run in the Landlock sandbox) or "off" (they are not isolated).
+    sandbox = models.CharField(max_length=16, default="required")
     started_at = models.DateTimeField(auto_now_add=True)
     last_seen = models.DateTimeField()
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from typing import Any
 
 from django.db.models import Count, Prefetch, Q, QuerySet, Subquery
 from django.http import Http404
+from django.utils import timezone
 
 from artifacts.models import Artifact
 from pipelines_app.models import PipelineVersion
@@ -23,7 +25,9 @@ from runs_app.models import (
     StepOutput,
     StepRun,
     StepStatus,
+    WorkerHeartbeat,
 )
+from workspaces.conf import engine
 from workspaces.models import Role, Workspace
 from workspaces.selectors import scoped_or_404
 
@@ -775,3 +779,10 @@ def pipeline_version_runs(version: PipelineVersion) -> QuerySet[PipelineRun]:
         .select_related("created_by")
         .order_by("-created_at", "-id")
     )
+
+
+def live_workers_unisolated() -> list[str]:
+    """The live workers (host:pid) whose steps run without the sandbox."""
+    fresh = timezone.now() - timedelta(seconds=engine().lease_s)
+    rows = WorkerHeartbeat.objects.filter(last_seen__gte=fresh).exclude(sandbox="required")
+    return [str(row) for row in rows.order_by("host", "pid")]

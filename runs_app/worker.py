@@ -19,7 +19,7 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import close_old_connections, connection
@@ -39,6 +39,7 @@ from runs_app import reaper, scheduler
 from runs_app.executor.codecache import materialise_code
 from runs_app.executor.runner import StepExecutor, StepJob
 from runs_app.executor.runtime import runtime_fingerprint
+from runs_app.executor.sandbox import NetworkMode, SandboxMode, SandboxPolicy
 from runs_app.models import FailureReason, StepLog, StepRun, WorkerHeartbeat
 from stepworks.outputs import OCTET_STREAM, OutputError, directory_files
 from workspaces.conf import engine
@@ -74,13 +75,39 @@ class StepLogWriter:
         self.offset += len(text.encode("utf-8"))
 
 
+NOT_ISOLATED = (
+    "STEPWORKS_STEP_SANDBOX=off: steps are NOT isolated. Every step can read and write "
+    "everything this worker can: the database, the secret key, every workspace's code and "
+    "artifacts. Use this only where every editor of every workspace is trusted."
+)
+
+
+def sandbox_policy() -> SandboxPolicy:
+    """The sandbox every step of this worker gets, from the settings. No step may read the
+    data folder (database, secret key, code cache, other steps) or the artifact store."""
+    conf = engine()
+    private = [settings.DATA_DIR, settings.MEDIA_ROOT, settings.STATIC_ROOT]
+    store = getattr(artifact_storage(), "location", None)
+    if store:
+        private.append(store)
+    return SandboxPolicy(
+        # The settings module refused any other value.
+        mode=cast(SandboxMode, conf.step_sandbox),
+        network=cast(NetworkMode, conf.step_network),
+        private=tuple(str(Path(p).resolve()) for p in private),
+        read=conf.step_read_dirs,
+        write=conf.step_write_dirs,
+    )
+
+
 class WorkerServices:
     """One per worker process: the executor's zygotes, the heartbeat and the reaper."""
 
     def __init__(self, *, reaper: bool = True) -> None:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.runtime = runtime_fingerprint()
-        self.executor = StepExecutor()
+        self.sandbox = sandbox_policy()
+        self.executor = StepExecutor(sandbox=self.sandbox)
         self.cache_root = Path(settings.DATA_DIR) / "worker-cache"
         self.cache_root.mkdir(parents=True, exist_ok=True)
         self.cancels: set[tuple[int, int]] = set()
@@ -90,6 +117,8 @@ class WorkerServices:
         self.lock = threading.Lock()
 
     def start(self) -> None:
+        if self.sandbox.mode == "off":
+            log.warning(NOT_ISOLATED)
         self.executor.start()
         self._beat()
         self._spawn(self._heartbeat_loop, "stepworks-heartbeat")
@@ -116,7 +145,7 @@ class WorkerServices:
         WorkerHeartbeat.objects.update_or_create(
             host=socket.gethostname(),
             pid=os.getpid(),
-            defaults={"runtime": self.runtime, "last_seen": now},
+            defaults={"runtime": self.runtime, "sandbox": self.sandbox.mode, "last_seen": now},
         )
         for pair in reaper.leases_renew(self.name, now):
             with self.lock:
@@ -182,6 +211,7 @@ class WorkerServices:
                 scientific=bool(STEP_PACKAGES & set(version.imports)),
                 run_id=step.run_id,
                 step_name=step.name,
+                sandbox=sandbox_policy(),  # the settings now, as engine() reads them
             )
             result = self.executor.run(
                 job,

@@ -13,9 +13,10 @@ from workspaces.models import Membership, Role, Workspace
 
 
 @pytest.fixture(autouse=True)
-def _artifact_root(settings: Any, tmp_path: Any) -> None:
-    """Each test writes artifacts into its own folder."""
-    root = tmp_path / "artifacts"
+def _artifact_root(settings: Any, tmp_path_factory: Any) -> None:
+    """Each test writes artifacts into its own folder, beside (not in) its tmp_path: steps
+    may write their marker files into tmp_path (below), never into the store."""
+    root = tmp_path_factory.mktemp("artifacts")
     settings.STORAGES = {
         **settings.STORAGES,
         "artifacts": {
@@ -43,6 +44,13 @@ def _fast_intervals(settings: Any) -> None:
         "EMBEDDED_POLL_S": 0.1,
         "STEP_TIMEOUT_S": 60.0,
     }
+
+
+@pytest.fixture(autouse=True)
+def _steps_write_tmp_path(settings: Any, tmp_path: Any) -> None:
+    """Sandboxed steps may write the test's tmp_path: that is how tests count step bodies
+    (a line appended to a marker file per body)."""
+    settings.STEPWORKS = {**settings.STEPWORKS, "STEP_WRITE_DIRS": [str(tmp_path)]}
 
 
 @dataclass

@@ -15,6 +15,13 @@ WORKER = "test-worker"
 Outputs = Mapping[str, tuple[bytes, str]]  # {output name: (bytes, media type)}
 
 
+def api_token(user: Any, name: str = "test") -> str:
+    """A new API token (knox) for `user`: its key, which the database does not keep."""
+    from workspaces.tokens import token_create
+
+    return token_create(user, name)[1]
+
+
 def next_queued(*order: str, **filters: Any) -> StepRun | None:
     """The first queued step matching `filters` (e.g. run=..., run__sweep=...)."""
     return StepRun.objects.filter(status=StepStatus.QUEUED, **filters).order_by(*order).first()

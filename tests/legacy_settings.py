@@ -10,3 +10,6 @@ MIGRATION_MODULES = {
     "workspaces": None,
     "artifacts": None,
 }
+
+# Before knox, API tokens were DRF's plain ones: workspaces.0003 drops their table.
+INSTALLED_APPS = [*INSTALLED_APPS, "rest_framework.authtoken"]  # noqa: F405

@@ -38,6 +38,7 @@ from runs_app.models import (
     SweepEvent,
     WorkerHeartbeat,
 )
+from workspaces.tokens import token_create
 
 pytestmark = pytest.mark.django_db
 
@@ -122,6 +123,7 @@ def rows(world: Any) -> dict[type[Model], Model]:
             WorkerHeartbeat.objects.create(
                 host="box", pid=42, runtime="r" * 64, last_seen=timezone.now()
             ),
+            token_create(world.editor, "laptop")[0],
         ]
     }
     return found
@@ -288,3 +290,13 @@ def test_changelists_cost_the_same_for_1_or_50_rows(
     fifty = {m: count_queries(admin_client, admin_url(m, "changelist")) for m in models}
 
     assert fifty == one
+
+
+def test_the_workers_list_says_when_steps_are_not_isolated(admin_client: Any) -> None:
+    WorkerHeartbeat.objects.create(
+        host="box", pid=7, runtime="r" * 64, sandbox="off", last_seen=timezone.now()
+    )
+
+    page = admin_client.get(admin_url(WorkerHeartbeat, "changelist")).content.decode()
+
+    assert "Steps are not isolated on 1 live worker(s) (box:7)" in page

@@ -1,6 +1,6 @@
 """What every API endpoint shares: authentication, the one error format, the upload limit,
 the OpenAPI schema and its offline docs page, the spec's JSON Schema; plus /healthz,
-/readyz and the API token page."""
+/readyz. (The token pages: test_tokens.py.)"""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 import yaml
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client as PageClient
-from rest_framework.authtoken.models import Token
 
 from pipelines_app.specs import SPEC_JSON_SCHEMA
 from tests.test_api_support import api_client, error_of
@@ -195,60 +194,6 @@ def test_the_tokens_page_needs_a_login(db):
     assert response["Location"].startswith("/login/")
 
 
-def test_a_user_creates_a_token_sees_it_once_and_it_works(world):
-    page = PageClient()
-    page.force_login(world.editor)
-
-    created = page.post("/account/tokens/", {"action": "create"})
-    later = page.get("/account/tokens/")
-
-    key = Token.objects.get(user=world.editor).key
-    assert created.status_code == 200
-    assert key in created.content.decode()
-    assert key not in later.content.decode()
-    assert f"…{key[-4:]}" in later.content.decode()
-    api = api_client()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
-    assert api.get("/api/v1/workspaces/").status_code == 200
-
-
-def test_regenerating_a_token_retires_the_old_key(world):
-    old = Token.objects.create(user=world.editor).key
-    page = PageClient()
-    page.force_login(world.editor)
-
-    response = page.post("/account/tokens/", {"action": "regenerate"})
-
-    new = Token.objects.get(user=world.editor).key
-    assert response.status_code == 200
-    assert new != old and new in response.content.decode()
-    api = api_client()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {old}")
-    assert api.get("/api/v1/workspaces/").status_code == 401
-
-
-def test_revoking_a_token_deletes_it(world):
-    Token.objects.create(user=world.editor)
-    page = PageClient()
-    page.force_login(world.editor)
-
-    response = page.post("/account/tokens/", {"action": "revoke"})
-
-    assert response.status_code == 302
-    assert not Token.objects.filter(user=world.editor).exists()
-
-
-def test_creating_a_second_token_is_refused_and_keeps_the_first(world):
-    first = Token.objects.create(user=world.editor).key
-    page = PageClient()
-    page.force_login(world.editor)
-
-    response = page.post("/account/tokens/", {"action": "create"})
-
-    assert response.status_code == 409
-    assert Token.objects.get(user=world.editor).key == first
-
-
 def test_django_404_and_403_keep_their_message_in_the_one_error_format() -> None:
     from django.core.exceptions import PermissionDenied
     from django.http import Http404
@@ -263,3 +208,28 @@ def test_django_404_and_403_keep_their_message_in_the_one_error_format() -> None
     assert denied is not None and denied.status_code == 403
     assert denied.data["error"]["code"] == "permission_denied"
     assert denied.data["error"]["message"] == "This needs the editor role."
+
+
+def test_readyz_warns_when_a_live_worker_runs_steps_unisolated(db):
+    from django.utils import timezone
+
+    from runs_app.models import WorkerHeartbeat
+
+    WorkerHeartbeat.objects.create(
+        host="box", pid=7, runtime="r" * 64, sandbox="off", last_seen=timezone.now()
+    )
+    WorkerHeartbeat.objects.create(host="box", pid=8, runtime="r" * 64, last_seen=timezone.now())
+
+    body = PageClient().get("/readyz").json()
+
+    assert body["checks"]["step_sandbox"]["status"] == "off"
+    assert body["checks"]["step_sandbox"]["workers"] == ["box:7"]
+    assert "not isolated" in body["checks"]["step_sandbox"]["warning"]
+
+
+def test_readyz_says_the_sandbox_mode_when_every_worker_isolates(db, settings):
+    settings.STEPWORKS = {**settings.STEPWORKS, "STEP_SANDBOX": "required"}
+
+    body = PageClient().get("/readyz").json()
+
+    assert body["checks"]["step_sandbox"] == {"status": "required"}

@@ -14,12 +14,12 @@ from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from rest_framework.authtoken.models import Token
 
 from artifacts.store import artifact_store_bytes
 from pipelines_app import services
 from pipelines_app.models import Dataset, DatasetVersion, ModuleVersion, Pipeline, PipelineVersion
 from tests import factories
+from tests.helpers import api_token
 from tests.test_api_support import PREP, SPEC, TRAIN, api_client, error_of, small_pipeline
 from workspaces.models import Membership, Role, Workspace
 
@@ -602,7 +602,7 @@ def test_dataset_and_version_lists_cost_the_same_for_1_and_50(world, django_asse
 
 
 def test_tokens_are_per_user_so_each_sees_their_own_workspaces(world):
-    Token.objects.create(user=world.stranger)
+    api_token(world.stranger)
 
     slugs = [w["slug"] for w in api_client(world.stranger).get(f"{API}/").json()["results"]]
 

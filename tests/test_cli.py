@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rest_framework.authtoken.models import Token
 from typer.testing import CliRunner
 
 from stepworks import Client
 from stepworks.cli import app
 from stepworks.client import IntegrityError, _extract_verified
+from tests.helpers import api_token
 from tests.test_api_support import PREP, TRAIN
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -69,7 +69,7 @@ def module_folder(root: Path) -> Path:
 
 @pytest.fixture
 def cli(world, live_server, tmp_path) -> Cli:
-    key = Token.objects.create(user=world.owner).key
+    key = api_token(world.owner)
     shell = Cli(tmp_path / "home")
     shell("login", live_server.url, "--token", key)
     return shell
@@ -140,7 +140,7 @@ def test_a_user_pushes_runs_watches_downloads_and_reads_json(
 
 
 def test_the_client_loads_outputs_by_media_type(world, live_server, embedded_workers, tmp_path):
-    key = Token.objects.create(user=world.owner).key
+    key = api_token(world.owner)
     with Client(live_server.url, key, "lab", cache_dir=tmp_path / "cache") as client:
         client.module_push({"prep.py": PREP}, "prep", "prep.py:prep")
         (tmp_path / "train").mkdir()

@@ -9,7 +9,6 @@ import io
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from rest_framework.authtoken.models import Token
 
 from pipelines_app.management.commands.seed_demo import DEMO_USER
 from pipelines_app.models import PipelineVersion
@@ -17,13 +16,14 @@ from runs_app.models import PipelineRun, RunStatus, Sweep
 from stepworks import Client
 from stepworks.cli import parse_axes
 from stepworks.client import ValidationError
+from tests.helpers import api_token
 from tests.test_cli import Cli
 
 
 @pytest.fixture
 def demo_cli(live_server, tmp_path, transactional_db) -> Cli:
     call_command("seed_demo", stdout=io.StringIO())
-    key = Token.objects.create(user=get_user_model().objects.get(username=DEMO_USER)).key
+    key = api_token(get_user_model().objects.get(username=DEMO_USER))
     shell = Cli(tmp_path / "home")
     shell("login", live_server.url, "--token", key)
     return shell
@@ -88,7 +88,7 @@ def test_the_client_waits_for_a_sweep_and_compares_its_variants(
     live_server, embedded_workers, transactional_db
 ):
     call_command("seed_demo", stdout=io.StringIO())
-    key = Token.objects.create(user=get_user_model().objects.get(username=DEMO_USER)).key
+    key = api_token(get_user_model().objects.get(username=DEMO_USER))
     axes = {
         "train": [
             {"label": "logreg", "module": "train_logreg@latest"},

@@ -4,6 +4,7 @@ executing any code: reuse, in-flight dedup, fencing, the reaper, cancel."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.db import IntegrityError, transaction
@@ -320,14 +321,14 @@ def test_a_worker_of_another_runtime_refuses_the_step_and_the_reaper_fails_it(ve
     assert run.status == RunStatus.FAILED
 
 
-def test_orphaned_temp_files_are_collected_and_fresh_ones_kept(tmp_path):
+def test_orphaned_temp_files_are_collected_and_fresh_ones_kept():
     import os
     import time
 
     from artifacts.store import artifact_storage
 
     storage = artifact_storage()
-    folder = tmp_path / "artifacts" / "ab" / "cd"
+    folder = Path(storage.location) / "ab" / "cd"
     folder.mkdir(parents=True)
     old = folder / ".tmp-crashed"
     old.write_bytes(b"half")

@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
-from workspaces.models import Membership, Workspace
+from workspaces.models import ApiToken, Membership, Workspace
 
 # Django's admin classes can't be subscripted at run time (only django-stubs-ext's monkeypatch
 # would allow it): the type checker sees each base with its model, the interpreter without.
@@ -79,3 +79,29 @@ class MembershipAdmin(admin.ModelAdmin[Membership]):
     search_fields = ["user__username", "user__email", "workspace__slug", "workspace__name"]
     autocomplete_fields = ["user", "workspace"]
     list_select_related = ["user", "workspace"]
+
+
+# --- API tokens ----------------------------------------------------------------------------
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
+    """Listed and revoked (deleted) here; made by their user (the tokens page) or by
+    `manage.py create_token`, because only there can the key be shown once."""
+
+    list_display = ["name", "user", "token_prefix", "created", "expiry", "last_used"]
+    list_select_related = ["user"]
+    search_fields = ["name", "user__username", "token_key"]
+    ordering = ["-created"]
+    readonly_fields = ["name", "user", "token_key", "created", "expiry", "last_used"]
+    exclude = ["digest"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="starts with", ordering="token_key")
+    def token_prefix(self, obj: ApiToken) -> str:
+        return f"{obj.token_key[:9]}…"

@@ -23,6 +23,10 @@ class Engine:
     log_max_bytes: int  # a step attempt's log is cut here
     sweep_max_runs: int  # a sweep's runs, all extensions included
     max_source_bytes: int  # a module version's files, together
+    step_sandbox: str  # "required" (Landlock) or "off"
+    step_network: str  # "allow" or "deny" (TCP), for sandboxed steps
+    step_read_dirs: tuple[str, ...]  # folders every sandboxed step may also read
+    step_write_dirs: tuple[str, ...]  # folders every sandboxed step may also write
 
 
 def engine() -> Engine:
@@ -38,4 +42,8 @@ def engine() -> Engine:
         log_max_bytes=int(raw["LOG_MAX_BYTES"]),
         sweep_max_runs=int(raw["SWEEP_MAX_RUNS"]),
         max_source_bytes=int(raw["MAX_SOURCE_BYTES"]),
+        step_sandbox=str(raw["STEP_SANDBOX"]),
+        step_network=str(raw["STEP_NETWORK"]),
+        step_read_dirs=tuple(raw["STEP_READ_DIRS"]),
+        step_write_dirs=tuple(raw["STEP_WRITE_DIRS"]),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from knox.models import AbstractAuthToken
 
 
 class Workspace(models.Model):
@@ -50,3 +51,18 @@ class Membership(models.Model):
 
     def allows(self, role: str) -> bool:
         return ROLE_RANK[Role(self.role)] >= ROLE_RANK[Role(role)]
+
+
+class ApiToken(AbstractAuthToken):
+    """A named API token of a user (django-rest-knox): only the token's sha512 digest and
+    its first 15 characters (to find the row) are stored, so a database dump holds no
+    usable token. The key itself is shown once, when it is made."""
+
+    name = models.CharField(max_length=100)
+    last_used = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.token_key[:6]}…)"

@@ -39,6 +39,7 @@ from types import CodeType
 from typing import Any, NoReturn
 
 from runs_app.executor.process import die_with_parent
+from runs_app.executor.sandbox import SandboxError, SystemRules, restrict
 from stepworks.context import StepContext
 from stepworks.outputs import OutputError, load_input, write_output
 
@@ -54,14 +55,28 @@ _NOT_NAME = re.compile(r"\W")
 _NOT_USER_CODE = (str(Path(__file__).parent), "<frozen importlib")
 _TRACEBACK_TAIL_LINES = 60
 _TRACEBACK_TAIL_CHARS = 8000
+_SCRATCH_VARIABLES = ("TMPDIR", "HOME", "MPLCONFIGDIR", "JOBLIB_TEMP_FOLDER", "XDG_CACHE_HOME")
 
 
-def run_child(spec: dict[str, Any], log_fd: int, result_fd: int, zygote_pid: int) -> NoReturn:
-    """Run one step in this freshly forked process; never returns."""
+def run_child(
+    spec: dict[str, Any],
+    log_fd: int,
+    result_fd: int,
+    zygote_pid: int,
+    system: SystemRules | None = None,
+) -> NoReturn:
+    """Run one step in this freshly forked process; never returns.
+
+    `system` is the zygote's share of the sandbox's rules, given when the spec asks for a
+    sandbox.
+    """
     code = _INTERNAL_EXIT
     try:
         os.setsid()
         die_with_parent(zygote_pid)
+        null = os.open(os.devnull, os.O_RDONLY)  # never the worker's stdin
+        os.dup2(null, 0)
+        os.close(null)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         os.close(log_fd)
@@ -70,7 +85,7 @@ def run_child(spec: dict[str, Any], log_fd: int, result_fd: int, zygote_pid: int
         sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
         faulthandler.enable()  # a segfault leaves the Python stack in the step's log
         gc.enable()  # the zygote keeps gc off so its pages stay shared (see zygote.py)
-        code = _run(spec, result_fd)
+        code = _run(spec, result_fd, system)
     except BaseException:
         with _quietly():
             traceback.print_exc()
@@ -82,14 +97,11 @@ def run_child(spec: dict[str, Any], log_fd: int, result_fd: int, zygote_pid: int
         os._exit(code)
 
 
-def _run(spec: dict[str, Any], result_fd: int) -> int:
+def _run(spec: dict[str, Any], result_fd: int, system: SystemRules | None) -> int:
     step_pid = os.getpid()
     output_dir = Path(spec["output_dir"])
     work_dir = output_dir / WORK_DIR
-    os.chdir(work_dir)  # the worker made the folders: every syscall here is on the clock
-    # Scratch files go where the worker cleans up, not into the host's /tmp.
-    os.environ["TMPDIR"] = str(work_dir)
-    tempfile.tempdir = None
+    _enter(work_dir)
     sys.argv = [str(Path(spec["code_dir"]) / _entry_file(spec["entrypoint"]))]
     _reseed_numpy()
 
@@ -105,6 +117,10 @@ def _run(spec: dict[str, Any], result_fd: int) -> int:
             return 0
         _report(output_dir, result_fd, status, reason, message, outputs or {}, ctx)
         return 0
+
+    problem = _sandbox(spec, system, result_fd)
+    if problem:
+        return report("failed", "internal_error", problem)
 
     try:
         function = _load_entrypoint(Path(spec["code_dir"]), spec["entrypoint"])
@@ -140,6 +156,29 @@ def _run(spec: dict[str, Any], result_fd: int) -> int:
     except _OutputFailed as failed:
         return report("failed", failed.reason, failed.message)
     return report("succeeded", None, "", written)
+
+
+def _enter(work_dir: Path) -> None:
+    os.chdir(work_dir)  # the worker made the folders: every syscall here is on the clock
+    # Scratch files (and any library's cache or config) go where the worker cleans up: the
+    # host's /tmp and the worker's home are not the step's.
+    for name in _SCRATCH_VARIABLES:
+        os.environ[name] = str(work_dir)
+    tempfile.tempdir = None
+
+
+def _sandbox(spec: dict[str, Any], system: SystemRules | None, result_fd: int) -> str:
+    """Restrict this process as the spec asks, before any of the step's code is loaded;
+    what went wrong, or "" (also when the spec asks for no sandbox)."""
+    if not spec.get("sandbox"):
+        return ""
+    try:
+        if system is None:
+            raise SandboxError(0, "the zygote sent no system rules")
+        restrict(system, spec["sandbox"], keep_fds=[result_fd])
+    except OSError as error:
+        return f"cannot sandbox the step, so it did not run: {error}"
+    return ""
 
 
 class _OutputFailed(Exception):

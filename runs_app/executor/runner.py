@@ -41,6 +41,7 @@ from runs_app.executor.process import (
     kill_process_group,
     process_group_exists,
 )
+from runs_app.executor.sandbox import SandboxPolicy, step_rules, unavailable_reason
 from stepworks.context import MetricPoint
 from stepworks.outputs import KIND_DIRECTORY, OutputFile
 
@@ -119,6 +120,7 @@ class StepJob:
     scientific: bool = False
     run_id: int | None = None
     step_name: str = ""
+    sandbox: SandboxPolicy | None = None  # None: the executor's
 
 
 @dataclass
@@ -134,6 +136,10 @@ class StepResult:
 
 class ExecutorError(RuntimeError):
     """The executor itself cannot run steps (stopped, or a zygote will not boot)."""
+
+
+class SandboxUnavailable(ExecutorError):
+    """Steps must be sandboxed and this kernel cannot: the worker must not start."""
 
 
 class _ZygoteGone(ExecutorError):
@@ -314,7 +320,10 @@ class StepExecutor:
         environ: Mapping[str, str] | None = None,
         keep_env: Iterable[str] = (),
         boot_timeout_s: float = BOOT_TIMEOUT_S,
+        sandbox: SandboxPolicy | None = None,
     ) -> None:
+        self.sandbox = sandbox or SandboxPolicy()
+        self._sandbox_missing = unavailable_reason() if self.sandbox.mode == "required" else None
         self._environ = environ
         self._keep_env = tuple(keep_env)
         self._boot_timeout_s = boot_timeout_s
@@ -325,7 +334,11 @@ class StepExecutor:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Boot both zygotes in parallel (idempotent: only dead or missing ones boot)."""
+        """Boot both zygotes in parallel (idempotent: only dead or missing ones boot).
+
+        Raises SandboxUnavailable when the policy requires a sandbox this kernel cannot give.
+        """
+        self._refuse_without_sandbox()
         self._stopped = False
         booting = []
         for kind in self._zygotes:
@@ -382,7 +395,17 @@ class StepExecutor:
             environment.setdefault(name, "1")
         return environment
 
+    def _refuse_without_sandbox(self) -> None:
+        if self._sandbox_missing:
+            raise SandboxUnavailable(
+                f"steps must be sandboxed (STEPWORKS_STEP_SANDBOX=required) but "
+                f"{self._sandbox_missing}; run workers on such a kernel, or set "
+                f"STEPWORKS_STEP_SANDBOX=off to run steps unisolated (every step can then "
+                f"read and write everything this worker can)"
+            )
+
     def _zygote(self, kind: str) -> _Zygote:
+        self._refuse_without_sandbox()
         with self._locks[kind]:
             if self._stopped:
                 raise ExecutorError("the executor is stopped")
@@ -436,6 +459,12 @@ class StepExecutor:
             "declared_outputs": list(job.declared_outputs),
             "run_id": job.run_id,
             "step_name": job.step_name,
+            "sandbox": step_rules(
+                job.sandbox or self.sandbox,
+                code_dir=str(Path(job.code_dir).absolute()),
+                inputs=[str(Path(path).absolute()) for path, _, _ in job.inputs.values()],
+                output_dir=str(output_dir),
+            ),
         }
         kind = "scientific" if job.scientific else "light"
         pipes = _Pipes()

@@ -32,6 +32,7 @@ from typing import Any
 from runs_app.executor import protocol
 from runs_app.executor.child import run_child
 from runs_app.executor.process import become_subreaper, kill_process_group
+from runs_app.executor.sandbox import SystemRules
 
 KINDS = ("light", "scientific")
 
@@ -82,6 +83,7 @@ class Zygote:
         self.kind = kind
         self.control = control
         self.children: dict[int, int] = {}  # pid -> job id
+        self.system_rules: dict[tuple[tuple[str, ...], ...], SystemRules] = {}
         self.selector = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -134,11 +136,18 @@ class Zygote:
         sys.stderr.flush()
         gc.freeze()  # what the zygote allocated since the last fork, too (see main)
         zygote_pid = os.getpid()
+        system = None
+        rules = spec.get("sandbox")
+        if rules:
+            key = SystemRules.key(rules)
+            if key not in self.system_rules:
+                self.system_rules[key] = SystemRules(*key)
+            system = self.system_rules[key]
         pid = os.fork()
         if pid == 0:
             try:
                 self._leave()
-                run_child(spec, log_fd, result_fd, zygote_pid)
+                run_child(spec, log_fd, result_fd, zygote_pid, system)
             finally:
                 os._exit(70)
         self.children[pid] = job
