@@ -34,8 +34,24 @@ from artifacts.store import (
     valid_media_type,
 )
 
-# The policy of the frame that renders user HTML, SVG and plotly figures.
-SANDBOX_CSP = "sandbox allow-scripts"
+# The policy of the frame that renders user HTML, SVG and plotly figures. `sandbox` without
+# allow-same-origin gives it an opaque origin (no cookies, no calls to the app as the
+# user); its scripts run (the figure's, the HTML's own) but may fetch nothing, post no
+# form, load nothing from elsewhere, and only our pages may frame it.
+FRAME_CSP = "; ".join(
+    [
+        "sandbox allow-scripts",
+        "default-src 'none'",
+        "script-src 'self' 'unsafe-inline' 'unsafe-eval'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data: blob:",
+        "font-src data:",
+        "connect-src 'none'",
+        "form-action 'none'",
+        "base-uri 'none'",
+        "frame-ancestors 'self'",
+    ]
+)
 
 
 def _etag(sha256: str) -> str:

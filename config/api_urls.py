@@ -6,7 +6,11 @@ their sha256.
 """
 
 from django.urls import URLPattern, URLResolver, include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerSplitView,
+)
 
 from pipelines_app import api as design
 from runs_app import api as runtime
@@ -129,7 +133,7 @@ workspace_patterns: list[URLPattern | URLResolver] = [
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
     path("spec-schema.json", design.SpecSchemaApi.as_view(), name="spec-schema"),
     path("workspaces/", teams.WorkspaceListApi.as_view(), name="workspace-list"),

@@ -379,11 +379,18 @@ def artifact_image(request: HttpRequest, slug: str, sha256: str) -> HttpResponse
 def artifact_frame(request: HttpRequest, slug: str, sha256: str) -> HttpResponseBase:
     """The sandboxed preview of user HTML, SVG or a plotly figure.
 
-    The response carries `Content-Security-Policy: sandbox allow-scripts` (never
-    allow-same-origin): the browser gives it an opaque origin, so nothing in it can read
-    the app's cookies or call the app as the user, even when opened in a tab of its own.
+    The response carries its own Content-Security-Policy (artifacts.http.FRAME_CSP):
+    `sandbox allow-scripts`, never allow-same-origin, so the browser gives it an opaque
+    origin and nothing in it can read the app's cookies or call the app as the user; and
+    no fetch, form or outside resource, so it cannot beacon anywhere.
+
+    Its active content renders only when the browser fetches it as a frame
+    (`Sec-Fetch-Dest: iframe`): opened as a document (a tab, a link) it redirects to the
+    artifact's page, so the artifact's script never has a top-level tab to navigate.
     """
     artifact = selectors.get_artifact_for_user(request.user, slug, sha256)
+    if request.headers.get("Sec-Fetch-Dest") != "iframe":
+        return redirect("runs:artifact", slug, sha256)
     if artifact.kind != "file":
         raise Http404("Nothing to show in a frame.")
     preview = previews.artifact_preview(artifact)
@@ -403,7 +410,7 @@ def artifact_frame(request: HttpRequest, slug: str, sha256: str) -> HttpResponse
         response.render()
     else:
         response = HttpResponse(data, content_type=base)
-    response["Content-Security-Policy"] = artifact_http.SANDBOX_CSP
+    response["Content-Security-Policy"] = artifact_http.FRAME_CSP
     response["X-Content-Type-Options"] = "nosniff"
     response["Cache-Control"] = "private, no-store"
     return response

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from django.urls import reverse
 
+from artifacts.http import FRAME_CSP
 from artifacts.previews import artifact_preview, json_tree
 from artifacts.store import artifact_store_bytes
 from stepworks.outputs import PARQUET_ROW_GROUP_ROWS
@@ -133,7 +134,9 @@ def test_html_and_svg_render_only_in_the_sandboxed_frame(
     artifact = store(world, data, media_type)
 
     html = page(client, world, artifact)
-    frame = client.get(reverse("runs:artifact_frame", args=["lab", artifact.sha256]))
+    frame = client.get(
+        reverse("runs:artifact_frame", args=["lab", artifact.sha256]), HTTP_SEC_FETCH_DEST="iframe"
+    )
 
     frame_url = reverse("runs:artifact_frame", args=["lab", artifact.sha256])
     assert re.search(
@@ -141,8 +144,11 @@ def test_html_and_svg_render_only_in_the_sandboxed_frame(
     )
     assert data.decode() not in html  # never inline on the app's page
     assert frame.status_code == 200 and frame.content == data
-    assert frame["Content-Security-Policy"] == "sandbox allow-scripts"
-    assert "allow-same-origin" not in frame["Content-Security-Policy"]
+    policy = frame["Content-Security-Policy"]
+    assert policy.startswith("sandbox allow-scripts;")
+    assert "allow-same-origin" not in policy
+    for directive in ("default-src 'none'", "connect-src 'none'", "form-action 'none'"):
+        assert directive in policy
     assert frame["X-Frame-Options"] == "SAMEORIGIN"
     assert frame["X-Content-Type-Options"] == "nosniff"
     image = client.get(reverse("runs:artifact_image", args=["lab", artifact.sha256]))
@@ -157,10 +163,12 @@ def test_plotly_figure_renders_in_the_frame_from_escaped_json(client: Any, world
     artifact = store(world, figure, "application/vnd.plotly.v1+json")
     client.force_login(world.viewer)
 
-    frame = client.get(reverse("runs:artifact_frame", args=["lab", artifact.sha256]))
+    frame = client.get(
+        reverse("runs:artifact_frame", args=["lab", artifact.sha256]), HTTP_SEC_FETCH_DEST="iframe"
+    )
 
     body = frame.content.decode()
-    assert frame["Content-Security-Policy"] == "sandbox allow-scripts"
+    assert frame["Content-Security-Policy"] == FRAME_CSP
     assert '<script id="figure" type="application/json">' in body
     assert "\\u003C/script\\u003E\\u003Cscript\\u003Ealert(1)" in body
     assert "/static/vendor/plotly.min.js" in body
@@ -197,7 +205,9 @@ def test_pickles_are_download_only_and_never_unpickled(
     html = page(client, world, artifact)
     download = client.get(reverse("runs:artifact_download", args=["lab", artifact.sha256]))
     b"".join(download.streaming_content)
-    frame = client.get(reverse("runs:artifact_frame", args=["lab", artifact.sha256]))
+    frame = client.get(
+        reverse("runs:artifact_frame", args=["lab", artifact.sha256]), HTTP_SEC_FETCH_DEST="iframe"
+    )
 
     assert "never opened here" in html
     assert download["Content-Disposition"].endswith('.pkl"')
@@ -246,3 +256,21 @@ def test_artifact_page_names_producers_consumers_and_draws_lineage(client: Any, 
     )
     assert lineage and '"kind": "output"' in lineage.group(1)
     assert "out.json" in html
+
+
+def test_the_frame_opened_as_a_document_shows_the_artifact_page_not_its_content(
+    client: Any, world: Any
+) -> None:
+    data = b"<html><script>top.location='https://evil.example/'</script></html>"
+    artifact = store(world, data, "text/html")
+    client.force_login(world.viewer)
+    url = reverse("runs:artifact_frame", args=["lab", artifact.sha256])
+
+    for destination in ("document", None):
+        extra = {"HTTP_SEC_FETCH_DEST": destination} if destination else {}
+        opened = client.get(url, **extra)
+        assert opened.status_code == 302, destination
+        assert opened["Location"] == reverse("runs:artifact", args=["lab", artifact.sha256])
+        assert data not in opened.content
+    client.force_login(world.stranger)
+    assert client.get(url).status_code == 404  # another workspace's artifact is not even redirected

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from csp.decorators import csp_update
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -308,6 +309,9 @@ def sweep_promote(request: HttpRequest, slug: str, sweep_id: int) -> HttpRespons
 
 
 @login_required
+# The parallel-coordinates chart is one of plotly's WebGL (regl) traces, which compile their
+# shaders with `new Function`: this page alone may eval (never inline script).
+@csp_update({"script-src": ["'unsafe-eval'"]})  # type: ignore[arg-type]  # typed for (request) views
 def sweep_compare(request: HttpRequest, slug: str, sweep_id: int) -> TemplateResponse:
     """The comparison on one metric: variants (mean, std, 95% CI, n, failed; the best
     marked), marginal effects per axis, A vs B (Welch), and the four charts. Every choice is

@@ -57,10 +57,9 @@ def test_a_sweep_from_the_form_to_the_charts(page: Any, demo: str, screenshots: 
 
     # Progress updates in place (htmx) until every run is terminal; then polling stops.
     page.evaluate("window.__sameDocument = true")
-    page.wait_for_function(
-        "document.querySelector('#sweep-live').dataset.finished === 'true'",
-        timeout=SWEEP_TIMEOUT_MS,
-    )
+    # A selector, not wait_for_function: a string function is evaluated in the page, which
+    # its Content-Security-Policy (no eval) rightly refuses.
+    page.wait_for_selector("#sweep-live[data-finished='true']", timeout=SWEEP_TIMEOUT_MS)
     assert page.evaluate("window.__sameDocument") is True
     assert page.locator("#sweep-live[hx-trigger]").count() == 0
     assert "4 of 4 runs done" in page.inner_text("#sweep-live")
