@@ -19,6 +19,19 @@ from workspaces import api as teams
 
 app_name = "api"
 
+
+class SwaggerView(SpectacularSwaggerSplitView):
+    """The Swagger page, its script a file of its own (the CSP allows no inline script).
+    Without metadata, OPTIONS is a plain 405: DRF's metadata answer would be rendered by the
+    page's template renderer, which has no template for it (a 500)."""
+
+    metadata_class = None
+
+
+class RedocView(SpectacularRedocView):
+    metadata_class = None
+
+
 module_patterns: list[URLPattern | URLResolver] = [
     path("", design.ModuleListApi.as_view(), name="module-list"),
     path("<slug:name>/", design.ModuleDetailApi.as_view(), name="module-detail"),
@@ -133,8 +146,8 @@ workspace_patterns: list[URLPattern | URLResolver] = [
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
-    path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
+    path("docs/", SwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("redoc/", RedocView.as_view(url_name="api:schema"), name="redoc"),
     path("spec-schema.json", design.SpecSchemaApi.as_view(), name="spec-schema"),
     path("workspaces/", teams.WorkspaceListApi.as_view(), name="workspace-list"),
     path("workspaces/create/", teams.WorkspaceCreateApi.as_view(), name="workspace-create"),

@@ -399,6 +399,7 @@ class RunCompareApi(ApiMixin, APIView):
 
     @extend_schema(parameters=[QuerySerializer], responses={200: OutputSerializer})
     def get(self, request: Request, workspace: str) -> Response:
+        workspace_of(request, workspace)  # a stranger gets 404 before any 400
         query = self.QuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         a = run_for(request, workspace, query.validated_data["a"])
