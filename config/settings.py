@@ -276,6 +276,10 @@ REST_FRAMEWORK = {
 # API tokens: django-rest-knox, hashed at rest, several named ones per user, each with an
 # expiry (workspaces.tokens). The header stays `Authorization: Token <key>`.
 KNOX_TOKEN_MODEL = "workspaces.ApiToken"
+# knox's own AuthToken is swapped out for ours, but knox's migrations would still create its
+# table (their historical model is not swappable), a table no model names: PostgreSQL then
+# refuses to flush auth_user past its foreign key. Without migrations, knox makes no table.
+MIGRATION_MODULES = {"knox": None}
 REST_KNOX = {
     "AUTH_HEADER_PREFIX": "Token",
     "TOKEN_TTL": timedelta(days=env.int("STEPWORKS_TOKEN_DAYS", default=90)),

@@ -5,6 +5,7 @@ no migrations of their own yet. Only tests/legacy_db.py uses it."""
 from config.settings import *  # noqa: F403
 
 MIGRATION_MODULES = {
+    **MIGRATION_MODULES,  # noqa: F405
     "pipelines_app": "tests.legacy_migrations.pipelines_app",
     "runs_app": "tests.legacy_migrations.runs_app",
     "workspaces": None,
