@@ -25,9 +25,11 @@ from artifacts.store import (
     ACTIVE_TYPES,
     CHUNK,
     INLINE_IMAGE_TYPES,
+    ArtifactMissing,
     artifact_filename,
     artifact_open,
     artifact_storage,
+    artifacts_missing,
     directory_manifest,
     media_base,
     storage_name_for,
@@ -184,6 +186,8 @@ def directory_zip_response(
     """A directory artifact as one streamed (stored, uncompressed) zip of its files."""
     import zipstream
 
+    if artifacts_missing([artifact]):  # checked before the first byte: no truncated zip
+        raise ArtifactMissing(artifact)
     stream = zipstream.ZipStream(compress_type=zipstream.ZIP_STORED, sized=True)
     for entry in directory_manifest(artifact):
         stream.add(stored_chunks(entry["sha256"]), entry["path"], size=entry["size"])

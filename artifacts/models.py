@@ -13,6 +13,15 @@ class ArtifactKind(models.TextChoices):
     DIRECTORY = "directory", "Directory"
 
 
+class ArtifactState(models.TextChoices):
+    """Whether the store still holds the bytes. `missing` and `corrupt` are never reused and
+    never served; they are set when a read or a check finds it so."""
+
+    PRESENT = "present", "Present"
+    MISSING = "missing", "Missing"
+    CORRUPT = "corrupt", "Corrupt"
+
+
 class Artifact(models.Model):
     """Content-addressed bytes. A directory's bytes are its JSON manifest of files.
 
@@ -26,6 +35,9 @@ class Artifact(models.Model):
     media_type = models.CharField(max_length=100)
     kind = models.CharField(max_length=10, choices=ArtifactKind.choices, default=ArtifactKind.FILE)
     storage_name = models.CharField(max_length=300)
+    state = models.CharField(
+        max_length=10, choices=ArtifactState.choices, default=ArtifactState.PRESENT
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

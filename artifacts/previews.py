@@ -20,6 +20,7 @@ from artifacts.store import (
     PARQUET_TYPE,
     PICKLE_TYPE,
     PLOTLY_TYPE,
+    ArtifactMissing,
     artifact_open,
     directory_manifest,
     media_base,
@@ -168,6 +169,8 @@ def artifact_preview(artifact: Artifact, rows: int = PREVIEW_ROWS) -> dict[str, 
     """
     try:
         return _preview(artifact, media_base(artifact.media_type), rows)
+    except ArtifactMissing as missing:
+        return {"kind": "missing", "message": str(missing)}
     except (OSError, ValueError, KeyError, TypeError) as error:
         return {"kind": "error", "message": f"{type(error).__name__}: {error}"[:300]}
     except Exception as error:  # pyarrow's errors and friends: a preview never breaks a page

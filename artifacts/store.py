@@ -18,18 +18,35 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.db import IntegrityError, transaction
+from django.http import Http404
 
-from artifacts.models import Artifact, ArtifactKind
+from artifacts.models import Artifact, ArtifactKind, ArtifactState
 from workspaces.models import Workspace
 
 TEMP_PREFIX = ".tmp-"
 CHUNK = 1024 * 1024
+# A store that held a name this recently is believed without asking again (a reuse checks
+# its source's outputs; a sweep reuses the same ones many times in a second).
+PRESENT_TTL_S = 5.0
+_seen_present: dict[tuple[str, str], float] = {}  # (the store's location, name) -> when
+
+
+class ArtifactMissing(Http404):
+    """The row is here, the bytes are not: a 404 that names the artifact, never a 500."""
+
+    def __init__(self, artifact: Artifact) -> None:
+        super().__init__(
+            f"The bytes of artifact {artifact.sha256[:12]} ({artifact.media_type}) are "
+            "missing from the store; a run that needs them recomputes them."
+        )
+        self.artifact = artifact
 
 
 class AtomicFileSystemStorage(FileSystemStorage):
@@ -106,6 +123,9 @@ def artifact_record(
     lookup = {"workspace": workspace, "sha256": sha256, "media_type": media_type, "kind": kind}
     existing = Artifact.objects.filter(**lookup).first()
     if existing is not None:
+        if existing.state != ArtifactState.PRESENT:  # the bytes were stored again
+            Artifact.objects.filter(pk=existing.pk).update(state=ArtifactState.PRESENT)
+            existing.state = ArtifactState.PRESENT
         return existing
     try:
         with transaction.atomic():
@@ -123,8 +143,14 @@ def artifact_store_file(
     sha256, size = sha256_of_file(handle)
     storage = artifact_storage()
     name = storage_name_for(sha256)
+    damaged = Artifact.objects.filter(storage_name=name, state=ArtifactState.CORRUPT).exists()
+    if damaged and storage.exists(name):
+        storage.delete(name)  # these bytes are the right ones: they replace the corrupt
     if not storage.exists(name):
         storage.save(name, File(handle))
+    Artifact.objects.filter(storage_name=name).exclude(state=ArtifactState.PRESENT).update(
+        state=ArtifactState.PRESENT
+    )
     return artifact_record(workspace, sha256, size, media_type, kind)
 
 
@@ -138,7 +164,63 @@ def artifact_store_bytes(
 
 
 def artifact_open(artifact: Artifact) -> IO[bytes]:
-    return artifact_storage().open(artifact.storage_name, "rb")
+    """The stored bytes, open; ArtifactMissing (a 404) when the store lost them, which
+    also marks every row of those bytes missing, so nothing reuses them."""
+    try:
+        return artifact_storage().open(artifact.storage_name, "rb")
+    except FileNotFoundError:
+        mark_missing([artifact.storage_name])
+        raise ArtifactMissing(artifact) from None
+
+
+def _seen_key(storage: Storage, name: str) -> tuple[str, str]:
+    return str(getattr(storage, "location", "")), name
+
+
+def mark_missing(storage_names: Iterable[str]) -> None:
+    names = list(storage_names)
+    storage = artifact_storage()
+    for name in names:
+        _seen_present.pop(_seen_key(storage, name), None)
+    Artifact.objects.filter(storage_name__in=names, state=ArtifactState.PRESENT).update(
+        state=ArtifactState.MISSING
+    )
+
+
+def artifacts_missing(artifacts: Iterable[Artifact]) -> list[Artifact]:
+    """Those of `artifacts` whose bytes are gone from the store, marked missing (a directory
+    is missing when its manifest or any of its files is). One existence check per stored
+    name, none for a name seen present in the last PRESENT_TTL_S."""
+    storage = artifact_storage()
+    now = time.monotonic()
+
+    def present(name: str) -> bool:
+        key = _seen_key(storage, name)
+        if now - _seen_present.get(key, -PRESENT_TTL_S) < PRESENT_TTL_S:
+            return True
+        if storage.exists(name):
+            _seen_present[key] = now
+            return True
+        return False
+
+    missing: list[Artifact] = []
+    gone: list[str] = []
+    for artifact in artifacts:
+        if artifact.state != ArtifactState.PRESENT or not present(artifact.storage_name):
+            missing.append(artifact)
+            gone.append(artifact.storage_name)
+        elif artifact.kind == ArtifactKind.DIRECTORY:
+            lost = [
+                storage_name_for(f["sha256"])
+                for f in directory_manifest(artifact)
+                if not present(storage_name_for(f["sha256"]))
+            ]
+            if lost:
+                missing.append(artifact)
+                gone += [artifact.storage_name, *lost]
+    if gone:
+        mark_missing(gone)
+    return missing
 
 
 # --- media types and names ----------------------------------------------------------------

@@ -48,6 +48,11 @@ module_patterns: list[URLPattern | URLResolver] = [
         design.ModuleVersionDetailApi.as_view(),
         name="module-version-detail",
     ),
+    path(
+        "<slug:name>/versions/<int:number>/forget/",
+        runtime.ModuleVersionForgetApi.as_view(),
+        name="module-version-forget",
+    ),
 ]
 
 pipeline_patterns: list[URLPattern | URLResolver] = [
@@ -97,6 +102,7 @@ step_patterns: list[URLPattern | URLResolver] = [
     path("", runtime.StepDetailApi.as_view(), name="step-detail"),
     path("log/", runtime.StepLogApi.as_view(), name="step-log"),
     path("metrics/", runtime.StepMetricListApi.as_view(), name="step-metric-list"),
+    path("forget/", runtime.StepForgetApi.as_view(), name="step-forget"),
 ]
 
 run_patterns: list[URLPattern | URLResolver] = [
@@ -107,6 +113,7 @@ run_patterns: list[URLPattern | URLResolver] = [
     path("<int:run_id>/cancel/", runtime.RunCancelApi.as_view(), name="run-cancel"),
     path("<int:run_id>/rerun/", runtime.RunRerunApi.as_view(), name="run-rerun"),
     path("<int:run_id>/clone/", runtime.RunCloneApi.as_view(), name="run-clone"),
+    path("<int:run_id>/forget/", runtime.RunForgetApi.as_view(), name="run-forget"),
     path("<int:run_id>/events/", runtime.RunEventListApi.as_view(), name="run-event-list"),
     path("<int:run_id>/lineage/", runtime.RunLineageApi.as_view(), name="run-lineage"),
     path("<int:run_id>/outputs.zip", runtime.RunOutputsZipApi.as_view(), name="run-outputs-zip"),

@@ -22,7 +22,7 @@ from pipelines_app.services import pipeline_version_clone
 from pipelines_app.specs import render_spec_yaml
 from workspaces.errors import DomainError
 from workspaces.models import Role
-from workspaces.selectors import workspaces_for_user
+from workspaces.selectors import role_allows, workspaces_for_user
 
 
 @login_required
@@ -61,6 +61,7 @@ def module_version_detail(
             for path, text in files
         ],
         "interface": interface_rows(version.interface or {}),
+        "can_edit": role_allows(version.module.workspace, Role.EDITOR),
         "usage": selectors.module_version_usage(version),
         "breakage": selectors.module_version_breakage(version),
         "interface_changes": (

@@ -172,7 +172,19 @@ class PipelineRunAdmin(IdSearchMixin, ViewOnlyMixin, admin.ModelAdmin[PipelineRu
     date_hierarchy = "created_at"
     ordering = ["-id"]
     inlines = [StepRunInline, EventInline]
-    actions = ["cancel_runs"]
+    actions = ["cancel_runs", "forget_runs"]
+
+    @admin.action(description="Forget cached results of selected runs", permissions=["cancel"])
+    def forget_runs(self, request: HttpRequest, queryset: QuerySet[PipelineRun]) -> None:
+        from runs_app.services import steps_forget
+
+        steps = StepRun.objects.filter(run__in=queryset)
+        count = steps_forget(steps, what="the admin", user=request.user)
+        self.message_user(
+            request,
+            f"Forgot {count} cached result(s): later runs recompute them.",
+            messages.SUCCESS,
+        )
 
     @admin.action(description="Cancel selected runs", permissions=["cancel"])
     def cancel_runs(self, request: HttpRequest, queryset: QuerySet[PipelineRun]) -> None:
@@ -222,6 +234,9 @@ class StepOutputInline(ArtifactLinkInline):
     model = StepOutput
 
 
+FORGOT = "Forgot {} cached result(s): later runs recompute them."
+
+
 @admin.register(StepRun)
 class StepRunAdmin(IdSearchMixin, ImmutableMixin, admin.ModelAdmin[StepRun]):
     """View-only; a step is deleted with its run, never on its own (the run would lie)."""
@@ -245,6 +260,22 @@ class StepRunAdmin(IdSearchMixin, ImmutableMixin, admin.ModelAdmin[StepRun]):
     ordering = ["-id"]
     show_full_result_count = False
     inlines = [StepInputInline, StepOutputInline]
+    actions = ["forget_steps"]
+
+    @admin.action(description="Forget cached results of selected steps", permissions=["forget"])
+    def forget_steps(self, request: HttpRequest, queryset: QuerySet[StepRun]) -> None:
+        from runs_app.services import steps_forget
+
+        count = steps_forget(queryset, what="the admin", user=request.user)
+        self.message_user(
+            request,
+            f"Forgot {count} cached result(s): later runs recompute them.",
+            messages.SUCCESS,
+        )
+
+    def has_forget_permission(self, request: HttpRequest) -> bool:
+        # Forgetting changes which steps are reuse sources, not the step rows' history.
+        return request.user.has_perm("runs_app.change_steprun")
 
 
 @admin.register(StepInput)

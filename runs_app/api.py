@@ -29,7 +29,7 @@ from rest_framework.views import APIView
 
 from artifacts.http import artifact_download_response
 from pipelines_app.models import PipelineVersion
-from pipelines_app.selectors import pipeline_version_by_ref
+from pipelines_app.selectors import get_module_version_for_user, pipeline_version_by_ref
 from pipelines_app.serializers import ArtifactSerializer
 from runs_app import scheduler, selectors, services
 from runs_app.diffs import run_diff
@@ -193,6 +193,43 @@ class RunCancelApi(ApiMixin, APIView):
                 status_code=status.HTTP_409_CONFLICT,
             )
         return Response(run_detail(run))
+
+
+class ForgottenSerializer(serializers.Serializer[Any]):
+    forgotten = serializers.IntegerField(help_text="Step runs no longer reused.")
+
+
+class RunForgetApi(ApiMixin, APIView):
+    """Forget the run's cached results: later runs recompute its steps (history stays)."""
+
+    @extend_schema(request=None, responses={200: ForgottenSerializer})
+    def post(self, request: Request, workspace: str, run_id: int) -> Response:
+        run = run_for(request, workspace, run_id, Role.EDITOR)
+        count = services.steps_forget(run.steps.all(), what=f"run {run.pk}", user=request.user)
+        return Response({"forgotten": count})
+
+
+class StepForgetApi(ApiMixin, APIView):
+    """Forget one step's cached result: the next run that needs it recomputes it."""
+
+    @extend_schema(request=None, responses={200: ForgottenSerializer})
+    def post(self, request: Request, workspace: str, run_id: int, step: str) -> Response:
+        found = selectors.get_step_for_user(request.user, workspace, run_id, step, Role.EDITOR)
+        steps = StepRun.objects.filter(pk=found.pk)
+        what = f"step {found.name} of run {run_id}"
+        return Response({"forgotten": services.steps_forget(steps, what=what, user=request.user)})
+
+
+class ModuleVersionForgetApi(ApiMixin, APIView):
+    """Forget every cached result of a module version (say it had a bug that its code
+    digest does not show: a changed dataset behind a URL, a flaky GPU)."""
+
+    @extend_schema(request=None, responses={200: ForgottenSerializer})
+    def post(self, request: Request, workspace: str, name: str, number: int) -> Response:
+        version = get_module_version_for_user(request.user, workspace, name, number, Role.EDITOR)
+        steps = StepRun.objects.filter(module_version=version)
+        count = services.steps_forget(steps, what=f"module {version.ref}", user=request.user)
+        return Response({"forgotten": count})
 
 
 class RunRerunApi(ApiMixin, APIView):

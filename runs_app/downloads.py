@@ -1,7 +1,9 @@
 """The whole-run zip: its manifest from a run's outputs, streamed from the store.
 
 `GET .../runs/<id>/outputs.zip` (page and API) answers with this; its `manifest.json` is
-{"run", "files": [{"path", "sha256", "size", "step", "output"}], "lineage"}.
+{"run", "files": [{"path", "sha256", "size", "step", "output"}], "missing": [{"step",
+"output", "sha256"}], "lineage"}: outputs whose bytes the store lost are left out of the
+zip and listed under "missing".
 """
 
 from __future__ import annotations
@@ -13,15 +15,23 @@ from django.http import StreamingHttpResponse
 
 from artifacts.http import stored_chunks, zip_response
 from artifacts.models import ArtifactKind
-from artifacts.store import artifact_filename, directory_manifest, safe_arcname
+from artifacts.store import (
+    artifact_filename,
+    artifacts_missing,
+    directory_manifest,
+    safe_arcname,
+)
 from runs_app.models import StepOutput
 from runs_app.selectors import run_lineage
 from workspaces.errors import DomainError
 
 
-def run_zip_files(run: Any, steps: list[str] | None = None) -> list[dict[str, Any]]:
+def run_zip_files(
+    run: Any, steps: list[str] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Every output file of a run (or of the named steps), as manifest rows:
     [{"path", "sha256", "size", "step", "output"}]; a directory output adds one row per file.
+    And the outputs whose bytes are missing: [{"step", "output", "sha256"}].
 
     Unknown step names raise DomainError (the caller maps it to 400).
     """
@@ -40,10 +50,16 @@ def run_zip_files(run: Any, steps: list[str] | None = None) -> list[dict[str, An
                 {"step": [f"unknown step {unknown[0]!r}"]},
             )
         outputs = outputs.filter(step__name__in=steps)
+    rows = list(outputs)
+    lost = {a.pk for a in artifacts_missing(out.artifact for out in rows)}
     files: list[dict[str, Any]] = []
-    for out in outputs:
+    missing: list[dict[str, Any]] = []
+    for out in rows:
         artifact = out.artifact
         step_name = out.step.name
+        if artifact.pk in lost:
+            missing.append({"step": step_name, "output": out.name, "sha256": artifact.sha256})
+            continue
         if artifact.kind == ArtifactKind.DIRECTORY:
             for entry in directory_manifest(artifact):
                 files.append(
@@ -65,20 +81,20 @@ def run_zip_files(run: Any, steps: list[str] | None = None) -> list[dict[str, An
                     "output": out.name,
                 }
             )
-    return files
+    return files, missing
 
 
 def run_zip_response(run: Any, steps: list[str] | None = None) -> StreamingHttpResponse:
     """The whole run (or the chosen steps) as one streamed zip with `manifest.json` first:
-    {"run", "files": [{"path", "sha256", "size", "step", "output"}], "lineage"}.
+    {"run", "files": [...], "missing": [...], "lineage"} (see the module docstring).
 
     Files are stored uncompressed (model outputs rarely compress and the size is then known
     up front, so the response has a Content-Length); memory stays flat whatever their size.
     """
     import zipstream
 
-    files = run_zip_files(run, steps)
-    manifest = {"run": run.pk, "files": files, "lineage": run_lineage(run)}
+    files, missing = run_zip_files(run, steps)
+    manifest = {"run": run.pk, "files": files, "missing": missing, "lineage": run_lineage(run)}
     stream = zipstream.ZipStream(compress_type=zipstream.ZIP_STORED, sized=True)
     stream.add(json.dumps(manifest, indent=2, sort_keys=True).encode(), "manifest.json")
     for row in files:

@@ -157,6 +157,10 @@ class StepRun(models.Model):
     params = models.JSONField(default=dict)
     status = models.CharField(max_length=10, choices=StepStatus.choices, default=StepStatus.PENDING)
     reuse_allowed = models.BooleanField(default=True)
+    # Why a same-key step was not reused although one succeeded (its bytes were missing).
+    reuse_note = models.CharField(max_length=500, blank=True)
+    # Set by "forget cached result": a succeeded step that is no longer a reuse source.
+    reuse_forgotten_at = models.DateTimeField(null=True, blank=True)
     attempt = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=3)
     timeout_s = models.FloatField(default=3600.0)

@@ -28,6 +28,8 @@ from django.db.models import F
 from django.dispatch import Signal
 from django.utils import timezone
 
+from artifacts.models import Artifact, ArtifactState
+from artifacts.store import artifacts_missing
 from pipelines_app.models import DatasetVersion, PipelineVersion
 from pipelines_app.specs import (
     downstream_steps,
@@ -56,6 +58,7 @@ log = logging.getLogger(__name__)
 
 S = StepStatus
 R = RunStatus
+UNUSABLE_STATES = (ArtifactState.MISSING, ArtifactState.CORRUPT)
 
 # --- the transition table ---------------------------------------------------------------
 # Step transitions: name -> (allowed sources, target).
@@ -490,33 +493,63 @@ def _key_fields(step: StepRun) -> dict[str, Any]:
     return {"key_parts": step.key_parts, "cache_key": step.cache_key}
 
 
-def _reuse_source(step: StepRun) -> StepRun | None:
-    """The latest succeeded step with the same key in the workspace, if reuse is allowed."""
+# How many same-key sources a reuse tries before it runs the step: each one found with
+# missing bytes is marked so, and is never tried again.
+_REUSE_TRIES = 5
+
+
+def _reuse_source(step: StepRun) -> tuple[StepRun, dict[str, Artifact]] | None:
+    """The latest succeeded step with the same key in the workspace whose outputs the store
+    still holds, with those outputs ({name: Artifact}); None if there is none or reuse is
+    off. A source found with missing bytes has them marked missing (artifacts_missing), and
+    the step's `reuse_note` says so: it runs instead, and its page says why."""
     if not step.reuse_allowed:
         return None
-    return (
+    candidates = (
         StepRun.objects.filter(
-            workspace_id=step.workspace_id, cache_key=step.cache_key, status=S.SUCCEEDED
+            workspace_id=step.workspace_id,
+            cache_key=step.cache_key,
+            status=S.SUCCEEDED,
+            reuse_forgotten_at__isnull=True,
         )
         .exclude(pk=step.pk)
+        .exclude(outputs__artifact__state__in=UNUSABLE_STATES)
         .order_by("-finished_at", "-pk")
-        .first()
     )
+    for _ in range(_REUSE_TRIES):
+        source = candidates.first()
+        if source is None:
+            return None
+        linked = {
+            out.name: out.artifact
+            for out in StepOutput.objects.filter(step=source).select_related("artifact")
+        }
+        missing = artifacts_missing(linked.values())
+        if not missing:
+            return source, linked
+        names = {artifact.pk: name for name, artifact in linked.items()}
+        gone = ", ".join(f"{names[a.pk]}, sha256 {a.sha256[:12]}" for a in missing)
+        step.reuse_note = f"cached outputs of run {source.run_id} were missing ({gone})"
+        StepRun.objects.filter(pk=step.pk).update(reuse_note=step.reuse_note)
+    return None
 
 
 def _try_reuse(step: StepRun) -> dict[str, Any] | None:
     """Reuse a succeeded step with the same key; returns the outputs it linked, or None."""
-    source = _reuse_source(step)
-    if source is None:
+    found = _reuse_source(step)
+    if found is None:
         return None
-    return _reuse_from(step, source, STEP_REUSE)
+    source, linked = found
+    return _reuse_from(step, source, STEP_REUSE, linked)
 
 
 class _ReuseInstead(Exception):
     """Rolls back a queue whose key succeeded meanwhile (see _try_queue)."""
 
 
-def _reuse_from(step: StepRun, source: StepRun, transition: Any) -> dict[str, Any] | None:
+def _reuse_from(
+    step: StepRun, source: StepRun, transition: Any, linked: dict[str, Artifact]
+) -> dict[str, Any] | None:
     """Link the source's outputs to the step; {name: Artifact}, or None if it moved on."""
     now = timezone.now()
     if not _step_move(
@@ -530,10 +563,6 @@ def _reuse_from(step: StepRun, source: StepRun, transition: Any) -> dict[str, An
         **_key_fields(step),
     ):
         return None
-    linked = {
-        out.name: out.artifact
-        for out in StepOutput.objects.filter(step=source).select_related("artifact")
-    }
     StepOutput.objects.bulk_create(
         StepOutput(step=step, name=name, artifact=artifact) for name, artifact in linked.items()
     )

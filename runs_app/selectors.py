@@ -388,22 +388,35 @@ def explain_reuse(
         result["summary"] = f"{verb} because {named} changed since run {previous.run_id}" + (
             f" ({details})" if details else ""
         )
-    elif not step.reuse_allowed:
-        result["summary"] = (
+    else:
+        result["summary"] = _same_key_summary(step, previous, verb)
+    return result
+
+
+def _same_key_summary(step: StepRun, previous: StepRun, verb: str) -> str:
+    """Why a step ran although the nearest earlier one had the same key."""
+    if step.reuse_note:
+        return f"{verb} because the {step.reuse_note}"
+    forgotten = previous.reuse_forgotten_at
+    if forgotten is not None and (step.queued_at is None or forgotten <= step.queued_at):
+        return (
+            f"{verb} because the cached result of run {previous.run_id} was forgotten "
+            f"({forgotten:%Y-%m-%d %H:%M})"
+        )
+    if not step.reuse_allowed:
+        return (
             f"{verb} because reuse was off for this step (a rerun from a step, or reuse "
             f"switched off); run {previous.run_id} had the same key"
         )
-    elif previous.status not in (StepStatus.SUCCEEDED, StepStatus.REUSED):
-        result["summary"] = (
+    if previous.status not in (StepStatus.SUCCEEDED, StepStatus.REUSED):
+        return (
             f"{verb} because the identical step in run {previous.run_id} "
             f"{previous.get_status_display().lower()}"
         )
-    else:
-        result["summary"] = (
-            f"{verb}: run {previous.run_id} has the same key but had not finished when this "
-            "step was queued"
-        )
-    return result
+    return (
+        f"{verb}: run {previous.run_id} has the same key but had not finished when this "
+        "step was queued"
+    )
 
 
 def previous_step_of_pipeline(step: StepRun) -> StepRun | None:

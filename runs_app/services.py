@@ -6,9 +6,51 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
 from pipelines_app.services import pipeline_version_clone
 from runs_app import scheduler
-from runs_app.models import PipelineRun
+from runs_app.models import Event, PipelineRun, StepRun, StepStatus
+
+
+def steps_forget(steps: QuerySet[StepRun], *, what: str, user: Any = None) -> int:
+    """Forget the cached results of `steps` (a step run, a run's steps, a module version's):
+    every succeeded step of the workspace with one of their cache keys stops being a reuse
+    source, so the next run that needs one recomputes it. A reused step's key is its
+    source's. History stays: the steps, their outputs and an event on each forgotten step
+    saying who forgot it and why. Returns how many step runs were forgotten."""
+    keyed = steps.exclude(cache_key="").filter(status__in=(StepStatus.SUCCEEDED, StepStatus.REUSED))
+    pairs = set(keyed.values_list("workspace_id", "cache_key"))
+    if not pairs:
+        return 0
+    match = Q()
+    for workspace_id, key in pairs:
+        match |= Q(workspace_id=workspace_id, cache_key=key)
+    by = f" by {user.get_username()}" if user is not None else ""
+    with transaction.atomic():
+        sources = list(
+            StepRun.objects.select_for_update()
+            .filter(match, status=StepStatus.SUCCEEDED, reuse_forgotten_at__isnull=True)
+            .only("pk", "run_id", "status", "attempt")
+        )
+        StepRun.objects.filter(pk__in=[s.pk for s in sources]).update(
+            reuse_forgotten_at=timezone.now()
+        )
+        Event.objects.bulk_create(
+            Event(
+                run_id=s.run_id,
+                step_id=s.pk,
+                old_status=s.status,
+                new_status=s.status,
+                reason="forgotten",
+                message=f"cached result forgotten{by} ({what}): later runs recompute it",
+                attempt=s.attempt,
+            )
+            for s in sources
+        )
+    return len(sources)
 
 
 def run_rerun(run: PipelineRun, *, from_step: str | None = None, user: Any = None) -> PipelineRun:

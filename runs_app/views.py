@@ -30,7 +30,7 @@ from django.views.decorators.http import require_POST
 from artifacts import http as artifact_http
 from artifacts import previews, store
 from pipelines_app.forms import StepParamsForm
-from pipelines_app.selectors import module_version_refs
+from pipelines_app.selectors import get_module_version_for_user, module_version_refs
 from runs_app import charts, downloads, scheduler, selectors, services
 from runs_app.diffs import run_diff
 from runs_app.filters import RunFilter
@@ -168,6 +168,44 @@ def run_cancel(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
     else:
         messages.info(request, f"Run {run.pk} had already finished; nothing to cancel.")
     return redirect("runs:detail", slug=slug, run_id=run.pk)
+
+
+def _forgot(request: HttpRequest, count: int, what: str) -> None:
+    if count:
+        messages.success(
+            request, f"Forgot {count} cached result(s) of {what}: later runs recompute them."
+        )
+    else:
+        messages.info(request, f"{what.capitalize()} has no cached result to forget.")
+
+
+@login_required
+@require_POST
+def run_forget(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    run = selectors.get_run_for_user(request.user, slug, run_id, role=Role.EDITOR)
+    what = f"run {run.pk}"
+    _forgot(request, services.steps_forget(run.steps.all(), what=what, user=request.user), what)
+    return redirect("runs:detail", slug=slug, run_id=run.pk)
+
+
+@login_required
+@require_POST
+def step_forget(request: HttpRequest, slug: str, run_id: int, name: str) -> HttpResponse:
+    step = selectors.get_step_for_user(request.user, slug, run_id, name, role=Role.EDITOR)
+    what = f"step {step.name} of run {run_id}"
+    steps = StepRun.objects.filter(pk=step.pk)
+    _forgot(request, services.steps_forget(steps, what=what, user=request.user), what)
+    return redirect("runs:step", slug=slug, run_id=run_id, name=step.name)
+
+
+@login_required
+@require_POST
+def module_version_forget(request: HttpRequest, slug: str, name: str, number: int) -> HttpResponse:
+    version = get_module_version_for_user(request.user, slug, name, number, role=Role.EDITOR)
+    what = f"module {version.ref}"
+    steps = StepRun.objects.filter(module_version=version)
+    _forgot(request, services.steps_forget(steps, what=what, user=request.user), what)
+    return redirect("pipelines:module_version", slug=slug, name=name, number=number)
 
 
 @login_required

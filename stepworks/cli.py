@@ -408,16 +408,24 @@ def download(
                     progress.update(task, completed=done, total=total)
 
                 manifest = client.download(run_id, step=step, dest=output, progress=advance)
+    missing = manifest.get("missing", [])
     if as_json:
         print_json(manifest)
-        return
-    size = sum(row["size"] for row in manifest["files"])
-    out.print(
-        f"{len(manifest['files'])} files, {size} bytes, sha256 verified, in {output}/ "
-        "(with manifest.json)"
-    )
-    for row in manifest["files"]:
-        out.print(f"  {row['path']}  {row['sha256'][:12]}")
+    else:
+        size = sum(row["size"] for row in manifest["files"])
+        out.print(
+            f"{len(manifest['files'])} files, {size} bytes, sha256 verified, in {output}/ "
+            "(with manifest.json)"
+        )
+        for row in manifest["files"]:
+            out.print(f"  {row['path']}  {row['sha256'][:12]}")
+    for row in missing:
+        err.print(
+            f"missing: {row['step']}.{row['output']} (sha256 {row['sha256'][:12]}): the "
+            "store lost its bytes; a new run of the step rebuilds them"
+        )
+    if missing:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -474,6 +482,26 @@ def cancel(
     with client_for(workspace) as client:
         detail = client.cancel(run_id)
     out.print(f"run {detail['id']}: {styled(detail['status'])} (cancel requested)")
+
+
+@app.command()
+@handles_errors
+def forget(
+    run_id: Annotated[int | None, typer.Argument(metavar="[RUN]")] = None,
+    step: Annotated[str | None, typer.Option("--step", "-s", help="Only this step.")] = None,
+    module: Annotated[
+        str | None, typer.Option("--module", "-m", help="Every result of NAME@N instead.")
+    ] = None,
+    workspace: Workspace = None,
+) -> None:
+    """Forget cached results (a run's, a step's, or a module version's): later runs
+    recompute them instead of reusing them. History and outputs stay."""
+    if (run_id is None) == (module is None):
+        raise ValidationError("give either a RUN (with --step for one step) or --module NAME@N")
+    with client_for(workspace) as client:
+        count = client.forget(run_id, step=step, module=module)
+    what = module or (f"step {step} of run {run_id}" if step else f"run {run_id}")
+    out.print(f"forgot {count} cached result(s) of {what}: later runs recompute them")
 
 
 # --- sweeps ----------------------------------------------------------------------------------

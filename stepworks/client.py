@@ -454,6 +454,22 @@ class Client:
     def cancel(self, run: Any) -> dict[str, Any]:
         return self.post(self._path("runs", _run_id(run), "cancel", ""))
 
+    def forget(self, run: Any = None, step: str | None = None, module: str | None = None) -> int:
+        """Forget cached results so later runs recompute them: a run's, one step's of a
+        run, or a module version's (`module="name@N"`). Returns how many were forgotten."""
+        if module is not None:
+            name, _, number = module.partition("@")
+            if not name or not number.isdigit():
+                raise ValidationError(f"{module!r}: give the module version as NAME@N")
+            path = self._path("modules", name, "versions", number, "forget", "")
+        elif run is None:
+            raise ValidationError("Say what to forget: a run (and a step), or a module@N.")
+        elif step is not None:
+            path = self._path("runs", _run_id(run), "steps", step, "forget", "")
+        else:
+            path = self._path("runs", _run_id(run), "forget", "")
+        return int(self.post(path)["forgotten"])
+
     def rerun(self, run: Any, from_step: str | None = None) -> dict[str, Any]:
         return self.post(self._path("runs", _run_id(run), "rerun", ""), {"from_step": from_step})
 
@@ -691,7 +707,9 @@ class Client:
         against the sha256 and size in the zip's manifest.
 
         Returns the manifest ({"run", "files": [{"path", "sha256", "size", "step",
-        "output", "local_path"}], "lineage"}); `dest` also gets manifest.json.
+        "output", "local_path"}], "missing": [{"step", "output", "sha256"}], "lineage"});
+        `dest` also gets manifest.json. "missing" lists outputs whose bytes the server's
+        store lost: they are not in the zip (the CLI reports them and exits 1).
         """
         run_id = _run_id(run)
         steps = [step] if isinstance(step, str) else list(step or [])

@@ -203,7 +203,8 @@ def test_run_zip_holds_every_output_and_a_manifest_with_lineage(client: Any, wor
     archive = zipfile.ZipFile(io.BytesIO(data))
     assert archive.namelist()[0] == "manifest.json"
     manifest = json.loads(archive.read("manifest.json"))
-    assert set(manifest) == {"run", "files", "lineage"} and manifest["run"] == run.pk
+    assert set(manifest) == {"run", "files", "missing", "lineage"} and manifest["run"] == run.pk
+    assert manifest["missing"] == []
     assert [f["path"] for f in manifest["files"]] == ["s0/out.json", "s1/out.json", "s2/out.json"]
     for entry in manifest["files"]:
         content = archive.read(entry["path"])

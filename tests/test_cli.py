@@ -227,3 +227,33 @@ def test_a_zip_member_may_not_escape_the_download_folder(tmp_path):
     assert (tmp_path / "out" / "evil.txt").read_bytes() == data
     assert not (tmp_path / "evil.txt").exists()
     assert manifest["files"][0]["local_path"] == str(tmp_path / "out" / "evil.txt")
+
+
+def test_download_reports_missing_outputs_and_forget_makes_the_next_run_recompute(
+    cli, world, embedded_workers, tmp_path
+):
+    import os
+
+    from artifacts.store import artifact_storage
+    from runs_app.models import StepRun
+
+    (tmp_path / "prep.py").write_text(PREP)
+    (tmp_path / "train.py").write_text(TRAIN)
+    cli("module", "push", str(tmp_path / "prep.py"), "--name", "prep", "-e", "prep.py:prep")
+    cli("module", "push", str(tmp_path / "train.py"), "--name", "train", "-e", "train.py:train")
+    (tmp_path / "small.yaml").write_text(SPEC)
+    cli("pipeline", "push", str(tmp_path / "small.yaml"))
+    run_id = cli.json("run", "small", "--watch")["id"]
+    lost = StepRun.objects.get(run_id=run_id, name="prep").outputs.get().artifact
+    os.unlink(artifact_storage().path(lost.storage_name))
+
+    download = cli("download", str(run_id), "-o", str(tmp_path / "out"), code=1)
+    forgot = cli("forget", str(run_id), "--step", "train")
+    rerun = cli.json("run", "small", "--watch")
+    usage = cli("forget", code=2)
+
+    assert f"missing: prep.data (sha256 {lost.sha256[:12]})" in download.output
+    assert "forgot 1 cached result(s) of step train" in forgot.stdout
+    steps = {s["name"]: s["status"] for s in cli.json("show", str(rerun["id"]))["steps"]}
+    assert steps == {"prep": "succeeded", "train": "succeeded"}  # both recomputed
+    assert "RUN" in usage.output and "--module" in usage.output

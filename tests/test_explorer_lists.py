@@ -313,11 +313,29 @@ def _step(**fields: Any) -> SimpleNamespace:
         "module_version": SimpleNamespace(ref="train_mlp@2"),
         "failure_message": "",
         "duration_s": 1.0,
+        "reuse_note": "",
+        "reuse_forgotten_at": None,
+        "queued_at": None,
     }
     defaults.update(fields)
     step = SimpleNamespace(**defaults)
     step.get_status_display = lambda: step.status
     return step
+
+
+def test_explain_reuse_names_missing_bytes_and_a_forgotten_result() -> None:
+    from datetime import datetime
+
+    missing = _step(reuse_note="cached outputs of run 41 were missing (model, sha256 ab12)")
+    forgotten = _step(run_id=41, reuse_forgotten_at=datetime(2026, 12, 4, 3, 0, tzinfo=dt.UTC))
+    queued = datetime(2026, 12, 4, 4, 0, tzinfo=dt.UTC)
+
+    assert explain_reuse(missing, _step(run_id=41))["summary"] == (
+        "ran because the cached outputs of run 41 were missing (model, sha256 ab12)"
+    )
+    assert explain_reuse(_step(queued_at=queued), forgotten)["summary"] == (
+        "ran because the cached result of run 41 was forgotten (2026-12-04 03:00)"
+    )
 
 
 def test_explain_reuse_says_why_a_step_ran_or_was_reused() -> None:

@@ -89,7 +89,9 @@ def test_a_database_from_before_the_move_migrates_forward_intact(
     ran = [line.split()[1] for line in applied.splitlines() if line.strip().startswith("Applying")]
     assert sorted(ran) == [
         "artifacts.0002_adopt_content_types...",
+        "artifacts.0003_artifact_state...",
         "runs_app.0003_worker_sandbox...",
+        "runs_app.0004_reuse_notes_and_forget...",
         "workspaces.0002_adopt_content_types...",
         "workspaces.0003_api_tokens...",
     ]
