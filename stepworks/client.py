@@ -238,12 +238,21 @@ class Client:
 
     # --- plumbing --------------------------------------------------------------------------
 
+    def _only_workspace(self) -> str:
+        """The caller's one workspace, when none was chosen (a URL and a token are enough
+        for someone in exactly one); otherwise say how to choose."""
+        slugs = [w["slug"] for w in self.workspaces()]
+        if len(slugs) == 1:
+            self.workspace = slugs[0]
+            return self.workspace
+        choices = f"you are in: {', '.join(slugs)}" if slugs else "you are in none yet"
+        raise ValidationError(
+            "Choose a workspace: --workspace SLUG (workspace= in Python) or "
+            f"STEPWORKS_WORKSPACE; {choices}."
+        )
+
     def _path(self, *parts: Any, workspace: str | None = None) -> str:
-        space = workspace or self.workspace
-        if not space:
-            raise ValidationError(
-                "No workspace: pass workspace=, set STEPWORKS_WORKSPACE, or use --workspace."
-            )
+        space = workspace or self.workspace or self._only_workspace()
         tail = "/".join(quote(str(p), safe="") for p in parts)
         return f"{API_PREFIX}/workspaces/{quote(space, safe='')}/{tail}"
 

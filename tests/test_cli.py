@@ -257,3 +257,18 @@ def test_download_reports_missing_outputs_and_forget_makes_the_next_run_recomput
     steps = {s["name"]: s["status"] for s in cli.json("show", str(rerun["id"]))["steps"]}
     assert steps == {"prep": "succeeded", "train": "succeeded"}  # both recomputed
     assert "RUN" in usage.output and "--module" in usage.output
+
+
+def test_a_url_and_a_token_are_enough_for_someone_in_one_workspace(world, live_server, tmp_path):
+    from workspaces.models import Membership, Role
+
+    env = {"STEPWORKS_URL": live_server.url, "STEPWORKS_TOKEN": api_token(world.editor)}
+    shell = Cli(tmp_path / "home", env)  # no login, no STEPWORKS_WORKSPACE
+
+    listed = shell.json("runs")
+    Membership.objects.create(user=world.editor, workspace=world.other_workspace, role=Role.VIEWER)
+    two = Cli(tmp_path / "home2", env)("runs", code=2)
+
+    assert listed == []
+    assert "Choose a workspace: --workspace SLUG" in two.output
+    assert "you are in: elsewhere, lab" in two.output
