@@ -78,6 +78,11 @@ pipeline_patterns: list[URLPattern | URLResolver] = [
         design.PipelineVersionCloneApi.as_view(),
         name="pipeline-version-clone",
     ),
+    path(
+        "<slug:name>/versions/<int:number>/update/",
+        design.PipelineVersionUpdateApi.as_view(),
+        name="pipeline-version-update",
+    ),
 ]
 
 dataset_patterns: list[URLPattern | URLResolver] = [

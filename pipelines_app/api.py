@@ -440,6 +440,26 @@ class PipelineVersionCloneApi(ApiMixin, APIView):
         return Response(PipelineVersionSerializer(clone).data, status=code)
 
 
+class PipelineVersionUpdateApi(ApiMixin, APIView):
+    """A new version pinning the latest version of every module (or of one step's): parent
+    this one, nothing else changed. 409 when it already pins the latest."""
+
+    class InputSerializer(serializers.Serializer[Any]):
+        step = serializers.CharField(required=False, allow_null=True, max_length=100)
+
+    @extend_schema(request=InputSerializer, responses={201: PipelineVersionSerializer})
+    def post(self, request: Request, workspace: str, name: str, number: int) -> Response:
+        version = selectors.get_pipeline_version_for_user(
+            request.user, workspace, name, number, Role.EDITOR
+        )
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        updated = services.pipeline_version_update(
+            version, data.validated_data.get("step"), user=request.user
+        )
+        return Response(PipelineVersionSerializer(updated).data, status=status.HTTP_201_CREATED)
+
+
 # --- datasets ------------------------------------------------------------------------------
 
 

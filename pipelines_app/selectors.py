@@ -326,3 +326,31 @@ def pipeline_step_list_with_interfaces(version: PipelineVersion) -> QuerySet[Pip
         .defer("module_version__files")
         .order_by("position")
     )
+
+
+def newer_modules(version: PipelineVersion) -> list[dict[str, Any]]:
+    """The steps of `version` whose module has a newer version than the one it pins:
+    [{"step", "module", "pinned": "name@N", "latest": "name@M"}] in step order; one query.
+    A pipeline version pins exact module versions (`@latest` is read when it is pushed),
+    so this is how a run says "you are not running your newest code"."""
+    latest = (
+        ModuleVersion.objects.filter(module=OuterRef("module_version__module"))
+        .order_by("-number")
+        .values("number")[:1]
+    )
+    rows = (
+        PipelineStep.objects.filter(pipeline_version=version)
+        .annotate(latest=Subquery(latest))
+        .filter(latest__gt=F("module_version__number"))
+        .order_by("position")
+        .values("name", "module_version__module__name", "module_version__number", "latest")
+    )
+    return [
+        {
+            "step": row["name"],
+            "module": row["module_version__module__name"],
+            "pinned": f"{row['module_version__module__name']}@{row['module_version__number']}",
+            "latest": f"{row['module_version__module__name']}@{row['latest']}",
+        }
+        for row in rows
+    ]

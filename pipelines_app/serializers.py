@@ -9,6 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from pipelines_app.models import DatasetVersion, ModuleVersion, PipelineVersion
+from pipelines_app.selectors import newer_modules
 from workspaces.serializers import CreatedBySerializerMixin
 
 
@@ -57,6 +58,17 @@ class PipelineStepSerializer(serializers.Serializer[Any]):
     inputs = serializers.DictField(child=serializers.CharField())
 
 
+NEWER_MODULES_SCHEMA = {
+    "type": "array",
+    "description": "Steps whose module has a newer version than the one pinned "
+    "(POST .../update/ makes a version that pins them).",
+    "items": {
+        "type": "object",
+        "properties": {k: {"type": "string"} for k in ("step", "module", "pinned", "latest")},
+    },
+}
+
+
 class PipelineVersionSerializer(
     CreatedBySerializerMixin, serializers.ModelSerializer[PipelineVersion]
 ):
@@ -67,6 +79,7 @@ class PipelineVersionSerializer(
     parent = serializers.SerializerMethodField()  # type: ignore[assignment]
     spec = serializers.JSONField(help_text="The resolved spec: every step's module name@N.")
     steps = serializers.SerializerMethodField()
+    newer_modules = serializers.SerializerMethodField()
 
     class Meta:
         model = PipelineVersion
@@ -81,9 +94,14 @@ class PipelineVersionSerializer(
             "source",
             "spec",
             "steps",
+            "newer_modules",
             "created_by",
             "created_at",
         ]
+
+    @extend_schema_field(NEWER_MODULES_SCHEMA)
+    def get_newer_modules(self, obj: PipelineVersion) -> list[dict[str, Any]]:
+        return newer_modules(obj)
 
     @extend_schema_field({"type": "string", "nullable": True, "description": "name@N"})
     def get_parent(self, obj: PipelineVersion) -> str | None:

@@ -27,6 +27,7 @@ from pipelines_app.models import (
     PipelineVersion,
     VersionOrigin,
 )
+from pipelines_app.selectors import newer_modules
 from pipelines_app.specs import (
     NAME_RE,
     Catalogue,
@@ -343,6 +344,32 @@ def pipeline_version_clone(
     return pipeline_version_create(
         pipeline.workspace, pipeline.name, spec, message, user=user, parent=version, origin=origin
     )
+
+
+def pipeline_version_update(
+    version: PipelineVersion, step: str | None = None, user: Any = None
+) -> PipelineVersion:
+    """A new version of the pipeline that pins the latest version of every module (or only
+    of `step`'s), parent `version`, nothing else changed. DomainError when there is nothing
+    newer (409) or no such step (400); an interface the pipeline cannot use is the clone's
+    usual 400."""
+    newer = newer_modules(version)
+    if step is not None:
+        if not version.steps.filter(name=step).exists():
+            raise DomainError(
+                "invalid_step", f"{version.ref} has no step {step!r}.", {"step": ["no such step"]}
+            )
+        newer = [row for row in newer if row["step"] == step]
+    if not newer:
+        what = f"step {step!r}" if step else "every step"
+        raise DomainError(
+            "up_to_date",
+            f"{version.ref} already pins the latest module version for {what}.",
+            status_code=409,
+        )
+    changes: dict[str, Any] = {row["step"]: {"module": row["latest"]} for row in newer}
+    message = "update: " + ", ".join(f"{row['pinned']} -> {row['latest']}" for row in newer)
+    return pipeline_version_clone(version, changes, message, user=user)
 
 
 # --- datasets ---------------------------------------------------------------------------------

@@ -21,4 +21,9 @@ urlpatterns = [
         views.pipeline_clone,
         name="pipeline_clone",
     ),
+    path(
+        "w/<slug:slug>/pipelines/<slug:name>/<int:number>/update/",
+        views.pipeline_update,
+        name="pipeline_update",
+    ),
 ]

@@ -14,11 +14,12 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
+from django.views.decorators.http import require_POST
 
 from pipelines_app import selectors
 from pipelines_app.diffs import files_diff
 from pipelines_app.forms import SpecForm
-from pipelines_app.services import pipeline_version_clone
+from pipelines_app.services import pipeline_version_clone, pipeline_version_update
 from pipelines_app.specs import render_spec_yaml
 from workspaces.errors import DomainError
 from workspaces.models import Role
@@ -128,6 +129,20 @@ def pipeline_detail(request: HttpRequest, slug: str, name: str) -> TemplateRespo
         "tree": tree,
     }
     return TemplateResponse(request, "pipelines_app/pipeline_detail.html", context)
+
+
+@login_required
+@require_POST
+def pipeline_update(request: HttpRequest, slug: str, name: str, number: int) -> HttpResponse:
+    """A new version pinning the newest module versions (or one step's: `step`)."""
+    version = selectors.get_pipeline_version_for_user(request.user, slug, name, number, Role.EDITOR)
+    try:
+        new = pipeline_version_update(version, request.POST.get("step") or None, user=request.user)
+    except DomainError as error:
+        messages.error(request, str(error))
+        return redirect("runs:pipeline_version", slug=slug, name=name, number=number)
+    messages.success(request, f"{new.ref} created from {version.ref}: {new.message}.")
+    return redirect("runs:pipeline_version", slug=slug, name=name, number=new.number)
 
 
 @login_required

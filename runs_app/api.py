@@ -29,7 +29,11 @@ from rest_framework.views import APIView
 
 from artifacts.http import artifact_download_response
 from pipelines_app.models import PipelineVersion
-from pipelines_app.selectors import get_module_version_for_user, pipeline_version_by_ref
+from pipelines_app.selectors import (
+    get_module_version_for_user,
+    newer_modules,
+    pipeline_version_by_ref,
+)
 from pipelines_app.serializers import ArtifactSerializer
 from runs_app import scheduler, selectors, services
 from runs_app.diffs import run_diff
@@ -86,8 +90,8 @@ def run_for(request: Request, workspace: str, run_id: int, role: str = Role.VIEW
 
 
 def run_detail(run: PipelineRun) -> dict[str, Any]:
-    """A run with its steps and their outputs (RunDetailSerializer's shape), in four
-    queries whatever the number of steps."""
+    """A run with its steps and their outputs (RunDetailSerializer's shape) and the steps
+    whose module has a newer version, in five queries whatever the number of steps."""
     run = (
         PipelineRun.objects.select_related("pipeline_version__pipeline", "created_by")
         .defer("pipeline_version__spec", "pipeline_version__source")
@@ -96,7 +100,11 @@ def run_detail(run: PipelineRun) -> dict[str, Any]:
     steps = selectors.run_step_list(run)
     outputs = StepOutput.objects.select_related("artifact").order_by("name")
     prefetch_related_objects(steps, Prefetch("outputs", queryset=outputs))
-    return {**RunSerializer(run).data, "steps": StepRunSerializer(steps, many=True).data}
+    return {
+        **RunSerializer(run).data,
+        "steps": StepRunSerializer(steps, many=True).data,
+        "newer_modules": newer_modules(run.pipeline_version),
+    }
 
 
 # --- runs ----------------------------------------------------------------------------------

@@ -83,6 +83,7 @@ def _pipeline_version_page(
         "steps": steps,
         "graph": graph,
         "can_edit": can_edit,
+        "newer_modules": design.newer_modules(version),
         "run_form": form or (RunForm(_form_steps(step_rows)) if can_edit else None),
         "recent_runs": selectors.pipeline_version_runs(version)[:10],
         # The text the user wrote; a version made from a resolved spec alone shows that.

@@ -124,6 +124,13 @@ class RunDetailSerializer(RunSerializer):
     """A run with its steps in topological order."""
 
     steps = StepRunSerializer(many=True)
+    newer_modules = serializers.ListField(
+        child=serializers.DictField(child=serializers.CharField()),
+        read_only=True,
+        help_text='Steps whose module has a newer version than the run pins: [{"step", '
+        '"module", "pinned", "latest"}] (the pipeline version\'s update/ makes one that '
+        "pins them).",
+    )
 
     class Meta(RunSerializer.Meta):
-        fields = [*RunSerializer.Meta.fields, "steps"]
+        fields = [*RunSerializer.Meta.fields, "steps", "newer_modules"]

@@ -30,7 +30,11 @@ from django.views.decorators.http import require_POST
 from artifacts import http as artifact_http
 from artifacts import previews, store
 from pipelines_app.forms import StepParamsForm
-from pipelines_app.selectors import get_module_version_for_user, module_version_refs
+from pipelines_app.selectors import (
+    get_module_version_for_user,
+    module_version_refs,
+    newer_modules,
+)
 from runs_app import charts, downloads, scheduler, selectors, services
 from runs_app.diffs import run_diff
 from runs_app.filters import RunFilter
@@ -146,6 +150,7 @@ def run_detail(request: HttpRequest, slug: str, run_id: int) -> TemplateResponse
     run = selectors.get_run_for_user(request.user, slug, run_id)
     workspace = run.workspace
     context = _explorer_context(request, workspace, run)
+    context["newer_modules"] = newer_modules(run.pipeline_version)  # not in the live part
     return TemplateResponse(request, "runs_app/run_detail.html", context)
 
 

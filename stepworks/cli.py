@@ -95,6 +95,18 @@ def client_for(workspace: str | None = None) -> Client:
     return Client(workspace=workspace)
 
 
+def warn_newer_modules(run: dict[str, Any]) -> None:
+    """A run of a version that does not pin the newest modules says so (on stderr)."""
+    newer = run.get("newer_modules") or []
+    if newer:
+        pins = ", ".join(f"{row['pinned']} (newest {row['latest']})" for row in newer)
+        version = f"{run['pipeline']}@{run['version']}"
+        err.print(
+            f"[yellow]note:[/] {version} pins {pins}: this run uses that code. "
+            f"`stepworks pipeline update {version}` makes a version with the newest."
+        )
+
+
 def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
@@ -248,6 +260,28 @@ def pipeline_push(
     out.print(f"{verb} {version['ref']}: {steps}")
 
 
+@pipeline_app.command("update")
+@handles_errors
+def pipeline_update(
+    pipeline: Annotated[str, typer.Argument(help="NAME (its newest version) or NAME@N.")],
+    step: Annotated[
+        str | None, typer.Option("--step", "-s", help="Only this step's module.")
+    ] = None,
+    workspace: Workspace = None,
+    as_json: AsJson = False,
+) -> None:
+    """Make a version that pins the newest version of every module (or one step's)."""
+    name, _, number = pipeline.partition("@")
+    if number and not number.isdigit():
+        raise ValidationError(f"{pipeline!r}: give the pipeline as NAME or NAME@N")
+    with client_for(workspace) as client:
+        version = client.pipeline_update(name, int(number) if number else None, step=step)
+    if as_json:
+        print_json(version)
+        return
+    out.print(f"{version['ref']}: {version['message']}")
+
+
 @app.command()
 @handles_errors
 def run(
@@ -269,6 +303,7 @@ def run(
     params = dict(parse_param(p) for p in param or [])
     with client_for(workspace) as client:
         started = client.run(pipeline, params=params, reuse=not no_reuse)
+        warn_newer_modules(started)
         if not watch:
             if as_json:
                 print_json(started)

@@ -383,6 +383,19 @@ class Client:
         )
         return {**response.json(), "created": response.status_code == 201}
 
+    def pipeline_update(
+        self, name: str, number: int | None = None, step: str | None = None
+    ) -> dict[str, Any]:
+        """A new version of pipeline `name` (its version `number`, default the newest) that
+        pins the newest version of every module, or only of `step`'s."""
+        if number is None:
+            versions = self.pipeline_versions(name)
+            if not versions:
+                raise NotFoundError(f"pipeline {name!r} has no versions")
+            number = max(int(v["number"]) for v in versions)
+        path = self._path("pipelines", name, "versions", number, "update", "")
+        return self.post(path, {"step": step})
+
     def pipeline_clone(
         self,
         name: str,

@@ -272,3 +272,28 @@ def test_a_url_and_a_token_are_enough_for_someone_in_one_workspace(world, live_s
     assert listed == []
     assert "Choose a workspace: --workspace SLUG" in two.output
     assert "you are in: elsewhere, lab" in two.output
+
+
+def test_a_run_of_a_version_with_newer_modules_says_so_and_update_pins_them(
+    cli, world, embedded_workers, tmp_path
+):
+    (tmp_path / "prep.py").write_text(PREP)
+    (tmp_path / "train.py").write_text(TRAIN)
+    cli("module", "push", str(tmp_path / "prep.py"), "--name", "prep", "-e", "prep.py:prep")
+    cli("module", "push", str(tmp_path / "train.py"), "--name", "train", "-e", "train.py:train")
+    (tmp_path / "small.yaml").write_text(SPEC)
+    cli("pipeline", "push", str(tmp_path / "small.yaml"))  # pins prep@1, train@1
+    (tmp_path / "train.py").write_text(TRAIN + "\n# a better model\n")
+    cli("module", "push", str(tmp_path / "train.py"), "--name", "train", "-e", "train.py:train")
+
+    warned = cli("run", "small")
+    updated = cli("pipeline", "update", "small")
+    again = cli("pipeline", "update", "small@2", code=2)
+    quiet = cli("run", "small")
+
+    note = " ".join(warned.output.split())  # the terminal wraps it
+    assert "small@1 pins train@1 (newest train@2)" in note
+    assert "stepworks pipeline update small@1" in note
+    assert "small@2: update: train@1 -> train@2" in updated.stdout
+    assert "already pins the latest" in again.output
+    assert "pins" not in quiet.output and "started run" in quiet.stdout

@@ -389,9 +389,9 @@ def test_lineage_page_draws_producers_inputs_and_run_links(
 
 # --- query budgets -------------------------------------------------------------------------------
 # Session, user, the run with its workspace and the caller's role (one access query), steps,
-# and on the full page who started the run.
+# and on the full page who started the run and which of its modules have newer versions.
 LIVE_QUERIES = 4
-EXPLORER_QUERIES = LIVE_QUERIES + 1
+EXPLORER_QUERIES = LIVE_QUERIES + 2
 
 
 @pytest.mark.parametrize("length", [1, 50])
