@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from workspaces.models import Workspace
 
@@ -39,6 +40,9 @@ class Artifact(models.Model):
         max_length=10, choices=ArtifactState.choices, default=ArtifactState.PRESENT
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Last stored or released: the collector leaves an unreferenced row alone for a grace
+    # period after this (a step's outputs are stored before its success refers to them).
+    touched_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         db_table = "runs_app_artifact"  # moved from runs_app; the table kept its name

@@ -24,8 +24,9 @@ from typing import IO, Any
 
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage, storages
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.http import Http404
+from django.utils import timezone
 
 from artifacts.models import Artifact, ArtifactKind, ArtifactState
 from workspaces.models import Workspace
@@ -123,9 +124,10 @@ def artifact_record(
     lookup = {"workspace": workspace, "sha256": sha256, "media_type": media_type, "kind": kind}
     existing = Artifact.objects.filter(**lookup).first()
     if existing is not None:
-        if existing.state != ArtifactState.PRESENT:  # the bytes were stored again
-            Artifact.objects.filter(pk=existing.pk).update(state=ArtifactState.PRESENT)
-            existing.state = ArtifactState.PRESENT
+        # Touched: the collector leaves it a grace period, for the row about to refer to it.
+        now = timezone.now()
+        Artifact.objects.filter(pk=existing.pk).update(state=ArtifactState.PRESENT, touched_at=now)
+        existing.state, existing.touched_at = ArtifactState.PRESENT, now
         return existing
     try:
         with transaction.atomic():
@@ -147,11 +149,27 @@ def artifact_store_file(
     if damaged and storage.exists(name):
         storage.delete(name)  # these bytes are the right ones: they replace the corrupt
     if not storage.exists(name):
-        storage.save(name, File(handle))
-    Artifact.objects.filter(storage_name=name).exclude(state=ArtifactState.PRESENT).update(
-        state=ArtifactState.PRESENT
-    )
-    return artifact_record(workspace, sha256, size, media_type, kind)
+        storage.save(name, File(handle))  # the slow part, outside any transaction
+    with transaction.atomic():
+        # Under the name's lock the collector cannot delete these bytes between our look
+        # and our row (it takes the same lock to check for rows and delete the bytes).
+        name_lock(name)
+        if not storage.exists(name):  # collected in the meantime: store them again
+            handle.seek(0)
+            storage.save(name, File(handle))
+        Artifact.objects.filter(storage_name=name).exclude(state=ArtifactState.PRESENT).update(
+            state=ArtifactState.PRESENT
+        )
+        return artifact_record(workspace, sha256, size, media_type, kind)
+
+
+def name_lock(name: str) -> None:
+    """Hold the lock of one stored name until the current transaction ends. PostgreSQL: a
+    transaction-scoped advisory lock on the name's hash; SQLite: nothing to do, since its
+    IMMEDIATE transactions already run one writer at a time."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [name])
 
 
 def artifact_store_bytes(

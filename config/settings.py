@@ -348,6 +348,7 @@ STEPWORKS = {
     "STEP_NETWORK": env.str("STEPWORKS_STEP_NETWORK", default="allow"),
     "STEP_READ_DIRS": env.list("STEPWORKS_STEP_READ_DIRS", default=[]),
     "STEP_WRITE_DIRS": env.list("STEPWORKS_STEP_WRITE_DIRS", default=[]),
+    "GC_S": env.float("STEPWORKS_GC_S", default=3600.0),  # 0: only `manage.py gc`
 }
 for _name, _choices in (("STEP_SANDBOX", sandbox.MODES), ("STEP_NETWORK", sandbox.NETWORK_MODES)):
     if STEPWORKS[_name] not in _choices:

@@ -142,13 +142,79 @@ class RunListApi(ApiMixin, generics.ListAPIView[PipelineRun]):
     filterset_class = FilterSet
 
     def get_queryset(self) -> QuerySet[PipelineRun]:
-        return selectors.run_list(workspace_of(self.request, self.kwargs["workspace"]))
+        archived = self.request.query_params.get("archived", "").lower() in ("true", "1")
+        return selectors.run_list(workspace_of(self.request, self.kwargs["workspace"]), archived)
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
         counts = selectors.run_step_counts([run.pk for run in page or []])
         data = self.OutputSerializer(page, many=True, context={"step_counts": counts}).data
         return self.get_paginated_response(data)
+
+
+class RunIdsSerializer(serializers.Serializer[Any]):
+    runs = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=MAX_INT),
+        min_length=1,
+        max_length=1000,
+        help_text="Run ids of this workspace.",
+    )
+
+
+def runs_of(request: Request, workspace: str, role: str = Role.EDITOR) -> QuerySet[PipelineRun]:
+    """The runs named by the body's `runs`, all of this workspace (404 naming the first
+    that is not)."""
+    space = workspace_of(request, workspace, role)
+    data = RunIdsSerializer(data=request.data)
+    data.is_valid(raise_exception=True)
+    ids = list(dict.fromkeys(data.validated_data["runs"]))
+    runs = PipelineRun.objects.filter(workspace=space, pk__in=ids)
+    found = set(runs.values_list("pk", flat=True))
+    missing = [pk for pk in ids if pk not in found]
+    if missing:
+        raise Http404(f"No run {missing[0]} in this workspace.")
+    return runs
+
+
+class RunDeleteApi(ApiMixin, APIView):
+    """Delete finished runs: their steps, logs, metrics and events go; the artifacts they
+    held go to the collector. 409 for a run still going or pinned (nothing is deleted)."""
+
+    @extend_schema(request=RunIdsSerializer, responses={200: None})
+    def post(self, request: Request, workspace: str) -> Response:
+        deleted = services.runs_delete(runs_of(request, workspace), user=request.user)
+        return Response({"deleted": deleted})
+
+
+class RunArchiveApi(ApiMixin, APIView):
+    """Archive runs (hidden from the runs list, kept) or, with `archived: false`, bring
+    them back."""
+
+    class InputSerializer(RunIdsSerializer):
+        archived = serializers.BooleanField(default=True)
+
+    @extend_schema(request=InputSerializer, responses={200: None})
+    def post(self, request: Request, workspace: str) -> Response:
+        runs = runs_of(request, workspace)  # the role first: a viewer's 403 before a 400
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        count = services.runs_archive(runs, archived=data.validated_data["archived"])
+        return Response({"archived" if data.validated_data["archived"] else "restored": count})
+
+
+class RunPinApi(ApiMixin, APIView):
+    """Pin a run (retention never deletes it, nor does a bulk delete) or unpin it."""
+
+    class InputSerializer(serializers.Serializer[Any]):
+        pinned = serializers.BooleanField(default=True)
+
+    @extend_schema(request=InputSerializer, responses={200: RunDetailSerializer})
+    def post(self, request: Request, workspace: str, run_id: int) -> Response:
+        run = run_for(request, workspace, run_id, Role.EDITOR)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.run_pin(run, pinned=data.validated_data["pinned"])
+        return Response(run_detail(run))
 
 
 class RunCreateApi(ApiMixin, APIView):

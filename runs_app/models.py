@@ -121,6 +121,9 @@ class PipelineRun(models.Model):
     )
     # In a sweep: {step: variant label, "replicate": r}.
     variant = models.JSONField(default=dict, blank=True)
+    # Archived runs are hidden from lists but kept; pinned ones are never deleted.
+    archived_at = models.DateTimeField(null=True, blank=True)
+    pinned = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -205,10 +208,8 @@ class StepRun(models.Model):
                 condition=~Q(status="following") | Q(following__isnull=False),
                 name="step_following_has_leader",
             ),
-            models.CheckConstraint(
-                condition=~Q(status="reused") | Q(reused_from__isnull=False),
-                name="step_reused_has_source",
-            ),
+            # No "a reused step has a source" check: its source may be deleted with its run
+            # (SET_NULL), and the step then says "reused from a deleted run".
             models.CheckConstraint(condition=Q(max_attempts__gte=1), name="step_max_attempts"),
         ]
         indexes = [

@@ -355,6 +355,10 @@ def explain_reuse(
             f", saved {human_duration(saved)}" if saved is not None else ""
         )
         return result
+    if step.status == StepStatus.REUSED and step.reused_from is None:
+        result.update(reused=True)
+        result["summary"] = "reused from a deleted run (its outputs are kept here)"
+        return result
     if step.status == StepStatus.FOLLOWING and step.following is not None:
         result["compared_run"] = step.following.run_id
         result["summary"] = (
@@ -680,10 +684,11 @@ def artifact_lineage(artifact: Artifact) -> dict[str, Any]:
 # --- the runs list -----------------------------------------------------------------------------
 
 
-def run_list(workspace: Any) -> QuerySet[PipelineRun]:
-    """The workspace's runs for the runs list, newest first, with what a row shows."""
+def run_list(workspace: Any, archived: bool = False) -> QuerySet[PipelineRun]:
+    """The workspace's runs for the runs list (its archived ones instead with `archived`),
+    newest first, with what a row shows."""
     return (
-        PipelineRun.objects.filter(workspace=workspace)
+        PipelineRun.objects.filter(workspace=workspace, archived_at__isnull=not archived)
         .select_related("pipeline_version__pipeline", "created_by", "sweep")
         .defer(
             "pipeline_version__spec",

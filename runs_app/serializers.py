@@ -70,6 +70,8 @@ class RunSerializer(serializers.ModelSerializer[PipelineRun]):
             "rerun_of",
             "sweep",
             "variant",
+            "archived_at",
+            "pinned",
         ]
 
     @extend_schema_field({"type": "string", "nullable": True})

@@ -10,9 +10,11 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from artifacts.models import Artifact
 from pipelines_app.services import pipeline_version_clone
 from runs_app import scheduler
-from runs_app.models import Event, PipelineRun, StepRun, StepStatus
+from runs_app.models import RUN_TERMINAL, Event, PipelineRun, StepRun, StepStatus
+from workspaces.errors import DomainError
 
 
 def steps_forget(steps: QuerySet[StepRun], *, what: str, user: Any = None) -> int:
@@ -51,6 +53,51 @@ def steps_forget(steps: QuerySet[StepRun], *, what: str, user: Any = None) -> in
             for s in sources
         )
     return len(sources)
+
+
+def runs_delete(runs: QuerySet[PipelineRun], *, user: Any = None) -> int:
+    """Delete finished, unpinned runs with their steps, events, logs and metrics, in one
+    transaction; the artifacts they held are touched (released to the collector, which
+    leaves them a grace period) and their steps stop being reuse sources at once. A run
+    that others reused from stays deletable: those steps then say "reused from a deleted
+    run". DomainError (409) naming the runs still going or pinned, and nothing deleted."""
+    with transaction.atomic():
+        rows = list(runs.select_for_update().only("pk", "status", "pinned").order_by("pk"))
+        going = [r.pk for r in rows if r.status not in RUN_TERMINAL]
+        pinned = [r.pk for r in rows if r.pinned]
+        if going:
+            raise DomainError(
+                "run_active",
+                f"Run(s) {_ids(going)} have not finished: cancel them first.",
+                {"runs": [f"run {pk} has not finished" for pk in going]},
+                status_code=409,
+            )
+        if pinned:
+            raise DomainError(
+                "run_pinned",
+                f"Run(s) {_ids(pinned)} are pinned (kept): unpin them first.",
+                {"runs": [f"run {pk} is pinned" for pk in pinned]},
+                status_code=409,
+            )
+        ids = [r.pk for r in rows]
+        held = Q(producers__step__run_id__in=ids) | Q(consumers__step__run_id__in=ids)
+        Artifact.objects.filter(held).update(touched_at=timezone.now())
+        PipelineRun.objects.filter(pk__in=ids).delete()
+    return len(ids)
+
+
+def runs_archive(runs: QuerySet[PipelineRun], *, archived: bool = True) -> int:
+    """Archive runs (hidden from the runs list, kept whole) or bring them back."""
+    return runs.update(archived_at=timezone.now() if archived else None)
+
+
+def run_pin(run: PipelineRun, *, pinned: bool = True) -> None:
+    PipelineRun.objects.filter(pk=run.pk).update(pinned=pinned)
+    run.pinned = pinned
+
+
+def _ids(ids: list[int]) -> str:
+    return ", ".join(map(str, ids[:10])) + (" …" if len(ids) > 10 else "")
 
 
 def run_rerun(run: PipelineRun, *, from_step: str | None = None, user: Any = None) -> PipelineRun:

@@ -60,7 +60,9 @@ def int_or_none(value: str | None) -> int | None:
 @login_required
 def run_list(request: HttpRequest, slug: str) -> TemplateResponse:
     workspace = get_workspace_for_user(request.user, slug)
-    filterset = RunFilter(request.GET, queryset=selectors.run_list(workspace), workspace=workspace)
+    archived = request.GET.get("archived") in ("1", "true")
+    runs_of_list = selectors.run_list(workspace, archived)
+    filterset = RunFilter(request.GET, queryset=runs_of_list, workspace=workspace)
     # A filter value that does not parse shows its error and matches nothing, rather than
     # being dropped silently (which would show every run as if it matched).
     runs = filterset.qs if filterset.is_valid() else filterset.queryset.none()
@@ -89,6 +91,8 @@ def run_list(request: HttpRequest, slug: str) -> TemplateResponse:
         "filterset": filterset,
         "page": page,
         "rows": rows,
+        "archived": archived,
+        "can_edit": role_allows(workspace, Role.EDITOR),
         "metric_names": metric_names,
         "available_metrics": selectors.workspace_metric_names(workspace),
         "filtered": any(k not in {"page", "metric"} and v for k, v in request.GET.items()),
@@ -172,6 +176,48 @@ def run_cancel(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
         messages.success(request, f"Run {run.pk}: cancel requested.")
     else:
         messages.info(request, f"Run {run.pk} had already finished; nothing to cancel.")
+    return redirect("runs:detail", slug=slug, run_id=run.pk)
+
+
+BULK_ACTIONS = ("archive", "restore", "delete")
+
+
+@login_required
+@require_POST
+def runs_bulk(request: HttpRequest, slug: str) -> HttpResponse:
+    """Archive, restore or delete the runs ticked in the runs list."""
+    workspace = get_workspace_for_user(request.user, slug, Role.EDITOR)
+    back = request.POST.get("back", "")
+    if not back.startswith(f"/w/{workspace.slug}/runs/"):
+        back = reverse("runs:list", args=[workspace.slug])
+    action = request.POST.get("action")
+    ids = [int(v) for v in request.POST.getlist("runs") if v.isdigit()]
+    if action not in BULK_ACTIONS or not ids:
+        messages.error(request, "Tick the runs first, then choose archive, restore or delete.")
+        return redirect(back)
+    runs = PipelineRun.objects.filter(workspace=workspace, pk__in=ids)
+    try:
+        if action == "delete":
+            messages.success(
+                request, f"Deleted {services.runs_delete(runs, user=request.user)} run(s)."
+            )
+        else:
+            count = services.runs_archive(runs, archived=action == "archive")
+            messages.success(
+                request, f"{'Archived' if action == 'archive' else 'Restored'} {count} run(s)."
+            )
+    except DomainError as error:
+        messages.error(request, str(error))
+    return redirect(back)
+
+
+@login_required
+@require_POST
+def run_pin(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    run = selectors.get_run_for_user(request.user, slug, run_id, role=Role.EDITOR)
+    pinned = request.POST.get("pinned") != "0"
+    services.run_pin(run, pinned=pinned)
+    messages.success(request, f"Run {run.pk} {'pinned: never deleted' if pinned else 'unpinned'}.")
     return redirect("runs:detail", slug=slug, run_id=run.pk)
 
 

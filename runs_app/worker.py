@@ -35,6 +35,7 @@ from artifacts.store import (
     valid_media_type,
 )
 from pipelines_app.interfaces import STEP_PACKAGES
+from runs_app import gc as collector
 from runs_app import reaper, scheduler
 from runs_app.executor.codecache import materialise_code
 from runs_app.executor.runner import StepExecutor, StepJob
@@ -161,11 +162,16 @@ class WorkerServices:
                 connection.close()
 
     def _reaper_loop(self) -> None:
+        last_gc = time.monotonic()
         while not self.stopping.wait(engine().reaper_s):
             try:
                 counts = reaper.reap()
                 if any(counts.values()):
                     log.info("reaper: %s", counts)
+                every = engine().gc_s
+                if every > 0 and time.monotonic() - last_gc >= every:
+                    last_gc = time.monotonic()
+                    collector.collect()
             except Exception:
                 log.exception("reaper failed")
             finally:

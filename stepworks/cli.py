@@ -519,6 +519,45 @@ def cancel(
     out.print(f"run {detail['id']}: {styled(detail['status'])} (cancel requested)")
 
 
+RunIds = Annotated[list[int], typer.Argument(metavar="RUN...", help="Run ids.")]
+
+
+@app.command()
+@handles_errors
+def delete(run_ids: RunIds, workspace: Workspace = None) -> None:
+    """Delete finished runs (all or none): their steps, logs and metrics go, and their
+    artifacts go to the collector unless another run holds them. Pinned runs are refused."""
+    with client_for(workspace) as client:
+        count = client.delete_runs(run_ids)
+    out.print(f"deleted {count} run(s)")
+
+
+@app.command()
+@handles_errors
+def archive(
+    run_ids: RunIds,
+    restore: Annotated[bool, typer.Option("--restore", help="Bring them back.")] = False,
+    workspace: Workspace = None,
+) -> None:
+    """Archive runs: hidden from `stepworks runs` and the runs list, kept whole."""
+    with client_for(workspace) as client:
+        count = client.archive_runs(run_ids, archived=not restore)
+    out.print(f"{'restored' if restore else 'archived'} {count} run(s)")
+
+
+@app.command()
+@handles_errors
+def pin(
+    run_id: Annotated[int, typer.Argument(metavar="RUN")],
+    off: Annotated[bool, typer.Option("--off", help="Unpin it.")] = False,
+    workspace: Workspace = None,
+) -> None:
+    """Pin a run so that it is never deleted (by hand or by retention); --off unpins."""
+    with client_for(workspace) as client:
+        client.pin(run_id, pinned=not off)
+    out.print(f"run {run_id} {'unpinned' if off else 'pinned'}")
+
+
 @app.command()
 @handles_errors
 def forget(

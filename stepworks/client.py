@@ -476,6 +476,21 @@ class Client:
     def cancel(self, run: Any) -> dict[str, Any]:
         return self.post(self._path("runs", _run_id(run), "cancel", ""))
 
+    def delete_runs(self, runs: list[Any]) -> int:
+        """Delete finished, unpinned runs (all or none); returns how many."""
+        body = {"runs": [_run_id(r) for r in runs]}
+        return int(self.post(self._path("runs", "delete", ""), body)["deleted"])
+
+    def archive_runs(self, runs: list[Any], archived: bool = True) -> int:
+        """Archive runs (hidden from lists, kept), or bring them back."""
+        body = {"runs": [_run_id(r) for r in runs], "archived": archived}
+        answer = self.post(self._path("runs", "archive", ""), body)
+        return int(answer.get("archived", answer.get("restored", 0)))
+
+    def pin(self, run: Any, pinned: bool = True) -> dict[str, Any]:
+        """Pin a run (never deleted) or unpin it."""
+        return self.post(self._path("runs", _run_id(run), "pin", ""), {"pinned": pinned})
+
     def forget(self, run: Any = None, step: str | None = None, module: str | None = None) -> int:
         """Forget cached results so later runs recompute them: a run's, one step's of a
         run, or a module version's (`module="name@N"`). Returns how many were forgotten."""

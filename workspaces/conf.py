@@ -27,6 +27,7 @@ class Engine:
     step_network: str  # "allow" or "deny" (TCP), for sandboxed steps
     step_read_dirs: tuple[str, ...]  # folders every sandboxed step may also read
     step_write_dirs: tuple[str, ...]  # folders every sandboxed step may also write
+    gc_s: float  # how often a worker process collects unreferenced bytes (0: never)
 
 
 def engine() -> Engine:
@@ -46,4 +47,5 @@ def engine() -> Engine:
         step_network=str(raw["STEP_NETWORK"]),
         step_read_dirs=tuple(raw["STEP_READ_DIRS"]),
         step_write_dirs=tuple(raw["STEP_WRITE_DIRS"]),
+        gc_s=float(raw.get("GC_S", 3600.0)),
     )
