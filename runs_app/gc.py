@@ -5,7 +5,7 @@ and for a grace period after it was last touched (stored, found again by a worke
 the same bytes, or released by a deleted run): a step stores its outputs a moment before
 its success refers to them, and a reuse that read a run just deleted links that run's
 outputs a moment later. Past that, an unreferenced row is deleted, and the bytes of a
-stored name go when no row names them any more.
+stored name go when no row names them any more, 200 names per short transaction.
 
 The bytes and the rows are made to agree under one lock per stored name (`name_lock`):
 a worker storing the same bytes takes it to look for them and record its row, the
@@ -36,6 +36,7 @@ from runs_app.models import StepInput, StepOutput
 log = logging.getLogger(__name__)
 
 GRACE = timedelta(hours=1)
+BATCH = 200  # stored names per transaction
 
 
 @dataclass
@@ -64,14 +65,20 @@ def collect(*, dry_run: bool = False, grace: timedelta = GRACE) -> Collected:
         done.seconds = time.monotonic() - started
         return done
     names = unreferenced(grace).order_by("storage_name").values_list("storage_name", flat=True)
-    for name in dict.fromkeys(names):  # each stored name in a short transaction of its own
+    pending = list(dict.fromkeys(names))
+    for start in range(0, len(pending), BATCH):  # a short transaction per batch of names
+        batch = pending[start : start + BATCH]
         try:
-            rows, size, freed = _collect_name(name, grace)
+            results = [_collect_names(batch, grace)]
         except (ProtectedError, IntegrityError):
-            continue  # referred to since we looked: kept; the next pass looks again
-        done.rows += rows
-        if freed:
-            done.names += 1
+            # One of them was referred to since we looked: each on its own, that one kept.
+            results = []
+            for name in batch:
+                with contextlib.suppress(ProtectedError, IntegrityError):
+                    results.append(_collect_names([name], grace))
+        for rows, freed, size in results:
+            done.rows += rows
+            done.names += freed
             done.bytes += size
     done.seconds = time.monotonic() - started
     if done.rows:
@@ -95,17 +102,22 @@ def _would_collect(grace: timedelta) -> Collected:
     return Collected(rows=doomed.count(), names=len(freed), bytes=sum(sizes[n] for n in freed))
 
 
-def _collect_name(name: str, grace: timedelta) -> tuple[int, int, bool]:
-    """One stored name, in one short transaction under its lock: its unreferenced rows,
-    then its bytes if no row is left. Returns (rows deleted, size, bytes deleted)."""
+def _collect_names(names: list[str], grace: timedelta) -> tuple[int, int, int]:
+    """Some stored names, in one transaction under their locks (taken in order, so two
+    collectors cannot deadlock): their unreferenced rows, then the bytes of those that no
+    row names any more. Returns (rows deleted, names freed, bytes freed)."""
     storage = artifact_storage()
     with transaction.atomic():
-        name_lock(name)
-        doomed = unreferenced(grace).filter(storage_name=name)
-        size = max(doomed.values_list("size", flat=True), default=0)
+        for name in sorted(names):
+            name_lock(name)
+        doomed = unreferenced(grace).filter(storage_name__in=names)
+        sizes = dict(doomed.values_list("storage_name", "size"))
         rows, _ = doomed.delete()
-        if Artifact.objects.filter(storage_name=name).exists():
-            return rows, size, False
-        with contextlib.suppress(FileNotFoundError):  # already gone (the row was `missing`)
-            storage.delete(name)
-        return rows, size, True
+        kept = set(
+            Artifact.objects.filter(storage_name__in=names).values_list("storage_name", flat=True)
+        )
+        freed = [name for name in names if name not in kept]
+        for name in freed:
+            with contextlib.suppress(FileNotFoundError):  # already gone (it was `missing`)
+                storage.delete(name)
+        return rows, len(freed), sum(sizes.get(name, 0) for name in freed)
