@@ -151,6 +151,8 @@ workspace_patterns: list[URLPattern | URLResolver] = [
     path("", teams.WorkspaceDetailApi.as_view(), name="workspace-detail"),
     path("members/", teams.MemberListApi.as_view(), name="member-list"),
     path("members/set/", teams.MemberSetApi.as_view(), name="member-set"),
+    path("retention/", runtime.RetentionApi.as_view(), name="retention"),
+    path("retention/apply/", runtime.RetentionApplyApi.as_view(), name="retention-apply"),
     path("modules/", include(module_patterns)),
     path("pipelines/", include(pipeline_patterns)),
     path("datasets/", include(dataset_patterns)),

@@ -22,6 +22,7 @@ from runs_app.models import (
     Event,
     Metric,
     PipelineRun,
+    RetentionPolicy,
     StepInput,
     StepLog,
     StepOutput,
@@ -348,6 +349,17 @@ class StepLogAdmin(IdSearchMixin, ViewOnlyMixin, admin.ModelAdmin[StepLog]):
     @admin.display(description="text")
     def excerpt(self, obj: StepLog) -> str:
         return truncatechars(obj.text, 100)
+
+
+@admin.register(RetentionPolicy)
+class RetentionPolicyAdmin(admin.ModelAdmin[RetentionPolicy]):
+    """A workspace's retention policy (its owners edit it on the workspace's pages too)."""
+
+    list_display = ["workspace", "enabled", "keep_last", "keep_days", "updated_at", "updated_by"]
+    list_filter = ["enabled"]
+    list_select_related = ["workspace", "updated_by"]
+    raw_id_fields = ["workspace", "updated_by"]
+    readonly_fields = ["updated_at"]
 
 
 @admin.register(WorkerHeartbeat)

@@ -35,7 +35,7 @@ from pipelines_app.selectors import (
     pipeline_version_by_ref,
 )
 from pipelines_app.serializers import ArtifactSerializer
-from runs_app import scheduler, selectors, services
+from runs_app import retention, scheduler, selectors, services
 from runs_app.diffs import run_diff
 from runs_app.downloads import run_zip_response
 from runs_app.models import (
@@ -215,6 +215,60 @@ class RunPinApi(ApiMixin, APIView):
         data.is_valid(raise_exception=True)
         services.run_pin(run, pinned=data.validated_data["pinned"])
         return Response(run_detail(run))
+
+
+class RetentionSerializer(serializers.Serializer[Any]):
+    enabled = serializers.BooleanField()
+    keep_last = serializers.IntegerField(
+        min_value=1, max_value=MAX_INT, allow_null=True, help_text="Newest N runs per version."
+    )
+    keep_days = serializers.IntegerField(
+        min_value=1, max_value=36_500, allow_null=True, help_text="Every run of the last D days."
+    )
+
+
+def retention_body(workspace: Workspace) -> dict[str, Any]:
+    policy = retention.policy_of(workspace)
+    plan = retention.retention_plan(workspace, policy)
+    return {
+        "policy": RetentionSerializer(policy).data,
+        "plan": {
+            "runs": plan.runs,
+            "kept": plan.kept,
+            "artifacts": plan.artifacts,
+            "bytes": plan.bytes,
+        },
+    }
+
+
+class RetentionApi(ApiMixin, APIView):
+    """The workspace's retention policy and what applying it now would delete and free
+    (pinned runs, runs still going, promoted versions' and variants' runs are always kept).
+    Owners change it with PUT."""
+
+    @extend_schema(responses={200: None})
+    def get(self, request: Request, workspace: str) -> Response:
+        return Response(retention_body(workspace_of(request, workspace)))
+
+    @extend_schema(request=RetentionSerializer, responses={200: None})
+    def put(self, request: Request, workspace: str) -> Response:
+        space = workspace_of(request, workspace, Role.OWNER)
+        data = RetentionSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        retention.policy_set(space, user=request.user, **data.validated_data)
+        return Response(retention_body(space))
+
+
+class RetentionApplyApi(ApiMixin, APIView):
+    """Apply the policy now: delete the runs it does not keep (owners)."""
+
+    @extend_schema(request=None, responses={200: None})
+    def post(self, request: Request, workspace: str) -> Response:
+        space = workspace_of(request, workspace, Role.OWNER)
+        plan = retention.retention_apply(space, user=request.user)
+        return Response(
+            {"deleted": len(plan.runs), "artifacts": plan.artifacts, "bytes": plan.bytes}
+        )
 
 
 class RunCreateApi(ApiMixin, APIView):

@@ -364,3 +364,34 @@ class SweepEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} sweep {self.sweep_id}"
+
+
+class RetentionPolicy(models.Model):
+    """What a workspace keeps (its owners edit it): runs older than the policy keeps expire
+    and are deleted, then the collector frees their bytes. Off until an owner turns it on."""
+
+    workspace = models.OneToOneField(Workspace, on_delete=models.CASCADE, related_name="retention")
+    enabled = models.BooleanField(default=False)
+    keep_last = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Keep the newest N runs of each pipeline version."
+    )
+    keep_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Keep every run of the last D days."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(enabled=False)
+                | Q(keep_last__isnull=False)
+                | Q(keep_days__isnull=False),
+                name="retention_keeps_something",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"retention of {self.workspace_id}"

@@ -25,7 +25,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.clickjacking import xframe_options_sameorigin
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from artifacts import http as artifact_http
 from artifacts import previews, store
@@ -35,7 +35,7 @@ from pipelines_app.selectors import (
     module_version_refs,
     newer_modules,
 )
-from runs_app import charts, downloads, scheduler, selectors, services
+from runs_app import charts, downloads, retention, scheduler, selectors, services
 from runs_app.diffs import run_diff
 from runs_app.filters import RunFilter
 from runs_app.models import STEP_TERMINAL, PipelineRun, StepRun
@@ -177,6 +177,53 @@ def run_cancel(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
     else:
         messages.info(request, f"Run {run.pk} had already finished; nothing to cancel.")
     return redirect("runs:detail", slug=slug, run_id=run.pk)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def retention_page(request: HttpRequest, slug: str) -> HttpResponse:
+    """The workspace's retention policy, what it would delete now, and (owners) its form and
+    an "apply now" button."""
+    workspace = get_workspace_for_user(request.user, slug)
+    status = 200
+    error = ""
+    if request.method == "POST":
+        workspace = get_workspace_for_user(request.user, slug, Role.OWNER)
+        if request.POST.get("action") == "apply":
+            plan = retention.retention_apply(workspace, user=request.user)
+            messages.success(request, f"Deleted {len(plan.runs)} run(s) the policy does not keep.")
+            return redirect("runs:retention", slug=slug)
+        try:
+            retention.policy_set(
+                workspace,
+                enabled=request.POST.get("enabled") == "on",
+                keep_last=_positive_or_none(request.POST.get("keep_last")),
+                keep_days=_positive_or_none(request.POST.get("keep_days")),
+                user=request.user,
+            )
+        except (DomainError, ValueError) as problem:
+            error, status = str(problem), 400
+        else:
+            messages.success(request, "Retention policy saved.")
+            return redirect("runs:retention", slug=slug)
+    policy = retention.policy_of(workspace)
+    context = {
+        "workspace": workspace,
+        "policy": policy,
+        "plan": retention.retention_plan(workspace, policy),
+        "can_own": role_allows(workspace, Role.OWNER),
+        "error": error,
+    }
+    return TemplateResponse(request, "runs_app/retention.html", context, status=status)
+
+
+def _positive_or_none(text: str | None) -> int | None:
+    text = (text or "").strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise ValueError(f"{text!r}: a whole number of 1 or more, or empty")
+    return int(text)
 
 
 BULK_ACTIONS = ("archive", "restore", "delete")

@@ -36,7 +36,7 @@ from artifacts.store import (
 )
 from pipelines_app.interfaces import STEP_PACKAGES
 from runs_app import gc as collector
-from runs_app import reaper, scheduler
+from runs_app import reaper, retention, scheduler
 from runs_app.executor.codecache import materialise_code
 from runs_app.executor.runner import StepExecutor, StepJob
 from runs_app.executor.runtime import runtime_fingerprint
@@ -171,6 +171,7 @@ class WorkerServices:
                 every = engine().gc_s
                 if every > 0 and time.monotonic() - last_gc >= every:
                     last_gc = time.monotonic()
+                    retention.retention_apply_all()  # then the collector frees their bytes
                     collector.collect()
             except Exception:
                 log.exception("reaper failed")

@@ -29,6 +29,7 @@ from runs_app.models import (
     Event,
     Metric,
     PipelineRun,
+    RetentionPolicy,
     RunStatus,
     StepInput,
     StepLog,
@@ -124,6 +125,7 @@ def rows(world: Any) -> dict[type[Model], Model]:
                 host="box", pid=42, runtime="r" * 64, last_seen=timezone.now()
             ),
             token_create(world.editor, "laptop")[0],
+            RetentionPolicy.objects.create(workspace=ws, enabled=True, keep_last=5),
         ]
     }
     return found
