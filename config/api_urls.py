@@ -153,6 +153,7 @@ workspace_patterns: list[URLPattern | URLResolver] = [
     path("members/set/", teams.MemberSetApi.as_view(), name="member-set"),
     path("retention/", runtime.RetentionApi.as_view(), name="retention"),
     path("retention/apply/", runtime.RetentionApplyApi.as_view(), name="retention-apply"),
+    path("storage/", runtime.StorageApi.as_view(), name="storage"),
     path("modules/", include(module_patterns)),
     path("pipelines/", include(pipeline_patterns)),
     path("datasets/", include(dataset_patterns)),

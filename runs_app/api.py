@@ -259,6 +259,23 @@ class RetentionApi(ApiMixin, APIView):
         return Response(retention_body(space))
 
 
+class StorageApi(ApiMixin, APIView):
+    """What the workspace stores: totals, by pipeline, step and media type, over time, the
+    biggest artifacts, and what retention would free now."""
+
+    @extend_schema(responses={200: None})
+    def get(self, request: Request, workspace: str) -> Response:
+        space = workspace_of(request, workspace)
+        plan = retention.retention_plan(space)
+        body = selectors.workspace_storage(space)
+        body["retention"] = {
+            "runs": len(plan.runs),
+            "artifacts": plan.artifacts,
+            "bytes": plan.bytes,
+        }
+        return Response(body)
+
+
 class RetentionApplyApi(ApiMixin, APIView):
     """Apply the policy now: delete the runs it does not keep (owners)."""
 

@@ -95,3 +95,50 @@ def timeline_rows(steps: Iterable[Any], now: datetime) -> dict[str, Any]:
             row["wait_w"] = round(100 - row["wait_x"], 3)
         rows.append(row)
     return {"total_s": total, "rows": rows}
+
+
+def storage_bars_figure(
+    rows: Sequence[dict[str, Any]], label: str, top: int = 15
+) -> dict[str, Any]:
+    """Horizontal bars of stored megabytes by `label` (the largest `top`, largest on top)."""
+    shown = list(rows)[:top][::-1]
+    return {
+        "data": [
+            {
+                "type": "bar",
+                "orientation": "h",
+                "y": [str(row[label]) for row in shown],
+                "x": [round(row["bytes"] / 2**20, 3) for row in shown],
+                "text": [f"{row['artifacts']} artifacts" for row in shown],
+                "hovertemplate": "%{y}: %{x} MB (%{text})<extra></extra>",
+                "marker": {"color": STATUS_COLOURS["running"]},
+            }
+        ],
+        "layout": {
+            "height": 60 + 28 * max(1, len(shown)),
+            "margin": {"l": 160, "r": 20, "t": 10, "b": 40},
+            "xaxis": {"title": {"text": "MB"}},
+            "yaxis": {"automargin": True},
+        },
+    }
+
+
+def storage_over_time_figure(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The workspace's stored megabytes at the end of each day."""
+    return {
+        "data": [
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "x": [point["day"] for point in points],
+                "y": [round(point["bytes"] / 2**20, 3) for point in points],
+                "hovertemplate": "%{x}: %{y} MB<extra></extra>",
+                "line": {"width": 2, "color": STATUS_COLOURS["succeeded"]},
+            }
+        ],
+        "layout": {
+            "height": 260,
+            "margin": {"l": 60, "r": 20, "t": 10, "b": 40},
+            "yaxis": {"title": {"text": "MB"}, "rangemode": "tozero"},
+        },
+    }

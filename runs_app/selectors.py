@@ -8,7 +8,8 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import Count, Prefetch, Q, QuerySet, Subquery
+from django.db.models import Count, Prefetch, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import TruncDate
 from django.http import Http404
 from django.utils import timezone
 
@@ -804,3 +805,84 @@ def live_workers_unisolated() -> list[str]:
     fresh = timezone.now() - timedelta(seconds=engine().lease_s)
     rows = WorkerHeartbeat.objects.filter(last_seen__gte=fresh).exclude(sandbox="required")
     return [str(row) for row in rows.order_by("host", "pid")]
+
+
+# --- storage -----------------------------------------------------------------------------------
+
+
+def workspace_storage(workspace: Any, biggest: int = 20) -> dict[str, Any]:
+    """What a workspace stores, for its storage page and API: {"total_bytes", "artifacts",
+    "by_pipeline": [{"pipeline", "bytes", "artifacts"}], "by_step": [{"pipeline", "step",
+    "bytes", "artifacts"}], "by_media_type": [...], "over_time": [{"day", "bytes"}] (the
+    workspace's bytes at the end of each day), "biggest": [{"sha256", "size", "media_type",
+    "run", "step", "output"}]}. An artifact counts once per group it is produced in (a
+    reused step produces nothing); datasets count under "by_media_type" and the total."""
+    artifacts = Artifact.objects.filter(workspace=workspace)
+    totals = artifacts.aggregate(n=Count("id"), size=Sum("size"))
+    produced = (
+        StepOutput.objects.filter(step__workspace=workspace, step__status=StepStatus.SUCCEEDED)
+        .values_list(
+            "step__run__pipeline_version__pipeline__name",
+            "step__name",
+            "artifact_id",
+            "artifact__size",
+        )
+        .distinct()
+    )
+    pipelines: dict[str, dict[int, int]] = {}
+    steps: dict[tuple[str, str], dict[int, int]] = {}
+    for pipeline, step, artifact_id, size in produced:
+        pipelines.setdefault(pipeline, {})[artifact_id] = size
+        steps.setdefault((pipeline, step), {})[artifact_id] = size
+    by_day = (
+        artifacts.annotate(day=TruncDate("created_at"))
+        .values("day")
+        .annotate(size=Sum("size"))
+        .order_by("day")
+    )
+    running = 0
+    over_time = []
+    for row in by_day:
+        running += int(row["size"] or 0)
+        over_time.append({"day": row["day"].isoformat(), "bytes": running})
+    top = (
+        StepOutput.objects.filter(step__workspace=workspace, step__status=StepStatus.SUCCEEDED)
+        .select_related("artifact", "step")
+        .order_by("-artifact__size", "artifact_id")[:biggest]
+    )
+    return {
+        "total_bytes": int(totals["size"] or 0),
+        "artifacts": totals["n"],
+        "by_pipeline": sorted(
+            (
+                {"pipeline": name, "bytes": sum(held.values()), "artifacts": len(held)}
+                for name, held in pipelines.items()
+            ),
+            key=lambda row: (-row["bytes"], row["pipeline"]),
+        ),
+        "by_step": sorted(
+            (
+                {"pipeline": p, "step": s, "bytes": sum(held.values()), "artifacts": len(held)}
+                for (p, s), held in steps.items()
+            ),
+            key=lambda row: (-row["bytes"], row["pipeline"], row["step"]),
+        ),
+        "by_media_type": [
+            {"media_type": row["media_type"], "bytes": int(row["size"] or 0), "artifacts": row["n"]}
+            for row in artifacts.values("media_type")
+            .annotate(size=Sum("size"), n=Count("id"))
+            .order_by("-size", "media_type")
+        ],
+        "over_time": over_time,
+        "biggest": [
+            {
+                "sha256": out.artifact.sha256,
+                "size": out.artifact.size,
+                "media_type": out.artifact.media_type,
+                "run": out.step.run_id,
+                "step": out.step.name,
+                "output": out.name,
+            }
+            for out in top
+        ],
+    }

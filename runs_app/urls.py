@@ -40,6 +40,7 @@ urlpatterns = [
     path("w/<slug:slug>/runs/compare/", views.run_compare, name="compare"),
     path("w/<slug:slug>/runs/bulk/", views.runs_bulk, name="bulk"),
     path("w/<slug:slug>/retention/", views.retention_page, name="retention"),
+    path("w/<slug:slug>/storage/", views.storage_page, name="storage"),
     path(run, views.run_detail, name="detail"),
     path(run + "live/", views.run_live, name="live"),
     path(run + "cancel/", views.run_cancel, name="cancel"),

@@ -180,6 +180,34 @@ def run_cancel(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
 
 
 @login_required
+def storage_page(request: HttpRequest, slug: str) -> TemplateResponse:
+    """What the workspace stores: by pipeline, step and media type, over time, the biggest
+    artifacts, and what retention would free."""
+    workspace = get_workspace_for_user(request.user, slug)
+    storage = selectors.workspace_storage(workspace)
+    figures = [
+        (
+            "storage-by-pipeline",
+            "By pipeline",
+            charts.storage_bars_figure(storage["by_pipeline"], "pipeline"),
+        ),
+        (
+            "storage-by-media-type",
+            "By media type",
+            charts.storage_bars_figure(storage["by_media_type"], "media_type"),
+        ),
+        ("storage-over-time", "Over time", charts.storage_over_time_figure(storage["over_time"])),
+    ]
+    context = {
+        "workspace": workspace,
+        "storage": storage,
+        "figures": [{"element_id": i, "name": n, "figure": f} for i, n, f in figures],
+        "plan": retention.retention_plan(workspace),
+    }
+    return TemplateResponse(request, "runs_app/storage.html", context)
+
+
+@login_required
 @require_http_methods(["GET", "POST"])
 def retention_page(request: HttpRequest, slug: str) -> HttpResponse:
     """The workspace's retention policy, what it would delete now, and (owners) its form and

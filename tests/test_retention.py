@@ -130,3 +130,23 @@ def test_the_retention_page_shows_the_plan_and_owners_edit_it(world: Any) -> Non
     shown = viewer.get("/w/lab/retention/").content.decode()
     assert "Only owners change it." in shown and 'name="keep_last"' not in shown
     assert viewer.post("/w/lab/retention/", {"action": "apply"}).status_code == 403
+
+
+def test_the_storage_page_and_api_show_where_the_bytes_are(world: Any) -> None:
+    runs = _finished_runs(world, 3)
+    retention.policy_set(world.workspace, enabled=True, keep_last=1, keep_days=None)
+    page = Client()
+    page.force_login(world.viewer)
+
+    body = api_client(world.viewer).get("/api/v1/workspaces/lab/storage/").json()
+    html = page.get("/w/lab/storage/").content.decode()
+
+    sizes = [len(f"output {i} ".encode() * 100) for i in range(3)]
+    assert body["total_bytes"] == sum(sizes) and body["artifacts"] == 3
+    assert body["by_pipeline"] == [{"pipeline": "chain", "bytes": sum(sizes), "artifacts": 3}]
+    assert body["by_step"][0]["step"] == "s0"
+    assert body["by_media_type"][0]["media_type"].startswith("text/plain")
+    assert body["over_time"][-1]["bytes"] == sum(sizes)
+    assert body["biggest"][0]["run"] in {r.pk for r in runs}
+    assert body["retention"] == {"runs": 2, "artifacts": 2, "bytes": sizes[0] + sizes[1]}
+    assert 'data-plotly="storage-by-pipeline"' in html and "The biggest artifacts" in html
