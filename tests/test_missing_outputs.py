@@ -156,3 +156,47 @@ def test_check_artifacts_finds_corrupt_and_missing_bytes_and_repair_stops_their_
     clean = io.StringIO()
     call_command("check_artifacts", stdout=clean)
     assert "0 missing, 0 corrupt, 0 unreferenced" in clean.getvalue()
+
+
+def test_the_step_page_shows_an_output_the_store_lost_as_missing(
+    world: Any, embedded_workers: Any, tmp_path: Path
+) -> None:
+    version = three_step_pipeline(world.workspace, tmp_path / "bodies.txt")
+    run = _finished(scheduler.run_create(version))
+    lost = steps_of(run)["b"].outputs.get().artifact
+    _lose(lost)
+    artifacts_missing([lost])
+    page = Client()
+    page.force_login(world.viewer)
+
+    html = page.get(reverse("runs:step", args=["lab", run.pk, "b"])).content.decode()
+
+    assert '<strong class="error">missing</strong>' in html
+
+
+def test_after_retention_and_collection_the_store_is_consistent(
+    world: Any, embedded_workers: Any, tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    from django.core.management import call_command
+
+    from runs_app import retention
+    from runs_app.gc import collect
+    from runs_app.models import PipelineRun, StepOutput
+
+    version = three_step_pipeline(world.workspace, tmp_path / "bodies.txt")
+    for v in range(4):
+        _finished(scheduler.run_create(version, param_overrides={"a.v": v}))
+    retention.policy_set(world.workspace, enabled=True, keep_last=1, keep_days=None)
+
+    retention.retention_apply(world.workspace)
+    collect(grace=timedelta(0))
+    report = io.StringIO()
+    call_command("check_artifacts", stdout=report)
+
+    assert PipelineRun.objects.count() == 1
+    assert "0 missing, 0 corrupt, 0 unreferenced" in report.getvalue()
+    sources = StepOutput.objects.filter(step__status="succeeded").select_related("artifact")
+    assert artifacts_missing(out.artifact for out in sources) == []
+    assert Artifact.objects.count() == 3  # the kept run's outputs, nothing else
