@@ -2,10 +2,10 @@
 are missing, bytes that no longer hash to their name (corrupt), and bytes no row names.
 
 Reading every byte is the point (a flipped bit is found only by hashing), so this is an
-operator's command, not something a request does. `--repair` marks missing and corrupt
-rows (reuse then refuses them and the next run that needs them recomputes them) and
-deletes unreferenced bytes older than an hour (younger ones may be a write whose row is
-not recorded yet).
+operator's command, not something a request does. `--repair` deletes corrupt bytes, marks
+their rows and the missing ones `missing` (reuse then refuses them, and the next run that
+needs them recomputes and so restores them), and deletes unreferenced bytes older than an
+hour (younger ones may be a write whose row is not recorded yet).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from django.core.files.storage import Storage
 
-from artifacts.models import Artifact, ArtifactState
+from artifacts.models import Artifact
 from artifacts.store import CHUNK, SHA256_RE, TEMP_PREFIX, artifact_storage, mark_missing
 
 UNREFERENCED_GRACE_S = 3600.0
@@ -50,10 +50,11 @@ def check_artifacts(repair: bool = False) -> Findings:
         if name not in named:
             findings.unreferenced.append(name)
     if repair:
-        mark_missing(findings.missing)
-        Artifact.objects.filter(storage_name__in=findings.corrupt).update(
-            state=ArtifactState.CORRUPT
-        )
+        # Corrupt bytes are worth nothing: they go, and their rows are then simply missing
+        # (the next run that needs them stores the right bytes, which heals every row).
+        for name in findings.corrupt:
+            storage.delete(name)
+        mark_missing(findings.missing + findings.corrupt)
         cutoff = time.time() - UNREFERENCED_GRACE_S
         for name in findings.unreferenced:
             if storage.get_modified_time(name).timestamp() < cutoff:

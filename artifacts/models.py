@@ -15,12 +15,12 @@ class ArtifactKind(models.TextChoices):
 
 
 class ArtifactState(models.TextChoices):
-    """Whether the store still holds the bytes. `missing` and `corrupt` are never reused and
-    never served; they are set when a read or a check finds it so."""
+    """Whether the store still holds the bytes. `missing` is never reused nor served; it is
+    set when a read or a check finds the bytes gone (check_artifacts --repair deletes
+    corrupt bytes, so they are missing too), and cleared when they are stored again."""
 
     PRESENT = "present", "Present"
     MISSING = "missing", "Missing"
-    CORRUPT = "corrupt", "Corrupt"
 
 
 class Artifact(models.Model):

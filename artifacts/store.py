@@ -145,9 +145,6 @@ def artifact_store_file(
     sha256, size = sha256_of_file(handle)
     storage = artifact_storage()
     name = storage_name_for(sha256)
-    damaged = Artifact.objects.filter(storage_name=name, state=ArtifactState.CORRUPT).exists()
-    if damaged and storage.exists(name):
-        storage.delete(name)  # these bytes are the right ones: they replace the corrupt
     if not storage.exists(name):
         storage.save(name, File(handle))  # the slow part, outside any transaction
     with transaction.atomic():
@@ -157,9 +154,6 @@ def artifact_store_file(
         if not storage.exists(name):  # collected in the meantime: store them again
             handle.seek(0)
             storage.save(name, File(handle))
-        Artifact.objects.filter(storage_name=name).exclude(state=ArtifactState.PRESENT).update(
-            state=ArtifactState.PRESENT
-        )
         return artifact_record(workspace, sha256, size, media_type, kind)
 
 
@@ -207,8 +201,9 @@ def mark_missing(storage_names: Iterable[str]) -> None:
 
 def artifacts_missing(artifacts: Iterable[Artifact]) -> list[Artifact]:
     """Those of `artifacts` whose bytes are gone from the store, marked missing (a directory
-    is missing when its manifest or any of its files is). One existence check per stored
-    name, none for a name seen present in the last PRESENT_TTL_S."""
+    is missing when its manifest or any of its files is); a row marked missing whose bytes
+    were stored again since is marked present. One existence check per stored name, none
+    for a name seen present in the last PRESENT_TTL_S."""
     storage = artifact_storage()
     now = time.monotonic()
 
@@ -223,11 +218,16 @@ def artifacts_missing(artifacts: Iterable[Artifact]) -> list[Artifact]:
 
     missing: list[Artifact] = []
     gone: list[str] = []
+    back: list[int] = []
     for artifact in artifacts:
-        if artifact.state != ArtifactState.PRESENT or not present(artifact.storage_name):
+        if not present(artifact.storage_name):
             missing.append(artifact)
             gone.append(artifact.storage_name)
-        elif artifact.kind == ArtifactKind.DIRECTORY:
+            continue
+        if artifact.state != ArtifactState.PRESENT:  # stored again since (any workspace)
+            back.append(artifact.pk)
+            artifact.state = ArtifactState.PRESENT
+        if artifact.kind == ArtifactKind.DIRECTORY:
             lost = [
                 storage_name_for(f["sha256"])
                 for f in directory_manifest(artifact)
@@ -236,6 +236,8 @@ def artifacts_missing(artifacts: Iterable[Artifact]) -> list[Artifact]:
             if lost:
                 missing.append(artifact)
                 gone += [artifact.storage_name, *lost]
+    if back:
+        Artifact.objects.filter(pk__in=back).update(state=ArtifactState.PRESENT)
     if gone:
         mark_missing(gone)
     return missing

@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 
 S = StepStatus
 R = RunStatus
-UNUSABLE_STATES = (ArtifactState.MISSING, ArtifactState.CORRUPT)
+UNUSABLE_STATES = (ArtifactState.MISSING,)
 
 # --- the transition table ---------------------------------------------------------------
 # Step transitions: name -> (allowed sources, target).

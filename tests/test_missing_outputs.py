@@ -147,7 +147,7 @@ def test_check_artifacts_finds_corrupt_and_missing_bytes_and_repair_stops_their_
     assert f"unreferenced ff/ff/{'f' * 64}" in report.getvalue()
     assert "collected 1" in repaired.getvalue() and not stray.exists()
     corrupt.refresh_from_db()
-    assert corrupt.state == ArtifactState.CORRUPT
+    assert corrupt.state == ArtifactState.MISSING  # its corrupt bytes were deleted
     second = _finished(scheduler.run_create(version))
     assert second.status == RunStatus.SUCCEEDED
     assert bodies(marker) == ["a 0", "b 0", "c 0", "a 0"]  # a recomputed, b and c reused

@@ -13,6 +13,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='artifact',
             name='state',
-            field=models.CharField(choices=[('present', 'Present'), ('missing', 'Missing'), ('corrupt', 'Corrupt')], default='present', max_length=10),
+            field=models.CharField(choices=[('present', 'Present'), ('missing', 'Missing')], default='present', max_length=10),
         ),
     ]

@@ -153,8 +153,11 @@ def system_read_paths(private: Iterable[str] = ()) -> list[str]:
     venv = Path(sys.prefix).resolve()
     for entry in sys.path:
         path = Path(entry).resolve() if entry else _PROJECT_ROOT
-        # Of the project's own folder, only the interpreter's (a venv in it) is readable.
-        if path == _PROJECT_ROOT or (_PROJECT_ROOT in path.parents and venv not in path.parents):
+        # Of the project's own folder, only the interpreter's (a venv in it) is readable; a
+        # path entry of "/" (a stray PYTHONPATH) would open the whole machine: never.
+        if path in (_PROJECT_ROOT, Path("/")) or (
+            _PROJECT_ROOT in path.parents and venv not in path.parents
+        ):
             continue
         roots.append(str(path))
     roots.append(str(_STEP_LIBRARY))
