@@ -30,6 +30,7 @@ from pipelines_app.models import (
 )
 from pipelines_app.serializers import (
     DatasetVersionSerializer,
+    ModuleVersionPushedSerializer,
     ModuleVersionSerializer,
     PipelineVersionSerializer,
 )
@@ -202,7 +203,7 @@ class ModuleVersionCreateApi(ApiMixin, APIView):
 
     @extend_schema(
         request={"application/json": InputSerializer, "multipart/form-data": UploadSerializer},
-        responses={201: ModuleVersionSerializer, 200: ModuleVersionSerializer},
+        responses={201: ModuleVersionPushedSerializer, 200: ModuleVersionPushedSerializer},
     )
     def post(self, request: Request, workspace: str, name: str) -> Response:
         space = workspace_of(request, workspace, Role.EDITOR)
@@ -227,7 +228,25 @@ class ModuleVersionCreateApi(ApiMixin, APIView):
             interface=data.validated_data["interface"],
             user=request.user,
         )
-        return Response(ModuleVersionSerializer(version).data, status=created(version, previous))
+        body = {**ModuleVersionSerializer(version).data, "breaks": breaks_of(version)}
+        return Response(body, status=created(version, previous))
+
+
+def breaks_of(version: ModuleVersion) -> list[dict[str, Any]]:
+    """The pipeline versions that switching to `version` would break, and why (the module
+    version page's list): [{"pipeline", "steps": [{"step", "uses", "problems"}]}]."""
+    return [
+        {
+            "pipeline": entry["pipeline_version"].ref,
+            "steps": [
+                {"step": step["name"], "uses": step["uses"], "problems": step["problems"]}
+                for step in entry["steps"]
+                if step["problems"]
+            ],
+        }
+        for entry in selectors.module_version_breakage(version)
+        if entry["breaks"]
+    ]
 
 
 def _uploaded_sources(validated: dict[str, Any]) -> dict[str, str]:

@@ -58,6 +58,20 @@ class PipelineStepSerializer(serializers.Serializer[Any]):
     inputs = serializers.DictField(child=serializers.CharField())
 
 
+class ModuleVersionPushedSerializer(ModuleVersionSerializer):
+    """A pushed module version, with the pipeline versions its interface would break."""
+
+    breaks = serializers.ListField(
+        child=serializers.DictField(),
+        read_only=True,
+        help_text='[{"pipeline": "name@N", "steps": [{"step", "uses", "problems"}]}]: the '
+        "latest version of each pipeline using this module that would not fit it.",
+    )
+
+    class Meta(ModuleVersionSerializer.Meta):
+        fields = [*ModuleVersionSerializer.Meta.fields, "breaks"]
+
+
 NEWER_MODULES_SCHEMA = {
     "type": "array",
     "description": "Steps whose module has a newer version than the one pinned "

@@ -234,6 +234,12 @@ def module_push(
     )
     for warning in version.get("warnings", []):
         err.print(f"[yellow]warning:[/yellow] {warning}")
+    for broken in version.get("breaks", []):
+        for step in broken["steps"]:
+            err.print(
+                f"[yellow]breaks:[/yellow] {broken['pipeline']} step {step['step']} (uses "
+                f"{step['uses']}) would not fit: {'; '.join(map(str, step['problems']))}"
+            )
 
 
 @pipeline_app.command("push")

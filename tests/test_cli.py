@@ -297,3 +297,38 @@ def test_a_run_of_a_version_with_newer_modules_says_so_and_update_pins_them(
     assert "small@2: update: train@1 -> train@2" in updated.stdout
     assert "already pins the latest" in again.output
     assert "pins" not in quiet.output and "started run" in quiet.stdout
+
+
+def test_a_push_that_breaks_a_pipeline_says_which_and_why(cli, world, tmp_path):
+    (tmp_path / "prep.py").write_text(PREP)
+    (tmp_path / "train.py").write_text(TRAIN)
+    cli("module", "push", str(tmp_path / "prep.py"), "--name", "prep", "-e", "prep.py:prep")
+    cli("module", "push", str(tmp_path / "train.py"), "--name", "train", "-e", "train.py:train")
+    (tmp_path / "small.yaml").write_text(SPEC)
+    cli("pipeline", "push", str(tmp_path / "small.yaml"))
+    renamed = PREP.replace('{"data":', '{"rows":')
+    assert renamed != PREP
+    (tmp_path / "prep.py").write_text(renamed)
+
+    pushed = cli(
+        "module", "push", str(tmp_path / "prep.py"), "--name", "prep", "-e", "prep.py:prep"
+    )
+    body = cli.json(
+        "module", "push", str(tmp_path / "prep.py"), "--name", "prep", "-e", "prep.py:prep"
+    )
+
+    note = " ".join(pushed.output.split())
+    assert "breaks: small@1 step prep (uses prep@1) would not fit" in note
+    assert "reads output 'data'" in note
+    assert body["breaks"] == [
+        {
+            "pipeline": "small@1",
+            "steps": [
+                {
+                    "step": "prep",
+                    "uses": "prep@1",
+                    "problems": ["a downstream step reads output 'data', which the module lacks"],
+                }
+            ],
+        }
+    ]
