@@ -666,10 +666,14 @@ class StepLogApi(ApiMixin, APIView):
         next_offset = serializers.IntegerField(help_text="Pass as `offset` to read on.")
         text = serializers.CharField(allow_blank=True)
         complete = serializers.BooleanField(help_text="The step finished and all was read.")
+        from_run = serializers.IntegerField(
+            allow_null=True, help_text="A reused step's log is its source's: that run."
+        )
 
     @extend_schema(parameters=[QuerySerializer], responses={200: OutputSerializer})
     def get(self, request: Request, workspace: str, run_id: int, step: str) -> Response:
-        row = step_for(request, workspace, run_id, step)
+        asked = step_for(request, workspace, run_id, step)
+        row = selectors.results_source(asked)  # a reused step's log is its source's
         query = self.QuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         attempt = query.validated_data.get("attempt") or max(row.attempt, 1)
@@ -686,6 +690,7 @@ class StepLogApi(ApiMixin, APIView):
             "next_offset": tail["next"],
             "text": text,
             "complete": finished and attempt >= row.attempt,
+            "from_run": row.run_id if row.pk != asked.pk else None,
         }
         return Response(self.OutputSerializer(data).data)
 
@@ -695,7 +700,7 @@ STEP_FINAL = (StepStatus.SUCCEEDED, StepStatus.REUSED, StepStatus.FAILED, StepSt
 
 class StepMetricListApi(ApiMixin, generics.ListAPIView[Metric]):
     """A step's metric points in name and index order (`index` is a series' step number;
-    null for a single value)."""
+    null for a single value). A reused step's are its source's (see its `reused_from`)."""
 
     queryset = Metric.objects.none()
 
@@ -717,7 +722,9 @@ class StepMetricListApi(ApiMixin, generics.ListAPIView[Metric]):
     def get_queryset(self) -> QuerySet[Metric]:
         kwargs = self.kwargs
         row = step_for(self.request, kwargs["workspace"], kwargs["run_id"], kwargs["step"])
-        return Metric.objects.filter(step=row).order_by("name", "index", "id")
+        # A reused step's metrics are its source's (it ran nothing itself).
+        source = selectors.results_source(row)
+        return Metric.objects.filter(step=source).order_by("name", "index", "id")
 
 
 # --- artifacts -----------------------------------------------------------------------------

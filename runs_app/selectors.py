@@ -440,6 +440,16 @@ def previous_step_of_pipeline(step: StepRun) -> StepRun | None:
     )
 
 
+def results_source(step: StepRun) -> StepRun:
+    """The step whose log and metrics are `step`'s results: its source when it was reused
+    (a reused step ran nothing itself), else the step itself."""
+    if step.status == StepStatus.REUSED and step.reused_from_id is not None:
+        source = step.reused_from
+        if source is not None:
+            return source
+    return step
+
+
 def reuse_explanation(step: StepRun) -> dict[str, Any]:
     """Why this step was or was not reused (see explain_reuse); at most one query."""
     needs_previous = step.cache_key and step.status not in (

@@ -456,7 +456,8 @@ def _log_context(step: StepRun, request: HttpRequest) -> dict[str, Any]:
 def step_detail(request: HttpRequest, slug: str, run_id: int, name: str) -> TemplateResponse:
     step = selectors.get_step_for_user(request.user, slug, run_id, name)
     workspace = step.run.workspace
-    metrics = selectors.step_metrics(step)
+    source = selectors.results_source(step)  # a reused step shows its source's results
+    metrics = selectors.step_metrics(source)
     context = {
         "workspace": workspace,
         "run": step.run,
@@ -467,7 +468,8 @@ def step_detail(request: HttpRequest, slug: str, run_id: int, name: str) -> Temp
         "explanation": selectors.reuse_explanation(step),
         "can_edit": role_allows(workspace, Role.EDITOR),
         "poll": LOG_POLL,
-        **_log_context(step, request),
+        "results_from_run": source.run_id if source.pk != step.pk else None,
+        **_log_context(source, request),
     }
     return TemplateResponse(request, "runs_app/step_detail.html", context)
 
@@ -477,20 +479,21 @@ def step_log(request: HttpRequest, slug: str, run_id: int, name: str) -> Templat
     """htmx: with `after`, the log text since that byte offset (appended out of band) and
     the next poller; without it, the whole log section (tail or search results)."""
     step = selectors.get_step_for_user(request.user, slug, run_id, name)
+    source = selectors.results_source(step)  # a reused step's log is its source's
     workspace = step.run.workspace
     after = int_or_none(request.GET.get("after"))
     context: dict[str, Any] = {"workspace": workspace, "run": step.run, "step": step}
     context["poll"] = LOG_POLL
     if after is not None:
-        attempt = int_or_none(request.GET.get("attempt")) or step.attempt
+        attempt = int_or_none(request.GET.get("attempt")) or source.attempt
         context.update(
             attempt=attempt,
-            log=selectors.step_log_tail(step, attempt, after=after),
+            log=selectors.step_log_tail(source, attempt, after=after),
             log_live=step.status not in STEP_TERMINAL,
             appended=True,
         )
         return TemplateResponse(request, "runs_app/step_detail.html#log-poller", context)
-    context.update(_log_context(step, request))
+    context.update(_log_context(source, request))
     return TemplateResponse(request, "runs_app/step_detail.html#log-body", context)
 
 

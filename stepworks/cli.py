@@ -413,6 +413,8 @@ def logs(
     if as_json:
         print_json(chunk)
         return
+    if chunk.get("from_run"):
+        err.print(f"(reused: the log of run {chunk['from_run']}'s {step})", highlight=False)
     sys.stdout.write(chunk["text"])
     sys.stdout.flush()
 

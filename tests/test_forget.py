@@ -112,3 +112,28 @@ def test_the_admin_forgets_selected_runs(world: Any, embedded_workers: Any, tmp_
     assert "Forgot 3 cached result(s)" in response.content.decode()
     _run(version)
     assert bodies(marker) == ["a 0", "b 0", "c 0", "a 0", "b 0", "c 0"]
+
+
+def test_a_reused_step_carries_its_source_s_log_and_metrics(
+    world: Any, embedded_workers: Any, tmp_path: Path
+) -> None:
+    version = three_step_pipeline(world.workspace, tmp_path / "bodies.txt")
+    first = _run(version)
+    second = _run(version)  # every step reused
+    source = steps_of(first)["c"]
+    from runs_app.models import Metric
+
+    Metric.objects.create(step=source, name="accuracy", value=0.9)
+    api = api_client(world.viewer)
+
+    log = api.get(f"/api/v1/workspaces/lab/runs/{second.pk}/steps/c/log/").json()
+    metrics = api.get(f"/api/v1/workspaces/lab/runs/{second.pk}/steps/c/metrics/").json()
+    page = Client()
+    page.force_login(world.viewer)
+    html = page.get(f"/w/lab/runs/{second.pk}/steps/c/").content.decode()
+
+    assert log["from_run"] == first.pk and log["complete"] is True
+    own = api.get(f"/api/v1/workspaces/lab/runs/{first.pk}/steps/c/log/").json()
+    assert log["text"] == own["text"] and own["from_run"] is None
+    assert [(m["name"], m["value"]) for m in metrics["results"]] == [("accuracy", 0.9)]
+    assert f'from <a href="/w/lab/runs/{first.pk}/steps/c/">run {first.pk}</a> (reused)' in html
