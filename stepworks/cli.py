@@ -13,20 +13,13 @@ import json
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.live import Live
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
+
+if TYPE_CHECKING:  # imported where used: a command's start-up should not wait for them
+    from rich.table import Table
 
 from stepworks.client import (
     Client,
@@ -137,6 +130,8 @@ def _duration(start: str | None, end: str | None) -> str:
 
 def steps_table(run: dict[str, Any]) -> Table:
     title = f"run {run['id']} · {run['pipeline']}@{run['version']} · {styled(run['status'])}"
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left")
     for column in ("step", "status", "module", "attempts", "time", "note"):
         table.add_column(column)
@@ -202,6 +197,8 @@ def workspaces(as_json: AsJson = False) -> None:
     if as_json:
         print_json(rows)
         return
+    from rich.table import Table
+
     table = Table("slug", "name", "role")
     for row in rows:
         table.add_row(row["slug"], row["name"], row["role"])
@@ -325,6 +322,8 @@ def run(
             else:
                 out.print(steps_table(final))
         else:
+            from rich.live import Live
+
             with Live(steps_table(started), console=out, refresh_per_second=8) as live:
                 final = client.wait(started, on_update=lambda r: live.update(steps_table(r)))
     if not as_json:
@@ -349,6 +348,8 @@ def runs(
     if as_json:
         print_json(rows)
         return
+    from rich.table import Table
+
     table = Table("id", "status", "pipeline", "steps", "by", "created", "took")
     for row in rows:
         counts = row.get("step_counts", {})
@@ -437,6 +438,15 @@ def download(
         if as_json or not sys.stderr.isatty():
             manifest = client.download(run_id, step=step, dest=output)
         else:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
             columns = (
                 TextColumn("run {task.fields[run]}"),
                 BarColumn(),
@@ -486,6 +496,8 @@ def compare(
     if as_json:
         print_json(diff)
         return
+    from rich.table import Table
+
     table = Table("", f"run {a}", f"run {b}", "Δ")
     table.add_row("status", styled(diff["a"]["status"]), styled(diff["b"]["status"]), "")
     for section in ("modules", "params", "metrics"):
@@ -704,6 +716,8 @@ def sweep_table(sweep: dict[str, Any]) -> Table:
     if sweep["status"] == "canceled":
         title += " · [yellow]canceled[/]"
     steps = list(sweep["axes"])
+    from rich.table import Table
+
     table = Table(*steps, "runs", title=title, title_justify="left")
     by_variant: dict[tuple[tuple[str, str], ...], list[dict[str, Any]]] = {}
     for run in sweep["runs"]:
@@ -731,6 +745,8 @@ def sweep_exit_code(sweep: dict[str, Any]) -> int:
 def _watch_sweep(client: Client, sweep: dict[str, Any], as_json: bool) -> dict[str, Any]:
     if as_json or not sys.stdout.isatty():
         return client.sweep_wait(sweep)
+    from rich.live import Live
+
     with Live(sweep_table(sweep), console=out, refresh_per_second=4) as live:
         return client.sweep_wait(sweep, on_update=lambda s: live.update(sweep_table(s)))
 
@@ -806,6 +822,8 @@ def sweep_list(
     if as_json:
         print_json(rows)
         return
+    from rich.table import Table
+
     table = Table("id", "name", "base", "axes", "runs", "status", "created")
     for row in rows:
         runs = row["runs"]
@@ -879,6 +897,8 @@ def sweep_compare(
     where = f"{result['step']}.{metric}" if result["step"] else metric
     better = "higher" if result["direction"] == "max" else "lower"
     title = f"sweep {sweep_id} · {where} ({result['aggregate']}; {better} is better)"
+    from rich.table import Table
+
     table = Table(*steps, "n", "mean ± 95% CI", "95% CI", "std", "not measured", "", title=title)
     table.title_justify = "left"
     for variant in result["variants"]:

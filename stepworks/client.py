@@ -23,12 +23,13 @@ import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import httpx
-
 from stepworks.outputs import KIND_DIRECTORY, PICKLE, load_input
+
+if TYPE_CHECKING:  # imported where it is used: `stepworks --help` should not wait for it
+    import httpx
 
 API_PREFIX = "/api/v1"
 RUN_TERMINAL = ("succeeded", "failed", "canceled")
@@ -223,6 +224,8 @@ class Client:
         headers = {"Accept": "application/json", "User-Agent": "stepworks-client"}
         if self.token:
             headers["Authorization"] = f"Token {self.token}"
+        import httpx
+
         self._http = httpx.Client(
             base_url=self.url, headers=headers, timeout=timeout, transport=transport
         )
@@ -280,6 +283,8 @@ class Client:
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One request; errors become StepworksError subclasses."""
+        import httpx
+
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as error:
@@ -697,6 +702,8 @@ class Client:
         self, path: str, target: Path, params: Mapping[str, Any] | None, progress: Progress | None
     ) -> tuple[str, int]:
         """Stream a download into `target`; (sha256, size) of what arrived."""
+        import httpx
+
         digest = hashlib.sha256()
         size = 0
         try:
