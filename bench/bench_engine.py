@@ -47,6 +47,10 @@ WORKER_BOOT_TIMEOUT_S = 120
 
 
 # --- the parent: one subprocess per mode --------------------------------------------------------
+def _markers(data_dir: Path) -> Path:
+    return data_dir.with_name(data_dir.name + "-markers")
+
+
 def _base_env(data_dir: Path, prefix: str) -> dict[str, str]:
     env = {
         key: value
@@ -57,6 +61,9 @@ def _base_env(data_dir: Path, prefix: str) -> dict[str, str]:
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings",
         STEPWORKS_DATA_DIR=str(data_dir),
+        # W3's steps count their bodies in marker files: a folder every sandboxed step may
+        # write, beside (never in) the data folder no step may touch.
+        STEPWORKS_STEP_WRITE_DIRS=str(_markers(data_dir)),
         STEPWORKS_QUEUE_PREFIX=prefix,
         LOG_LEVEL="WARNING",  # the figures, not the workers' INFO chatter
         DEBUG="false",  # DEBUG would keep every query in memory and slow each one
@@ -149,6 +156,7 @@ def parent(arguments: argparse.Namespace, passed: list[str]) -> int:
                     _redis_forget(prefix)
         finally:
             shutil.rmtree(data_dir, ignore_errors=True)
+            shutil.rmtree(_markers(data_dir), ignore_errors=True)
     return 1 if failed else 0
 
 
@@ -231,7 +239,7 @@ def child(arguments: argparse.Namespace) -> int:
     data_dir = Path(settings.DATA_DIR)
     started = time.monotonic()
     call_command("migrate", verbosity=0)
-    world = world_create(data_dir / "markers")
+    world = world_create(_markers(data_dir))
     if arguments.mode == "embedded":
         from runs_app.dispatch import EmbeddedWorkers
 
