@@ -56,3 +56,21 @@ class Artifact(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sha256[:12]} ({self.media_type})"
+
+
+class DeletedArtifact(models.Model):
+    """A tombstone: the collector deleted this workspace's artifact with this digest, so a
+    link to it answers 410 Gone (with when), not a 404 that reads like a typo."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    sha256 = models.CharField(max_length=64)
+    deleted_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "artifacts_deleted_artifact"
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "sha256"], name="deleted_artifact_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.sha256[:12]} (deleted)"

@@ -29,6 +29,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from artifacts.models import Artifact, ArtifactKind, ArtifactState
+from workspaces.errors import DomainError
 from workspaces.models import Workspace
 
 TEMP_PREFIX = ".tmp-"
@@ -37,6 +38,18 @@ CHUNK = 1024 * 1024
 # its source's outputs; a sweep reuses the same ones many times in a second).
 PRESENT_TTL_S = 5.0
 _seen_present: dict[tuple[str, str], float] = {}  # (the store's location, name) -> when
+
+
+class ArtifactGone(DomainError):
+    """The collector deleted this artifact (its runs were deleted or expired): 410 Gone."""
+
+    def __init__(self, sha256: str, deleted_at: Any) -> None:
+        super().__init__(
+            "gone",
+            f"Artifact {sha256[:12]} was deleted on {deleted_at:%Y-%m-%d %H:%M} (its runs were "
+            "deleted or expired, and nothing else held it).",
+            status_code=410,
+        )
 
 
 class ArtifactMissing(Http404):

@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.defaultfilters import filesizeformat, truncatechars
 from django.utils import timezone
 
-from artifacts.models import Artifact
+from artifacts.models import Artifact, DeletedArtifact
 from runs_app.models import (
     Event,
     Metric,
@@ -349,6 +349,16 @@ class StepLogAdmin(IdSearchMixin, ViewOnlyMixin, admin.ModelAdmin[StepLog]):
     @admin.display(description="text")
     def excerpt(self, obj: StepLog) -> str:
         return truncatechars(obj.text, 100)
+
+
+@admin.register(DeletedArtifact)
+class DeletedArtifactAdmin(ViewOnlyMixin, admin.ModelAdmin[DeletedArtifact]):
+    """Tombstones the collector leaves: links to these digests answer 410 Gone."""
+
+    list_display = ["sha256", "workspace", "deleted_at"]
+    search_fields = ["^sha256"]
+    list_select_related = ["workspace"]
+    ordering = ["-deleted_at"]
 
 
 @admin.register(RetentionPolicy)

@@ -28,7 +28,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, ProtectedError, QuerySet
 from django.utils import timezone
 
-from artifacts.models import Artifact
+from artifacts.models import Artifact, DeletedArtifact
 from artifacts.store import artifact_storage, name_lock
 from pipelines_app.models import DatasetVersion
 from runs_app.models import StepInput, StepOutput
@@ -112,6 +112,13 @@ def _collect_names(names: list[str], grace: timedelta) -> tuple[int, int, int]:
             name_lock(name)
         doomed = unreferenced(grace).filter(storage_name__in=names)
         sizes = dict(doomed.values_list("storage_name", "size"))
+        DeletedArtifact.objects.bulk_create(
+            (
+                DeletedArtifact(workspace_id=workspace_id, sha256=sha256)
+                for workspace_id, sha256 in doomed.values_list("workspace_id", "sha256")
+            ),
+            ignore_conflicts=True,  # the same digest may go again after being stored again
+        )
         rows, _ = doomed.delete()
         kept = set(
             Artifact.objects.filter(storage_name__in=names).values_list("storage_name", flat=True)

@@ -13,7 +13,8 @@ from django.db.models.functions import TruncDate
 from django.http import Http404
 from django.utils import timezone
 
-from artifacts.models import Artifact
+from artifacts.models import Artifact, DeletedArtifact
+from artifacts.store import ArtifactGone
 from pipelines_app.models import PipelineVersion
 from pipelines_app.specs import step_bindings
 from runs_app.models import (
@@ -30,7 +31,7 @@ from runs_app.models import (
 )
 from workspaces.conf import engine
 from workspaces.models import Role, Workspace
-from workspaces.selectors import scoped_or_404
+from workspaces.selectors import get_workspace_for_user, scoped_or_404
 
 
 def get_run_for_user(user: Any, slug: str, run_id: int, role: str = Role.VIEWER) -> PipelineRun:
@@ -105,9 +106,16 @@ def get_artifact_for_user(user: Any, slug: str, sha256: str, role: str = Role.VI
     anything that is not a lowercase hex sha256, is a 404 (it never reaches storage)."""
     if not isinstance(sha256, str) or not SHA256_PATTERN.match(sha256):
         raise Http404("No such artifact.")
-    return scoped_or_404(
-        Artifact.objects.order_by("pk"), user, slug, "artifact", role=role, sha256=sha256
-    )
+    try:
+        return scoped_or_404(
+            Artifact.objects.order_by("pk"), user, slug, "artifact", role=role, sha256=sha256
+        )
+    except Http404:
+        workspace = get_workspace_for_user(user, slug, role)  # a stranger's 404 stays one
+        gone = DeletedArtifact.objects.filter(workspace=workspace, sha256=sha256).first()
+        if gone is not None:
+            raise ArtifactGone(sha256, gone.deleted_at) from None
+        raise
 
 
 def run_step_list(run: PipelineRun) -> list[StepRun]:

@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from artifacts.models import Artifact
+from artifacts.models import Artifact, DeletedArtifact
 from pipelines_app.models import (
     Dataset,
     DatasetVersion,
@@ -126,6 +126,7 @@ def rows(world: Any) -> dict[type[Model], Model]:
             ),
             token_create(world.editor, "laptop")[0],
             RetentionPolicy.objects.create(workspace=ws, enabled=True, keep_last=5),
+            DeletedArtifact.objects.create(workspace=ws, sha256="e" * 64),
         ]
     }
     return found

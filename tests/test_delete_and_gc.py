@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from django.db import close_old_connections, connection
+from django.test import Client
 
 from artifacts.models import Artifact
 from artifacts.store import artifact_storage, artifacts_missing
@@ -62,6 +63,19 @@ def test_deleting_a_run_takes_its_rows_and_the_collector_its_own_bytes(
     assert done.rows == 1 and done.names == 1 and done.bytes == own.size
     assert not Artifact.objects.filter(pk=own.pk).exists() and not _stored(own)
     assert Artifact.objects.filter(pk=shared.pk).exists() and _stored(shared)
+    # A link to a collected artifact says it is gone (410), to its workspace's members only.
+    page = Client()
+    page.force_login(world.viewer)
+    gone = page.get(f"/w/lab/artifacts/{own.sha256}/")
+    api_gone = api_client(world.viewer).get(f"/api/v1/workspaces/lab/artifacts/{own.sha256}/")
+    assert gone.status_code == 410 and "was deleted on" in gone.content.decode()
+    assert api_gone.status_code == 410 and api_gone.json()["error"]["code"] == "gone"
+    assert (
+        api_client(world.stranger)
+        .get(f"/api/v1/workspaces/lab/artifacts/{own.sha256}/")
+        .status_code
+        == 404
+    )
     # Only succeeded steps are reuse sources: with `first` gone, its steps recompute
     # (the other run's reused copies hold the same bytes, so nothing new is stored).
     again = _run(version)
