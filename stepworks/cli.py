@@ -288,7 +288,9 @@ def pipeline_update(
 @app.command()
 @handles_errors
 def run(
-    pipeline: Annotated[str, typer.Argument(help="PIPELINE, PIPELINE@latest or PIPELINE@N")],
+    pipeline: Annotated[
+        str, typer.Argument(help="PIPELINE, PIPELINE@latest, PIPELINE@N or a FILE.yaml")
+    ],
     param: Annotated[
         list[str] | None,
         typer.Option("--param", "-p", help="STEP.PARAM=VALUE (repeatable; VALUE read as JSON)."),
@@ -302,9 +304,26 @@ def run(
     workspace: Workspace = None,
     as_json: AsJson = False,
 ) -> None:
-    """Start a run; with --watch, follow it and exit 1 unless it succeeded."""
+    """Start a run; with --watch, follow it and exit 1 unless it succeeded.
+
+    PIPELINE may be a pipeline file (FILE.yaml): the module folders it names by path
+    (`module: ./folder`, `entrypoint: file.py:function`) are pushed when they changed, then
+    the spec; the run follows, and with --watch ends by comparing it with the pipeline's
+    previous run (which steps ran and why, the metrics that moved)."""
     params = dict(parse_param(p) for p in param or [])
+    local = Path(pipeline)
     with client_for(workspace) as client:
+        previous = None
+        if local.suffix in (".yaml", ".yml", ".json") and local.is_file():
+            version = client.pipeline_push_file(local)
+            for module in version["modules"]:
+                verb = "pushed" if module["created"] else "unchanged:"
+                err.print(f"{verb} {module['ref']} (step {module['step']})", highlight=False)
+            verb = "pushed" if version["created"] else "unchanged:"
+            err.print(f"{verb} {version['ref']}", highlight=False)
+            earlier = client.runs(limit=1, pipeline=version["pipeline"])
+            previous = earlier[0] if earlier else None
+            pipeline = version["ref"]
         started = client.run(pipeline, params=params, reuse=not no_reuse)
         warn_newer_modules(started)
         if not watch:
@@ -326,9 +345,33 @@ def run(
 
             with Live(steps_table(started), console=out, refresh_per_second=8) as live:
                 final = client.wait(started, on_update=lambda r: live.update(steps_table(r)))
+        if previous is not None and not as_json:
+            print_loop_summary(client, previous, final)
     if not as_json:
         out.print(f"run {final['id']} {styled(final['status'])}")
     raise typer.Exit(run_exit_code(final))
+
+
+def print_loop_summary(client: Client, previous: dict[str, Any], final: dict[str, Any]) -> None:
+    """After `run FILE.yaml --watch`: which steps ran (and why) and which metrics moved,
+    against the pipeline's previous run."""
+    ran = [s for s in final["steps"] if s["status"] not in ("reused",)]
+    out.print(f"compared with run {previous['id']}:")
+    for step in ran:
+        why = client.step(final["id"], step["name"]).get("reuse", {}).get("summary", "")
+        out.print(f"  ran {step['name']}: {why}", highlight=False)
+    if not ran:
+        out.print("  every step was reused")
+    diff = client.compare(previous["id"], final["id"])
+    moved = [row for row in diff["metrics"] if not row["same"]]
+    for row in moved:
+        delta = row.get("delta")
+        change = f" ({delta:+.4g})" if isinstance(delta, int | float) else ""
+        out.print(
+            f"  {row['key']}: {_cell(row['a'])} -> {_cell(row['b'])}{change}", highlight=False
+        )
+    if not moved:
+        out.print("  no metric moved")
 
 
 @app.command()

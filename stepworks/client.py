@@ -388,6 +388,41 @@ class Client:
         )
         return {**response.json(), "created": response.status_code == 201}
 
+    def pipeline_push_file(self, path: str | Path, message: str = "") -> dict[str, Any]:
+        """Push a pipeline file and the module folders it names by path, then the spec.
+
+        A step may say `module: ./folder` (relative to the file) with `entrypoint:
+        file.py:function` and an optional `name:` (default: the folder's name): the folder is
+        pushed as a new version of that module only if its files changed, and the step is
+        rewritten to `name@N` before the spec reaches the server (which never sees a local
+        path). The pipeline is named after the file; a new version is made only if a pin
+        changed. Returns the pipeline version (`created`) with `modules`: [{"step", "ref",
+        "created"}] for the folders pushed."""
+        import yaml
+
+        source = Path(path)
+        spec = yaml.safe_load(source.read_text(encoding="utf-8"))
+        if not isinstance(spec, dict) or not isinstance(spec.get("steps"), dict):
+            raise ValidationError(f"{source}: a pipeline file has a `steps:` mapping")
+        pushed = []
+        for step_name, step in spec["steps"].items():
+            module = step.get("module") if isinstance(step, dict) else None
+            if not isinstance(module, str) or not module.startswith(("./", "../", "/")):
+                continue
+            folder = (source.parent / module).resolve()
+            entrypoint = step.pop("entrypoint", None)
+            if not entrypoint:
+                raise ValidationError(
+                    f"{source}: step {step_name!r} names the folder {module}: give its "
+                    "`entrypoint: file.py:function` too"
+                )
+            name = step.pop("name", None) or folder.name
+            version = self.module_push(folder, name, entrypoint, message)
+            step["module"] = version["ref"]
+            pushed.append({"step": step_name, "ref": version["ref"], "created": version["created"]})
+        result = self.pipeline_push(spec, source.stem, message)
+        return {**result, "modules": pushed}
+
     def pipeline_update(
         self, name: str, number: int | None = None, step: str | None = None
     ) -> dict[str, Any]:

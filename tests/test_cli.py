@@ -332,3 +332,59 @@ def test_a_push_that_breaks_a_pipeline_says_which_and_why(cli, world, tmp_path):
             ],
         }
     ]
+
+
+LOOP_PREP = """\
+def prep(ctx, *, n: int = 3):
+    return {"data": list(range(n))}
+"""
+
+LOOP_TRAIN = """\
+def train(ctx, data, *, scale: float = 2.0):
+    ctx.log_metric("score", sum(data) * scale)
+    return {"model": {"w": scale}}
+"""
+
+LOOP_SPEC = """\
+steps:
+  prep: {module: ./prep, entrypoint: main.py:prep}
+  train:
+    module: ./train
+    entrypoint: main.py:train
+    name: trainer
+    inputs: {data: prep.data}
+"""
+
+
+def test_run_a_pipeline_file_pushes_what_changed_runs_it_and_compares(
+    cli, world, embedded_workers, tmp_path
+):
+    project = tmp_path / "project"
+    for folder, source in (("prep", LOOP_PREP), ("train", LOOP_TRAIN)):
+        (project / folder).mkdir(parents=True)
+        (project / folder / "main.py").write_text(source)
+    (project / "loop.yaml").write_text(LOOP_SPEC)
+
+    first = cli("run", str(project / "loop.yaml"), "--watch")
+    (project / "train" / "main.py").write_text(
+        LOOP_TRAIN.replace("scale: float = 2.0", "scale: float = 3.0")
+    )
+    second = cli("run", str(project / "loop.yaml"), "--watch")
+    third = cli("run", str(project / "loop.yaml"), "--watch")
+
+    assert "pushed prep@1 (step prep)" in first.output and "pushed trainer@1" in first.output
+    assert "pushed loop@1" in first.output and "compared with" not in first.output
+    assert "unchanged: prep@1" in second.output and "pushed trainer@2" in second.output
+    assert "pushed loop@2" in second.output
+    from runs_app.models import PipelineRun
+
+    one = PipelineRun.objects.order_by("pk").values_list("pk", flat=True)[0]
+    summary = " ".join(second.output.split())
+    assert f"compared with run {one}:" in summary
+    assert (
+        f"ran train: ran because code and params changed since run {one} "
+        "(trainer@1 -> trainer@2; scale: 2.0 -> 3.0)"
+    ) in summary
+    assert "ran prep" not in summary  # reused
+    assert "train.score: 6 -> 9 (+3)" in summary
+    assert "unchanged: loop@2" in third.output and "every step was reused" in third.output
