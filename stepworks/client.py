@@ -793,13 +793,14 @@ class Client:
         run_id = _run_id(run)
         steps = [step] if isinstance(step, str) else list(step or [])
         folder = Path(dest)
-        folder.mkdir(parents=True, exist_ok=True)
         path = self._path("runs", run_id, "outputs.zip")
-        fd, temp_name = tempfile.mkstemp(prefix=".stepworks-", suffix=".zip", dir=folder)
+        # The zip waits in the temp folder: a run that is not found creates nothing in dest.
+        fd, temp_name = tempfile.mkstemp(prefix=".stepworks-", suffix=".zip")
         os.close(fd)
         temp = Path(temp_name)
         try:
             self._save_stream(path, temp, {"step": steps} if steps else None, progress)
+            folder.mkdir(parents=True, exist_ok=True)
             return _extract_verified(temp, folder)
         finally:
             temp.unlink(missing_ok=True)

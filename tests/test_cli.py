@@ -388,3 +388,12 @@ def test_run_a_pipeline_file_pushes_what_changed_runs_it_and_compares(
     assert "ran prep" not in summary  # reused
     assert "train.score: 6 -> 9 (+3)" in summary
     assert "unchanged: loop@2" in third.output and "every step was reused" in third.output
+
+
+def test_download_of_a_run_that_is_not_there_is_exit_3_and_creates_nothing(cli, world, tmp_path):
+    target = tmp_path / "nothing-here"
+
+    missing = cli("download", "999999", "-o", str(target), code=3)
+
+    assert "No such run." in missing.output
+    assert not target.exists()
