@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # imported where used: a command's start-up should not wait f
 
 from stepworks.client import (
     Client,
+    NotFoundError,
     StepworksError,
     ValidationError,
     load_config,
@@ -261,6 +262,120 @@ def pipeline_push(
     verb = "pushed" if version["created"] else "unchanged:"
     steps = ", ".join(f"{s['name']} ({s['module']})" for s in version["steps"])
     out.print(f"{verb} {version['ref']}: {steps}")
+
+
+def _ref(text: str) -> tuple[str, int | None]:
+    """NAME or NAME@N (NAME@latest: the newest)."""
+    name, _, number = text.partition("@")
+    if number and number != "latest" and not number.isdigit():
+        raise ValidationError(f"{text!r}: give it as NAME or NAME@N")
+    return name, int(number) if number.isdigit() else None
+
+
+def _newest(versions: list[dict[str, Any]], what: str) -> int:
+    if not versions:
+        raise NotFoundError(f"{what} has no versions")
+    return max(int(v["number"]) for v in versions)
+
+
+@pipeline_app.command("list")
+@handles_errors
+def pipeline_list(workspace: Workspace = None, as_json: AsJson = False) -> None:
+    """The workspace's pipelines."""
+    with client_for(workspace) as client:
+        pipelines = client.pipelines()
+    if as_json:
+        print_json(pipelines)
+        return
+    for row in pipelines:
+        out.print(f"{row['name']}  ({row.get('version_count', '?')} versions)", highlight=False)
+
+
+@pipeline_app.command("show")
+@handles_errors
+def pipeline_show(
+    pipeline: Annotated[str, typer.Argument(help="NAME (its newest version) or NAME@N.")],
+    workspace: Workspace = None,
+    as_json: AsJson = False,
+) -> None:
+    """A pipeline version: the module version each step pins, and newer ones if any."""
+    name, number = _ref(pipeline)
+    with client_for(workspace) as client:
+        if number is None:
+            number = _newest(client.pipeline_versions(name), f"pipeline {name!r}")
+        version = client.pipeline_version(name, number)
+    if as_json:
+        print_json(version)
+        return
+    out.print(f"{version['ref']}: {version['message'] or 'no message'}", highlight=False)
+    newer = {row["step"]: row["latest"] for row in version.get("newer_modules", [])}
+    for step in version["steps"]:
+        note = f"  (newer: {newer[step['name']]})" if step["name"] in newer else ""
+        out.print(f"  {step['name']}: {step['module']}{note}", highlight=False)
+
+
+@pipeline_app.command("pull")
+@handles_errors
+def pipeline_pull(
+    pipeline: Annotated[str, typer.Argument(help="NAME (its newest version) or NAME@N.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write it here.")] = None,
+    workspace: Workspace = None,
+) -> None:
+    """A pipeline version's spec as YAML, every step pinned (name@N): to stdout or a file."""
+    import yaml
+
+    name, number = _ref(pipeline)
+    with client_for(workspace) as client:
+        if number is None:
+            number = _newest(client.pipeline_versions(name), f"pipeline {name!r}")
+        version = client.pipeline_version(name, number)
+    text = yaml.safe_dump(version["spec"], sort_keys=False)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    output.write_text(text, encoding="utf-8")
+    out.print(f"wrote {version['ref']} to {output}", highlight=False)
+
+
+@module_app.command("list")
+@handles_errors
+def module_list(workspace: Workspace = None, as_json: AsJson = False) -> None:
+    """The workspace's modules."""
+    with client_for(workspace) as client:
+        modules = client.modules()
+    if as_json:
+        print_json(modules)
+        return
+    for row in modules:
+        out.print(f"{row['name']}  ({row.get('version_count', '?')} versions)", highlight=False)
+
+
+@module_app.command("show")
+@handles_errors
+def module_show(
+    module: Annotated[str, typer.Argument(help="NAME (its newest version) or NAME@N.")],
+    workspace: Workspace = None,
+    as_json: AsJson = False,
+) -> None:
+    """A module version: its entrypoint, interface and files."""
+    name, number = _ref(module)
+    with client_for(workspace) as client:
+        if number is None:
+            number = _newest(client.module_versions(name), f"module {name!r}")
+        version = client.module_version(name, number)
+    if as_json:
+        print_json(version)
+        return
+    interface = version["interface"]
+    out.print(f"{version['ref']} ({version['entrypoint']}): {version['message'] or 'no message'}")
+    out.print(
+        f"  inputs: {', '.join(interface.get('inputs', [])) or '-'}; "
+        f"outputs: {', '.join(interface.get('outputs', [])) or '-'}; "
+        f"params: {', '.join(interface.get('params', {})) or '-'}",
+        highlight=False,
+    )
+    for path in sorted(version["files"]):
+        out.print(f"  {path}", highlight=False)
 
 
 @pipeline_app.command("update")
@@ -569,6 +684,27 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return json.dumps(value) if not isinstance(value, str) else value
+
+
+@app.command()
+@handles_errors
+def rerun(
+    run_id: Annotated[int, typer.Argument(metavar="RUN")],
+    from_step: Annotated[
+        str | None,
+        typer.Option("--from-step", help="Run this step and everything downstream again."),
+    ] = None,
+    workspace: Workspace = None,
+    as_json: AsJson = False,
+) -> None:
+    """Run a run again (same version and overrides, reusing what did not change)."""
+    with client_for(workspace) as client:
+        started = client.rerun(run_id, from_step=from_step)
+    if as_json:
+        print_json(started)
+        return
+    what = f"from step {from_step}" if from_step else "reusing what did not change"
+    out.print(f"started run {started['id']}: a rerun of run {run_id}, {what}")
 
 
 @app.command()

@@ -397,3 +397,32 @@ def test_download_of_a_run_that_is_not_there_is_exit_3_and_creates_nothing(cli, 
 
     assert "No such run." in missing.output
     assert not target.exists()
+
+
+def test_the_design_side_lists_shows_pulls_and_reruns(cli, world, embedded_workers, tmp_path):
+    import yaml
+
+    (tmp_path / "prep.py").write_text(PREP)
+    (tmp_path / "train.py").write_text(TRAIN)
+    cli("module", "push", str(tmp_path / "prep.py"), "--name", "prep", "-e", "prep.py:prep")
+    cli("module", "push", str(tmp_path / "train.py"), "--name", "train", "-e", "train.py:train")
+    (tmp_path / "small.yaml").write_text(SPEC)
+    cli("pipeline", "push", str(tmp_path / "small.yaml"))
+    run_id = cli.json("run", "small", "--watch")["id"]
+
+    pipelines = cli("pipeline", "list")
+    shown = cli("pipeline", "show", "small")
+    cli("pipeline", "pull", "small@1", "-o", str(tmp_path / "pulled.yaml"))
+    modules = cli("module", "list")
+    module = cli("module", "show", "train")
+    rerun = cli("rerun", str(run_id), "--from-step", "train")
+    unknown = cli("pipeline", "show", "nope", code=3)
+
+    assert "small  (1 versions)" in pipelines.stdout
+    assert "prep: prep@1" in shown.stdout and "train: train@1" in shown.stdout
+    pulled = yaml.safe_load((tmp_path / "pulled.yaml").read_text())
+    assert pulled["steps"]["train"]["module"] == "train@1"
+    assert "prep  (1 versions)" in modules.stdout and "train  (1 versions)" in modules.stdout
+    assert "train@1 (train.py:train)" in module.stdout and "train.py" in module.stdout
+    assert f"a rerun of run {run_id}, from step train" in rerun.stdout
+    assert "error" in unknown.output
