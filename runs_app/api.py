@@ -220,7 +220,7 @@ class RunPinApi(ApiMixin, APIView):
 class RetentionSerializer(serializers.Serializer[Any]):
     enabled = serializers.BooleanField()
     keep_last = serializers.IntegerField(
-        min_value=1, max_value=MAX_INT, allow_null=True, help_text="Newest N runs per version."
+        min_value=1, max_value=1_000_000, allow_null=True, help_text="Newest N runs per version."
     )
     keep_days = serializers.IntegerField(
         min_value=1, max_value=36_500, allow_null=True, help_text="Every run of the last D days."

@@ -59,9 +59,13 @@ def policy_set(
 ) -> RetentionPolicy:
     """Set the workspace's policy; DomainError when it is on but keeps nothing by age or
     count (that would expire every finished run)."""
-    for name, value in (("keep_last", keep_last), ("keep_days", keep_days)):
-        if value is not None and value < 1:
-            raise DomainError("invalid", f"{name}: 1 or more", {name: ["1 or more, or empty"]})
+    for name, value, most in (
+        ("keep_last", keep_last, 1_000_000),
+        ("keep_days", keep_days, 36_500),
+    ):
+        if value is not None and not 1 <= value <= most:
+            reason = f"from 1 to {most}, or empty"
+            raise DomainError("invalid", f"{name}: {reason}", {name: [reason]})
     if enabled and keep_last is None and keep_days is None:
         raise DomainError(
             "invalid",

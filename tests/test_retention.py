@@ -150,3 +150,17 @@ def test_the_storage_page_and_api_show_where_the_bytes_are(world: Any) -> None:
     assert body["biggest"][0]["run"] in {r.pk for r in runs}
     assert body["retention"] == {"runs": 2, "artifacts": 2, "bytes": sizes[0] + sizes[1]}
     assert 'data-plotly="storage-by-pipeline"' in html and "The biggest artifacts" in html
+
+
+def test_a_count_or_age_out_of_range_is_a_400_naming_it(world: Any) -> None:
+    owner = api_client(world.owner)
+    page = Client()
+    page.force_login(world.owner)
+
+    huge = owner.put(
+        f"{API}/", {"enabled": False, "keep_last": 2**62, "keep_days": 1}, format="json"
+    )
+    on_page = page.post("/w/lab/retention/", {"enabled": "on", "keep_last": str(10**12)})
+
+    assert huge.status_code == 400 and "keep_last" in huge.json()["error"]["fields"]
+    assert on_page.status_code == 400 and "from 1 to 1000000" in on_page.content.decode()
