@@ -16,6 +16,8 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from workspaces.conf import engine
+
 CHECK_TIMEOUT_S = 2.0
 
 
@@ -72,7 +74,7 @@ def _step_sandbox() -> dict[str, Any]:
             "warning": "steps are not isolated (STEPWORKS_STEP_SANDBOX=off) on these workers",
             "workers": unisolated,
         }
-    return {"status": settings.STEPWORKS["STEP_SANDBOX"]}
+    return {"status": engine().step_sandbox}
 
 
 @never_cache

@@ -220,10 +220,16 @@ class RunPinApi(ApiMixin, APIView):
 class RetentionSerializer(serializers.Serializer[Any]):
     enabled = serializers.BooleanField()
     keep_last = serializers.IntegerField(
-        min_value=1, max_value=1_000_000, allow_null=True, help_text="Newest N runs per version."
+        min_value=1,
+        max_value=retention.KEEP_LAST_MAX,
+        allow_null=True,
+        help_text="Newest N runs per version.",
     )
     keep_days = serializers.IntegerField(
-        min_value=1, max_value=36_500, allow_null=True, help_text="Every run of the last D days."
+        min_value=1,
+        max_value=retention.KEEP_DAYS_MAX,
+        allow_null=True,
+        help_text="Every run of the last D days.",
     )
 
 

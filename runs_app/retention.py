@@ -34,6 +34,8 @@ from workspaces.errors import DomainError
 from workspaces.models import Workspace
 
 CHUNK = 200  # runs deleted per transaction
+KEEP_LAST_MAX = 1_000_000  # runs per pipeline version
+KEEP_DAYS_MAX = 36_500
 
 
 @dataclass

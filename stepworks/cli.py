@@ -23,7 +23,6 @@ if TYPE_CHECKING:  # imported where used: a command's start-up should not wait f
 
 from stepworks.client import (
     Client,
-    NotFoundError,
     StepworksError,
     ValidationError,
     load_config,
@@ -272,12 +271,6 @@ def _ref(text: str) -> tuple[str, int | None]:
     return name, int(number) if number.isdigit() else None
 
 
-def _newest(versions: list[dict[str, Any]], what: str) -> int:
-    if not versions:
-        raise NotFoundError(f"{what} has no versions")
-    return max(int(v["number"]) for v in versions)
-
-
 @pipeline_app.command("list")
 @handles_errors
 def pipeline_list(workspace: Workspace = None, as_json: AsJson = False) -> None:
@@ -301,8 +294,6 @@ def pipeline_show(
     """A pipeline version: the module version each step pins, and newer ones if any."""
     name, number = _ref(pipeline)
     with client_for(workspace) as client:
-        if number is None:
-            number = _newest(client.pipeline_versions(name), f"pipeline {name!r}")
         version = client.pipeline_version(name, number)
     if as_json:
         print_json(version)
@@ -326,8 +317,6 @@ def pipeline_pull(
 
     name, number = _ref(pipeline)
     with client_for(workspace) as client:
-        if number is None:
-            number = _newest(client.pipeline_versions(name), f"pipeline {name!r}")
         version = client.pipeline_version(name, number)
     text = yaml.safe_dump(version["spec"], sort_keys=False)
     if output is None:
@@ -360,8 +349,6 @@ def module_show(
     """A module version: its entrypoint, interface and files."""
     name, number = _ref(module)
     with client_for(workspace) as client:
-        if number is None:
-            number = _newest(client.module_versions(name), f"module {name!r}")
         version = client.module_version(name, number)
     if as_json:
         print_json(version)

@@ -331,7 +331,10 @@ class Client:
     def module_versions(self, name: str) -> list[dict[str, Any]]:
         return self.paginate(self._path("modules", name, "versions", ""))
 
-    def module_version(self, name: str, number: int) -> dict[str, Any]:
+    def module_version(self, name: str, number: int | None = None) -> dict[str, Any]:
+        """Version `number` of module `name` (default: its newest)."""
+        if number is None:
+            number = _newest(self.module_versions(name), f"module {name!r}")
         return self.get(self._path("modules", name, "versions", number, ""))
 
     def module_push(
@@ -371,7 +374,10 @@ class Client:
     def pipeline_versions(self, name: str) -> list[dict[str, Any]]:
         return self.paginate(self._path("pipelines", name, "versions", ""))
 
-    def pipeline_version(self, name: str, number: int) -> dict[str, Any]:
+    def pipeline_version(self, name: str, number: int | None = None) -> dict[str, Any]:
+        """Version `number` of pipeline `name` (default: its newest)."""
+        if number is None:
+            number = _newest(self.pipeline_versions(name), f"pipeline {name!r}")
         return self.get(self._path("pipelines", name, "versions", number, ""))
 
     def pipeline_push(
@@ -429,10 +435,7 @@ class Client:
         """A new version of pipeline `name` (its version `number`, default the newest) that
         pins the newest version of every module, or only of `step`'s."""
         if number is None:
-            versions = self.pipeline_versions(name)
-            if not versions:
-                raise NotFoundError(f"pipeline {name!r} has no versions")
-            number = max(int(v["number"]) for v in versions)
+            number = _newest(self.pipeline_versions(name), f"pipeline {name!r}")
         path = self._path("pipelines", name, "versions", number, "update", "")
         return self.post(path, {"step": step})
 
@@ -853,6 +856,13 @@ class Client:
         dest.parent.mkdir(parents=True, exist_ok=True)
         self._save_stream(self._path("artifacts", sha256, "download", ""), dest, None, None)
         return dest
+
+
+def _newest(versions: list[dict[str, Any]], what: str) -> int:
+    """The highest version number among `versions`; NotFoundError when there is none."""
+    if not versions:
+        raise NotFoundError(f"{what} has no versions")
+    return max(int(v["number"]) for v in versions)
 
 
 def module_files(path: Path) -> list[tuple[str, bytes]]:

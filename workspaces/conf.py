@@ -47,5 +47,5 @@ def engine() -> Engine:
         step_network=str(raw["STEP_NETWORK"]),
         step_read_dirs=tuple(raw["STEP_READ_DIRS"]),
         step_write_dirs=tuple(raw["STEP_WRITE_DIRS"]),
-        gc_s=float(raw.get("GC_S", 3600.0)),
+        gc_s=float(raw["GC_S"]),
     )
