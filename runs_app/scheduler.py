@@ -44,6 +44,7 @@ from runs_app.models import (
     STEP_TERMINAL,
     Event,
     FailureReason,
+    Metric,
     PipelineRun,
     RunStatus,
     StepInput,
@@ -677,6 +678,9 @@ def step_claim(step_id: int, worker: str, runtime: str | None = None) -> StepRun
             return None
         step.status = S.RUNNING
         step.attempt += 1  # the update matched attempt=step.attempt
+        if step.attempt > 1:
+            # A retry: the points the lost attempt sent while it ran are not this one's.
+            Metric.objects.filter(step_id=step_id).delete()
         step.worker = worker
         step.started_at = now
         Event.objects.create(
@@ -710,6 +714,7 @@ def step_succeed(
     metrics: list[Any],
     *,
     keep: bool = False,
+    replace_live: bool = False,
 ) -> Recorded:
     """Record a finished attempt's outputs; a stale or duplicate attempt changes nothing.
 
@@ -717,10 +722,9 @@ def step_succeed(
     lock: two branches finishing at once then see each other's success (the join). With
     `keep`, the first step that advance queues is not hinted: it is `queued[0]`, for the
     reporting worker to run itself with its inputs on hand and its zygote warm, so a chain of
-    short steps costs no broker round trip per step.
+    short steps costs no broker round trip per step. With `replace_live`, the points the
+    attempt sent while it ran (step_metrics_append) give way to `metrics`, the whole list.
     """
-    from runs_app.models import Metric
-
     with transaction.atomic():
         if not _step_move(step, STEP_SUCCEED, attempt=attempt, finished_at=timezone.now()):
             return Recorded(False)
@@ -728,6 +732,8 @@ def step_succeed(
             StepOutput(step=step, name=name, artifact=artifact)
             for name, artifact in outputs.items()
         )
+        if replace_live:
+            Metric.objects.filter(step=step).delete()
         Metric.objects.bulk_create(
             Metric(step=step, name=m.name, value=m.value, index=m.step) for m in metrics
         )
@@ -735,6 +741,22 @@ def step_succeed(
     queued = run_advance(step.run_id, keep=keep)
     _advance_runs(run_id for run_id in follower_runs if run_id != step.run_id)
     return Recorded(True, tuple(queued))
+
+
+def step_metrics_append(step_id: int, attempt: int, points: list[Any]) -> bool:
+    """Store the points a running attempt logged since its last batch; False, storing
+    nothing, when that attempt is no longer the step's running one (fenced like a report)."""
+    with transaction.atomic():
+        running = (
+            StepRun.objects.select_for_update()
+            .filter(pk=step_id, attempt=attempt, status=S.RUNNING)
+            .exists()
+        )
+        if running:
+            Metric.objects.bulk_create(
+                Metric(step_id=step_id, name=p.name, value=p.value, index=p.step) for p in points
+            )
+    return running
 
 
 @retry_on_conflict

@@ -201,7 +201,7 @@ def step_io(step: StepRun) -> dict[str, Any]:
 
 
 def step_metrics(step: StepRun) -> dict[str, Any]:
-    """{"scalars": [{"name", "value"}], "series": {name: [(index, value), ...]}}.
+    """{"scalars": [{"name", "value"}], "series": {name: [(index, value), ...]}, "count"}.
 
     A metric logged without a step number is a scalar (the last value wins); with one it is
     a series, in index order. A reused step shows the metrics of the step it reused.
@@ -210,11 +210,14 @@ def step_metrics(step: StepRun) -> dict[str, Any]:
     series: dict[str, list[tuple[int, float]]] = {}
     # A reused step logged nothing itself: its results, metrics included, are its source's.
     source_id = step.reused_from_id or step.pk
-    for name, value, index in (
+    rows = (
         Metric.objects.filter(step_id=source_id)
         .order_by("name", "index", "id")
         .values_list("name", "value", "index")
-    ):
+    )
+    count = 0
+    for name, value, index in rows:
+        count += 1
         if index is None:
             scalars[name] = value
         else:
@@ -222,7 +225,36 @@ def step_metrics(step: StepRun) -> dict[str, Any]:
     return {
         "scalars": [{"name": n, "value": v} for n, v in sorted(scalars.items())],
         "series": series,
+        "count": count,
     }
+
+
+def run_metrics(steps: list[StepRun]) -> dict[str, Any]:
+    """A run's metrics, by step (a reused step's are its source's), in one query:
+    {"scalars": [{"step", "name", "value"}], "series": {"step · name": [(index, value)]}}."""
+    source_of = {
+        (s.reused_from_id if s.status == StepStatus.REUSED and s.reused_from_id else s.pk): s.name
+        for s in steps
+    }
+    last: dict[tuple[str, str], float] = {}
+    series: dict[str, list[tuple[int, float]]] = {}
+    rows = (
+        Metric.objects.filter(step_id__in=source_of)
+        .order_by("step_id", "name", "index", "id")
+        .values_list("step_id", "name", "value", "index")
+    )
+    for step_id, name, value, index in rows:
+        step_name = source_of[step_id]
+        if index is None:
+            last[(step_name, name)] = value
+        else:
+            series.setdefault(f"{step_name} · {name}", []).append((index, value))
+    order = {s.name: s.position for s in steps}
+    scalars = [
+        {"step": step_name, "name": name, "value": value}
+        for (step_name, name), value in sorted(last.items(), key=lambda i: (order[i[0][0]], i[0]))
+    ]
+    return {"scalars": scalars, "series": series}
 
 
 def step_log_attempts(step: StepRun) -> list[int]:

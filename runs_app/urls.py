@@ -52,6 +52,7 @@ urlpatterns = [
     path(run + "outputs.zip", views.run_outputs_zip, name="outputs_zip"),
     path(step, views.step_detail, name="step"),
     path(step + "log/", views.step_log, name="step_log"),
+    path(step + "metrics/", views.step_metrics, name="step_metrics"),
     path(step + "forget/", views.step_forget, name="step_forget"),
     path(
         "w/<slug:slug>/modules/<slug:name>/<int:number>/forget/",

@@ -132,6 +132,7 @@ def _explorer_context(
         }
         for step in steps
     ]
+    run_metrics = selectors.run_metrics(steps)  # drawn live while steps log them
     hrefs = {step.name: step_href(run.pk, step.name) for step in steps}
     for node in graph["nodes"]:
         if node["kind"] == "step":
@@ -143,6 +144,8 @@ def _explorer_context(
         "rows": rows,
         "graph": graph,
         "timeline": charts.timeline_rows(steps, timezone.now()),
+        "run_metrics": run_metrics,
+        "metric_figures": charts.metric_figures(run_metrics["series"]),
         "active": selectors.run_is_active(run),
         "can_edit": role_allows(workspace, Role.EDITOR),
         "poll": LIVE_POLL,
@@ -468,10 +471,35 @@ def step_detail(request: HttpRequest, slug: str, run_id: int, name: str) -> Temp
         "explanation": selectors.reuse_explanation(step),
         "can_edit": role_allows(workspace, Role.EDITOR),
         "poll": LOG_POLL,
+        "metrics_poll": LIVE_POLL,
+        "metrics_live": step.status not in STEP_TERMINAL,
         "results_from_run": source.run_id if source.pk != step.pk else None,
         **_log_context(source, request),
     }
     return TemplateResponse(request, "runs_app/step_detail.html", context)
+
+
+@login_required
+def step_metrics(request: HttpRequest, slug: str, run_id: int, name: str) -> TemplateResponse:
+    """htmx: the next metrics poller, and the metrics table and charts out of band when
+    points arrived since `seen` or the step ended (then the poller polls no more)."""
+    step = selectors.get_step_for_user(request.user, slug, run_id, name)
+    source = selectors.results_source(step)
+    metrics = selectors.step_metrics(source)
+    live = step.status not in STEP_TERMINAL
+    context = {
+        "workspace": step.run.workspace,
+        "run": step.run,
+        "step": step,
+        "metrics": metrics,
+        "figures": charts.metric_figures(metrics["series"]),
+        "metrics_poll": LIVE_POLL,
+        "metrics_live": live,
+        "results_from_run": source.run_id if source.pk != step.pk else None,
+        "changed": not live or metrics["count"] != int_or_none(request.GET.get("seen")),
+        "oob": True,
+    }
+    return TemplateResponse(request, "runs_app/_step_metrics_update.html", context)
 
 
 @login_required

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
 from artifacts.models import Artifact, ArtifactKind
@@ -42,6 +42,7 @@ from runs_app.executor.runner import StepExecutor, StepJob
 from runs_app.executor.runtime import runtime_fingerprint
 from runs_app.executor.sandbox import NetworkMode, SandboxMode, SandboxPolicy
 from runs_app.models import FailureReason, StepLog, StepRun, WorkerHeartbeat
+from stepworks.context import MetricPoint
 from stepworks.outputs import OCTET_STREAM, OutputError, directory_files
 from workspaces.conf import engine
 
@@ -74,6 +75,23 @@ class StepLogWriter:
             step_id=self.step_id, attempt=self.attempt, offset=self.offset, text=text
         )
         self.offset += len(text.encode("utf-8"))
+
+
+class StepMetricWriter:
+    """Stores the points a running attempt logs as they arrive, so pages and the API show a
+    curve mid-run; the list a successful attempt reports then replaces them."""
+
+    def __init__(self, step_id: int, attempt: int) -> None:
+        self.step_id = step_id
+        self.attempt = attempt
+        self.wrote = False
+
+    def write(self, points: list[MetricPoint]) -> None:
+        try:
+            self.wrote |= scheduler.step_metrics_append(self.step_id, self.attempt, points)
+        except DatabaseError:
+            # Live points are a view: a database blip loses a batch, never the step.
+            log.warning("step %s: live metrics not stored", self.step_id, exc_info=True)
 
 
 NOT_ISOLATED = (
@@ -195,6 +213,7 @@ class WorkerServices:
     def _run_attempt(self, step: StepRun) -> int | None:
         attempt = step.attempt
         logs = StepLogWriter(step.pk, attempt)
+        live_metrics = StepMetricWriter(step.pk, attempt)
         version = step.module_version
         work = Path(tempfile.mkdtemp(prefix=f"step-{step.pk}-{attempt}-", dir=self.cache_root))
         try:
@@ -224,6 +243,7 @@ class WorkerServices:
                 job,
                 on_log=logs.write,
                 should_cancel=lambda: self.cancel_requested(step.pk, attempt),
+                on_metric=live_metrics.write,
             )
             if result.status == "succeeded":
                 try:
@@ -238,7 +258,12 @@ class WorkerServices:
                     scheduler.step_fail(step, attempt, FailureReason.STORAGE_FULL, str(error))
                     return None
                 recorded = scheduler.step_succeed(
-                    step, attempt, artifacts, result.metrics, keep=True
+                    step,
+                    attempt,
+                    artifacts,
+                    result.metrics,
+                    keep=True,
+                    replace_live=live_metrics.wrote,
                 )
                 return recorded.queued[0] if recorded.queued else None
             if result.status == "canceled":

@@ -17,6 +17,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from pipelines_app import services
 from pipelines_app.models import PipelineVersion
 from runs_app import scheduler
 from runs_app.models import (
@@ -28,7 +29,9 @@ from runs_app.models import (
     StepRun,
     StepStatus,
 )
+from stepworks.context import MetricPoint
 from tests import factories
+from tests.helpers import wait_until
 from tests.test_api_support import api_client, error_of, small_pipeline, wait_run
 
 API = "/api/v1/workspaces/lab"
@@ -156,6 +159,68 @@ def test_step_detail_log_and_metrics(world, embedded_workers):
         (1, 0.5),
         (2, pytest.approx(1 / 3)),
     ]
+
+
+LIVE_TRAIN = """\
+import time
+from pathlib import Path
+
+def train(ctx, *, flag: str = ""):
+    for epoch in range(3):
+        ctx.log_metric("loss", 1.0 / (epoch + 1), step=epoch)
+    deadline = time.monotonic() + 30
+    while not Path(flag).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ctx.log_metric("loss", 0.1, step=3)
+    return {}
+"""
+
+
+@live
+def test_metrics_reach_the_api_while_the_step_runs(world, embedded_workers, tmp_path):
+    # The step holds until the test has seen its first points through the API.
+    flag = tmp_path / "seen"
+    services.module_version_create(world.workspace, "slow", {"t.py": LIVE_TRAIN}, "t.py:train")
+    spec = f"steps:\n  train: {{module: slow@latest, params: {{flag: '{flag}'}}}}\n"
+    services.pipeline_version_create(world.workspace, "live", spec, "first")
+    client = api_client(world.viewer)
+    run = start(api_client(world.editor), pipeline="live")
+    url = f"{API}/runs/{run['id']}/steps/train/metrics/"
+
+    mid_run = wait_until(lambda: client.get(url).json()["count"] == 3, timeout=30)
+    step_then = client.get(f"{API}/runs/{run['id']}/steps/train/").json()["status"]
+    flag.touch()
+    wait_run(run["id"])
+    final = client.get(url).json()
+
+    assert mid_run and step_then == "running"
+    # The result's list replaced the live points: each once, the last one included.
+    assert [(m["index"], m["value"]) for m in final["results"]] == [
+        (0, 1.0),
+        (1, 0.5),
+        (2, pytest.approx(1 / 3)),
+        (3, 0.1),
+    ]
+
+
+def test_live_points_are_fenced_by_attempt_and_a_retry_starts_afresh(world):
+    small_pipeline(world.workspace)
+    run = scheduler.run_create(PipelineVersion.objects.get())
+    prep = StepRun.objects.get(run=run, name="prep")
+    first = scheduler.step_claim(prep.pk, "w1")
+    assert first is not None
+
+    stored = scheduler.step_metrics_append(prep.pk, 1, [MetricPoint("loss", 1.0, 0)])
+    stale = scheduler.step_metrics_append(prep.pk, 2, [MetricPoint("loss", 9.0, 0)])
+    StepRun.objects.filter(pk=prep.pk).update(status=StepStatus.QUEUED)  # its worker was lost
+    kept_until_retry = Metric.objects.filter(step=prep).count()
+    retry = scheduler.step_claim(prep.pk, "w2")
+    late = scheduler.step_metrics_append(prep.pk, 1, [MetricPoint("loss", 8.0, 1)])
+
+    assert (stored, stale, late) == (True, False, False)
+    assert kept_until_retry == 1
+    assert retry is not None and retry.attempt == 2
+    assert not Metric.objects.filter(step=prep).exists()
 
 
 @live

@@ -264,6 +264,75 @@ def test_stdout_streams_to_on_log_while_the_step_runs(
     assert "warning on stderr" in log
 
 
+def test_metrics_reach_on_metric_while_the_step_runs(
+    executor: StepExecutor, tmp_path: Path
+) -> None:
+    # As with the log: the step can only finish once its first points were delivered.
+    flag = tmp_path / "seen-the-points"
+    source = f"""
+        import os, time
+        from pathlib import Path
+
+        def main(ctx):
+            ctx.log_metric("loss", 0.9, step=0)
+            ctx.log_metric("loss", 0.7, step=1)
+            deadline = time.monotonic() + 20
+            while not Path({str(flag)!r}).exists():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the points were never delivered")
+                time.sleep(0.05)
+            ctx.log_metric("loss", 0.5, step=2)
+            return {{}}
+    """
+    batches: list[list[tuple[str, float, int | None]]] = []
+
+    def on_metric(points: list[Any]) -> None:
+        batches.append([(p.name, p.value, p.step) for p in points])
+        flag.touch()
+
+    code_dir = make_code(tmp_path, source)
+    job = StepJob(code_dir=code_dir, entrypoint="step.py:main", output_dir=tmp_path / "out")
+    result = executor.run(job, on_metric=on_metric)
+
+    assert result.status == "succeeded", result.message
+    assert batches[0] == [("loss", 0.9, 0), ("loss", 0.7, 1)]  # one batch, mid-run
+    # The whole list comes with the result, which supersedes the live points.
+    assert [(m.name, m.value, m.step) for m in result.metrics] == [
+        ("loss", 0.9, 0),
+        ("loss", 0.7, 1),
+        ("loss", 0.5, 2),
+    ]
+
+
+def test_a_failed_steps_live_metrics_are_delivered_and_forged_lines_ignored(
+    executor: StepExecutor, tmp_path: Path
+) -> None:
+    # The result pipe is the step's to write on: what is not a well-formed point is dropped.
+    source = """
+        import os
+
+        def main(ctx):
+            ctx.log_metric("accuracy", 0.25, step=0)
+            for fd in range(3, 64):
+                try:
+                    os.write(fd, b'metric {"name": "x", "value": "nan", "step": null}\\n')
+                    os.write(fd, b"metric not json\\n")
+                except OSError:
+                    pass
+            raise RuntimeError("diverged")
+    """
+    points: list[tuple[str, float, int | None]] = []
+    code_dir = make_code(tmp_path, source)
+    job = StepJob(code_dir=code_dir, entrypoint="step.py:main", output_dir=tmp_path / "out")
+    result = executor.run(
+        job, on_metric=lambda batch: points.extend((p.name, p.value, p.step) for p in batch)
+    )
+
+    assert (result.status, result.reason) == ("failed", "user_error")
+    assert "diverged" in result.message
+    assert points == [("accuracy", 0.25, 0)]
+
+
 def test_a_hundred_megabytes_of_prints_complete(executor: StepExecutor, tmp_path: Path) -> None:
     source = """
         import sys

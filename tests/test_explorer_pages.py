@@ -357,6 +357,33 @@ def test_step_log_tails_from_an_offset_and_filters_lines(
     assert "hx-trigger" not in final  # the step finished: the log stops polling
 
 
+def test_step_page_draws_metrics_as_they_arrive_and_stops_polling_at_the_end(
+    client: Any, world: Any, version: Any
+) -> None:
+    run = scheduler.run_create(version)
+    step = StepRun.objects.get(run=run, name="s0")
+    claimed = scheduler.step_claim(step.pk, "test-worker")
+    assert claimed is not None
+    client.force_login(world.viewer)
+    url = reverse("runs:step_metrics", args=["lab", run.pk, "s0"])
+
+    page = text(client.get(reverse("runs:step", args=["lab", run.pk, "s0"])))
+    quiet = text(client.get(url, {"seen": 0}, HTTP_HX_REQUEST="true"))
+    scheduler.step_metrics_append(step.pk, 1, [MetricPoint("loss", 0.9, 0), MetricPoint("lr", 3)])
+    arrived = text(client.get(url, {"seen": 0}, HTTP_HX_REQUEST="true"))
+    scheduler.step_fail(claimed, claimed.attempt, "user_error", "diverged")
+    final = text(client.get(url, {"seen": 2}, HTTP_HX_REQUEST="true"))
+
+    assert f'hx-get="{url}?seen=0" hx-trigger="every 2s"' in page
+    assert "step-scalars" not in quiet and f"{url}?seen=0" in quiet  # nothing new: no redraw
+    assert f"{url}?seen=2" in arrived
+    assert '<section aria-labelledby="metrics" id="step-scalars" hx-swap-oob="true">' in arrived
+    assert '<th scope="row" class="mono">lr</th><td class="num">3</td>' in arrived
+    assert graph_of(arrived, "metric-0")["data"][0]["y"] == [0.9]
+    # The step failed: what it logged stays, and the page polls no more.
+    assert "hx-get" not in final and graph_of(final, "metric-0")["data"][0]["y"] == [0.9]
+
+
 def test_step_page_search_works_without_javascript(client: Any, world: Any, version: Any) -> None:
     run = finished_run(world.workspace, version)
     step = StepRun.objects.get(run=run, name="s0")
@@ -389,8 +416,9 @@ def test_lineage_page_draws_producers_inputs_and_run_links(
 
 # --- query budgets -------------------------------------------------------------------------------
 # Session, user, the run with its workspace and the caller's role (one access query), steps,
-# and on the full page who started the run and which of its modules have newer versions.
-LIVE_QUERIES = 4
+# their metrics, and on the full page who started the run and which of its modules have newer
+# versions.
+LIVE_QUERIES = 5
 EXPLORER_QUERIES = LIVE_QUERIES + 2
 
 

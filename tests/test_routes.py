@@ -77,6 +77,7 @@ ROUTES: dict[str, tuple[str, str | None]] = {
     "runs:outputs_zip": (WORKSPACE, None),
     "runs:step": (WORKSPACE, None),
     "runs:step_log": (WORKSPACE, None),
+    "runs:step_metrics": (WORKSPACE, None),
     "runs:artifact": (WORKSPACE, None),
     "runs:artifact_download": (WORKSPACE, None),
     "runs:artifact_image": (WORKSPACE, None),

@@ -40,7 +40,7 @@ from typing import Any, NoReturn
 
 from runs_app.executor.process import die_with_parent
 from runs_app.executor.sandbox import SandboxError, SystemRules, restrict
-from stepworks.context import StepContext
+from stepworks.context import MetricPoint, StepContext
 from stepworks.outputs import OutputError, load_input, write_output
 
 RESULT_FILE = "result.json"
@@ -48,6 +48,11 @@ OUTPUTS_DIR = "outputs"
 WORK_DIR = "work"
 # Written to the result pipe once result.json is in place.
 REPORTED = b"reported\n"
+# Ahead of it, one line per metric the step logs while it runs (JSON after the prefix), so the
+# worker can show a curve before the step ends; result.json then holds the whole list.
+METRIC_LINE = b"metric "
+# An attempt's points beyond these arrive with its result only (the live view is bounded).
+LIVE_METRIC_POINTS = 10_000
 
 # The exit code when the child's own machinery failed (EX_SOFTWARE).
 _INTERNAL_EXIT = 70
@@ -109,6 +114,7 @@ def _run(spec: dict[str, Any], result_fd: int, system: SystemRules | None) -> in
     ctx = StepContext(
         params=params, work_dir=work_dir, run_id=spec.get("run_id"), step_name=spec["step_name"]
     )
+    ctx._on_metric = _live_metrics(result_fd, step_pid)
 
     def report(status: str, reason: str | None, message: str, outputs: Any = None) -> int:
         if os.getpid() != step_pid:
@@ -306,6 +312,26 @@ def _report(
     temporary.write_text(json.dumps(result, allow_nan=False), encoding="utf-8")
     os.replace(temporary, output_dir / RESULT_FILE)
     os.write(result_fd, REPORTED)
+
+
+def _live_metrics(result_fd: int, step_pid: int) -> Callable[[MetricPoint], None]:
+    """Each point as a line on the result pipe, up to LIVE_METRIC_POINTS.
+
+    A line is far below PIPE_BUF, so it is written whole even if a thread of the step logs
+    at the same time; a process the step forked sends nothing (its points are not in the
+    result either)."""
+    sent = 0
+
+    def send(point: MetricPoint) -> None:
+        nonlocal sent
+        if sent >= LIVE_METRIC_POINTS or os.getpid() != step_pid:
+            return
+        sent += 1
+        line = {"name": point.name[:200], "value": point.value, "step": point.step}
+        with _quietly():  # the worker is gone: the step's own end will say so
+            os.write(result_fd, METRIC_LINE + json.dumps(line).encode("utf-8") + b"\n")
+
+    return send
 
 
 def _metrics(ctx: StepContext) -> list[dict[str, Any]]:

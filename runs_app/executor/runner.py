@@ -2,11 +2,12 @@
 
 `StepExecutor.run(job)` blocks the calling thread until the step ends and is safe to call
 from several threads at once (dramatiq's worker threads). For each step it makes two pipes
-(the child's stdout+stderr, and a result pipe on which the child says "result.json is
-written"), hands their write ends to a zygote, which forks, and then drains the log pipe
-continuously (batched to `on_log` every 0.5 s or 64 KB; the executor itself keeps at most a
-batch), polls `should_cancel` every 0.2 s and enforces the time limit by SIGKILLing the
-child's process group, which works whatever the child is blocked in.
+(the child's stdout+stderr, and a result pipe on which the child sends the metrics it logs
+and then says "result.json is written"), hands their write ends to a zygote, which forks,
+and then drains both pipes continuously (batched to `on_log` and `on_metric` every 0.5 s, the
+log also at 64 KB; the executor itself keeps at most a batch), polls
+`should_cancel` every 0.2 s and enforces the time limit by SIGKILLing the child's process
+group, which works whatever the child is blocked in.
 
 When the step ends, any process it left behind in its group is killed too: a finished step
 leaves nothing running.
@@ -431,13 +432,17 @@ class StepExecutor:
         job: StepJob,
         on_log: Callable[[str], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        on_metric: Callable[[list[MetricPoint]], None] | None = None,
     ) -> StepResult:
         """Run `job` to its end in a fresh child; blocks; thread-safe.
 
         Everything that happens to the step, including its zygote dying or failing to
         fork, is a StepResult. Raises ExecutorError when the executor is stopped or a zygote
-        will not boot, ValueError when `output_dir` is not empty; if `on_log` or
+        will not boot, ValueError when `output_dir` is not empty; if `on_log`, `on_metric` or
         `should_cancel` raise, the child's group is killed and the exception propagates.
+
+        `on_metric` gets the points the step logs while it runs, batched like its log; the
+        points of a step that succeeds are then all in its result, which supersedes them.
         """
         started = time.monotonic()
         output_dir = Path(job.output_dir).absolute()
@@ -481,7 +486,7 @@ class StepExecutor:
             raise
         # Only the child may hold the write ends: ours would keep end of file from coming.
         pipes.close_write_ends()
-        result = _Watch(child, pipes, output_dir).watch(job, on_log, should_cancel)
+        result = _Watch(child, pipes, output_dir).watch(job, on_log, should_cancel, on_metric)
         spill.unlink(missing_ok=True)
         result.duration_s = time.monotonic() - started
         return result
@@ -547,6 +552,61 @@ class _LogBatcher:
             self._on_log(text)
 
 
+class _MetricBatcher:
+    """Parses the result pipe's lines: live metric points (batched to `on_metric` like the
+    log) and the child's final REPORTED."""
+
+    def __init__(self, on_metric: Callable[[list[MetricPoint]], None] | None) -> None:
+        self._on_metric = on_metric
+        self._buffer = b""
+        self._points: list[MetricPoint] = []
+        self._last_flush = time.monotonic()
+        self.reported = False
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        if len(self._buffer) > _READ_BYTES:
+            self._buffer = b""  # not a line the child writes: the step's own scribbling
+        for line in lines:
+            if line + b"\n" == child_layout.REPORTED:
+                self.reported = True
+            elif line.startswith(child_layout.METRIC_LINE) and self._on_metric is not None:
+                point = _metric_point(line[len(child_layout.METRIC_LINE) :])
+                if point is not None:
+                    self._points.append(point)
+
+    def next_flush(self) -> float:
+        return self._last_flush + LOG_BATCH_SECONDS if self._points else float("inf")
+
+    def flush(self) -> None:
+        self._last_flush = time.monotonic()
+        points, self._points = self._points, []
+        if points and self._on_metric is not None:
+            self._on_metric(points)
+
+
+def _metric_point(data: bytes) -> MetricPoint | None:
+    # The step's own process writes these lines: keep only what is well-formed.
+    try:
+        raw = json.loads(data)
+        value = float(raw["value"])
+        step = None if raw["step"] is None else int(raw["step"])
+        name = str(raw["name"])
+    except (ValueError, KeyError, TypeError, OverflowError):
+        return None
+    if not name or not math.isfinite(value):
+        return None
+    return MetricPoint(name=name, value=value, step=step)
+
+
+def _flush_due(now: float, log: _LogBatcher, metrics: _MetricBatcher) -> None:
+    if now >= log.next_flush():
+        log.flush()
+    if now >= metrics.next_flush():
+        metrics.flush()
+
+
 class _Watch:
     """One running step child, watched by the thread that called `run()`."""
 
@@ -560,10 +620,12 @@ class _Watch:
         job: StepJob,
         on_log: Callable[[str], None] | None,
         should_cancel: Callable[[], bool] | None,
+        on_metric: Callable[[list[MetricPoint]], None] | None = None,
     ) -> StepResult:
         log = _LogBatcher(on_log)
+        metrics = _MetricBatcher(on_metric)
         try:
-            ending = self._loop(job, log, should_cancel)
+            ending = self._loop(job, log, metrics, should_cancel)
         finally:
             # Whatever happened, nothing of this step keeps running: the child (if it is
             # still finishing its exit) and anything it started in its group.
@@ -580,15 +642,20 @@ class _Watch:
             _wait_group_gone(pid, GROUP_EXIT_TIMEOUT_S)
         log.flush(final=True)
         result = self._result(job, ending)
+        if result.status != "succeeded":
+            metrics.flush()  # what a failed step logged stays: its result carries none
         result.pid = pid
         return result
 
     def _loop(
-        self, job: StepJob, log: _LogBatcher, should_cancel: Callable[[], bool] | None
+        self,
+        job: StepJob,
+        log: _LogBatcher,
+        metrics: _MetricBatcher,
+        should_cancel: Callable[[], bool] | None,
     ) -> str:
         deadline = time.monotonic() + job.timeout_s
         next_cancel_poll = time.monotonic() + CANCEL_POLL_SECONDS if should_cancel else math.inf
-        reported = b""
         log_r, result_r = self.pipes.log_r, self.pipes.result_r
         poller = select.poll()  # two fds: poll needs no descriptor of its own, unlike epoll
         poller.register(log_r, select.POLLIN)
@@ -597,7 +664,8 @@ class _Watch:
             now = time.monotonic()
             # Wake at least every 0.2 s: a child that died while something it started still
             # holds its pipes open is only seen through its zygote's exit report.
-            wake = min(deadline, next_cancel_poll, log.next_flush(), now + CANCEL_POLL_SECONDS)
+            flush_at = min(log.next_flush(), metrics.next_flush())
+            wake = min(deadline, next_cancel_poll, flush_at, now + CANCEL_POLL_SECONDS)
             for fd, _events in poller.poll(max(0.0, wake - now) * 1000):
                 data = self._read(fd)
                 if fd == log_r:
@@ -608,8 +676,8 @@ class _Watch:
                 elif data is None:
                     return "ended"  # the child is gone without saying it reported
                 else:
-                    reported += data
-            if child_layout.REPORTED in reported:
+                    metrics.feed(data)
+            if metrics.reported:
                 return "reported"
             if self.child.exited.is_set():
                 return "ended"
@@ -620,8 +688,7 @@ class _Watch:
                 next_cancel_poll = now + CANCEL_POLL_SECONDS
                 if should_cancel():
                     return "canceled"
-            if now >= log.next_flush():
-                log.flush()
+            _flush_due(now, log, metrics)
 
     @staticmethod
     def _read(fd: int) -> bytes | None:
