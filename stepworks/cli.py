@@ -38,11 +38,15 @@ app = typer.Typer(
 )
 module_app = typer.Typer(help="Versioned step code.", no_args_is_help=True)
 pipeline_app = typer.Typer(help="Pipeline specs.", no_args_is_help=True)
+dataset_app = typer.Typer(
+    help="Versioned data: a file, or a folder as one zip.", no_args_is_help=True
+)
 sweep_app = typer.Typer(
     help="Sweeps: every combination of variants x replicates, compared.", no_args_is_help=True
 )
 app.add_typer(module_app, name="module")
 app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(dataset_app, name="dataset")
 app.add_typer(sweep_app, name="sweep")
 
 out = Console(highlight=False, soft_wrap=True)
@@ -117,6 +121,22 @@ def parse_param(text: str) -> tuple[str, Any]:
         return key, json.loads(raw)
     except ValueError:
         return key, raw
+
+
+def step_changes(pins: Iterable[str], params: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """STEP=MODULE@N pins and STEP.PARAM=VALUE params -> {step: {"module"?, "params"?}}, the
+    `changes` of a clone."""
+    changes: dict[str, dict[str, Any]] = {}
+    for text in pins:
+        step, sep, module = text.partition("=")
+        if not sep or not step or "@" not in module:
+            raise ValidationError(f"{text!r}: write it as STEP=MODULE@N")
+        changes.setdefault(step, {})["module"] = module
+    for text in params:
+        key, value = parse_param(text)
+        step, _, name = key.partition(".")
+        changes.setdefault(step, {}).setdefault("params", {})[name] = value
+    return changes
 
 
 def _duration(start: str | None, end: str | None) -> str:
@@ -365,6 +385,73 @@ def module_show(
         out.print(f"  {path}", highlight=False)
 
 
+@module_app.command("diff")
+@handles_errors
+def module_diff(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The module.")],
+    a: Annotated[
+        int | None, typer.Argument(metavar="A", help="The old version (default: B - 1).")
+    ] = None,
+    b: Annotated[
+        int | None, typer.Argument(metavar="B", help="The new version (default: the newest).")
+    ] = None,
+    workspace: Workspace = None,
+    as_json: AsJson = False,
+) -> None:
+    """Two versions of a module as a unified diff, after their interface changes.
+
+    NAME alone: the newest version against the one before (the first version: every file
+    added); NAME A: version A against the newest; NAME A B: A against B."""
+    with client_for(workspace) as client:
+        diff = client.module_diff(name, a, b)
+    if as_json:
+        print_json(diff)
+        return
+    old = diff["a"]["ref"] if diff["a"] else "nothing"
+    lines = [f"{old} -> {diff['b']['ref']}"]
+    if diff["entrypoint"]:
+        entrypoint = diff["entrypoint"]
+        lines.append(f"entrypoint: {entrypoint['a'] or 'nothing'} -> {entrypoint['b']}")
+    lines += [f"interface: {change}" for change in diff["interface"]]
+    if len(lines) == 1 and not diff["files"]:
+        lines[0] += ": the same files, entrypoint and interface"
+    typer.echo("\n".join(lines))
+    sys.stdout.write("".join(row["diff"] for row in diff["files"]))
+
+
+@module_app.command("pull")
+@handles_errors
+def module_pull(
+    module: Annotated[str, typer.Argument(help="NAME (its newest version) or NAME@N.")],
+    to: Annotated[
+        Path | None, typer.Option("--to", help="The folder to write (default: ./NAME).")
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Write into a folder that has files (others stay)."),
+    ] = False,
+    workspace: Workspace = None,
+    as_json: AsJson = False,
+) -> None:
+    """Write a module version's files into a folder, to edit and push again.
+
+    A folder that has files is refused without --force (which overwrites the version's
+    files and leaves the others); so is a version with a file path that is absolute or
+    leaves the folder. Nothing is written when refused."""
+    name, number = _ref(module)
+    with client_for(workspace) as client:
+        pulled = client.module_pull(name, number, dest=to, force=force)
+    if as_json:
+        print_json(pulled)
+        return
+    out.print(f"wrote {pulled['ref']} to {pulled['dest']}/: {len(pulled['files'])} files")
+    if pulled["kept"]:
+        err.print(
+            f"[yellow]note:[/] {pulled['dest']}/ also has {', '.join(pulled['kept'])}, which "
+            f"{pulled['ref']} has not: left as they were (a push takes them along)"
+        )
+
+
 @pipeline_app.command("update")
 @handles_errors
 def pipeline_update(
@@ -385,6 +472,45 @@ def pipeline_update(
         print_json(version)
         return
     out.print(f"{version['ref']}: {version['message']}")
+
+
+Pins = Annotated[
+    list[str] | None,
+    typer.Option("--step", "-s", help="STEP=MODULE@N: that module version (repeatable)."),
+]
+Params = Annotated[
+    list[str] | None,
+    typer.Option("--param", "-p", help="STEP.PARAM=VALUE (repeatable; VALUE read as JSON)."),
+]
+
+
+@pipeline_app.command("clone")
+@handles_errors
+def pipeline_clone(
+    pipeline: Annotated[str, typer.Argument(help="NAME (its newest version) or NAME@N.")],
+    step: Pins = None,
+    param: Params = None,
+    message: Annotated[str, typer.Option("--message", "-m")] = "",
+    workspace: Workspace = None,
+    as_json: AsJson = False,
+) -> None:
+    """Make the pipeline's next version from this one, with some steps changed.
+
+    --step pins another module version (one of another name starts from its own param
+    defaults); --param sets a param. The new version's parent is this one."""
+    changes = step_changes(step or [], param or [])
+    if not changes:
+        raise ValidationError("say what changes: --step STEP=MODULE@N or --param STEP.PARAM=VALUE")
+    name, number = _ref(pipeline)
+    with client_for(workspace) as client:
+        version = client.pipeline_clone(name, number, changes=changes, message=message)
+    if as_json:
+        print_json(version)
+        return
+    if version["created"]:
+        out.print(f"cloned {version['parent']} to {version['ref']}", highlight=False)
+    else:
+        out.print(f"unchanged: {version['ref']} (the changes change nothing)", highlight=False)
 
 
 @app.command()
@@ -436,22 +562,28 @@ def run(
                     f"started run {started['id']} ({started['pipeline']}@{started['version']})"
                 )
             return
-        if as_json or not sys.stdout.isatty():
-            final = client.wait(started)
-            if as_json:
-                print_json(final)
-            else:
-                out.print(steps_table(final))
-        else:
-            from rich.live import Live
-
-            with Live(steps_table(started), console=out, refresh_per_second=8) as live:
-                final = client.wait(started, on_update=lambda r: live.update(steps_table(r)))
+        final = watch_run(client, started, as_json)
+        if as_json:
+            print_json(final)
         if previous is not None and not as_json:
             print_loop_summary(client, previous, final)
     if not as_json:
         out.print(f"run {final['id']} {styled(final['status'])}")
     raise typer.Exit(run_exit_code(final))
+
+
+def watch_run(client: Client, run: dict[str, Any], as_json: bool) -> dict[str, Any]:
+    """Wait for a run to finish: a live table of its steps on a terminal, else the final
+    table once (nothing with --json: the caller prints the run)."""
+    if as_json or not sys.stdout.isatty():
+        final = client.wait(run)
+        if not as_json:
+            out.print(steps_table(final))
+        return final
+    from rich.live import Live
+
+    with Live(steps_table(run), console=out, refresh_per_second=8) as live:
+        return client.wait(run, on_update=lambda r: live.update(steps_table(r)))
 
 
 def print_loop_summary(client: Client, previous: dict[str, Any], final: dict[str, Any]) -> None:
@@ -696,6 +828,54 @@ def rerun(
 
 @app.command()
 @handles_errors
+def clone(
+    run_id: Annotated[int, typer.Argument(metavar="RUN")],
+    change: Annotated[
+        list[str] | None,
+        typer.Option("--change", "-c", help="STEP.PARAM=VALUE (repeatable; VALUE read as JSON)."),
+    ] = None,
+    module: Annotated[
+        list[str] | None,
+        typer.Option("--module", help="STEP=MODULE@N: that module version (repeatable)."),
+    ] = None,
+    message: Annotated[str, typer.Option("--message", "-m")] = "",
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Show the steps live until the run finishes.")
+    ] = False,
+    workspace: Workspace = None,
+    as_json: AsJson = False,
+) -> None:
+    """Run a run again with some params or module versions changed, reusing the rest.
+
+    As on the run's clone page: --module makes a new pipeline version (parent: the run's),
+    with that step's --change params in it; a --change of a step whose module stays is a
+    param override on top of the run's own. With --watch, follow the new run and exit 1
+    unless it succeeded."""
+    changes = step_changes(module or [], change or [])
+    params = {
+        f"{step}.{name}": value
+        for step, changed in changes.items()
+        if "module" not in changed
+        for name, value in changed.get("params", {}).items()
+    }
+    changes = {step: changed for step, changed in changes.items() if "module" in changed}
+    with client_for(workspace) as client:
+        started = client.clone(run_id, changes=changes, params=params, message=message)
+        warn_newer_modules(started)
+        final = watch_run(client, started, as_json) if watch else None
+    if as_json:
+        print_json(final or started)
+    elif final is None:
+        version = f"{started['pipeline']}@{started['version']}"
+        out.print(f"started run {started['id']}: a clone of run {run_id} ({version})")
+    else:
+        out.print(f"run {final['id']} {styled(final['status'])}")
+    if final is not None:
+        raise typer.Exit(run_exit_code(final))
+
+
+@app.command()
+@handles_errors
 def cancel(
     run_id: Annotated[int, typer.Argument(metavar="RUN")], workspace: Workspace = None
 ) -> None:
@@ -762,6 +942,77 @@ def forget(
         count = client.forget(run_id, step=step, module=module)
     what = module or (f"step {step} of run {run_id}" if step else f"run {run_id}")
     out.print(f"forgot {count} cached result(s) of {what}: later runs recompute them")
+
+
+# --- datasets --------------------------------------------------------------------------------
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return ""
+    if size < 1024:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("KB", "MB", "GB"):
+        value /= 1024
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+    return f"{value / 1024:.1f} TB"
+
+
+@dataset_app.command("push")
+@handles_errors
+def dataset_push(
+    name: Annotated[str, typer.Argument(help="The dataset (made on its first push).")],
+    path: Annotated[Path, typer.Argument(help="A file, or a folder (pushed as one zip).")],
+    media_type: Annotated[
+        str | None,
+        typer.Option("--media-type", help="text/csv, ... (default: from the file's name)."),
+    ] = None,
+    message: Annotated[str, typer.Option("--message", "-m")] = "",
+    workspace: Workspace = None,
+    as_json: AsJson = False,
+) -> None:
+    """Push a file or a folder as the dataset's next version (the same bytes: nothing).
+
+    A folder goes up as one zip (application/zip) of its files, dotfiles and __pycache__
+    left out, in name order with fixed timestamps: the same files are the same bytes. A
+    spec binds a version as dataset:NAME@N."""
+    with client_for(workspace) as client:
+        version = client.dataset_push(path, name, media_type, message)
+    if as_json:
+        print_json(version)
+        return
+    verb = "pushed" if version["created"] else "unchanged:"
+    artifact = version["artifact"]
+    out.print(
+        f"{verb} {version['ref']} ({artifact['media_type']}, {_size(artifact['size'])}, "
+        f"sha256 {artifact['sha256'][:12]})",
+        highlight=False,
+    )
+
+
+@dataset_app.command("list")
+@handles_errors
+def dataset_list(workspace: Workspace = None, as_json: AsJson = False) -> None:
+    """The workspace's datasets, with their latest version."""
+    with client_for(workspace) as client:
+        rows = client.datasets()
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("name", "latest version", "size", "created")
+    for row in rows:
+        latest = row["latest_number"]
+        table.add_row(
+            row["name"],
+            "" if latest is None else str(latest),
+            _size(row["latest_size"]),
+            row["created_at"][:19].replace("T", " "),
+        )
+    out.print(table)
 
 
 # --- sweeps ----------------------------------------------------------------------------------

@@ -22,8 +22,9 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from stepworks.outputs import KIND_DIRECTORY, PICKLE, load_input
@@ -303,6 +304,28 @@ class Client:
         data: dict[str, Any] = self.request("POST", path, **kwargs).json()
         return data
 
+    @contextmanager
+    def _named(self, kind: str, name: str) -> Iterator[None]:
+        """Inside, a 404 when the workspace has no `kind` ("module", "pipeline", "dataset")
+        called `name` becomes "No module 'x' in workspace 'w'. Did you mean 'y'?"; a 404 for
+        something else (a version number, a step) stays as the server wrote it."""
+        try:
+            yield
+        except NotFoundError as error:
+            try:
+                names = [row["name"] for row in self.paginate(self._path(f"{kind}s", ""))]
+            except StepworksError:
+                raise error from None  # the workspace is the problem, and the 404 says so
+            if name in names:
+                raise
+            import difflib
+
+            message = f"No {kind} {name!r} in workspace {self.workspace!r}."
+            close = difflib.get_close_matches(name, names, n=3)
+            if close:
+                message += f" Did you mean {' or '.join(map(repr, close))}?"
+            raise NotFoundError(message, status=error.status, code=error.code) from None
+
     def paginate(self, path: str, limit: int | None = None, **params: Any) -> list[dict[str, Any]]:
         """Every row of a list endpoint (or the first `limit`), page by page."""
         rows: list[dict[str, Any]] = []
@@ -329,13 +352,75 @@ class Client:
         return self.paginate(self._path("modules", ""))
 
     def module_versions(self, name: str) -> list[dict[str, Any]]:
-        return self.paginate(self._path("modules", name, "versions", ""))
+        with self._named("module", name):
+            return self.paginate(self._path("modules", name, "versions", ""))
 
     def module_version(self, name: str, number: int | None = None) -> dict[str, Any]:
         """Version `number` of module `name` (default: its newest)."""
         if number is None:
             number = _newest(self.module_versions(name), f"module {name!r}")
-        return self.get(self._path("modules", name, "versions", number, ""))
+        with self._named("module", name):
+            return self.get(self._path("modules", name, "versions", number, ""))
+
+    def module_diff(self, name: str, a: int | None = None, b: int | None = None) -> dict[str, Any]:
+        """Version `a` of module `name` against version `b` (default: the newest); `a`
+        defaults to b - 1, or to nothing (every file added) when b is the first version.
+
+        Returns {"module", "a", "b" ({"number", "ref"}; "a" None for nothing), "entrypoint"
+        ({"a", "b"} when it changed, else None), "interface" (what changed, a sentence
+        each), "files": [{"path", "status": added|removed|changed, "diff"}]}, each diff a
+        unified diff's text."""
+        new = self.module_version(name, b)
+        if a is None and new["number"] > 1:
+            a = new["number"] - 1
+        old = None if a is None else self.module_version(name, a)
+        old_entrypoint = old["entrypoint"] if old else None
+        return {
+            "module": name,
+            "a": {"number": old["number"], "ref": old["ref"]} if old else None,
+            "b": {"number": new["number"], "ref": new["ref"]},
+            "entrypoint": (
+                {"a": old_entrypoint, "b": new["entrypoint"]}
+                if old_entrypoint != new["entrypoint"]
+                else None
+            ),
+            "interface": interface_changes(old["interface"] if old else {}, new["interface"]),
+            "files": files_diff(
+                old["files"] if old else {}, new["files"], old["ref"] if old else None, new["ref"]
+            ),
+        }
+
+    def module_pull(
+        self,
+        name: str,
+        number: int | None = None,
+        dest: str | Path | None = None,
+        force: bool = False,
+    ) -> dict[str, Any]:
+        """Write a module version's files (default: the newest's) into folder `dest`
+        (default: ./NAME). Refused, with nothing written, when `dest` is not empty (unless
+        `force`: then the version's files overwrite those with their paths and other files
+        stay) or when a file's path is absolute or climbs out of `dest`.
+
+        Returns {"ref", "dest", "files", "kept"}; "kept": files already in `dest` that the
+        version has not, which a `module push` of the folder would take along."""
+        version = self.module_version(name, number)
+        folder = Path(dest) if dest is not None else Path(name)
+        if folder.exists() and not folder.is_dir():
+            raise ValidationError(f"{folder} is a file: pull into a folder")
+        targets = {rel: _plain_path(folder, rel, version["ref"]) for rel in version["files"]}
+        if folder.is_dir() and any(folder.iterdir()) and not force:
+            raise ValidationError(
+                f"{folder} is not empty: pull into another folder, or overwrite its files with "
+                "--force (force=True)"
+            )
+        existing = _folder_files(folder) if force and folder.is_dir() else []
+        kept = [rel for rel, _ in existing if rel not in targets]
+        for rel, target in sorted(targets.items()):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # The server keeps bytes that are not UTF-8 as surrogates: this gives them back.
+            target.write_bytes(version["files"][rel].encode("utf-8", "surrogateescape"))
+        return {"ref": version["ref"], "dest": str(folder), "files": sorted(targets), "kept": kept}
 
     def module_push(
         self,
@@ -372,13 +457,15 @@ class Client:
         return self.paginate(self._path("pipelines", ""))
 
     def pipeline_versions(self, name: str) -> list[dict[str, Any]]:
-        return self.paginate(self._path("pipelines", name, "versions", ""))
+        with self._named("pipeline", name):
+            return self.paginate(self._path("pipelines", name, "versions", ""))
 
     def pipeline_version(self, name: str, number: int | None = None) -> dict[str, Any]:
         """Version `number` of pipeline `name` (default: its newest)."""
         if number is None:
             number = _newest(self.pipeline_versions(name), f"pipeline {name!r}")
-        return self.get(self._path("pipelines", name, "versions", number, ""))
+        with self._named("pipeline", name):
+            return self.get(self._path("pipelines", name, "versions", number, ""))
 
     def pipeline_push(
         self, spec: str | Path | Mapping[str, Any], name: str, message: str = ""
@@ -437,22 +524,33 @@ class Client:
         if number is None:
             number = _newest(self.pipeline_versions(name), f"pipeline {name!r}")
         path = self._path("pipelines", name, "versions", number, "update", "")
-        return self.post(path, {"step": step})
+        with self._named("pipeline", name):
+            return self.post(path, {"step": step})
 
     def pipeline_clone(
         self,
         name: str,
-        number: int,
+        number: int | None = None,
         changes: Mapping[str, Any] | None = None,
         spec: str | None = None,
         message: str = "",
     ) -> dict[str, Any]:
+        """A new version of pipeline `name` whose parent is its version `number` (default:
+        the newest): `changes` ({step: {"module"?: "name@N", "params"?: {...}, "inputs"?:
+        {...}}}; a None param or input removes it) applied to its spec, or a whole `spec`
+        (YAML/JSON text). `created` is False when that changes nothing (the answer is then
+        the version itself)."""
+        if number is None:
+            number = _newest(self.pipeline_versions(name), f"pipeline {name!r}")
         body: dict[str, Any] = {"message": message}
         if spec is not None:
             body["spec"] = spec
         else:
             body["changes"] = dict(changes or {})
-        return self.post(self._path("pipelines", name, "versions", number, "clone", ""), body)
+        path = self._path("pipelines", name, "versions", number, "clone", "")
+        with self._named("pipeline", name):
+            response = self.request("POST", path, json=body)
+        return {**response.json(), "created": response.status_code == 201}
 
     # --- datasets --------------------------------------------------------------------------
 
@@ -462,15 +560,32 @@ class Client:
     def dataset_push(
         self, file: str | Path, name: str, media_type: str | None = None, message: str = ""
     ) -> dict[str, Any]:
+        """Upload a file, or a folder as one zip, as dataset `name`'s next version (the
+        dataset is made on its first push). The server guesses a file's media type from its
+        name unless `media_type` says; a folder is application/zip, its files (dotfiles and
+        __pycache__ left out) in name order with fixed timestamps, so the same folder is the
+        same bytes. The same bytes as the latest version return it (`created` False)."""
         path = Path(file)
-        data = {"message": message, **({"media_type": media_type} if media_type else {})}
+        if not path.exists():
+            raise ValidationError(f"{path} does not exist")
+        if path.is_dir():
+            with tempfile.TemporaryFile() as zipped:
+                _zip_folder(path, zipped)
+                zip_type = media_type or "application/zip"
+                return self._dataset_upload(name, zipped, f"{name}.zip", zip_type, message)
         with path.open("rb") as handle:
-            response = self.request(
-                "POST",
-                self._path("datasets", name, "versions", "create", ""),
-                data=data,
-                files={"file": (path.name, handle)},
-            )
+            return self._dataset_upload(name, handle, path.name, media_type, message)
+
+    def _dataset_upload(
+        self, name: str, handle: IO[bytes], filename: str, media_type: str | None, message: str
+    ) -> dict[str, Any]:
+        data = {"message": message, **({"media_type": media_type} if media_type else {})}
+        response = self.request(
+            "POST",
+            self._path("datasets", name, "versions", "create", ""),
+            data=data,
+            files={"file": (filename, handle)},
+        )
         return {**response.json(), "created": response.status_code == 201}
 
     # --- runs ------------------------------------------------------------------------------
@@ -541,10 +656,12 @@ class Client:
             name, _, number = module.partition("@")
             if not name or not number.isdigit():
                 raise ValidationError(f"{module!r}: give the module version as NAME@N")
-            path = self._path("modules", name, "versions", number, "forget", "")
-        elif run is None:
+            with self._named("module", name):
+                path = self._path("modules", name, "versions", number, "forget", "")
+                return int(self.post(path)["forgotten"])
+        if run is None:
             raise ValidationError("Say what to forget: a run (and a step), or a module@N.")
-        elif step is not None:
+        if step is not None:
             path = self._path("runs", _run_id(run), "steps", step, "forget", "")
         else:
             path = self._path("runs", _run_id(run), "forget", "")
@@ -560,6 +677,10 @@ class Client:
         params: Mapping[str, Any] | None = None,
         message: str = "",
     ) -> dict[str, Any]:
+        """Start a run like `run` with other module versions or params. `changes` ({step:
+        {"module"?: "name@N", "params"?: {...}}}) make a new version of its pipeline (parent:
+        the run's); `params` ({"step.param": value}) apply on top of the run's own; what did
+        not change is reused."""
         body = {"changes": dict(changes or {}), "params": dict(params or {}), "message": message}
         return self.post(self._path("runs", _run_id(run), "clone", ""), body)
 
@@ -865,6 +986,19 @@ def _newest(versions: list[dict[str, Any]], what: str) -> int:
     return max(int(v["number"]) for v in versions)
 
 
+def _folder_files(folder: Path) -> list[tuple[str, Path]]:
+    """(relative path, file) of each regular file a push takes from `folder`: dotfiles,
+    __pycache__ and symlinks are left out, as the server does for a folder it reads."""
+    files = []
+    for item in sorted(folder.rglob("*")):
+        rel = item.relative_to(folder)
+        if any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
+            continue
+        if item.is_file() and not item.is_symlink():
+            files.append((rel.as_posix(), item))
+    return files
+
+
 def module_files(path: Path) -> list[tuple[str, bytes]]:
     """(relative path, bytes) of a module folder or one file; dotfiles and __pycache__ are
     left out, as the server does for a folder it reads."""
@@ -872,16 +1006,93 @@ def module_files(path: Path) -> list[tuple[str, bytes]]:
         raise ValidationError(f"{path} does not exist")
     if path.is_file():
         return [(path.name, path.read_bytes())]
-    files = []
-    for item in sorted(path.rglob("*")):
-        rel = item.relative_to(path)
-        if any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
-            continue
-        if item.is_file() and not item.is_symlink():
-            files.append((rel.as_posix(), item.read_bytes()))
+    files = [(rel, item.read_bytes()) for rel, item in _folder_files(path)]
     if not files:
         raise ValidationError(f"{path} has no files")
     return files
+
+
+def _zip_folder(folder: Path, handle: IO[bytes]) -> None:
+    """A folder's files as a zip into `handle` (rewound after), the same bytes for the same
+    files (sorted, fixed timestamps and modes): a dataset pushed twice is one version."""
+    files = _folder_files(folder)
+    if not files:
+        raise ValidationError(f"{folder} has no files")
+    with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
+        for rel, item in files:
+            info = zipfile.ZipInfo(rel, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            with item.open("rb") as src, archive.open(info, "w") as dst:
+                shutil.copyfileobj(src, dst, CHUNK)
+    handle.seek(0)
+
+
+def _plain_path(dest: Path, relative: str, ref: str) -> Path:
+    """Where a module version's file goes under `dest`; ValidationError for a path that is
+    absolute or climbs out of it (the worker refuses those too)."""
+    path = PurePosixPath(relative)
+    target = dest.joinpath(*path.parts)
+    plain = not path.is_absolute() and bool(path.parts) and ".." not in path.parts
+    if not plain or dest.resolve() not in target.resolve().parents:
+        raise ValidationError(
+            f"{ref} has a file {relative!r} whose path is absolute or leaves the folder: "
+            "nothing was written"
+        )
+    return target
+
+
+def files_diff(
+    a_files: Mapping[str, str], b_files: Mapping[str, str], a_ref: str | None, b_ref: str
+) -> list[dict[str, Any]]:
+    """Pure: a unified diff per file that differs between two versions' {path: text}:
+    [{"path", "status": added|removed|changed, "diff"}] (a side without it is /dev/null)."""
+    import difflib
+
+    out = []
+    for path in sorted(set(a_files) | set(b_files)):
+        before, after = a_files.get(path), b_files.get(path)
+        if before == after:
+            continue
+        status = "added" if before is None else "removed" if after is None else "changed"
+        lines = difflib.unified_diff(
+            (before or "").splitlines(),
+            (after or "").splitlines(),
+            f"{a_ref}/{path}" if before is not None else "/dev/null",
+            f"{b_ref}/{path}" if after is not None else "/dev/null",
+            lineterm="",
+        )
+        out.append({"path": path, "status": status, "diff": "".join(f"{x}\n" for x in lines)})
+    return out
+
+
+def interface_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Pure: what a new module interface changes for the steps that used the old one, in
+    the words of the module diff page (pipelines_app.selectors.interface_changes)."""
+    changes = []
+    old_inputs, new_inputs = set(old.get("inputs", [])), set(new.get("inputs", []))
+    old_outputs, new_outputs = set(old.get("outputs", [])), set(new.get("outputs", []))
+    old_params, new_params = old.get("params", {}), new.get("params", {})
+    changes += [f"input {name!r} removed" for name in sorted(old_inputs - new_inputs)]
+    changes += [f"input {name!r} added" for name in sorted(new_inputs - old_inputs)]
+    changes += [f"output {name!r} removed" for name in sorted(old_outputs - new_outputs)]
+    changes += [f"output {name!r} added" for name in sorted(new_outputs - old_outputs)]
+    for name in sorted(set(old_params) | set(new_params)):
+        before, after = old_params.get(name), new_params.get(name)
+        if before is None:
+            changes.append(f"param {name!r} added{' (required)' if after.get('required') else ''}")
+        elif after is None:
+            changes.append(f"param {name!r} removed")
+        elif before.get("type") != after.get("type"):
+            changes.append(f"param {name!r}: type {before.get('type')} -> {after.get('type')}")
+        elif (before.get("default"), before.get("required")) != (
+            after.get("default"),
+            after.get("required"),
+        ):
+            changes.append(
+                f"param {name!r}: default {before.get('default')!r} -> {after.get('default')!r}"
+            )
+    return changes
 
 
 def _extract_verified(archive_path: Path, dest: Path) -> dict[str, Any]:
