@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.db.models import Prefetch, QuerySet, prefetch_related_objects
+from django.db.models import Max, Prefetch, QuerySet, prefetch_related_objects
 from django.http import Http404, HttpResponseBase
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
@@ -35,10 +35,11 @@ from pipelines_app.selectors import (
     pipeline_version_by_ref,
 )
 from pipelines_app.serializers import ArtifactSerializer
-from runs_app import retention, scheduler, selectors, services
+from runs_app import retention, scheduler, selectors, services, wakeups
 from runs_app.diffs import run_diff
 from runs_app.downloads import run_zip_response
 from runs_app.models import (
+    RUN_TERMINAL,
     Event,
     Metric,
     PipelineRun,
@@ -91,12 +92,14 @@ def run_for(request: Request, workspace: str, run_id: int, role: str = Role.VIEW
 
 def run_detail(run: PipelineRun) -> dict[str, Any]:
     """A run with its steps and their outputs (RunDetailSerializer's shape) and the steps
-    whose module has a newer version, in five queries whatever the number of steps."""
+    whose module has a newer version, in six queries whatever the number of steps."""
     run = (
         PipelineRun.objects.select_related("pipeline_version__pipeline", "created_by")
         .defer("pipeline_version__spec", "pipeline_version__source")
         .get(pk=run.pk)
     )
+    # The last event is read first: a change after it shows as a newer event next time.
+    last_event = Event.objects.filter(run_id=run.pk).aggregate(last=Max("pk"))["last"] or 0
     steps = selectors.run_step_list(run)
     outputs = StepOutput.objects.select_related("artifact").order_by("name")
     prefetch_related_objects(steps, Prefetch("outputs", queryset=outputs))
@@ -104,6 +107,7 @@ def run_detail(run: PipelineRun) -> dict[str, Any]:
         **RunSerializer(run).data,
         "steps": StepRunSerializer(steps, many=True).data,
         "newer_modules": newer_modules(run.pipeline_version),
+        "last_event": last_event,
     }
 
 
@@ -323,12 +327,48 @@ class RunCreateApi(ApiMixin, APIView):
         return Response(run_detail(run), status=status.HTTP_201_CREATED)
 
 
-class RunDetailApi(ApiMixin, APIView):
-    """One run with its steps, their statuses and outputs."""
+MAX_WAIT_S = 25
 
-    @extend_schema(responses={200: RunDetailSerializer})
+
+class RunDetailApi(ApiMixin, APIView):
+    """One run with its steps, their statuses and outputs.
+
+    With `wait=S&after_event=N` it is a long-poll: it answers as soon as the run has an
+    event newer than N (a status change of the run or a step), at once when the run has
+    finished, and after S seconds at the latest, with the run as it then is either way.
+    Pass the `last_event` of the previous answer as the next `after_event`."""
+
+    class QuerySerializer(serializers.Serializer[Any]):
+        wait = serializers.IntegerField(
+            min_value=0,
+            max_value=MAX_WAIT_S,
+            default=0,
+            help_text=f"Seconds to wait for a change (0 to {MAX_WAIT_S}); needs after_event.",
+        )
+        after_event = serializers.IntegerField(
+            min_value=0,
+            max_value=MAX_INT,
+            required=False,
+            help_text="The last_event already seen: any newer event answers the wait.",
+        )
+
+        def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+            if data["wait"] and "after_event" not in data:
+                raise serializers.ValidationError(
+                    {"after_event": ["give the last_event you have seen to wait for a newer one"]}
+                )
+            return data
+
+    @extend_schema(parameters=[QuerySerializer], responses={200: RunDetailSerializer})
     def get(self, request: Request, workspace: str, run_id: int) -> Response:
-        return Response(run_detail(run_for(request, workspace, run_id)))
+        run = run_for(request, workspace, run_id)
+        query = self.QuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        if query.validated_data["wait"] and run.status not in RUN_TERMINAL:
+            after = query.validated_data["after_event"]
+            newer = Event.objects.filter(run_id=run.pk, pk__gt=after)
+            wakeups.wait(run.pk, newer.exists, timeout=query.validated_data["wait"])
+        return Response(run_detail(run))
 
 
 class RunCancelApi(ApiMixin, APIView):

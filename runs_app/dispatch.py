@@ -15,6 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
+from runs_app import wakeups
 from workspaces.conf import engine
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class EmbeddedWorkers:
     def start(self) -> None:
         global _embedded
         self.worker.start()
+        wakeups.hosting_workers(True)
         if settings.BROKER_URL:
             return  # a real broker carries every message; the reaper covers lost ones
         _embedded = self
@@ -70,6 +72,7 @@ class EmbeddedWorkers:
     def stop(self) -> None:
         global _embedded
         _embedded = None
+        wakeups.hosting_workers(False)
         self.stopping.set()
         if self.thread is not None:
             self.thread.join(timeout=5)

@@ -38,6 +38,7 @@ from pipelines_app.specs import (
     topological_order,
     upstream_steps,
 )
+from runs_app import wakeups
 from runs_app.executor.runtime import runtime_fingerprint
 from runs_app.models import (
     STEP_DONE_OK,
@@ -145,26 +146,6 @@ def retry_on_conflict(func: Fn) -> Fn:
     return cast(Fn, wrapper)
 
 
-def _event(
-    step: StepRun | None,
-    run_id: int,
-    old: str,
-    new: str,
-    reason: str = "",
-    message: str = "",
-    attempt: int = 0,
-) -> Event:
-    return Event(
-        run_id=run_id,
-        step=step,
-        old_status=old,
-        new_status=new,
-        reason=reason,
-        message=message[:2000],
-        attempt=attempt,
-    )
-
-
 def _step_move(
     step: StepRun,
     transition: tuple[tuple[str, ...], str],
@@ -198,6 +179,7 @@ def _step_move(
         message=message[:2000],
         attempt=step.attempt if attempt is None else attempt,
     )
+    _changed([step.run_id])
     return True
 
 
@@ -223,6 +205,7 @@ def _run_move(
     Event.objects.create(
         run_id=run.pk, old_status=old, new_status=target, reason=reason, message=message[:2000]
     )
+    _changed([run.pk])
     return True
 
 
@@ -240,6 +223,14 @@ def _dispatch(step_ids: Iterable[int]) -> None:
     ids = list(step_ids)
     if ids:
         transaction.on_commit(functools.partial(steps_queued.send, __name__, step_ids=ids))
+
+
+def _changed(run_ids: Iterable[int]) -> None:
+    """Wake the long-polls on these runs once the transaction that wrote their events
+    commits (runs_app.wakeups)."""
+    ids = set(run_ids)
+    if ids:
+        transaction.on_commit(functools.partial(wakeups.changed, ids))
 
 
 # --- starting a run -------------------------------------------------------------------------
@@ -691,6 +682,7 @@ def step_claim(step_id: int, worker: str, runtime: str | None = None) -> StepRun
             message=f"claimed by {worker}",
             attempt=step.attempt,
         )
+        _changed([step.run_id])
     return step
 
 
@@ -833,6 +825,7 @@ def _release_followers(
         )
         for f in followers
     )
+    _changed(f.run_id for f in followers)
     StepOutput.objects.bulk_create(
         StepOutput(step_id=f.pk, name=name, artifact=artifact)
         for f in followers
@@ -871,6 +864,7 @@ def run_cancel(run_id: int, by: Any = None) -> bool:
             new_status=run.status,
             message=f"cancel requested by {who}",
         )
+        _changed([run.pk])
         released: list[int] = []
         now = timezone.now()
         for step in StepRun.objects.filter(run=run, status__in=STEP_CANCEL[0]):

@@ -133,6 +133,11 @@ class RunDetailSerializer(RunSerializer):
         '"module", "pinned", "latest"}] (the pipeline version\'s update/ makes one that '
         "pins them).",
     )
+    last_event = serializers.IntegerField(
+        read_only=True,
+        help_text="The id of the run's newest event: pass it as after_event with wait= to "
+        "long-poll for the next change.",
+    )
 
     class Meta(RunSerializer.Meta):
-        fields = [*RunSerializer.Meta.fields, "steps", "newer_modules"]
+        fields = [*RunSerializer.Meta.fields, "steps", "newer_modules", "last_event"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -36,6 +37,7 @@ API_PREFIX = "/api/v1"
 RUN_TERMINAL = ("succeeded", "failed", "canceled")
 STEP_TERMINAL = ("succeeded", "reused", "failed", "canceled")
 CHUNK = 1024 * 1024
+LONG_POLL_S = 20  # a run read waits this long for a change (the server allows up to 25)
 
 # (bytes done, bytes total or None) -> None
 Progress = Callable[[int, int | None], None]
@@ -619,17 +621,29 @@ class Client:
         timeout: float | None = None,
         on_update: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """Poll a run until it finishes; `on_update` sees every state read."""
+        """Wait for a run to finish; `on_update` sees every state read.
+
+        Each read after the first is a long-poll the server answers at the run's next
+        change (or after LONG_POLL_S), so the end is known within a round trip of it; a
+        server without long-polls (no `last_event`) is read every `poll_s`."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        path = self._path("runs", _run_id(run), "")
+        current = self.get(path)
         while True:
-            current = self.get_run(run)
             if on_update is not None:
                 on_update(current)
             if current["status"] in RUN_TERMINAL:
                 return current
-            if deadline is not None and time.monotonic() > deadline:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
                 raise StepworksError(f"run {current['id']} did not finish in {timeout} s")
-            time.sleep(poll_s)
+            last = current.get("last_event")
+            if last is None:
+                time.sleep(poll_s)
+                current = self.get(path)
+                continue
+            wait_s = LONG_POLL_S if remaining is None else min(LONG_POLL_S, math.ceil(remaining))
+            current = self.get(path, wait=wait_s, after_event=last)
 
     def cancel(self, run: Any) -> dict[str, Any]:
         return self.post(self._path("runs", _run_id(run), "cancel", ""))

@@ -63,6 +63,16 @@ class World:
     stranger: Any
 
 
+@pytest.fixture(autouse=True)
+def _stop_wakeup_threads() -> Any:
+    """A long-poll on PostgreSQL starts a LISTEN thread with its own connection; it must not
+    outlive the test (nor hold the test database open when it is dropped)."""
+    yield
+    from runs_app import wakeups
+
+    wakeups.stop()
+
+
 @pytest.fixture
 def world(db: None) -> World:
     users = get_user_model()
