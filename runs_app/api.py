@@ -93,13 +93,14 @@ def run_for(request: Request, workspace: str, run_id: int, role: str = Role.VIEW
 def run_detail(run: PipelineRun) -> dict[str, Any]:
     """A run with its steps and their outputs (RunDetailSerializer's shape) and the steps
     whose module has a newer version, in six queries whatever the number of steps."""
+    # The last event is read first, before the run and its steps: a change made while this
+    # answer is built then shows as a newer event next time, never as a state already seen.
+    last_event = Event.objects.filter(run_id=run.pk).aggregate(last=Max("pk"))["last"] or 0
     run = (
         PipelineRun.objects.select_related("pipeline_version__pipeline", "created_by")
         .defer("pipeline_version__spec", "pipeline_version__source")
         .get(pk=run.pk)
     )
-    # The last event is read first: a change after it shows as a newer event next time.
-    last_event = Event.objects.filter(run_id=run.pk).aggregate(last=Max("pk"))["last"] or 0
     steps = selectors.run_step_list(run)
     outputs = StepOutput.objects.select_related("artifact").order_by("name")
     prefetch_related_objects(steps, Prefetch("outputs", queryset=outputs))
