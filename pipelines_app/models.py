@@ -107,12 +107,14 @@ class Pipeline(models.Model):
 class VersionOrigin(models.TextChoices):
     USER = "user", "Pushed, cloned or promoted by a person"
     SWEEP = "sweep", "Made by a sweep for a variant"
+    WORKBENCH = "workbench", "Tried from the workbench"
 
 
 class PipelineVersionQuerySet(models.QuerySet["PipelineVersion"]):
     def mainline(self) -> PipelineVersionQuerySet:
         """The versions people made: "latest" is the newest of these, never a sweep's
-        variant (a sweep makes one version per module swap it tries)."""
+        variant (a sweep makes one version per module swap it tries) nor a workbench try
+        (until it is kept)."""
         return self.filter(origin=VersionOrigin.USER)
 
 

@@ -1,5 +1,5 @@
-"""Run-time pages: the runs list, the run explorer, steps, artifacts, lineage, downloads,
-sweeps.
+"""Run-time pages: the runs list, the run explorer, steps, the workbench, artifacts,
+lineage, downloads, sweeps.
 
 A digest is matched as 64 lowercase hex characters and a step name as a slug, so nothing
 path-like from a URL reaches a view, let alone the filesystem.
@@ -7,7 +7,7 @@ path-like from a URL reaches a view, let alone the filesystem.
 
 from django.urls import path, register_converter
 
-from runs_app import pipeline_views, views
+from runs_app import pipeline_views, views, workbench_views
 from runs_app.sweeps import views as sweep_views
 
 
@@ -54,6 +54,14 @@ urlpatterns = [
     path(step + "log/", views.step_log, name="step_log"),
     path(step + "metrics/", views.step_metrics, name="step_metrics"),
     path(step + "forget/", views.step_forget, name="step_forget"),
+    path(step + "workbench/", workbench_views.workbench_page, name="workbench"),
+    path(
+        step + "workbench/interface/",
+        workbench_views.workbench_interface,
+        name="workbench_interface",
+    ),
+    path(run + "workbench/", workbench_views.workbench_result, name="workbench_result"),
+    path(run + "keep/", workbench_views.workbench_keep, name="workbench_keep"),
     path(
         "w/<slug:slug>/modules/<slug:name>/<int:number>/forget/",
         views.module_version_forget,

@@ -38,7 +38,7 @@ from pipelines_app.selectors import (
 from runs_app import charts, downloads, retention, scheduler, selectors, services
 from runs_app.diffs import run_diff
 from runs_app.filters import RunFilter
-from runs_app.models import STEP_TERMINAL, PipelineRun, StepRun
+from runs_app.models import RUN_TERMINAL, STEP_TERMINAL, PipelineRun, StepRun
 from workspaces.errors import DomainError
 from workspaces.models import Role, Workspace
 from workspaces.selectors import get_workspace_for_user, role_allows
@@ -470,6 +470,7 @@ def step_detail(request: HttpRequest, slug: str, run_id: int, name: str) -> Temp
         "figures": charts.metric_figures(metrics["series"]),
         "explanation": selectors.reuse_explanation(step),
         "can_edit": role_allows(workspace, Role.EDITOR),
+        "run_finished": step.run.status in RUN_TERMINAL,
         "poll": LOG_POLL,
         "metrics_poll": LIVE_POLL,
         "metrics_live": step.status not in STEP_TERMINAL,
@@ -620,7 +621,12 @@ def run_compare(request: HttpRequest, slug: str) -> TemplateResponse:
     differ); without both, a form to choose them."""
     workspace = get_workspace_for_user(request.user, slug)
     a_id, b_id = int_or_none(request.GET.get("a")), int_or_none(request.GET.get("b"))
-    context: dict[str, Any] = {"workspace": workspace, "a_id": a_id, "b_id": b_id}
+    context: dict[str, Any] = {
+        "workspace": workspace,
+        "a_id": a_id,
+        "b_id": b_id,
+        "compare_url": reverse("runs:compare", args=[slug]),
+    }
     if a_id is not None and b_id is not None:
         a = selectors.get_run_for_user(request.user, slug, a_id)
         b = selectors.get_run_for_user(request.user, slug, b_id)
@@ -634,13 +640,13 @@ def run_compare(request: HttpRequest, slug: str) -> TemplateResponse:
             all_params=all_params,
             param_rows=[r for r in diff["params"] if all_params or not r["same"]],
         )
-        _link_outputs(workspace, diff["outputs"], a.pk, b.pk)
+        link_outputs(workspace, diff["outputs"], a.pk, b.pk)
     else:
         context["recent"] = list(selectors.run_list(workspace)[:30])
     return TemplateResponse(request, "runs_app/compare.html", context)
 
 
-def _link_outputs(workspace: Workspace, pairs: list[dict[str, Any]], a_id: int, b_id: int) -> None:
+def link_outputs(workspace: Workspace, pairs: list[dict[str, Any]], a_id: int, b_id: int) -> None:
     """Give each side of each output pair its run, artifact page and image URLs."""
     page = reverse("runs:artifact", args=[workspace.slug, "0" * 64])
     image = reverse("runs:artifact_image", args=[workspace.slug, "0" * 64])

@@ -92,6 +92,7 @@ def test_a_database_from_before_the_move_migrates_forward_intact(
         "artifacts.0003_artifact_state...",
         "artifacts.0004_artifact_touched_at...",
         "artifacts.0005_deleted_artifact...",
+        "pipelines_app.0004_workbench_origin...",
         "runs_app.0003_worker_sandbox...",
         "runs_app.0004_reuse_notes_and_forget...",
         "runs_app.0005_run_archive_pin...",

@@ -72,6 +72,10 @@ ROUTES: dict[str, tuple[str, str | None]] = {
     "runs:retention": (WORKSPACE, OWNER),
     "runs:storage": (WORKSPACE, None),
     "runs:step_forget": (WORKSPACE, EDITOR),
+    "runs:workbench": (WORKSPACE, EDITOR),  # viewers see the code read-only; editors run it
+    "runs:workbench_interface": (WORKSPACE, EDITOR),
+    "runs:workbench_result": (WORKSPACE, None),
+    "runs:workbench_keep": (WORKSPACE, EDITOR),
     "runs:module_version_forget": (WORKSPACE, EDITOR),
     "runs:lineage": (WORKSPACE, None),
     "runs:outputs_zip": (WORKSPACE, None),
