@@ -35,13 +35,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import PG_ADMIN_URL, bench_database  # bench/ is on sys.path when run
+from _common import REDIS_URL, bench_database, postgres_ready, redis_forget  # bench/ is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 MODES = ("embedded", "pg_redis")
-REDIS_URL = "redis://127.0.0.1:6379/0"
 CHILD_TIMEOUT_S = 600
 WORKER_BOOT_TIMEOUT_S = 120
 
@@ -69,34 +68,6 @@ def _base_env(data_dir: Path, prefix: str) -> dict[str, str]:
         DEBUG="false",  # DEBUG would keep every query in memory and slow each one
     )
     return env
-
-
-def _postgres_ready() -> str | None:
-    """None when Postgres and Redis answer, else why not."""
-    try:
-        import psycopg
-
-        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
-            pass
-    except Exception as error:
-        return f"PostgreSQL: {error}".splitlines()[0]
-    try:
-        import redis
-
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
-    except Exception as error:
-        return f"Redis: {error}".splitlines()[0]
-    return None
-
-
-def _redis_forget(prefix: str) -> None:
-    """Delete the queues, heartbeats and acks dramatiq kept under our namespace."""
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
 
 
 def _run_child(mode: str, env: dict[str, str], arguments: list[str], data_dir: Path) -> int:
@@ -140,7 +111,7 @@ def parent(arguments: argparse.Namespace, passed: list[str]) -> int:
             if mode == "embedded":
                 failed |= _run_child(mode, env, passed, data_dir) != 0
                 continue
-            why = _postgres_ready()
+            why = postgres_ready()
             if why is not None:
                 print(f"# pg_redis skipped: {why}", flush=True)
                 continue
@@ -153,7 +124,7 @@ def parent(arguments: argparse.Namespace, passed: list[str]) -> int:
                 try:
                     failed |= _run_child(mode, env, passed, data_dir) != 0
                 finally:
-                    _redis_forget(prefix)
+                    redis_forget(prefix)
         finally:
             shutil.rmtree(data_dir, ignore_errors=True)
             shutil.rmtree(_markers(data_dir), ignore_errors=True)
