@@ -12,7 +12,7 @@
     return node;
   }
 
-  function names(dd, list, note) {
+  function names(dd, list) {
     dd.replaceChildren();
     if (!list.length) {
       dd.appendChild(el("span", "none", "muted"));
@@ -85,7 +85,8 @@
         e.editor.setDiagnostics(problems.filter(function (p) { return p.file === e.path; }));
       });
       problems.forEach(function (p) {
-        var where = p.file ? p.file + (p.line ? ", line " + p.line : "") + ": " : "";
+        var line = p.line && p.message.indexOf("line " + p.line) < 0 ? ", line " + p.line : "";
+        var where = p.file ? p.file + line + ": " : "";
         problemList.appendChild(el("li", where + p.message));
       });
       if (answer.ok) {
