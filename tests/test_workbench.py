@@ -19,6 +19,12 @@ from tests.test_api_support import wait_run
 
 live = pytest.mark.django_db(transaction=True)
 
+# Session, user, the step (with its run and workspace role), its module version; the result
+# page adds the two runs and run_diff's seven queries (runs_app.diffs).
+QUERIES_EDIT_PAGE = 4
+QUERIES_INTERFACE = 4
+QUERIES_RESULT_PAGE = 14
+
 PREP = """\
 from pathlib import Path
 
@@ -250,3 +256,22 @@ def test_a_running_run_cannot_be_tried_and_only_a_succeeded_try_is_kept(
     assert "Only a run that succeeded can be kept" in result
     assert keep.status_code == 409 and "only a run that succeeded" in keep.content.decode()
     assert PipelineVersion.objects.filter(origin=VersionOrigin.USER).count() == 1
+
+
+@live
+def test_the_workbench_pages_cost_a_fixed_number_of_queries(
+    world, embedded_workers, tmp_path, django_assert_num_queries
+):
+    run = three_steps(world, tmp_path / "trace")
+    editor = browser(world.editor)
+    editor.post(url(run, "train"), {"file:train.py": TRAIN, "train.scale": "3"})
+    tried = PipelineRun.objects.exclude(pk=run.pk).get()
+    wait_run(tried.pk)
+    editor.get("/")  # the session's first request loads the user once
+
+    with django_assert_num_queries(QUERIES_EDIT_PAGE):
+        assert editor.get(url(run, "train")).status_code == 200
+    with django_assert_num_queries(QUERIES_INTERFACE):
+        assert check(editor, run, "train", {"train.py": TRAIN}).status_code == 200
+    with django_assert_num_queries(QUERIES_RESULT_PAGE):
+        assert editor.get(f"/w/lab/runs/{tried.pk}/workbench/").status_code == 200
