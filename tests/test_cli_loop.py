@@ -1,0 +1,74 @@
+"""The iteration loop at the terminal on three modules: edit the middle one, `stepworks run
+file.yaml` pushes only it, runs exactly it and its downstream (bodies counted by what they
+write), and ends by naming the metrics that moved."""
+
+from __future__ import annotations
+
+from tests.test_cli import cli  # noqa: F401  (the fixture)
+
+PREP = """\
+def prep(ctx, *, n: int = 3, trace: str = ""):
+    with open(trace, "a") as f:
+        f.write("prep\\n")
+    return {"data": list(range(n))}
+"""
+
+TRAIN = """\
+def train(ctx, data, *, scale: float = 2.0, trace: str = ""):
+    with open(trace, "a") as f:
+        f.write("train\\n")
+    ctx.log_metric("score", sum(data) * scale)
+    return {"model": {"w": scale}}
+"""
+
+EVALUATE = """\
+def evaluate(ctx, model, *, trace: str = ""):
+    with open(trace, "a") as f:
+        f.write("evaluate\\n")
+    ctx.log_metric("quality", model["w"] * 10)
+    return {"report": {"w": model["w"]}}
+"""
+
+SPEC = """\
+steps:
+  prep: {{module: ./prep, entrypoint: main.py:prep, params: {{trace: '{trace}'}}}}
+  train:
+    module: ./train
+    entrypoint: main.py:train
+    inputs: {{data: prep.data}}
+    params: {{trace: '{trace}'}}
+  evaluate:
+    module: ./evaluate
+    entrypoint: main.py:evaluate
+    inputs: {{model: train.model}}
+    params: {{trace: '{trace}'}}
+"""
+
+
+def test_edit_one_of_three_modules_and_only_it_and_its_downstream_run(
+    cli,  # noqa: F811
+    world,
+    embedded_workers,
+    tmp_path,
+):
+    trace = tmp_path / "trace"
+    project = tmp_path / "project"
+    for folder, source in (("prep", PREP), ("train", TRAIN), ("evaluate", EVALUATE)):
+        (project / folder).mkdir(parents=True)
+        (project / folder / "main.py").write_text(source)
+    (project / "loop.yaml").write_text(SPEC.format(trace=trace))
+
+    first = cli("run", str(project / "loop.yaml"), "--watch")
+    assert trace.read_text().split() == ["prep", "train", "evaluate"]
+    trace.write_text("")
+    (project / "train" / "main.py").write_text(TRAIN.replace('w": scale', 'w": scale * 2'))
+    second = cli("run", str(project / "loop.yaml"), "--watch")
+
+    assert "succeeded" in first.output
+    assert trace.read_text().split() == ["train", "evaluate"]  # prep's body did not run
+    summary = " ".join(second.output.split())
+    assert "unchanged: prep@1" in summary and "pushed train@2" in summary
+    assert "unchanged: evaluate@1" in summary
+    assert "ran train" in summary and "ran evaluate" in summary and "ran prep" not in summary
+    assert "evaluate.quality: 20 -> 40 (+20)" in summary
+    assert "train.score" not in summary  # it did not move
