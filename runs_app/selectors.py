@@ -128,6 +128,40 @@ def run_step_list(run: PipelineRun) -> list[StepRun]:
     )
 
 
+def run_results(run: PipelineRun, steps: list[StepRun]) -> dict[str, Any]:
+    """What a run's page leads with, from its steps as run_step_list read them (no query):
+    every step's effective params ("overridden" when the run's overrides set it), the time
+    reuse saved (the sources' running times) and the first failed step with its reason and
+    the exception's last line."""
+    overrides = run.param_overrides or {}
+    params = [
+        {
+            "key": f"{step.name}.{name}",
+            "value": value,
+            "overridden": f"{step.name}.{name}" in overrides,
+        }
+        for step in steps
+        for name, value in sorted((step.params or {}).items())
+    ]
+    reused = [step for step in steps if step.status == StepStatus.REUSED and step.reused_from]
+    saved = [step.reused_from.duration_s for step in reused if step.reused_from is not None]
+    failed = next((step for step in steps if step.status == StepStatus.FAILED), None)
+    failure = None
+    if failed is not None:
+        lines = [line for line in failed.failure_message.splitlines() if line.strip()]
+        failure = {
+            "step": failed.name,
+            "reason": failed.get_failure_reason_display(),
+            "last_line": lines[-1].strip() if lines else "",
+        }
+    return {
+        "params": params,
+        "reused": len(reused),
+        "saved_s": sum(s for s in saved if s is not None),
+        "failure": failure,
+    }
+
+
 def run_graph(spec: dict[str, Any], steps: list[StepRun] | None = None) -> dict[str, Any]:
     """{"nodes": [...], "edges": [...]} of a spec's DAG, with each step's status when the
     steps of a run are given; datasets are nodes of their own. Plain data for json_script."""

@@ -134,6 +134,9 @@ def _explorer_context(
     ]
     run_metrics = selectors.run_metrics(steps)  # drawn live while steps log them
     hrefs = {step.name: step_href(run.pk, step.name) for step in steps}
+    summary = selectors.run_results(run, steps)
+    if summary["failure"]:
+        summary["failure"]["href"] = hrefs[summary["failure"]["step"]]
     for node in graph["nodes"]:
         if node["kind"] == "step":
             node["href"] = hrefs.get(node["id"]) or step_href(run.pk, node["id"])
@@ -145,6 +148,7 @@ def _explorer_context(
         "graph": graph,
         "timeline": charts.timeline_rows(steps, timezone.now()),
         "run_metrics": run_metrics,
+        "summary": summary,
         "metric_figures": charts.metric_figures(run_metrics["series"]),
         "active": selectors.run_is_active(run),
         "can_edit": role_allows(workspace, Role.EDITOR),

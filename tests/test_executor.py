@@ -383,7 +383,12 @@ def test_an_exception_is_a_user_error_with_its_traceback(
     assert "in helper" in result.message and "step.py" in result.message
     assert 'raise ValueError(f"bad value {value}")' in result.message  # with its source
     assert "runs_app" not in result.message  # the traceback starts at the user's code
+    # Paths are the module's own, not the worker's code cache folder.
+    assert 'File "step.py", line 3, in helper' in result.message
+    assert 'File "step.py", line 6, in main' in result.message
+    assert str(tmp_path) not in result.message
     assert "ValueError: bad value 42" in "".join(logs)
+    assert 'File "step.py", line 3' in "".join(logs)
     assert result.outputs == {}
 
 
@@ -395,6 +400,7 @@ def test_a_syntax_error_in_the_module_is_a_user_error(
     assert (result.status, result.reason) == ("failed", "user_error")
     assert "SyntaxError" in result.message
     assert "runs_app" not in result.message and "importlib" not in result.message
+    assert 'File "step.py", line 2' in result.message
 
 
 def test_only_the_steps_own_process_reports(executor: StepExecutor, tmp_path: Path) -> None:

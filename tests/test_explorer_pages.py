@@ -128,6 +128,47 @@ def test_reused_steps_show_a_reuse_badge_and_their_source_run(
     assert f"↻ run {first.pk}" in html
 
 
+def test_the_run_page_leads_with_metrics_params_and_what_reuse_saved(
+    client: Any, world: Any, version: Any
+) -> None:
+    first = finished_run(world.workspace, version)
+    second = finished_run(world.workspace, version, param_overrides={"s2.k": 4})
+    client.force_login(world.viewer)
+
+    html = text(client.get(reverse("runs:detail", args=["lab", second.pk])))
+
+    results = html.split('id="metrics-title"')[1].split('id="graph-title"')[0]
+    assert "Results" in results and "accuracy" in results and "0.7" in results
+    # Every step's effective params, the override marked; s0 and s1 were reused from `first`.
+    overridden = '<tr class="differs"><th scope="row" class="mono">s2.k</th><td class="mono">4</td>'
+    assert overridden + '<td><span class="tag">overridden</span>' in results
+    assert '<th scope="row" class="mono">s0.k</th><td class="mono">0</td><td></td>' in results
+    assert "2 steps reused" in results
+    assert first.pk != second.pk and html.index('id="metrics-title"') < html.index(
+        'id="graph-title"'
+    )
+
+
+def test_a_failed_run_names_the_step_the_reason_and_the_exceptions_last_line(
+    client: Any, world: Any, version: Any
+) -> None:
+    run = scheduler.run_create(version)
+    work(next_queued("position", run=run))
+    step = scheduler.step_claim(next_queued("position", run=run).pk, "w1")
+    trace = "Traceback (most recent call last):\n  File \"m1.py\", line 3, in main\nKeyError: 'x'\n"
+    assert scheduler.step_fail(step, step.attempt, "user_error", trace)
+    client.force_login(world.viewer)
+
+    html = text(client.get(reverse("runs:detail", args=["lab", run.pk])))
+
+    summary = html.split('class="error failure-summary"')[1].split("</article>")[0]
+    step_url = reverse("runs:step", args=["lab", run.pk, "s1"])
+    assert f'Step <a href="{step_url}" class="mono">s1</a> failed:' in summary
+    assert "the step&#x27;s code raised" in summary
+    assert "<code>KeyError: &#x27;x&#x27;</code>" in summary
+    assert f'href="{step_url}#failure"' in summary
+
+
 # --- who may do what ---------------------------------------------------------------------------
 def test_run_pages_of_another_workspace_are_404(client: Any, world: Any) -> None:
     secret = finished_run(world.other_workspace)

@@ -133,7 +133,7 @@ def _run(spec: dict[str, Any], result_fd: int, system: SystemRules | None) -> in
     except SystemExit as exit_:
         return _exit_code(exit_)
     except BaseException as error:
-        return report("failed", "user_error", _traceback_tail(error))
+        return report("failed", "user_error", _traceback_tail(error, spec["code_dir"]))
 
     try:
         inputs = {
@@ -150,7 +150,7 @@ def _run(spec: dict[str, Any], result_fd: int, system: SystemRules | None) -> in
     except SystemExit as exit_:
         return _exit_code(exit_)
     except BaseException as error:
-        return report("failed", "user_error", _traceback_tail(error))
+        return report("failed", "user_error", _traceback_tail(error, spec["code_dir"]))
 
     if os.getpid() != step_pid:
         return 0  # a process the step forked returned here: it must not write outputs
@@ -349,16 +349,37 @@ def _metrics(ctx: StepContext) -> list[dict[str, Any]]:
     return points
 
 
-def _traceback_tail(error: BaseException) -> str:
+def _traceback_tail(error: BaseException, code_dir: str) -> str:
     # Start at the user's code: skip our frames and importlib's around it.
     trace = error.__traceback__
     while trace is not None and trace.tb_frame.f_code.co_filename.startswith(_NOT_USER_CODE):
         trace = trace.tb_next
-    text = "".join(traceback.format_exception(type(error), error, trace))
+    summary = traceback.TracebackException(type(error), error, trace)  # reads the lines now
+    _name_module_files(summary, str(code_dir).rstrip("/") + "/")
+    text = "".join(summary.format())
     with _quietly():
         sys.stderr.write(text)  # the whole traceback goes to the step's log
     lines = text.splitlines()[-_TRACEBACK_TAIL_LINES:]
     return "\n".join(lines)[-_TRACEBACK_TAIL_CHARS:]
+
+
+def _name_module_files(report: traceback.TracebackException, code_dir: str) -> None:
+    """Frames in the module's files show its own paths (`train.py`), not the worker's code
+    cache folder; through the chained exceptions too."""
+    seen: set[int] = set()
+    pending: list[traceback.TracebackException | None] = [report]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        for frame in current.stack:
+            if frame.filename.startswith(code_dir):
+                frame.filename = frame.filename[len(code_dir) :]
+        filename = getattr(current, "filename", None)  # a SyntaxError's
+        if filename and filename.startswith(code_dir):
+            current.filename = filename[len(code_dir) :]
+        pending += [current.__cause__, current.__context__]
 
 
 def _exit_code(exit_: SystemExit) -> int:
