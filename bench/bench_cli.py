@@ -44,7 +44,9 @@ def main() -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     env = {
-        **os.environ,
+        # Without PYTHONDONTWRITEBYTECODE (set in some shells and CI): the first, discarded
+        # run writes the bytecode, as any install's first run does; later ones do not compile.
+        **{key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"},
         "STEPWORKS_URL": f"http://127.0.0.1:{server.server_address[1]}",
         "STEPWORKS_TOKEN": "sw_bench",
         "STEPWORKS_WORKSPACE": "bench",

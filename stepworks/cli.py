@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 
 if TYPE_CHECKING:  # imported where used: a command's start-up should not wait for them
+    from rich.console import Console
     from rich.table import Table
 
 from stepworks.client import (
@@ -49,8 +49,29 @@ app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(sweep_app, name="sweep")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+
+class LazyConsole:
+    """A rich Console made on first use: rich.console takes ~19 ms to import, which a
+    command's first request need not wait for."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        self.console.print(*objects, **options)
+
+
+out = LazyConsole(highlight=False, soft_wrap=True)
+err = LazyConsole(stderr=True, highlight=False)
 
 STATUS_STYLE = {
     "pending": "dim",
@@ -582,7 +603,7 @@ def watch_run(client: Client, run: dict[str, Any], as_json: bool) -> dict[str, A
         return final
     from rich.live import Live
 
-    with Live(steps_table(run), console=out, refresh_per_second=8) as live:
+    with Live(steps_table(run), console=out.console, refresh_per_second=8) as live:
         return client.wait(run, on_update=lambda r: live.update(steps_table(r)))
 
 
@@ -731,7 +752,7 @@ def download(
                 TransferSpeedColumn(),
                 TimeRemainingColumn(),
             )
-            with Progress(*columns, console=err) as progress:
+            with Progress(*columns, console=err.console) as progress:
                 task = progress.add_task("download", total=None, run=run_id)
 
                 def advance(done: int, total: int | None) -> None:
@@ -1164,7 +1185,7 @@ def _watch_sweep(client: Client, sweep: dict[str, Any], as_json: bool) -> dict[s
         return client.sweep_wait(sweep)
     from rich.live import Live
 
-    with Live(sweep_table(sweep), console=out, refresh_per_second=4) as live:
+    with Live(sweep_table(sweep), console=out.console, refresh_per_second=4) as live:
         return client.sweep_wait(sweep, on_update=lambda s: live.update(sweep_table(s)))
 
 
@@ -1445,6 +1466,10 @@ def sweep_promote(
 
 def main() -> None:
     """The console script `stepworks`."""
+    # httpx imports its own command line client (click, pygments, rich.syntax: ~23 ms) when
+    # those are installed, as typer's dependencies make them; this process never calls it.
+    # Imported as None, httpx falls back to a stub `httpx.main`; nothing else changes.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     app()
 
 

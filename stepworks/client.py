@@ -230,7 +230,10 @@ class Client:
         import httpx
 
         self._http = httpx.Client(
-            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+            base_url=self.url,
+            headers=headers,
+            timeout=timeout,
+            transport=transport if transport is not None else _default_transport(),
         )
 
     def close(self) -> None:
@@ -991,6 +994,30 @@ class Client:
         dest.parent.mkdir(parents=True, exist_ok=True)
         self._save_stream(self._path("artifacts", sha256, "download", ""), dest, None, None)
         return dest
+
+
+def _default_transport() -> httpx.BaseTransport:
+    """httpx's default transport, whose CA bundle loads at the first https:// request rather
+    than when the client is made (~20 ms that a plain-HTTP server never needs)."""
+    import httpx
+
+    class DeferredTLS(httpx.BaseTransport):
+        def __init__(self) -> None:
+            self._by_scheme: dict[str, httpx.HTTPTransport] = {}
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            scheme = request.url.scheme
+            if scheme not in self._by_scheme:
+                # verify=False only where no TLS can happen: a plain http:// connection.
+                plain = {"verify": False} if scheme == "http" else {}
+                self._by_scheme[scheme] = httpx.HTTPTransport(**plain)  # type: ignore[arg-type]
+            return self._by_scheme[scheme].handle_request(request)
+
+        def close(self) -> None:
+            for transport in self._by_scheme.values():
+                transport.close()
+
+    return DeferredTLS()
 
 
 def _newest(versions: list[dict[str, Any]], what: str) -> int:
