@@ -48,6 +48,7 @@ URL_SENTINEL = 987654321  # reversed once into a URL, then replaced per row
 MAX_METRIC_COLUMNS = 6
 LIVE_POLL = "2s"
 LOG_POLL = "1s"
+STEP_PREVIEWS = 12  # a step page previews its first outputs inline; the rest are links
 
 
 def int_or_none(value: str | None) -> int | None:
@@ -465,11 +466,17 @@ def step_detail(request: HttpRequest, slug: str, run_id: int, name: str) -> Temp
     workspace = step.run.workspace
     source = selectors.results_source(step)  # a reused step shows its source's results
     metrics = selectors.step_metrics(source)
+    io = selectors.step_io(step)
+    for number, output in enumerate(io["outputs"]):  # each reads a bounded head of its bytes
+        output["preview"] = (
+            previews.artifact_preview(output["artifact"]) if number < STEP_PREVIEWS else None
+        )
     context = {
         "workspace": workspace,
         "run": step.run,
         "step": step,
-        "io": selectors.step_io(step),
+        "io": io,
+        "previews_shown": STEP_PREVIEWS,
         "metrics": metrics,
         "figures": charts.metric_figures(metrics["series"]),
         "explanation": selectors.reuse_explanation(step),

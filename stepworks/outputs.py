@@ -57,7 +57,13 @@ KIND_DIRECTORY = "directory"
 PARQUET_ROW_GROUP_ROWS = 65_536
 
 # Our own formats, recognised when a step returns a Path to such a file, so it previews too.
-_OWN_SUFFIXES = {".parquet": PARQUET, ".npy": NPY}
+# Types Python's own table lacks (it has no markdown before 3.13).
+_OWN_SUFFIXES = {
+    ".parquet": PARQUET,
+    ".npy": NPY,
+    ".md": "text/markdown",
+    ".markdown": "text/markdown",
+}
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 

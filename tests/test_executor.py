@@ -1000,6 +1000,7 @@ def test_load_input_reads_each_format_back(tmp_path: Path) -> None:
     assert outputs.guess_media_type("chart.plotly.json") == "application/vnd.plotly.v1+json"
     assert outputs.guess_media_type("table.parquet") == "application/vnd.apache.parquet"
     assert outputs.guess_media_type("weights.unknownext") == "application/octet-stream"
+    assert outputs.guess_media_type("REPORT.md") == "text/markdown"  # previewed as markdown
 
 
 def test_a_code_snapshot_a_step_edited_is_written_again_never_run(tmp_path: Path) -> None:

@@ -348,6 +348,10 @@ def test_step_page_links_inputs_outputs_and_shows_metrics(
     assert reverse("runs:artifact", args=["lab", out.sha256]) in html
     assert reverse("runs:artifact_download", args=["lab", out.sha256]) in html
     assert re.search(r'<th scope="row" class="mono">accuracy</th><td class="num">0.6</td>', html)
+    # Each output by its name with its preview inline: here a JSON tree of what s1 stored.
+    output = html.split('id="output-out"')[1].split("</article>")[0]
+    assert '<h3 class="mono" id="output-out-title">out</h3>' in output
+    assert 'class="json-tree"' in output and "1s1" in output
     figure = graph_of(html, "metric-0")
     assert figure["data"][0]["y"] == [1.0, 0.5, 1 / 3, 0.25, 0.2]
     assert "/static/vendor/plotly.min.js" in html
