@@ -1,5 +1,6 @@
-/* Small page behaviours: code highlighting (vendored highlight.js) and a log that follows
- * its tail while the reader is at the bottom. Pages work without it. */
+/* Small page behaviours: code highlighting (vendored highlight.js), a log that follows its
+ * tail while the reader is at the bottom, a question before a destructive action, focus on
+ * a form's errors. Pages work without it (then nothing asks first). */
 (function () {
   "use strict";
   function highlight() {
@@ -20,11 +21,26 @@
     var log = document.getElementById("log-text");
     if (log && stick) log.scrollTop = log.scrollHeight;
   });
+  // A destructive button asks first: data-confirm on the button (or its form) is the question.
+  document.addEventListener("submit", function (event) {
+    var button = event.submitter;
+    var question = (button && button.dataset.confirm) || event.target.dataset.confirm;
+    if (question && !window.confirm(question)) event.preventDefault();
+  }, true);
+  // A form that came back with errors: move focus (and the view) to its summary.
+  function focusErrors() {
+    var summary = document.querySelector("[data-error-summary]");
+    if (!summary) return;
+    if (!summary.hasAttribute("tabindex")) summary.setAttribute("tabindex", "-1");
+    summary.focus();
+  }
   function start() {
+    focusErrors();
     highlight();
     var log = document.getElementById("log-text");
     if (log) log.scrollTop = log.scrollHeight;
   }
-  document.addEventListener("DOMContentLoaded", start);
-  if (document.readyState !== "loading") start();
+  // Deferred, this runs before DOMContentLoaded, and the page's later scripts (hljs) after it.
+  if (document.readyState === "complete") start();
+  else document.addEventListener("DOMContentLoaded", start);
 })();
