@@ -48,3 +48,39 @@ def files_diff(
         diff = text_diff(before, after, f"{label_a}/{path}", f"{label_b}/{path}")
         out.append({"path": path, "status": status, **diff})
     return out
+
+
+def steps_diff(
+    a: Mapping[str, Mapping[str, Any]], b: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """Pure: two {step: {"module", "params", "inputs", "code_digest"?}} -> {"only_a",
+    "only_b", "changed": [{"name", "changes": [text]}], "unchanged"}. A step changed when
+    its module version, its params or its input bindings differ."""
+    changed, unchanged = [], []
+    for name, sa in a.items():
+        sb = b.get(name)
+        if sb is None:
+            continue
+        changes = []
+        if sa.get("module") != sb.get("module"):
+            digests = sa.get("code_digest"), sb.get("code_digest")
+            same = " (same code)" if digests[0] and digests[0] == digests[1] else ""
+            changes.append(f"module {sa.get('module')} → {sb.get('module')}{same}")
+        pa, pb = sa.get("params") or {}, sb.get("params") or {}
+        differing = sorted(k for k in set(pa) | set(pb) if pa.get(k) != pb.get(k))
+        if differing:
+            changes.append("params " + ", ".join(differing))
+        ia, ib = sa.get("inputs") or {}, sb.get("inputs") or {}
+        for key in sorted(set(ia) | set(ib)):
+            if ia.get(key) != ib.get(key):
+                changes.append(f"input {key}: {ia.get(key) or '—'} → {ib.get(key) or '—'}")
+        if changes:
+            changed.append({"name": name, "changes": changes})
+        else:
+            unchanged.append(name)
+    return {
+        "only_a": [name for name in a if name not in b],
+        "only_b": [name for name in b if name not in a],
+        "changed": changed,
+        "unchanged": unchanged,
+    }

@@ -16,6 +16,7 @@ urlpatterns = [
         name="module_version",
     ),
     path("w/<slug:slug>/pipelines/<slug:name>/", views.pipeline_detail, name="pipeline"),
+    path("w/<slug:slug>/pipelines/<slug:name>/diff/", views.pipeline_diff, name="pipeline_diff"),
     path(
         "w/<slug:slug>/pipelines/<slug:name>/<int:number>/clone/",
         views.pipeline_clone,

@@ -17,8 +17,9 @@ from django.template.response import TemplateResponse
 from django.views.decorators.http import require_POST
 
 from pipelines_app import selectors
-from pipelines_app.diffs import files_diff
+from pipelines_app.diffs import files_diff, steps_diff, text_diff
 from pipelines_app.forms import SpecForm
+from pipelines_app.models import VersionOrigin
 from pipelines_app.services import pipeline_version_clone, pipeline_version_update
 from pipelines_app.specs import render_spec_yaml
 from workspaces.errors import DomainError
@@ -120,15 +121,60 @@ def module_diff(request: HttpRequest, slug: str, name: str) -> TemplateResponse:
 
 @login_required
 def pipeline_detail(request: HttpRequest, slug: str, name: str) -> TemplateResponse:
+    """The version tree; the versions sweeps and workbench tries made are folded away
+    unless `?all=1`."""
     pipeline = selectors.get_pipeline_for_user(request.user, slug, name)
     tree = selectors.pipeline_version_tree(pipeline)
+    show_all = request.GET.get("all") in ("1", "true")
+    made = [row for row in tree if row["version"].origin != VersionOrigin.USER]
+    shown = (
+        tree if show_all else [row for row in tree if row["version"].origin == VersionOrigin.USER]
+    )
     context = {
         "workspace": pipeline.workspace,
         "pipeline": pipeline,
         "versions": [row["version"] for row in tree],
-        "tree": tree,
+        "tree": shown,
+        "show_all": show_all,
+        "folded": 0 if show_all else len(made),
     }
     return TemplateResponse(request, "pipelines_app/pipeline_detail.html", context)
+
+
+@login_required
+def pipeline_diff(request: HttpRequest, slug: str, name: str) -> TemplateResponse:
+    """Two versions of a pipeline: their specs as text and their steps (module, params,
+    inputs) compared (`?a=1&b=2`; default: the latest against its parent)."""
+    pipeline = selectors.get_pipeline_for_user(request.user, slug, name)
+    versions = list(selectors.pipeline_version_list(pipeline))
+    numbers = [v.number for v in versions]
+    a, b = _int_or_none(request.GET.get("a")), _int_or_none(request.GET.get("b"))
+    if b not in numbers:
+        b = numbers[0] if numbers else None
+    if a not in numbers:
+        # pipeline_version_list annotates each version with its parent's number.
+        parent = next((getattr(v, "parent_number", None) for v in versions if v.number == b), None)
+        a = parent if parent in numbers else b
+    context: dict[str, Any] = {
+        "workspace": pipeline.workspace,
+        "pipeline": pipeline,
+        "versions": versions,
+        "a": a,
+        "b": b,
+    }
+    if a is not None and b is not None:
+        old = selectors.get_pipeline_version_for_user(request.user, slug, name, a)
+        new = selectors.get_pipeline_version_for_user(request.user, slug, name, b)
+        context.update(
+            old=old,
+            new=new,
+            spec=text_diff(
+                render_spec_yaml(old.spec), render_spec_yaml(new.spec), old.ref, new.ref
+            ),
+            steps=steps_diff(old.spec.get("steps", {}), new.spec.get("steps", {})),
+            same=old.digest == new.digest,
+        )
+    return TemplateResponse(request, "pipelines_app/pipeline_diff.html", context)
 
 
 @login_required

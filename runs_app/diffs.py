@@ -19,7 +19,7 @@ from typing import Any
 from artifacts.models import Artifact
 from artifacts.previews import artifact_preview
 from artifacts.store import INLINE_IMAGE_TYPES, PARQUET_TYPE, artifact_open, media_base
-from pipelines_app.diffs import files_diff, text_diff
+from pipelines_app.diffs import files_diff, steps_diff, text_diff
 from pipelines_app.models import ModuleVersion
 from runs_app.models import Metric, PipelineRun, StepOutput, StepRun
 
@@ -149,38 +149,9 @@ JSON_TYPES = ("application/json",)
 
 
 def graph_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
-    """Pure: two `run_facts` -> {"only_a": [step], "only_b": [step], "changed": [{"name",
-    "changes": [text]}], "unchanged": [step]}. A step changed when its module version, its
-    params (after overrides) or its input bindings differ."""
-    a_steps = {s["name"]: s for s in a["steps"]}
-    b_steps = {s["name"]: s for s in b["steps"]}
-    changed, unchanged = [], []
-    for name, sa in a_steps.items():
-        sb = b_steps.get(name)
-        if sb is None:
-            continue
-        changes = []
-        if sa.get("module") != sb.get("module"):
-            same = " (same code)" if sa.get("code_digest") == sb.get("code_digest") else ""
-            changes.append(f"module {sa.get('module')} → {sb.get('module')}{same}")
-        pa, pb = sa.get("params") or {}, sb.get("params") or {}
-        differing = sorted(k for k in set(pa) | set(pb) if pa.get(k) != pb.get(k))
-        if differing:
-            changes.append("params " + ", ".join(differing))
-        ia, ib = sa.get("inputs") or {}, sb.get("inputs") or {}
-        for key in sorted(set(ia) | set(ib)):
-            if ia.get(key) != ib.get(key):
-                changes.append(f"input {key}: {ia.get(key) or '—'} → {ib.get(key) or '—'}")
-        if changes:
-            changed.append({"name": name, "changes": changes})
-        else:
-            unchanged.append(name)
-    return {
-        "only_a": [name for name in a_steps if name not in b_steps],
-        "only_b": [name for name in b_steps if name not in a_steps],
-        "changed": changed,
-        "unchanged": unchanged,
-    }
+    """Pure: two `run_facts` -> pipelines_app.diffs.steps_diff of their steps (params after
+    overrides)."""
+    return steps_diff({s["name"]: s for s in a["steps"]}, {s["name"]: s for s in b["steps"]})
 
 
 def code_diffs(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:

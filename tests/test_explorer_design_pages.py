@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
-from pipelines_app.models import PipelineVersion
+from pipelines_app.models import PipelineVersion, VersionOrigin
 from pipelines_app.selectors import binding_problems, interface_changes
 from pipelines_app.services import module_version_create, pipeline_version_create
 from runs_app.models import PipelineRun, StepRun
@@ -177,6 +177,53 @@ def test_pipeline_page_shows_versions_as_a_tree(client: Any, world: Any, demo: A
     order = [int(n) for n in re.findall(r'</span>(?:└ )?<a href="[^"]*classify/(\d)/">', html)]
     assert order == [1, 3, 2, 4]  # v1, then its children newest first, v4 under v2
     assert html.count("└ ") == 3
+
+
+def test_versions_that_sweeps_and_the_workbench_made_are_folded_away(
+    client: Any, world: Any, demo: Any
+) -> None:
+    ws = world.workspace
+    for n, origin in ((48, VersionOrigin.SWEEP), (64, VersionOrigin.WORKBENCH)):
+        pipeline_version_create(
+            ws, "classify", SPEC.replace("32", str(n)), parent=demo["version"], origin=origin
+        )
+    client.force_login(world.viewer)
+    url = reverse("pipelines:pipeline", args=["lab", "classify"])
+
+    folded = text(client.get(url))
+    unfolded = text(client.get(url + "?all=1"))
+
+    rows = r'</span>(?:└ )?<a href="[^"]*classify/(\d)/">'
+    assert re.findall(rows, folded) == ["1"]
+    assert "2 versions made by sweeps and workbench tries are folded away" in folded
+    assert re.findall(rows, unfolded) == ["1", "3", "2"]
+    assert '<span class="tag">sweep</span>' in unfolded
+    assert '<span class="tag">workbench</span>' in unfolded
+
+
+def test_pipeline_diff_shows_what_changed_in_the_steps_and_the_spec(
+    client: Any, world: Any, demo: Any
+) -> None:
+    ws = world.workspace
+    edited = SPEC.replace("train@1", "train@2").replace("{hidden: 32}", "{hidden: 32, epochs: 3}")
+    edited = edited.replace(
+        "inputs: {train: prep.train}", "inputs: {train: prep.train, labels: prep.train}"
+    )
+    pipeline_version_create(ws, "classify", edited, parent=demo["version"])
+    client.force_login(world.viewer)
+    url = reverse("pipelines:pipeline_diff", args=["lab", "classify"])
+
+    default = text(client.get(url))  # the latest against its parent
+    chosen = text(client.get(url + "?a=2&b=1"))
+    same = text(client.get(url + "?a=1&b=1"))
+    tree = text(client.get(reverse("pipelines:pipeline", args=["lab", "classify"])))
+
+    assert "classify: @1 → @2" in default
+    assert "module train@1 → train@2; params epochs; input labels: — → prep.train" in default
+    assert '<span class="add">+' in default and "epochs: 3" in default
+    assert "classify: @2 → @1" in chosen and "input labels: prep.train → —" in chosen
+    assert "resolve to the same spec" in same and "nothing changed" in same
+    assert f"{url}?a=1&amp;b=2" in tree
 
 
 # --- modules: code, diff, usage, breakage -------------------------------------------------------

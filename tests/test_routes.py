@@ -55,6 +55,7 @@ ROUTES: dict[str, tuple[str, str | None]] = {
     "pipelines:module_diff": (WORKSPACE, None),
     "pipelines:module_version": (WORKSPACE, None),
     "pipelines:pipeline": (WORKSPACE, None),
+    "pipelines:pipeline_diff": (WORKSPACE, None),
     "pipelines:pipeline_clone": (WORKSPACE, EDITOR),
     "pipelines:pipeline_update": (WORKSPACE, EDITOR),
     "runs:pipeline_version": (WORKSPACE, None),

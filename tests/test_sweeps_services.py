@@ -15,7 +15,11 @@ from typing import Any
 import pytest
 
 from pipelines_app.models import PipelineVersion
-from pipelines_app.services import module_version_create, pipeline_version_create
+from pipelines_app.services import (
+    module_version_create,
+    pipeline_version_clone,
+    pipeline_version_create,
+)
 from runs_app.models import (
     PipelineRun,
     RunStatus,
@@ -254,6 +258,22 @@ def test_promote_makes_the_variant_the_next_version_of_the_base(world, tmp_path)
     with pytest.raises(DomainError) as error:
         sweep_services.sweep_promote(sweep, {"b": "b9"})
     assert set(error.value.fields) == {"variant.b", "variant.c"}
+
+
+def test_promoting_a_spec_that_is_already_a_version_returns_it_and_makes_no_copy(world, tmp_path):
+    marker = tmp_path / "bodies.txt"
+    base = sweep_world(world.workspace, marker)
+    sweep = sweep_services.sweep_create(base, name="abc", axes={"b": b_axis(0, 1)})
+    first = sweep_services.sweep_promote(sweep, {"b": "b1"}, user=world.owner)
+    later = pipeline_version_clone(first, {"b": {"params": {"v": 7}}}, "later")
+
+    again = sweep_services.sweep_promote(sweep, {"b": "b1"}, user=world.owner)
+
+    assert again == first  # @2 again, not a copy of it after @3
+    assert base.pipeline.versions.mainline().order_by("-number").first() == later
+    assert base.pipeline.versions.filter(digest=first.digest).count() == 1
+    events = sweep.events.filter(kind=SweepEventKind.PROMOTED).order_by("pk")
+    assert [e.data["ref"] for e in events] == [first.ref, first.ref]
 
 
 def test_a_bad_extension_names_its_field_and_writes_nothing(world, tmp_path):

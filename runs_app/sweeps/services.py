@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from pipelines_app.models import DatasetVersion, ModuleVersion, PipelineVersion, VersionOrigin
@@ -290,20 +291,45 @@ def sweep_promote(
 ) -> PipelineVersion:
     """Make a variant ({step: label}; a run's `variant` will do) the next version of the base
     pipeline: parent = the base version, the message names the sweep and the variant. Seed
-    params keep the base's values. A spec identical to the pipeline's latest version returns
-    that version (the clone service's dedup)."""
+    params keep the base's values. A spec identical to a version people already made (the
+    latest, or an older one: promoting the same variant twice) returns that version and
+    writes no copy of it."""
     base = sweep.base_version
     axes = plan.ordered_axes(base.spec, sweep.axes)
     choices, changes = plan.promotion_changes(axes, variant_choices)
     text = message or (
         f"promoted from sweep {sweep.name!r} (#{sweep.pk}): {plan.variant_name(choices)}"
     )
-    with transaction.atomic():  # the version and the event that explains it, or neither
-        version = pipeline_version_clone(base, changes, text, user=_user_or_none(user))
-        SweepEvent.objects.create(
-            sweep=sweep,
-            kind=SweepEventKind.PROMOTED,
-            data={"variant": choices, "version": version.pk, "ref": version.ref},
-            by=_user_or_none(user),
-        )
+    try:
+        with transaction.atomic():  # the version and the event that explains it, or neither
+            newest = base.pipeline.versions.aggregate(n=Max("number"))["n"] or 0
+            version = pipeline_version_clone(base, changes, text, user=_user_or_none(user))
+            twin = (
+                base.pipeline.versions.mainline()
+                .filter(digest=version.digest, number__lt=version.number)
+                .order_by("-number")
+                .first()
+            )
+            if twin is not None and version.number > newest:
+                raise _AlreadyThere(twin)  # undoes the copy
+            _promoted(sweep, choices, version, user)
+    except _AlreadyThere as there:
+        version = there.version
+        with transaction.atomic():
+            _promoted(sweep, choices, version, user)
     return version
+
+
+class _AlreadyThere(Exception):
+    def __init__(self, version: PipelineVersion) -> None:
+        super().__init__(version.ref)
+        self.version = version
+
+
+def _promoted(sweep: Sweep, choices: dict[str, Any], version: PipelineVersion, user: Any) -> None:
+    SweepEvent.objects.create(
+        sweep=sweep,
+        kind=SweepEventKind.PROMOTED,
+        data={"variant": choices, "version": version.pk, "ref": version.ref},
+        by=_user_or_none(user),
+    )

@@ -293,16 +293,24 @@ def sweep_promote(request: HttpRequest, slug: str, sweep_id: int) -> HttpRespons
         for key in request.POST
         if key.startswith("variant.")
     }
+    newest = sweep.base_version.pipeline.versions.order_by("-number").first()
     try:
         version = services.sweep_promote(sweep, choices, user=request.user)
     except DomainError as error:
         context = _sweep_context(request, workspace, sweep, promote_error=error)
         return TemplateResponse(request, "runs_app/sweep_detail.html", context, status=400)
-    messages.success(
-        request,
-        f"{version.ref} is {plan.variant_name(choices)} of sweep {sweep.name!r} "
-        f"(parent {sweep.base_version.ref}).",
-    )
+    if newest is not None and version.number <= newest.number:
+        messages.info(
+            request,
+            f"{plan.variant_name(choices)} of sweep {sweep.name!r} is already {version.ref}: "
+            "no copy was made.",
+        )
+    else:
+        messages.success(
+            request,
+            f"{version.ref} is {plan.variant_name(choices)} of sweep {sweep.name!r} "
+            f"(parent {sweep.base_version.ref}).",
+        )
     return redirect(
         "runs:pipeline_version", slug=slug, name=version.pipeline.name, number=version.number
     )
