@@ -60,3 +60,16 @@ def test_a_form_with_errors_brings_its_summary_into_focus(
         "document.querySelector('[data-error-summary]').getBoundingClientRect().top"
     )
     assert 0 <= top < 400  # in view
+
+
+def test_a_missing_page_is_the_sites_own(page: Any, world: Any, live_server: Any) -> None:
+    page.set_default_timeout(15_000)
+    log_in(page, live_server.url, "vera", "pw-vera-1")
+
+    response = page.goto(f"{live_server.url}/w/lab/runs/987654/")
+
+    assert response.status == 404
+    assert page.inner_text("h1") == "Not found"
+    assert page.locator("nav a:has-text('Log out'), nav button:has-text('Log out')").count() >= 1
+    sheets = page.evaluate("[...document.styleSheets].map(s => s.href || '')")
+    assert any(href.endswith("/static/css/app.css") for href in sheets)  # the site's styles
