@@ -5,6 +5,7 @@ the OpenAPI schema and its offline docs page, the spec's JSON Schema; plus /heal
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -139,6 +140,8 @@ def test_the_docs_pages_work_offline(world, url, marker):
     assert marker in html.lower()
     assert "cdn" not in html.lower()
     assert "/static/drf_spectacular_sidecar/" in html
+    # Nothing from another origin: no fonts, no scripts (Redoc's page linked Google Fonts).
+    assert not re.search(r"""(?:href|src)=["']?(?:https?:)?//""", html), html
 
 
 def test_the_pipeline_spec_json_schema_is_published(world):

@@ -109,7 +109,9 @@ def test_runs_list_shows_chosen_metric_columns(client: Any, world: Any) -> None:
     html = text(client.get(reverse("runs:list", args=["lab"]), {"metric": "accuracy"}))
 
     assert '<th scope="col" class="num">accuracy</th>' in html
-    assert '<td class="num">0.5</td>' in html and '<td class="num">0.501</td>' in html
+    # Four significant digits shown, every digit on hover.
+    assert '<td class="num" title="0.5">0.5</td>' in html
+    assert '<td class="num" title="0.501">0.501</td>' in html
     assert '<option value="accuracy" selected>' in html
     assert len(runs) == 2
 

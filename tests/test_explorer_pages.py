@@ -347,7 +347,7 @@ def test_step_page_links_inputs_outputs_and_shows_metrics(
     out = s1.outputs.get().artifact
     assert reverse("runs:artifact", args=["lab", out.sha256]) in html
     assert reverse("runs:artifact_download", args=["lab", out.sha256]) in html
-    assert re.search(r'<th scope="row" class="mono">accuracy</th><td class="num">0.6</td>', html)
+    assert '<th scope="row" class="mono">accuracy</th><td class="num" title="0.6">0.6</td>' in html
     # Each output by its name with its preview inline: here a JSON tree of what s1 stored.
     output = html.split('id="output-out"')[1].split("</article>")[0]
     assert '<h3 class="mono" id="output-out-title">out</h3>' in output
@@ -423,7 +423,7 @@ def test_step_page_draws_metrics_as_they_arrive_and_stops_polling_at_the_end(
     assert "step-scalars" not in quiet and f"{url}?seen=0" in quiet  # nothing new: no redraw
     assert f"{url}?seen=2" in arrived
     assert '<section aria-labelledby="metrics" id="step-scalars" hx-swap-oob="true">' in arrived
-    assert '<th scope="row" class="mono">lr</th><td class="num">3</td>' in arrived
+    assert '<th scope="row" class="mono">lr</th><td class="num" title="3.0">3</td>' in arrived
     assert graph_of(arrived, "metric-0")["data"][0]["y"] == [0.9]
     # The step failed: what it logged stays, and the page polls no more.
     assert "hx-get" not in final and graph_of(final, "metric-0")["data"][0]["y"] == [0.9]

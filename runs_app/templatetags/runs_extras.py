@@ -7,6 +7,7 @@ from typing import Any
 
 from django import template
 
+from runs_app import numbers
 from runs_app.selectors import human_duration
 
 register = template.Library()
@@ -22,12 +23,14 @@ def duration(seconds: Any) -> str:
 
 @register.filter
 def metric(value: Any) -> str:
-    """A metric value with four significant digits; "n/a" when missing or not finite."""
-    if value is None or not isinstance(value, int | float) or not math.isfinite(value):
-        return "n/a"
-    if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
-        return f"{value:.3e}"
-    return f"{value:.4g}"
+    """A number for people (runs_app.numbers.for_people): 12,345 · 0.0007407 · 3.142."""
+    return numbers.for_people(value)
+
+
+@register.filter
+def exact(value: Any) -> str:
+    """The full value, for a `title` (hover)."""
+    return numbers.exact(value)
 
 
 @register.filter
