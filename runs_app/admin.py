@@ -23,6 +23,7 @@ from runs_app.models import (
     Metric,
     PipelineRun,
     RetentionPolicy,
+    RunTag,
     StepInput,
     StepLog,
     StepOutput,
@@ -135,6 +136,26 @@ class EventInline(ImmutableMixin, admin.TabularInline[Event, PipelineRun]):
         return super().get_queryset(request).select_related("step")
 
 
+class RunTagInline(ImmutableMixin, admin.TabularInline[RunTag, PipelineRun]):
+    model = RunTag
+    extra = 0
+    fields = readonly_fields = ("name", "created_by", "created_at")
+
+
+@admin.register(RunTag)
+class RunTagAdmin(admin.ModelAdmin[RunTag]):
+    """People's labels on runs: the operator may remove a wrong one (the run stays as it
+    was; only its label goes)."""
+
+    list_display = ["name", "run", "created_by", "created_at"]
+    search_fields = ["name"]
+    list_select_related = ["run", "created_by"]
+    readonly_fields = ["run", "name", "created_by", "created_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
 class StepRunInline(ImmutableMixin, admin.TabularInline[StepRun, PipelineRun]):
     model = StepRun
     extra = 0
@@ -172,7 +193,7 @@ class PipelineRunAdmin(IdSearchMixin, ViewOnlyMixin, admin.ModelAdmin[PipelineRu
     list_select_related = ["workspace", "pipeline_version__pipeline", "created_by", "sweep"]
     date_hierarchy = "created_at"
     ordering = ["-id"]
-    inlines = [StepRunInline, EventInline]
+    inlines = [RunTagInline, StepRunInline, EventInline]
     actions = ["cancel_runs", "forget_runs"]
 
     @admin.action(description="Forget cached results of selected runs", permissions=["cancel"])

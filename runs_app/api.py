@@ -35,7 +35,7 @@ from pipelines_app.selectors import (
     pipeline_version_by_ref,
 )
 from pipelines_app.serializers import ArtifactSerializer
-from runs_app import retention, scheduler, selectors, services, wakeups
+from runs_app import query, retention, scheduler, selectors, services, wakeups
 from runs_app.diffs import run_diff
 from runs_app.downloads import run_zip_response
 from runs_app.models import (
@@ -116,7 +116,11 @@ def run_detail(run: PipelineRun) -> dict[str, Any]:
 
 
 class RunListApi(ApiMixin, generics.ListAPIView[PipelineRun]):
-    """The workspace's runs, newest first, each with its steps counted by status."""
+    """The workspace's runs, newest first, each with its steps counted by status.
+
+    `?filter=` takes the runs filter language (runs_app.query), e.g. `metrics.accuracy >
+    0.9 and params.train.hidden = 32 and tag = baseline`; a filter that does not parse is a
+    400 whose `filter` field names the column at fault."""
 
     queryset = PipelineRun.objects.none()
 
@@ -138,10 +142,20 @@ class RunListApi(ApiMixin, generics.ListAPIView[PipelineRun]):
         sweep = IntFilter(field_name="sweep_id")
         created_by = filters.CharFilter(field_name="created_by__username")
         created_after, created_before = created_between()
+        filter = filters.CharFilter(
+            method="by_expression",
+            help_text="The runs filter language: metrics.NAME, params.STEP.PARAM, tag, status, "
+            "pipeline, version, user, sweep, created; = != > >= < <=; and, or, not, ( ).",
+        )
 
         class Meta:
             model = PipelineRun
             fields = ["status"]
+
+        def by_expression(
+            self, queryset: QuerySet[PipelineRun], name: str, value: str
+        ) -> QuerySet[PipelineRun]:
+            return queryset.filter(query.filter_q(value, field="filter"))
 
     serializer_class = OutputSerializer
     filterset_class = FilterSet

@@ -124,6 +124,8 @@ class PipelineRun(models.Model):
     # Archived runs are hidden from lists but kept; pinned ones are never deleted.
     archived_at = models.DateTimeField(null=True, blank=True)
     pinned = models.BooleanField(default=False)
+    # What a person says of the run (editable, unlike everything else about it).
+    note = models.TextField(blank=True, max_length=10_000)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -144,6 +146,30 @@ class PipelineRun(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.pk}"
+
+
+TAG_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,49}$"
+
+
+class RunTag(models.Model):
+    """A label on a run ("baseline", "paper-fig-3"): runs are found by tag (`tag = x`)."""
+
+    run = models.ForeignKey(PipelineRun, on_delete=models.CASCADE, related_name="tags")
+    name = models.CharField(max_length=50)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "name"], name="run_tag_unique"),
+        ]
+        indexes = [models.Index(fields=["name", "run"], name="run_tag_name_idx")]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class StepRun(models.Model):

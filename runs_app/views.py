@@ -35,7 +35,7 @@ from pipelines_app.selectors import (
     module_version_refs,
     newer_modules,
 )
-from runs_app import charts, downloads, retention, scheduler, selectors, services
+from runs_app import charts, downloads, query, retention, scheduler, selectors, services
 from runs_app.diffs import run_diff
 from runs_app.filters import RunFilter
 from runs_app.models import RUN_TERMINAL, STEP_TERMINAL, PipelineRun, StepRun
@@ -67,6 +67,13 @@ def run_list(request: HttpRequest, slug: str) -> TemplateResponse:
     # A filter value that does not parse shows its error and matches nothing, rather than
     # being dropped silently (which would show every run as if it matched).
     runs = filterset.qs if filterset.is_valid() else filterset.queryset.none()
+    expression = request.GET.get("q", "").strip()
+    query_error = None
+    try:
+        runs = runs.filter(query.filter_q(expression, field="q"))
+    except query.FilterError as error:
+        query_error = error
+        runs = runs.none()
     page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
     metric_names = list(dict.fromkeys(m for m in request.GET.getlist("metric") if m))
     metric_names = metric_names[:MAX_METRIC_COLUMNS]
@@ -96,7 +103,9 @@ def run_list(request: HttpRequest, slug: str) -> TemplateResponse:
         "can_edit": role_allows(workspace, Role.EDITOR),
         "metric_names": metric_names,
         "available_metrics": selectors.workspace_metric_names(workspace),
-        "filtered": any(k not in {"page", "metric"} and v for k, v in request.GET.items()),
+        "filtered": any(k not in {"page", "metric", "q"} and v for k, v in request.GET.items()),
+        "expression": expression,
+        "query_error": query_error,
     }
     return TemplateResponse(request, "runs_app/run_list.html", context)
 

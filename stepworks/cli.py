@@ -636,13 +636,22 @@ def runs(
         list[str] | None, typer.Option("--status", "-s", help="Only runs in this status.")
     ] = None,
     pipeline: Annotated[str | None, typer.Option("--pipeline", help="Only this pipeline.")] = None,
+    where: Annotated[
+        str | None,
+        typer.Option(
+            "--filter",
+            "-f",
+            help="The runs filter language, as on the runs page: "
+            "'metrics.accuracy > 0.9 and params.train.hidden = 32 and tag = baseline'.",
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1)] = 20,
     workspace: Workspace = None,
     as_json: AsJson = False,
 ) -> None:
     """The workspace's runs, newest first."""
     with client_for(workspace) as client:
-        rows = client.runs(limit=limit, status=status or None, pipeline=pipeline)
+        rows = client.runs(limit=limit, status=status or None, pipeline=pipeline, filter=where)
     if as_json:
         print_json(rows)
         return

@@ -611,7 +611,8 @@ class Client:
 
     def runs(self, limit: int | None = 50, **filters: Any) -> list[dict[str, Any]]:
         """Runs newest first; filters: status, pipeline, version, sweep, created_by,
-        created_after, created_before (ISO 8601)."""
+        created_after, created_before (ISO 8601), and `filter`, the runs filter language
+        ("metrics.accuracy > 0.9 and tag = baseline")."""
         return self.paginate(self._path("runs", ""), limit=limit, **filters)
 
     def get_run(self, run: Any) -> dict[str, Any]:

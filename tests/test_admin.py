@@ -31,6 +31,7 @@ from runs_app.models import (
     PipelineRun,
     RetentionPolicy,
     RunStatus,
+    RunTag,
     StepInput,
     StepLog,
     StepOutput,
@@ -120,6 +121,7 @@ def rows(world: Any) -> dict[type[Model], Model]:
             StepOutput.objects.create(step=step, name="out", artifact=artifact),
             Event.objects.create(run=run, old_status="", new_status="pending"),
             Metric.objects.create(step=step, name="accuracy", value=0.9),
+            RunTag.objects.create(run=run, name="baseline"),
             StepLog.objects.create(step=step, attempt=1, offset=0, text="hello\n"),
             WorkerHeartbeat.objects.create(
                 host="box", pid=42, runtime="r" * 64, last_seen=timezone.now()

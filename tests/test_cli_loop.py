@@ -72,3 +72,20 @@ def test_edit_one_of_three_modules_and_only_it_and_its_downstream_run(
     assert "ran train" in summary and "ran evaluate" in summary and "ran prep" not in summary
     assert "evaluate.quality: 20 -> 40 (+20)" in summary
     assert "train.score" not in summary  # it did not move
+
+
+def test_runs_filter_takes_the_runs_language(cli, world, embedded_workers, tmp_path):  # noqa: F811
+    trace = tmp_path / "trace"
+    project = tmp_path / "project"
+    for folder, source in (("prep", PREP), ("train", TRAIN), ("evaluate", EVALUATE)):
+        (project / folder).mkdir(parents=True)
+        (project / folder / "main.py").write_text(source)
+    (project / "loop.yaml").write_text(SPEC.format(trace=trace))
+    first = cli.json("run", str(project / "loop.yaml"), "--watch")
+    second = cli.json("run", str(project / "loop.yaml"), "--watch", "-p", "train.scale=4")
+
+    found = cli.json("runs", "--filter", "metrics.score > 10 and params.train.scale = 4")
+    wrong = cli("runs", "--filter", "metrics.score > ten", code=2)
+
+    assert [r["id"] for r in found] == [second["id"]] and first["id"] != second["id"]
+    assert "at column 17: metrics.score compares with a number, not 'ten'" in wrong.output

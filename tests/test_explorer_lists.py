@@ -147,9 +147,36 @@ def test_runs_list_costs_the_same_queries_for_1_or_50_runs(
 
     with django_assert_num_queries(RUN_LIST_QUERIES):
         response = client.get(reverse("runs:list", args=["lab"]), {"metric": "accuracy"})
+    # A filter expression is part of the same queries, whatever it names.
+    where = "status != canceled and not tag = x and (metrics.accuracy > 0.1 or version >= 1)"
+    with django_assert_num_queries(RUN_LIST_QUERIES):
+        filtered = client.get(
+            reverse("runs:list", args=["lab"]), {"metric": "accuracy", "q": where}
+        )
 
     assert response.status_code == 200
     assert text(response).count('class="mono">#') == n
+    assert filtered.status_code == 200
+    assert text(filtered).count('class="mono">#') == n
+
+
+def test_the_runs_page_finds_runs_by_expression_and_points_at_a_mistake(
+    client: Any, world: Any
+) -> None:
+    a = finished_run(world.workspace)
+    b = drain(scheduler.run_create(a.pipeline_version, param_overrides={"s2.k": 3}), metrics=True)
+    client.force_login(world.viewer)
+    url = reverse("runs:list", args=["lab"])
+
+    found = text(client.get(url, {"q": "params.s2.k = 3"}))
+    wrong = client.get(url, {"q": "params.s2.k = 3 and metrics.accuracy > lots"})
+
+    assert f'class="mono">#{b.pk}<' in found and f'class="mono">#{a.pk}<' not in found
+    assert 'value="params.s2.k = 3"' in found
+    page = text(wrong)
+    assert wrong.status_code == 200 and 'class="mono">#' not in page  # matches nothing
+    assert "at column 40: metrics.accuracy compares with a number, not &#x27;lots&#x27;" in page
+    assert "params.s2.k = 3 and metrics.accuracy &gt; lots\n" + " " * 39 + "^" in page
 
 
 # --- compare -------------------------------------------------------------------------------------

@@ -97,6 +97,7 @@ def test_a_database_from_before_the_move_migrates_forward_intact(
         "runs_app.0004_reuse_notes_and_forget...",
         "runs_app.0005_run_archive_pin...",
         "runs_app.0006_retention_policy...",
+        "runs_app.0007_run_tags_and_note...",
         "workspaces.0002_adopt_content_types...",
         "workspaces.0003_api_tokens...",
     ]

@@ -54,3 +54,12 @@ def jsonish(value: Any) -> str:
     if value is None:
         return "—"
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+@register.filter
+def rjust_spaces(count: Any) -> str:
+    """`count` spaces: the caret under a filter's bad token."""
+    try:
+        return " " * max(0, min(int(count), 2000))
+    except (TypeError, ValueError):
+        return ""

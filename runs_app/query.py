@@ -1,0 +1,327 @@
+"""The runs filter language, one grammar for the runs page (`?q=`), the API (`?filter=`) and
+the CLI (`stepworks runs --filter`):
+
+    metrics.accuracy > 0.9 and params.train.hidden = 32 and tag = baseline
+    status = failed or (pipeline = classify and created >= 2026-12-01)
+    not tag = draft and user = ada
+
+A comparison is FIELD OP VALUE; comparisons join with `and`, `or`, `not` and parentheses.
+Fields: `metrics.NAME` (a run's final value of that metric, on any step, a reused step's
+being its source's), `params.STEP.PARAM` (the value the step ran with), `tag`, `status`,
+`pipeline`, `version`, `user`, `sweep`, `created` (a date, YYYY-MM-DD). Ops: = != > >= < <=
+(`tag`, `status`, `pipeline`, `user` take only = and !=). Values: numbers, bare words, or
+'quoted text'. A mistake is a FilterError naming the column of the token at fault.
+
+`parse` is pure (text -> tree); `run_filter` turns a tree into a Q over PipelineRun.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import Exists, OuterRef, Q
+
+from runs_app.models import Metric, RunStatus, RunTag, StepRun
+from workspaces.errors import DomainError
+
+MAX_LENGTH = 2000
+MAX_TERMS = 50
+
+_TOKEN = re.compile(
+    r"""\s*(?:
+        (?P<string>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
+      | (?P<op>!=|>=|<=|=|>|<)
+      | (?P<paren>[()])
+      | (?P<word>[A-Za-z0-9_.:+\-]+)
+    )""",
+    re.VERBOSE,
+)
+_NUMBER = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
+_KEYWORDS = {"and", "or", "not"}
+_EQUALITY = {"=", "!="}
+_FIELDS = ("metrics.NAME", "params.STEP.PARAM", "tag", "status", "pipeline", "version",
+           "user", "sweep", "created")  # fmt: skip
+
+
+class FilterError(DomainError):
+    """A filter that does not parse: the message names the column (1-based) of the token."""
+
+    def __init__(self, reason: str, column: int, field: str = "filter") -> None:
+        text = f"at column {column}: {reason}"
+        super().__init__("invalid_filter", f"The filter does not parse {text}.", {field: [text]})
+        self.reason = reason
+        self.column = column
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: str  # string | op | paren | word | end
+    text: str
+    column: int  # 1-based
+
+
+@dataclass(frozen=True)
+class Comparison:
+    field: str
+    op: str
+    value: Any
+    column: int
+
+
+@dataclass(frozen=True)
+class Node:
+    kind: str  # and | or | not
+    children: tuple[Any, ...]
+
+
+def tokenize(text: str) -> list[Token]:
+    tokens: list[Token] = []
+    position = 0
+    while position < len(text):
+        if text[position:].strip() == "":
+            break
+        match = _TOKEN.match(text, position)
+        if match is None or match.end() == position:
+            column = position + len(text[position:]) - len(text[position:].lstrip()) + 1
+            raise FilterError(f"unexpected character {text[column - 1]!r}", column)
+        kind = next(k for k, v in match.groupdict().items() if v is not None)
+        value = match.group(kind)
+        tokens.append(Token(kind, value, match.start(kind) + 1))
+        position = match.end()
+    tokens.append(Token("end", "", len(text) + 1))
+    return tokens
+
+
+def parse(text: str) -> Node | Comparison | None:
+    """The tree of `text`, or None when it is blank."""
+    if len(text) > MAX_LENGTH:
+        raise FilterError(f"a filter is at most {MAX_LENGTH} characters", MAX_LENGTH + 1)
+    if not text.strip():
+        return None
+    parser = _Parser(tokenize(text))
+    tree = parser.expression()
+    parser.expect_end()
+    return tree
+
+
+class _Parser:
+    def __init__(self, tokens: list[Token]) -> None:
+        self.tokens = tokens
+        self.at = 0
+        self.terms = 0
+
+    def peek(self) -> Token:
+        return self.tokens[self.at]
+
+    def take(self) -> Token:
+        token = self.tokens[self.at]
+        self.at += 1
+        return token
+
+    def keyword(self, word: str) -> bool:
+        token = self.peek()
+        if token.kind == "word" and token.text.lower() == word:
+            self.at += 1
+            return True
+        return False
+
+    def expect_end(self) -> None:
+        token = self.peek()
+        if token.kind != "end":
+            raise FilterError(
+                f"expected 'and', 'or' or the end, found {token.text!r}", token.column
+            )
+
+    def expression(self) -> Node | Comparison:
+        terms = [self.conjunction()]
+        while self.keyword("or"):
+            terms.append(self.conjunction())
+        return terms[0] if len(terms) == 1 else Node("or", tuple(terms))
+
+    def conjunction(self) -> Node | Comparison:
+        terms = [self.unary()]
+        while self.keyword("and"):
+            terms.append(self.unary())
+        return terms[0] if len(terms) == 1 else Node("and", tuple(terms))
+
+    def unary(self) -> Node | Comparison:
+        if self.keyword("not"):
+            return Node("not", (self.unary(),))
+        token = self.peek()
+        if token.kind == "paren" and token.text == "(":
+            self.take()
+            inner = self.expression()
+            closing = self.take()
+            if closing.kind != "paren" or closing.text != ")":
+                raise FilterError(
+                    f"expected ')', found {closing.text or 'the end'!r}", closing.column
+                )
+            return inner
+        return self.comparison()
+
+    def comparison(self) -> Comparison:
+        field = self.take()
+        if field.kind != "word" or field.text.lower() in _KEYWORDS:
+            found = field.text or "the end"
+            raise FilterError(
+                f"expected a field ({', '.join(_FIELDS)}), found {found!r}", field.column
+            )
+        op = self.take()
+        if op.kind != "op":
+            found = op.text or "the end"
+            raise FilterError(
+                f"expected = != > >= < <= after {field.text!r}, found {found!r}", op.column
+            )
+        value = self.take()
+        if value.kind not in ("word", "string") or (
+            value.kind == "word" and value.text.lower() in _KEYWORDS
+        ):
+            raise FilterError(f"expected a value after {op.text!r}", value.column)
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            raise FilterError(f"a filter has at most {MAX_TERMS} comparisons", field.column)
+        return _checked(field, op, value)
+
+
+def _unquote(token: Token) -> str:
+    if token.kind == "string":
+        return re.sub(r"\\(.)", r"\1", token.text[1:-1])
+    return token.text
+
+
+def _scalar(token: Token) -> Any:
+    """A bare number is a number; everything else (quoted, or a word) is text."""
+    if token.kind == "word" and _NUMBER.match(token.text):
+        number = float(token.text)
+        return (
+            int(number)
+            if number.is_integer() and "." not in token.text and "e" not in token.text.lower()
+            else number
+        )
+    if token.kind == "word" and token.text.lower() in ("true", "false"):
+        return token.text.lower() == "true"
+    return _unquote(token)
+
+
+def _checked(field: Token, op: Token, value: Token) -> Comparison:
+    lower = field.text.lower()
+    if lower.startswith("metrics."):
+        return _metric_comparison(field, op, value)
+    if lower.startswith("params."):
+        parts = field.text[len("params.") :].split(".", 1)
+        if len(parts) != 2 or not all(parts):
+            raise FilterError("name the step and the param: params.STEP.PARAM", field.column)
+        return Comparison(f"params.{parts[0]}.{parts[1]}", op.text, _scalar(value), field.column)
+    if lower in ("tag", "pipeline", "user", "status"):
+        return _label_comparison(lower, field, op, value)
+    if lower in ("version", "sweep"):
+        number = _scalar(value)
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise FilterError(
+                f"{lower} compares with a whole number, not {value.text!r}", value.column
+            )
+        return Comparison(lower, op.text, number, field.column)
+    if lower == "created":
+        try:
+            day = dt.date.fromisoformat(_unquote(value))
+        except ValueError:
+            raise FilterError(
+                f"created compares with a date (YYYY-MM-DD), not {value.text!r}", value.column
+            ) from None
+        return Comparison("created", op.text, day, field.column)
+    raise FilterError(f"unknown field {field.text!r}; fields: {', '.join(_FIELDS)}", field.column)
+
+
+def _metric_comparison(field: Token, op: Token, value: Token) -> Comparison:
+    metric = field.text[len("metrics.") :]
+    if not metric:
+        raise FilterError("name the metric: metrics.NAME", field.column)
+    number = _scalar(value)
+    if isinstance(number, bool) or not isinstance(number, int | float):
+        raise FilterError(f"{field.text} compares with a number, not {value.text!r}", value.column)
+    return Comparison(f"metrics.{metric}", op.text, float(number), field.column)
+
+
+def _label_comparison(lower: str, field: Token, op: Token, value: Token) -> Comparison:
+    if op.text not in _EQUALITY:
+        raise FilterError(f"{lower} takes = or !=, not {op.text!r}", op.column)
+    text = _unquote(value)
+    if lower == "status":
+        text = text.lower()
+        if text not in RunStatus.values:
+            known = ", ".join(RunStatus.values)
+            raise FilterError(f"{value.text!r} is not a status ({known})", value.column)
+    return Comparison(lower, op.text, text, field.column)
+
+
+# --- to a query -------------------------------------------------------------------------------
+
+_LOOKUP = {">": "gt", ">=": "gte", "<": "lt", "<=": "lte", "=": "exact"}
+
+
+def run_filter(tree: Node | Comparison | None) -> Q:
+    """A Q over PipelineRun for a parsed filter (an empty Q for None)."""
+    if tree is None:
+        return Q()
+    if isinstance(tree, Node):
+        parts = [run_filter(child) for child in tree.children]
+        if tree.kind == "not":
+            return ~parts[0]
+        combined = parts[0]
+        for part in parts[1:]:
+            combined = combined & part if tree.kind == "and" else combined | part
+        return combined
+    return _comparison(tree)
+
+
+def _compare(path: str, op: str, value: Any) -> Q:
+    if op == "!=":
+        return ~Q(**{path: value})
+    return Q(**{f"{path}__{_LOOKUP[op]}": value})
+
+
+def _comparison(c: Comparison) -> Q:
+    if c.field.startswith("metrics."):
+        name = c.field[len("metrics.") :]
+        later = Metric.objects.filter(
+            step_id=OuterRef("step_id"), name=name, index__gt=OuterRef("index")
+        )
+        final = Metric.objects.filter(name=name).exclude(Exists(later))
+        # A run's own steps, and the sources its reused steps took their results from.
+        steps = StepRun.objects.filter(
+            Q(run_id=OuterRef(OuterRef("pk"))) | Q(reused_by__run_id=OuterRef(OuterRef("pk")))
+        )
+        matching = final.filter(Exists(steps.filter(pk=OuterRef("step_id")))).filter(
+            _compare("value", c.op if c.op != "!=" else "=", c.value)
+        )
+        found = Exists(matching)
+        return ~Q(found) if c.op == "!=" else Q(found)
+    if c.field.startswith("params."):
+        step, param = c.field[len("params.") :].split(".", 1)
+        steps = StepRun.objects.filter(run_id=OuterRef("pk"), name=step)
+        has = steps.filter(_compare(f"params__{param}", c.op if c.op != "!=" else "=", c.value))
+        return ~Q(Exists(has)) if c.op == "!=" else Q(Exists(has))
+    if c.field == "tag":
+        tagged = Exists(RunTag.objects.filter(run_id=OuterRef("pk"), name=c.value))
+        return ~Q(tagged) if c.op == "!=" else Q(tagged)
+    paths = {
+        "status": "status",
+        "pipeline": "pipeline_version__pipeline__name",
+        "version": "pipeline_version__number",
+        "user": "created_by__username",
+        "sweep": "sweep_id",
+        "created": "created_at__date",
+    }
+    return _compare(paths[c.field], c.op, c.value)
+
+
+def filter_q(text: str, field: str = "filter") -> Q:
+    """Parse and compile `text`; a FilterError names `field` (the page's `q`, the API's
+    `filter`)."""
+    try:
+        return run_filter(parse(text))
+    except FilterError as error:
+        raise FilterError(error.reason, error.column, field) from None
