@@ -103,9 +103,18 @@ def test_a_sweep_from_the_form_to_the_charts(page: Any, demo: str, screenshots: 
     page.set_viewport_size({"width": 1280, "height": 900})
 
     # Promote the best variant: the next version of classify, parent classify@1.
+    # Promote asks first (a destructive act); the test answers yes and checks the question.
     page.goto(f"{base}/w/demo/sweeps/{sweep.pk}/compare/")
+    questions: list[str] = []
+
+    def accept(dialog: Any) -> None:
+        questions.append(dialog.message)
+        dialog.accept()
+
+    page.once("dialog", accept)
     page.click("table.variants tr.best button:has-text('Promote')")
     page.wait_for_url(re.compile(r".*/w/demo/pipelines/classify/\d+/$"))
+    assert questions and questions[0].startswith("Make ") and "classify" in questions[0]
     assert "of sweep 'logreg vs rf'" in page.inner_text(".messages")
     page.goto(f"{base}/w/demo/sweeps/")
     assert "4/4 done" in page.inner_text("table.sweeps")
