@@ -27,12 +27,19 @@ from runs_app.models import RUN_TERMINAL, PipelineRun, RunStatus, StepRun
 from workspaces.models import Workspace
 
 CHAIN_STEPS = 30
+# W1_<n>: the same chain at other sizes (a step's cost should not grow with its run's).
+CHAIN_SIZES = (10, 30, 100, 1000)
+# W2: this many independent no-op leaves and one step that joins them all.
+FAN_LEAVES = 100
 
 # The chain's steps do nothing but pass a string on. Each link appends a character, so no
 # two steps of a run share a cache key (identical inputs would make step N+1 reuse step N);
 # the head's `v` makes each repetition's whole chain new, so nothing is reused across runs.
 HEAD = 'def main(ctx, *, v: int = 0):\n    return {"out": str(v)}\n'
 LINK = 'def main(ctx, x):\n    return {"out": x + "."}\n'
+
+LEAF = 'def main(ctx, *, v: int = 0, i: int = 0):\n    return {"out": "%d-%d" % (v, i)}\n'
+JOIN = 'def main(ctx, {inputs}):\n    return {{"out": str(len([{inputs}]))}}\n'
 
 # W3's step: 0.2 s of "work", counted by a line the body itself appends to `marker` (never by
 # status rows: a counted body is one that really ran). The marker is a param, so a new marker
@@ -52,9 +59,14 @@ STEP_SECONDS = 0.2
 @dataclass
 class World:
     workspace: Workspace
-    chain: PipelineVersion
+    chains: dict[int, PipelineVersion]  # by length
+    fan: PipelineVersion
     abc: PipelineVersion
     markers: Path
+
+    @property
+    def chain(self) -> PipelineVersion:
+        return self.chains[CHAIN_STEPS]
 
 
 def world_create(markers: Path) -> World:
@@ -62,13 +74,20 @@ def world_create(markers: Path) -> World:
     workspace = Workspace.objects.create(slug="bench", name="Engine benchmark")
     module_version_create(workspace, "head", {"step.py": HEAD}, "step.py:main")
     module_version_create(workspace, "link", {"step.py": LINK}, "step.py:main")
-    steps: dict[str, Any] = {"s00": {"module": "head@latest"}}
-    for index in range(1, CHAIN_STEPS):
-        steps[f"s{index:02d}"] = {
-            "module": "link@latest",
-            "inputs": {"x": f"s{index - 1:02d}.out"},
-        }
-    chain = pipeline_version_create(workspace, "chain", {"steps": steps})
+    chains = {size: _chain_version(workspace, size) for size in CHAIN_SIZES}
+    module_version_create(workspace, "leaf", {"step.py": LEAF}, "step.py:main")
+    inputs = ", ".join(f"x{i}" for i in range(FAN_LEAVES))
+    module_version_create(
+        workspace, "join", {"step.py": JOIN.format(inputs=inputs)}, "step.py:main"
+    )
+    fan_steps: dict[str, Any] = {
+        f"l{i:03d}": {"module": "leaf@latest", "params": {"i": i}} for i in range(FAN_LEAVES)
+    }
+    fan_steps["join"] = {
+        "module": "join@latest",
+        "inputs": {f"x{i}": f"l{i:03d}.out" for i in range(FAN_LEAVES)},
+    }
+    fan = pipeline_version_create(workspace, "fan", {"steps": fan_steps})
     for name, upstream in (("a", False), ("b", True), ("c", True)):
         source = COUNTED.format(
             inputs="x, " if upstream else "",
@@ -89,7 +108,16 @@ def world_create(markers: Path) -> World:
         },
     )
     markers.mkdir(parents=True, exist_ok=True)
-    return World(workspace, chain, abc, markers)
+    return World(workspace, chains, fan, abc, markers)
+
+
+def _chain_version(workspace: Workspace, size: int) -> PipelineVersion:
+    width = len(str(size - 1))
+    names = [f"s{index:0{width}d}" for index in range(size)]
+    steps: dict[str, Any] = {names[0]: {"module": "head@latest"}}
+    for index in range(1, size):
+        steps[names[index]] = {"module": "link@latest", "inputs": {"x": f"{names[index - 1]}.out"}}
+    return pipeline_version_create(workspace, f"chain{size}", {"steps": steps})
 
 
 def wait_terminal(run_ids: list[int], timeout_s: float) -> list[PipelineRun]:
@@ -143,29 +171,54 @@ class ChainResult:
     first_claim_ms: float  # run_create called -> first step claimed (commit + broker hop)
 
 
-def chain_once(world: World, v: int, cpu: Callable[[], float] = time.process_time) -> ChainResult:
-    """W1: one 30-step no-op chain run, wall time divided by the step count."""
+_values = itertools.count(1)
+
+
+def chain_once(
+    world: World,
+    v: int,
+    cpu: Callable[[], float] = time.process_time,
+    size: int = CHAIN_STEPS,
+) -> ChainResult:
+    """W1 (W1_<size>): one no-op chain run, wall time divided by the step count. `v` is
+    made unique per call, so no step of any chain reuses one of another."""
+    version = world.chains[size]
+    head = min(version.spec["steps"])
     cpu_before = cpu()
     started = timezone.now()
-    run = scheduler.run_create(world.chain, param_overrides={"s00.v": v})
-    runs = wait_terminal([run.pk], timeout_s=120)
-    cpu_ms = (cpu() - cpu_before) * 1000 / CHAIN_STEPS
+    unique = v * 100_000 + next(_values)
+    run = scheduler.run_create(version, param_overrides={f"{head}.v": unique})
+    runs = wait_terminal([run.pk], timeout_s=60 + size * 0.5)
+    cpu_ms = (cpu() - cpu_before) * 1000 / size
     steps = list(StepRun.objects.filter(run=run).order_by("position"))
     executed = sum(s.status == "succeeded" for s in steps)
-    if executed != CHAIN_STEPS:
-        raise RuntimeError(f"the chain executed {executed} steps, not {CHAIN_STEPS}")
+    if executed != size:
+        raise RuntimeError(f"the chain executed {executed} steps, not {size}")
     in_step = [(s.finished_at - s.started_at).total_seconds() for s in steps]
     between = [
         (later.started_at - earlier.finished_at).total_seconds()
         for earlier, later in itertools.pairwise(steps)
     ]
     return ChainResult(
-        per_step_ms=_wall_s(started, runs) * 1000 / CHAIN_STEPS,
+        per_step_ms=_wall_s(started, runs) * 1000 / size,
         in_step_ms=statistics.mean(in_step) * 1000,
         between_ms=statistics.mean(between) * 1000,
         cpu_ms=cpu_ms,
         first_claim_ms=(steps[0].started_at - started).total_seconds() * 1000,
     )
+
+
+def fan_once(world: World) -> float:
+    """W2: FAN_LEAVES independent no-op steps and their join; the run's wall seconds."""
+    unique = next(_values) + 10_000_000
+    overrides = {f"l{i:03d}.v": unique for i in range(FAN_LEAVES)}
+    started = timezone.now()
+    run = scheduler.run_create(world.fan, param_overrides=overrides)
+    runs = wait_terminal([run.pk], timeout_s=300)
+    executed = StepRun.objects.filter(run=run, status="succeeded").count()
+    if executed != FAN_LEAVES + 1:
+        raise RuntimeError(f"the fan executed {executed} steps, not {FAN_LEAVES + 1}")
+    return _wall_s(started, runs)
 
 
 def sweep_params(marker: Path) -> list[dict[str, Any]]:
@@ -231,10 +284,13 @@ def run_all(
     reps_w3: int,
     reps_w4: int,
     worker_pid: int | None = None,
+    workers: Callable[[int], int | None] | None = None,
 ) -> None:
     """Warm up, then print each figure as `NAME VALUE` (medians), plus `#` diagnostics.
 
-    `worker_pid` is the worker process whose CPU W1 reports (None: this process)."""
+    `worker_pid` is the worker process whose CPU W1 reports (None: this process);
+    `workers(n)` switches to n workers and returns the new worker pid (W2 is also timed
+    with one, to say whether two are twice as fast)."""
     warm_up(world)
     cpu = cpu_probe(worker_pid)
     chains = [chain_once(world, v=rep, cpu=cpu) for rep in range(reps_w1)]
@@ -249,6 +305,27 @@ def run_all(
         f"{statistics.median(c.first_claim_ms for c in chains):.1f} ms after run_create was "
         f"called; all {len(chains)} repetitions: "
         f"{', '.join(f'{c.per_step_ms:.2f}' for c in chains)}",
+        flush=True,
+    )
+    sizes = _chain_sizes(world, mode, reps_w1, cpu)
+    fans = [fan_once(world) for _ in range(reps_w1)]
+    fan = statistics.median(fans)
+    print(f"W2.{mode}.wall_s {fan:.3f}", flush=True)
+    one = None
+    if workers is not None:
+        workers(1)
+        one = statistics.median(fan_once(world) for _ in range(reps_w1))
+        worker_pid = workers(2)
+        cpu = cpu_probe(worker_pid)
+    print(
+        f"# W2.{mode}: {FAN_LEAVES} leaves and a join on 2 workers, "
+        f"{fan * 1000 / (FAN_LEAVES + 1):.2f} ms a step; all: "
+        + ", ".join(f"{w:.3f}" for w in fans)
+        + (
+            f"; on 1 worker {one:.3f} s, so 2 workers are {one / fan:.2f}x as fast"
+            if one is not None
+            else ""
+        ),
         flush=True,
     )
     sweeps = [sweep_once(world, f"sweep-{rep}") for rep in range(reps_w3)]
@@ -277,11 +354,35 @@ def run_all(
         f"all {len(reruns)} repetitions: " + ", ".join(f"{ms:.2f}" for ms, _ in reruns),
         flush=True,
     )
+    goal = 3.0 if mode == "embedded" else 5.0
     met = {
-        "W1 <= 5 ms/step": per_step <= 5,
-        "W3 <= 3.2 s": wall <= 3.2,
+        f"W1 <= {goal:g} ms/step": per_step <= goal,
+        "W1_1000 within 1.2x of W1_10": sizes[1000] <= 1.2 * sizes[10],
+        "W3 <= 3.0 s": wall <= 3.0,
         "W3 == 27 bodies": worst == 27,
-        "W4 <= 10 ms": rerun <= 10,
+        "W4 <= 5 ms": rerun <= 5,
     }
+    if mode != "embedded":
+        met["W2 <= 0.4 s"] = fan <= 0.4
     verdicts = "; ".join(f"{name} {'met' if ok else 'MISSED'}" for name, ok in met.items())
     print(f"# targets {mode}: {verdicts}", flush=True)
+
+
+def _chain_sizes(world: World, mode: str, reps: int, cpu: Callable[[], float]) -> dict[int, float]:
+    """W1_<n>: the chain at each size (one run of the longest; it is 1,000 steps)."""
+    figures: dict[int, float] = {}
+    for size in CHAIN_SIZES:
+        if size == CHAIN_STEPS:
+            continue
+        runs = [
+            chain_once(world, v=rep, cpu=cpu, size=size)
+            for rep in range(reps if size < 1000 else 1)
+        ]
+        figures[size] = statistics.median(c.per_step_ms for c in runs)
+        print(f"W1_{size}.{mode}.per_step_ms {figures[size]:.2f}", flush=True)
+        print(
+            f"# W1_{size}.{mode}: worker CPU {statistics.median(c.cpu_ms for c in runs):.2f} "
+            f"ms a step; all: " + ", ".join(f"{c.per_step_ms:.2f}" for c in runs),
+            flush=True,
+        )
+    return figures

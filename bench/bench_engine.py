@@ -8,13 +8,16 @@ bench process) and `pg_redis` (PostgreSQL, Redis, one `rundramatiq --processes 1
 worker process):
 
     W1.<mode>.per_step_ms  a 30-step chain of no-op steps: wall time of the run / 30
+    W1_<n>.<mode>.per_step_ms  the same chain at 10, 100 and 1,000 steps (one run of 1,000)
+    W2.<mode>.wall_s       100 independent no-op steps and one step joining them, 2 workers:
+                           run_create until the run is terminal (a `#` line adds 1 worker)
     W3.<mode>.wall_s       18 runs of a -> b -> c (0.2 s steps; a.v 0..2, b.v 0..1, c.v 0..2)
                            started at once: first run_create until all 18 runs are terminal
     W3.<mode>.executed     step bodies W3 executed, counted by the bodies themselves (27)
     W4.<mode>.ms           run_create of an unchanged a -> b -> c (everything reused) until the
                            run is terminal, which it is on return
 
-There is no W2: the issue names no second workload. Lines starting with `#` are diagnostics
+Lines starting with `#` are diagnostics
 (where W1's time goes, every repetition, which targets were met); the bench never asserts a
 target. Each mode runs in its own subprocess (settings are read at import), in a temp data
 folder, on a database it creates and drops; if Postgres or Redis is unreachable the pg_redis
@@ -190,6 +193,7 @@ class Workers:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         (self.data_dir / "worker-groups").unlink(missing_ok=True)  # nothing left to sweep
+        self.procs.clear()
 
     def logs(self) -> str:
         return "\n".join(
@@ -207,6 +211,8 @@ def child(arguments: argparse.Namespace) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _engine_workloads import run_all, world_create
 
+    from runs_app.models import WorkerHeartbeat
+
     data_dir = Path(settings.DATA_DIR)
     started = time.monotonic()
     call_command("migrate", verbosity=0)
@@ -216,8 +222,22 @@ def child(arguments: argparse.Namespace) -> int:
 
         embedded = EmbeddedWorkers(threads=2)  # W3 wants two workers
         embedded.start()
+
+        def embedded_workers(threads: int) -> None:
+            nonlocal embedded
+            embedded.stop()
+            embedded = EmbeddedWorkers(threads=threads)
+            embedded.start()
+
         try:
-            run_all(world, arguments.mode, arguments.reps_w1, arguments.reps_w3, arguments.reps_w4)
+            run_all(
+                world,
+                arguments.mode,
+                arguments.reps_w1,
+                arguments.reps_w3,
+                arguments.reps_w4,
+                workers=embedded_workers,
+            )
         finally:
             embedded.stop()
     else:
@@ -227,6 +247,13 @@ def child(arguments: argparse.Namespace) -> int:
             # and the broker tests run them (two processes would boot two scientific ones).
             workers.start(processes=1, threads=2)
             worker_pid = workers.wait_ready(1)
+
+            def worker_threads(threads: int) -> int:
+                workers.stop()
+                WorkerHeartbeat.objects.all().delete()
+                workers.start(processes=1, threads=threads)
+                return workers.wait_ready(1)
+
             run_all(
                 world,
                 arguments.mode,
@@ -234,6 +261,7 @@ def child(arguments: argparse.Namespace) -> int:
                 arguments.reps_w3,
                 arguments.reps_w4,
                 worker_pid=worker_pid,
+                workers=worker_threads,
             )
         except Exception:
             print(f"# worker log:\n{workers.logs()}", file=sys.stderr)

@@ -523,6 +523,49 @@ def topological_order(steps: Mapping[str, Any]) -> list[str]:
     return order + sorted(set(steps) - set(order))
 
 
+@dataclass(frozen=True)
+class StepGraph:
+    """A spec's steps as the scheduler walks them: who reads whom, both ways, and how.
+
+    Built once per pipeline version (its spec never changes), so completing a step looks
+    at its own successors only, never at the whole spec.
+    """
+
+    order: tuple[str, ...]  # dependency order, ties by name
+    upstream: Mapping[str, tuple[str, ...]]  # the steps each reads from, each once
+    successors: Mapping[str, tuple[str, ...]]  # the steps that read each, directly
+    bindings: Mapping[str, Mapping[str, Binding]]  # {step: {input: Binding}}
+
+    def downstream(self, roots: set[str]) -> set[str]:
+        """Every step that reads from `roots`, transitively (the roots not included)."""
+        found: set[str] = set()
+        frontier = list(roots)
+        while frontier:
+            for successor in self.successors.get(frontier.pop(), ()):
+                if successor not in found:
+                    found.add(successor)
+                    frontier.append(successor)
+        return found
+
+
+def step_graph(steps: Mapping[str, Any]) -> StepGraph:
+    """The StepGraph of a spec's `steps` mapping (raw or resolved)."""
+    upstream = {
+        name: tuple(u for u in upstream_steps(step) if u in steps) for name, step in steps.items()
+    }
+    successors: dict[str, list[str]] = {name: [] for name in steps}
+    order = topological_order(steps)
+    for name in order:  # each successor list in dependency order too
+        for source in upstream[name]:
+            successors[source].append(name)
+    return StepGraph(
+        order=tuple(order),
+        upstream=upstream,
+        successors={name: tuple(names) for name, names in successors.items()},
+        bindings={name: step_bindings(step) for name, step in steps.items()},
+    )
+
+
 # --- the whole resolution ---------------------------------------------------------------------
 
 

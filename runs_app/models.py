@@ -210,6 +210,13 @@ class StepRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # How many of the steps it reads from have not succeeded or been reused yet: a step's
+    # completion counts its successors down, and one at 0 (and pending) is ready. So an
+    # advance reads the few steps that changed, never the whole run.
+    waiting = models.PositiveIntegerField(default=0)
+    # The runtime fingerprint its cache key was made with (key_parts["runtime"]): a claim
+    # checks it in its one UPDATE.
+    runtime = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["run", "position"]
@@ -243,6 +250,9 @@ class StepRun(models.Model):
             models.Index(fields=["workspace", "cache_key", "status"], name="step_key_idx"),
             # the reaper: queued steps nobody claimed, running steps whose lease expired
             models.Index(fields=["status", "lease_expires_at"], name="step_reaper_idx"),
+            # the scheduler: a run's ready steps (pending, waiting 0) and whether any step of
+            # a run is still open (its finish)
+            models.Index(fields=["run", "status", "waiting"], name="step_run_status_idx"),
         ]
 
     def __str__(self) -> str:

@@ -18,31 +18,24 @@ import json
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 
 from django.db import IntegrityError, OperationalError, transaction
-from django.db.models import F
+from django.db.models import F, Q, Subquery
 from django.dispatch import Signal
 from django.utils import timezone
 
 from artifacts.models import Artifact, ArtifactState
 from artifacts.store import artifacts_missing
 from pipelines_app.models import DatasetVersion, PipelineVersion
-from pipelines_app.specs import (
-    downstream_steps,
-    effective_params,
-    step_bindings,
-    topological_order,
-    upstream_steps,
-)
+from pipelines_app.specs import StepGraph, effective_params, step_graph
 from runs_app import wakeups
 from runs_app.executor.runtime import runtime_fingerprint
 from runs_app.models import (
-    STEP_DONE_OK,
-    STEP_TERMINAL,
     Event,
     FailureReason,
     Metric,
@@ -146,6 +139,35 @@ def retry_on_conflict(func: Fn) -> Fn:
     return cast(Fn, wrapper)
 
 
+class _Tx:
+    """What a transition's transaction writes last: its events in one INSERT, and the runs
+    whose long-polls to wake after it commits. A step's hot path (succeed, advance, claim
+    the next) then writes one statement of events instead of one per move."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.runs: set[int] = set()
+
+    def add(self, event: Event) -> None:
+        self.events.append(event)
+        self.runs.add(event.run_id)
+
+    def flush(self) -> None:
+        if self.events:
+            Event.objects.bulk_create(self.events)
+            self.events = []
+        _changed(self.runs)
+        self.runs = set()
+
+
+def _record(event: Event, tx: _Tx | None) -> None:
+    if tx is not None:
+        tx.add(event)
+    else:
+        event.save()
+        _changed([event.run_id])
+
+
 def _step_move(
     step: StepRun,
     transition: tuple[tuple[str, ...], str],
@@ -153,6 +175,7 @@ def _step_move(
     attempt: int | None = None,
     reason: str = "",
     message: str = "",
+    tx: _Tx | None = None,
     **fields: Any,
 ) -> bool:
     """Conditionally move one step; record the event. False when zero rows matched."""
@@ -170,17 +193,56 @@ def _step_move(
     for name, value in fields.items():
         if not hasattr(value, "resolve_expression"):
             setattr(step, name, value)
-    Event.objects.create(
-        run_id=step.run_id,
-        step=step,
-        old_status=old,
-        new_status=target,
-        reason=reason,
-        message=message[:2000],
-        attempt=step.attempt if attempt is None else attempt,
+    _record(
+        Event(
+            run_id=step.run_id,
+            step_id=step.pk,
+            old_status=old,
+            new_status=target,
+            reason=reason,
+            message=message[:2000],
+            attempt=step.attempt if attempt is None else attempt,
+        ),
+        tx,
     )
-    _changed([step.run_id])
     return True
+
+
+def _steps_move(
+    steps: list[StepRun],
+    transition: tuple[tuple[str, ...], str],
+    tx: _Tx,
+    *,
+    reason: str = "",
+    message: str = "",
+    **fields: Any,
+) -> list[StepRun]:
+    """Move several steps locked by the caller (select_for_update) in one UPDATE; returns
+    those moved, each with its event."""
+    sources, target = transition
+    steps = [s for s in steps if s.status in sources]
+    if not steps:
+        return []
+    if target == S.FAILED:
+        fields.setdefault("failure_reason", reason)
+        fields.setdefault("failure_message", message)
+    StepRun.objects.filter(pk__in=[s.pk for s in steps], status__in=sources).update(
+        status=target, **fields
+    )
+    for step in steps:
+        tx.add(
+            Event(
+                run_id=step.run_id,
+                step_id=step.pk,
+                old_status=step.status,
+                new_status=target,
+                reason=reason,
+                message=message[:2000],
+                attempt=step.attempt,
+            )
+        )
+        step.status = target
+    return steps
 
 
 def _run_move(
@@ -189,6 +251,7 @@ def _run_move(
     *,
     reason: str = "",
     message: str = "",
+    tx: _Tx | None = None,
     **fields: Any,
 ) -> bool:
     sources, target = transition
@@ -202,10 +265,12 @@ def _run_move(
     run.status = target
     for name, value in fields.items():
         setattr(run, name, value)
-    Event.objects.create(
-        run_id=run.pk, old_status=old, new_status=target, reason=reason, message=message[:2000]
+    _record(
+        Event(
+            run_id=run.pk, old_status=old, new_status=target, reason=reason, message=message[:2000]
+        ),
+        tx,
     )
-    _changed([run.pk])
     return True
 
 
@@ -233,6 +298,64 @@ def _changed(run_ids: Iterable[int]) -> None:
         transaction.on_commit(functools.partial(wakeups.changed, ids))
 
 
+# --- the graph of a run -----------------------------------------------------------------------
+_GRAPHS_MAX = 512
+_graphs: dict[tuple[int, str], StepGraph] = {}
+
+
+def _graph(version: PipelineVersion) -> StepGraph:
+    """The step graph of a pipeline version, built once per process: a version's spec never
+    changes. Keyed by id and digest, so an id that names another spec (a test database made
+    again) is never answered from the cache. `version` needs its id and digest only; the
+    spec is read when the graph is not cached."""
+    key = (version.pk, version.digest)
+    graph = _graphs.get(key)
+    if graph is None:
+        spec = PipelineVersion.objects.values_list("spec", flat=True).get(pk=version.pk)
+        graph = step_graph(spec["steps"])
+        if len(_graphs) >= _GRAPHS_MAX:
+            _graphs.clear()
+        _graphs[key] = graph
+    return graph
+
+
+def _run_graph(run: PipelineRun) -> StepGraph:
+    return _graph(run.pipeline_version)
+
+
+def _lock_run(run_id: int) -> PipelineRun | None:
+    """The run's row, locked until the transaction ends: every transition that moves a step
+    of a run to an end (and may end the run, or make its successors ready) holds it, so two
+    such transitions of one run never see each other half done. Its version comes with it
+    (id and digest: the key of its graph)."""
+    return (
+        PipelineRun.objects.select_for_update(of=("self",))
+        .select_related("pipeline_version")
+        .only("id", "workspace_id", "status", "cancel_requested", "pipeline_version__digest")
+        .filter(pk=run_id)
+        .first()
+    )
+
+
+# The columns the scheduler reads of a step it moves (not the run's sources or logs).
+_STEP_COLUMNS = (
+    "id",
+    "workspace_id",
+    "run_id",
+    "name",
+    "module_version",
+    "params",
+    "status",
+    "reuse_allowed",
+    "attempt",
+    "cache_key",
+    "runtime",
+    "waiting",
+    "cancel_requested",
+    "module_version__code_digest",
+)
+
+
 # --- starting a run -------------------------------------------------------------------------
 def _parse_overrides(
     version: PipelineVersion, overrides: dict[str, Any]
@@ -252,6 +375,26 @@ def _parse_overrides(
     return by_step, problems
 
 
+def _step_params(
+    version: PipelineVersion, steps: list[Any], overrides: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Every step's params after defaults and overrides, coerced; DomainError listing every
+    bad override."""
+    by_step, problems = _parse_overrides(version, overrides)
+    step_params: dict[str, dict[str, Any]] = {}
+    for step in steps:
+        merged = {**step.params, **by_step.get(step.name, {})}
+        try:
+            step_params[step.name] = effective_params(
+                step.module_version.interface, merged, f"params.{step.name}"
+            )
+        except DomainError as error:
+            problems.update(error.fields)
+    if problems:
+        raise DomainError("invalid_params", "Some parameter overrides are not valid.", problems)
+    return step_params
+
+
 @retry_on_conflict
 def run_create(
     version: PipelineVersion,
@@ -265,32 +408,32 @@ def run_create(
     sweep: Any = None,
     variant: dict[str, Any] | None = None,
 ) -> PipelineRun:
-    """Create a run and all its steps (pending) in one transaction, then start it.
+    """Create a run and all its steps in one transaction, then start it.
 
     Params are every declared param after defaults and overrides, coerced to its type, so
     `1` and `1.0` for a float param key alike. `force_steps` and everything downstream of
     them neither reuse nor follow (rerun from a step).
+
+    What can be reused is settled before the rows are written: walking the steps upstream
+    first, a step whose inputs are all known (from datasets, or from steps reused this way)
+    and whose key has a succeeded twin is created `reused` (the `reuse` transition, made at
+    creation: its event says so). So an unchanged rerun costs one query per step to find its
+    sources and a fixed number of INSERTs, and ends before this returns.
     """
     overrides = param_overrides or {}
-    by_step, problems = _parse_overrides(version, overrides)
-    steps = list(version.steps.select_related("module_version").order_by("position"))
-    step_params: dict[str, dict[str, Any]] = {}
-    for step in steps:
-        merged = {**step.params, **by_step.get(step.name, {})}
-        try:
-            step_params[step.name] = effective_params(
-                step.module_version.interface, merged, f"params.{step.name}"
-            )
-        except DomainError as error:
-            problems.update(error.fields)
-    if problems:
-        raise DomainError("invalid_params", "Some parameter overrides are not valid.", problems)
-    forced = downstream_steps(version.spec["steps"], set(force_steps))
+    steps = list(
+        version.steps.select_related("module_version")
+        .defer("module_version__files", "module_version__message", "module_version__warnings")
+        .order_by("position")
+    )
+    step_params = _step_params(version, steps, overrides)
+    graph = _graph(version)
     unknown = set(force_steps) - {s.name for s in steps}
     if unknown:
         raise DomainError(
             "invalid_step", "No such step.", {"step": [f"unknown step {sorted(unknown)[0]!r}"]}
         )
+    forced = set(force_steps) | graph.downstream(set(force_steps))
     with transaction.atomic():
         run = PipelineRun.objects.create(
             workspace_id=version.pipeline.workspace_id,
@@ -303,8 +446,8 @@ def run_create(
             sweep=sweep,
             variant=variant or {},
         )
-        StepRun.objects.bulk_create(
-            StepRun(
+        rows = {
+            step.name: StepRun(
                 workspace_id=run.workspace_id,
                 run=run,
                 name=step.name,
@@ -314,120 +457,202 @@ def run_create(
                 reuse_allowed=reuse and step.name not in forced,
                 max_attempts=engine().max_attempts,
                 timeout_s=engine().step_timeout_s,
+                waiting=len(graph.upstream[step.name]),
             )
             for step in steps
-        )
-        _run_move(run, RUN_START, started_at=timezone.now())
-        _advance_locked(run)
+        }
+        tx = _Tx()
+        reused = _plan_reuse(run, graph, rows)
+        StepRun.objects.bulk_create(rows.values())
+        _run_move(run, RUN_START, started_at=timezone.now(), tx=tx)
+        _created_reused(run, rows, reused, tx)
+        ready = [
+            rows[name]
+            for name in graph.order
+            if rows[name].status == S.PENDING and rows[name].waiting == 0
+        ]
+        known = {name: plan.outputs for name, plan in reused.items()}
+        queued = _start_ready(run, graph, ready, known, tx)
+        _finish_if_done(run, tx)
+        tx.flush()
+        _dispatch(queued)
     return run
+
+
+@dataclass(frozen=True)
+class _Reuse:
+    """A step settled as reused when its run is created."""
+
+    source: StepRun
+    outputs: dict[str, Artifact]
+    inputs: dict[str, Artifact]
+
+
+def _plan_reuse(run: PipelineRun, graph: StepGraph, rows: dict[str, StepRun]) -> dict[str, _Reuse]:
+    """Settle, before the rows exist, which steps reuse a succeeded twin: walking upstream
+    first, each step whose inputs are all known and whose key has a source. Marks those
+    rows reused (with their key and source) and counts their successors down."""
+    reused: dict[str, _Reuse] = {}
+    known: dict[str, dict[str, Artifact]] = {}
+    for name in graph.order:
+        row = rows[name]
+        if not row.reuse_allowed or row.waiting:
+            continue
+        inputs = _resolve_inputs(run, graph, name, known, read=False)
+        if inputs is None:
+            continue  # a missing input: the ready step fails when it is started
+        _key(row, inputs)
+        found = _reuse_source(row)
+        if found is None:  # keyed again, and pinned, when it is started
+            row.cache_key, row.key_parts, row.runtime = "", {}, ""
+            continue
+        source, outputs = found
+        now = timezone.now()
+        row.status = S.REUSED
+        row.reused_from = source
+        row.started_at = row.finished_at = now
+        reused[name] = _Reuse(source, outputs, inputs)
+        known[name] = outputs
+        for successor in graph.successors[name]:
+            rows[successor].waiting -= 1
+    return reused
+
+
+def _created_reused(
+    run: PipelineRun, rows: dict[str, StepRun], reused: dict[str, _Reuse], tx: _Tx
+) -> None:
+    """The rows of the steps created reused: their inputs, outputs and events."""
+    StepInput.objects.bulk_create(
+        StepInput(step=rows[name], name=input_name, artifact=artifact)
+        for name, plan in reused.items()
+        for input_name, artifact in plan.inputs.items()
+    )
+    StepOutput.objects.bulk_create(
+        StepOutput(step=rows[name], name=output, artifact=artifact)
+        for name, plan in reused.items()
+        for output, artifact in plan.outputs.items()
+    )
+    for name, plan in reused.items():
+        tx.add(
+            Event(
+                run_id=run.pk,
+                step_id=rows[name].pk,
+                old_status=S.PENDING,
+                new_status=S.REUSED,
+                message=f"reused from run {plan.source.run_id}",
+            )
+        )
 
 
 # --- advancing ------------------------------------------------------------------------------
 @retry_on_conflict
-def run_advance(run_id: int, *, keep: bool = False) -> list[int]:
-    """Move every step of the run that can move; finish the run when all steps are done.
+def run_advance(run_id: int) -> list[int]:
+    """Start every ready step of the run (pending, nothing left to wait for) and finish the
+    run when all its steps are done; returns the steps it queued (hinted after commit).
 
-    Returns the steps it queued. Each is hinted to the workers after commit, except, with
-    `keep`, the first: the caller (a worker that just finished a step) runs that one itself.
+    Transitions advance their own run as they go; this is for a run another run's step
+    moved (a leader releasing its followers) and for the reaper's safety net.
     """
     with transaction.atomic():
-        return _advance_run_id(run_id, keep)
-
-
-def _advance_run_id(run_id: int, keep: bool) -> list[int]:
-    # The version comes with the run: its spec is read on every advance.
-    run = (
-        PipelineRun.objects.select_for_update(of=("self",))
-        .select_related("pipeline_version")
-        .filter(pk=run_id)
-        .first()
-    )
-    if run is None or run.status != R.RUNNING:
-        return []
-    return _advance_locked(run, keep)
-
-
-def _advance_locked(run: PipelineRun, keep: bool = False) -> list[int]:
-    spec_steps = run.pipeline_version.spec["steps"]
-    order = topological_order(spec_steps)  # upstream first: one pass sees its own moves
-    pinned: set[int] = set()
-    queued: list[int] = []
-    while True:
-        steps = {
-            s.name: s
-            for s in StepRun.objects.filter(run=run)
-            .select_related("module_version")
-            .defer(  # the key needs the digest, not the sources
-                "module_version__files",
-                "module_version__message",
-                "module_version__warnings",
-            )
-        }
-        outputs = _outputs_by_step([s.pk for s in steps.values() if s.status in STEP_DONE_OK])
-        retry = False
-        for name in order:
-            step = steps[name]
-            if step.status != S.PENDING:
-                continue
-            upstream = upstream_steps(spec_steps[name])
-            states = [steps[u].status for u in upstream]
-            if run.cancel_requested or any(st == S.CANCELED for st in states):
-                _step_move(step, STEP_CANCEL, finished_at=timezone.now())
-                continue
-            if any(st == S.FAILED for st in states):
-                failed = next(u for u in upstream if steps[u].status == S.FAILED)
-                _step_move(
-                    step,
-                    STEP_FAIL_UNSTARTED,
-                    reason=FailureReason.DEPENDENCY_FAILED,
-                    message=f"upstream step {failed!r} failed",
-                    finished_at=timezone.now(),
-                )
-                continue
-            if not all(st in STEP_DONE_OK for st in states):
-                continue
-            inputs = _resolve_inputs(run, spec_steps[name], steps, outputs)
-            if inputs is None:
-                _step_move(
-                    step,
-                    STEP_FAIL_UNSTARTED,
-                    reason=FailureReason.OUTPUT_INVALID,
-                    message="an upstream output this step binds is missing",
-                    finished_at=timezone.now(),
-                )
-                continue
-            _key_step(step, inputs, pinned)
-            reused = _try_reuse(step)
-            if reused is not None:
-                outputs[step.pk] = reused  # downstream steps in this pass read them
-                continue
-            if _try_queue(step):
-                queued.append(step.pk)
-            elif step.status == S.PENDING:
-                retry = True  # its leader finished meanwhile, or it should reuse: again
-        if not retry:
-            break
-    _dispatch(queued[1:] if keep else queued)
-    _finish_if_done(run, steps)
+        run = _lock_run(run_id)
+        if run is None or run.status != R.RUNNING:
+            return []
+        tx = _Tx()
+        graph = _run_graph(run)
+        queued = _start_ready(run, graph, _ready_steps(run.pk), {}, tx)
+        _finish_if_done(run, tx)
+        tx.flush()
+        _dispatch(queued)
     return queued
 
 
-def _outputs_by_step(step_ids: list[int]) -> dict[int, dict[str, Any]]:
-    result: dict[int, dict[str, Any]] = {}
-    for out in StepOutput.objects.filter(step_id__in=step_ids).select_related("artifact"):
-        result.setdefault(out.step_id, {})[out.name] = out.artifact
-    return result
+def _ready_steps(run_id: int, names: Iterable[str] | None = None) -> list[StepRun]:
+    """The run's pending steps with nothing left to wait for (of `names`, if given)."""
+    query = StepRun.objects.filter(run_id=run_id, status=S.PENDING, waiting=0)
+    if names is not None:
+        query = query.filter(name__in=list(names))
+    return list(query.select_related("module_version").only(*_STEP_COLUMNS).order_by("position"))
+
+
+def _count_down(run: PipelineRun, graph: StepGraph, done: Iterable[str]) -> list[StepRun]:
+    """Steps `done` succeeded or were reused: count their successors down; returns the
+    successors that became ready."""
+    counts = Counter(successor for name in done for successor in graph.successors[name])
+    if not counts:
+        return []
+    by_count: dict[int, list[str]] = {}
+    for name, count in counts.items():
+        by_count.setdefault(count, []).append(name)
+    for count, names in by_count.items():
+        StepRun.objects.filter(run_id=run.pk, name__in=names).update(waiting=F("waiting") - count)
+    return _ready_steps(run.pk, counts)
+
+
+def _start_ready(
+    run: PipelineRun,
+    graph: StepGraph,
+    ready: list[StepRun],
+    known: dict[str, dict[str, Artifact]],
+    tx: _Tx,
+) -> list[int]:
+    """Start ready steps: each is keyed, then reused, followed or queued; a reused one's
+    successors may become ready in turn. `known` holds outputs already in hand by step name
+    (the step that just finished); others are read. Returns the steps queued."""
+    queued: list[int] = []
+    work = list(ready)
+    while work:
+        step = work.pop(0)
+        if run.cancel_requested:
+            if _step_move(step, STEP_CANCEL, finished_at=timezone.now(), tx=tx):
+                _fail_downstream(run, graph, step, tx)
+            continue
+        inputs = _resolve_inputs(run, graph, step.name, known)
+        if inputs is None:
+            _step_move(
+                step,
+                STEP_FAIL_UNSTARTED,
+                reason=FailureReason.OUTPUT_INVALID,
+                message="an upstream output this step binds is missing",
+                finished_at=timezone.now(),
+                tx=tx,
+            )
+            _fail_downstream(run, graph, step, tx)
+            continue
+        rekeyed = bool(step.cache_key)  # it followed a leader that failed: pinned before
+        _key(step, inputs)
+        _pin_inputs(step, inputs, rekeyed)
+        outcome, outputs = _queue_or_follow(step, tx)
+        if outcome == S.QUEUED:
+            queued.append(step.pk)
+        elif outcome == S.REUSED:
+            known[step.name] = outputs
+            work.extend(_count_down(run, graph, [step.name]))
+    return queued
 
 
 def _resolve_inputs(
     run: PipelineRun,
-    spec_step: dict[str, Any],
-    steps: dict[str, StepRun],
-    outputs: dict[int, dict[str, Any]],
-) -> dict[str, Any] | None:
-    """{input name: Artifact} for a ready step; None when a bound output is missing."""
-    resolved: dict[str, Any] = {}
-    for input_name, binding in step_bindings(spec_step).items():
+    graph: StepGraph,
+    name: str,
+    known: dict[str, dict[str, Artifact]],
+    *,
+    read: bool = True,
+) -> dict[str, Artifact] | None:
+    """{input name: Artifact} for a ready step; None when a bound output is missing. Reads
+    only the outputs of the steps it binds that are not already `known` (none, unless
+    `read`)."""
+    bindings = graph.bindings[name]
+    wanted = {b.step for b in bindings.values() if not b.is_dataset and b.step not in known}
+    if wanted and read:
+        for out in (
+            StepOutput.objects.filter(step__run_id=run.pk, step__name__in=wanted)
+            .select_related("artifact")
+            .annotate(step_name=F("step__name"))
+            .order_by()
+        ):
+            known.setdefault(out.step_name, {})[out.name] = out.artifact
+    resolved: dict[str, Artifact] = {}
+    for input_name, binding in bindings.items():
         if binding.is_dataset:
             dataset_version = (
                 DatasetVersion.objects.select_related("artifact")
@@ -442,7 +667,7 @@ def _resolve_inputs(
                 return None
             resolved[input_name] = dataset_version.artifact
         else:
-            artifact = outputs.get(steps[binding.step].pk, {}).get(binding.output)
+            artifact = known.get(binding.step, {}).get(binding.output)
             if artifact is None:
                 return None
             resolved[input_name] = artifact
@@ -463,17 +688,17 @@ def cache_key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _key_step(step: StepRun, inputs: dict[str, Any], pinned: set[int] | None = None) -> None:
-    """Pin the step's inputs and record its cache key and the parts it was made of."""
+def _key(step: StepRun, inputs: dict[str, Any]) -> None:
+    """Record the step's cache key and the parts it was made of (in memory: the transition
+    that follows, queue, follow or reuse, writes them: _key_fields)."""
     parts = cache_key_parts(step, inputs)
-    # The key is written by the transition that follows (queue, follow or reuse:
-    # _key_fields), not by an UPDATE of its own; a step keyed for the first time has no
-    # inputs pinned yet to delete.
-    rekeyed = bool(step.cache_key) or pinned is None or step.pk in pinned
-    if pinned is not None:
-        pinned.add(step.pk)  # a retry in this advance (rolled-back queue) re-pins
     step.key_parts = parts
     step.cache_key = cache_key(parts)
+    step.runtime = parts["runtime"]
+
+
+def _pin_inputs(step: StepRun, inputs: dict[str, Any], rekeyed: bool) -> None:
+    """Pin the inputs the step is keyed with; a step keyed before has its old pins replaced."""
     if rekeyed:
         StepInput.objects.filter(step=step).delete()
     StepInput.objects.bulk_create(
@@ -482,7 +707,7 @@ def _key_step(step: StepRun, inputs: dict[str, Any], pinned: set[int] | None = N
 
 
 def _key_fields(step: StepRun) -> dict[str, Any]:
-    return {"key_parts": step.key_parts, "cache_key": step.cache_key}
+    return {"key_parts": step.key_parts, "cache_key": step.cache_key, "runtime": step.runtime}
 
 
 # How many same-key sources a reuse tries before it runs the step: each one found with
@@ -493,8 +718,9 @@ _REUSE_TRIES = 5
 def _reuse_source(step: StepRun) -> tuple[StepRun, dict[str, Artifact]] | None:
     """The latest succeeded step with the same key in the workspace whose outputs the store
     still holds, with those outputs ({name: Artifact}); None if there is none or reuse is
-    off. A source found with missing bytes has them marked missing (artifacts_missing), and
-    the step's `reuse_note` says so: it runs instead, and its page says why."""
+    off. One query a try: the source and its outputs come together. A source found with
+    missing bytes has them marked missing (artifacts_missing), and the step's `reuse_note`
+    says so: it runs instead, and its page says why."""
     if not step.reuse_allowed:
         return None
     candidates = (
@@ -504,17 +730,24 @@ def _reuse_source(step: StepRun) -> tuple[StepRun, dict[str, Artifact]] | None:
             status=S.SUCCEEDED,
             reuse_forgotten_at__isnull=True,
         )
-        .exclude(pk=step.pk)
         .exclude(outputs__artifact__state__in=UNUSABLE_STATES)
         .order_by("-finished_at", "-pk")
     )
+    if step.pk is not None:
+        candidates = candidates.exclude(pk=step.pk)
     for _ in range(_REUSE_TRIES):
-        source = candidates.first()
-        if source is None:
+        rows = list(
+            StepRun.objects.filter(pk=Subquery(candidates.values("pk")[:1]))
+            .order_by()
+            .values_list("pk", "run_id", "outputs__name", *_ARTIFACT_COLUMNS)
+        )
+        if not rows:
             return None
+        source = StepRun(pk=rows[0][0], run_id=rows[0][1], status=S.SUCCEEDED)
         linked = {
-            out.name: out.artifact
-            for out in StepOutput.objects.filter(step=source).select_related("artifact")
+            row[2]: Artifact(**dict(zip(_ARTIFACT_FIELDS, row[3:], strict=True)))
+            for row in rows
+            if row[2] is not None
         }
         missing = artifacts_missing(linked.values())
         if not missing:
@@ -522,65 +755,102 @@ def _reuse_source(step: StepRun) -> tuple[StepRun, dict[str, Artifact]] | None:
         names = {artifact.pk: name for name, artifact in linked.items()}
         gone = ", ".join(f"{names[a.pk]}, sha256 {a.sha256[:12]}" for a in missing)
         step.reuse_note = f"cached outputs of run {source.run_id} were missing ({gone})"
-        StepRun.objects.filter(pk=step.pk).update(reuse_note=step.reuse_note)
+        if step.pk is not None:
+            StepRun.objects.filter(pk=step.pk).update(reuse_note=step.reuse_note)
     return None
 
 
-def _try_reuse(step: StepRun) -> dict[str, Any] | None:
-    """Reuse a succeeded step with the same key; returns the outputs it linked, or None."""
-    found = _reuse_source(step)
-    if found is None:
-        return None
-    source, linked = found
-    return _reuse_from(step, source, STEP_REUSE, linked)
+# An output's artifact, read with its source in _reuse_source's one query.
+_ARTIFACT_FIELDS = (
+    "id",
+    "workspace_id",
+    "sha256",
+    "size",
+    "media_type",
+    "kind",
+    "storage_name",
+    "state",
+)
+_ARTIFACT_COLUMNS = tuple(f"outputs__artifact__{name}" for name in _ARTIFACT_FIELDS)
 
 
 class _ReuseInstead(Exception):
-    """Rolls back a queue whose key succeeded meanwhile (see _try_queue)."""
+    """Rolls back a queue whose key succeeded meanwhile (see _queue_or_follow)."""
+
+    def __init__(self, found: tuple[StepRun, dict[str, Artifact]]) -> None:
+        super().__init__()
+        self.found = found
 
 
 def _reuse_from(
-    step: StepRun, source: StepRun, transition: Any, linked: dict[str, Artifact]
-) -> dict[str, Any] | None:
-    """Link the source's outputs to the step; {name: Artifact}, or None if it moved on."""
+    step: StepRun,
+    source: StepRun,
+    linked: dict[str, Artifact],
+    tx: _Tx,
+) -> bool:
+    """Link the source's outputs to the step; False if it moved on."""
     now = timezone.now()
     if not _step_move(
         step,
-        transition,
+        STEP_REUSE,
         message=f"reused from run {source.run_id}",
         reused_from=source,
         following=None,
         started_at=now,
         finished_at=now,
+        tx=tx,
         **_key_fields(step),
     ):
-        return None
+        return False
     StepOutput.objects.bulk_create(
         StepOutput(step=step, name=name, artifact=artifact) for name, artifact in linked.items()
     )
-    return linked
+    return True
 
 
-def _try_queue(step: StepRun) -> bool:
-    """Queue the step as the leader of its key; if another leads it, follow that one.
+_QUEUE_TRIES = 5
 
-    True when queued. Taking leadership first and then looking for a succeeded twin closes
-    the race of "no twin succeeded yet" followed by a twin finishing before we queue: the
-    unique index makes our UPDATE wait for a leader that is finishing, and the look after
-    it sees that leader's success (we then reuse it instead).
+
+def _queue_or_follow(step: StepRun, tx: _Tx) -> tuple[str, dict[str, Artifact]]:
+    """Queue the keyed step as the leader of its key, reuse a succeeded twin, or follow the
+    twin that leads; returns the status it reached (and, when reused, the outputs).
+
+    Taking leadership first and then looking for a succeeded twin closes the race of "no
+    twin succeeded yet" followed by a twin finishing before we queue: the unique index makes
+    our UPDATE wait for a leader that is finishing, and the look after it sees that leader's
+    success (we then reuse it instead). A step that may not reuse only queues.
     """
-    try:
-        with transaction.atomic():
-            if not _step_move(step, STEP_QUEUE, queued_at=timezone.now(), **_key_fields(step)):
-                return False
-            if _reuse_source(step) is not None:
-                raise _ReuseInstead
-            return True
-    except _ReuseInstead:
-        step.status = S.PENDING  # the savepoint rolled our queueing back
-        return False
-    except IntegrityError:
-        pass  # another queued/running step with this key exists: the schema says it leads
+    for _ in range(_QUEUE_TRIES):
+        mark = len(tx.events)
+        try:
+            with transaction.atomic():
+                if not _step_move(
+                    step, STEP_QUEUE, queued_at=timezone.now(), tx=tx, **_key_fields(step)
+                ):
+                    return step.status, {}
+                found = _reuse_source(step)
+                if found is not None:
+                    raise _ReuseInstead(found)
+                return S.QUEUED, {}
+        except _ReuseInstead as instead:
+            del tx.events[mark:]
+            step.status = S.PENDING  # the savepoint rolled our queueing back
+            source, linked = instead.found
+            if _reuse_from(step, source, linked, tx):
+                return S.REUSED, linked
+            return step.status, {}
+        except IntegrityError:
+            del tx.events[mark:]
+            step.status = S.PENDING
+            # Another queued/running step with this key exists: the schema says it leads.
+        if _follow(step, tx):
+            return S.FOLLOWING, {}
+        # It finished between our insert and our read: its success may now be reusable.
+    return step.status, {}
+
+
+def _follow(step: StepRun, tx: _Tx) -> bool:
+    """Follow the leader of the step's key; False when there is none (any more)."""
     # Lock the leader's row: its terminal transition (an UPDATE of that row) then waits for
     # us to commit, and releases its followers with ours among them. Without the lock it
     # could finish between our read and our commit and leave us following forever.
@@ -592,107 +862,195 @@ def _try_queue(step: StepRun) -> bool:
             status__in=(S.QUEUED, S.RUNNING),
             reuse_allowed=True,
         )
+        .only("pk", "run_id")
         .first()
     )
-    if leader is None:  # it finished between our insert and our read: try again next round
+    if leader is None:
         return False
-    _step_move(
+    return _step_move(
         step,
         STEP_FOLLOW,
         message=f"follows run {leader.run_id}",
         following=leader,
+        tx=tx,
         **_key_fields(step),
     )
-    return False
 
 
-def _finish_if_done(run: PipelineRun, steps: dict[str, StepRun] | None = None) -> None:
-    # The advance's own view (every step's terminal move advances the run again after it
-    # commits, so a status this view misses finishes the run then).
-    if steps is not None:
-        statuses = [(s.status, s.failure_reason) for s in steps.values()]
-    else:
-        statuses = list(StepRun.objects.filter(run=run).values_list("status", "failure_reason"))
-    if any(status not in STEP_TERMINAL for status, _ in statuses):
+def _fail_downstream(run: PipelineRun, graph: StepGraph, step: StepRun, tx: _Tx) -> None:
+    """`step` failed or was canceled: every pending step downstream of it follows (failed
+    with dependency_failed, or canceled), in one UPDATE."""
+    below = graph.downstream({step.name})
+    if not below:
         return
+    pending = list(
+        StepRun.objects.select_for_update()
+        .filter(run_id=run.pk, name__in=below, status=S.PENDING)
+        .only("pk", "run_id", "status", "attempt")
+        .order_by("pk")
+    )
     now = timezone.now()
-    if any(status == S.FAILED for status, _ in statuses):
-        reasons = [r for s, r in statuses if s == S.FAILED and r != FailureReason.DEPENDENCY_FAILED]
+    if step.status == S.CANCELED:
+        message = f"upstream step {step.name!r} was canceled"
+        _steps_move(pending, STEP_CANCEL, tx, message=message, finished_at=now)
+    else:
+        _steps_move(
+            pending,
+            STEP_FAIL_UNSTARTED,
+            tx,
+            reason=FailureReason.DEPENDENCY_FAILED,
+            message=f"upstream step {step.name!r} failed",
+            finished_at=now,
+        )
+
+
+_OPEN = (S.PENDING, S.QUEUED, S.RUNNING, S.FOLLOWING)
+
+
+def _finish_if_done(run: PipelineRun, tx: _Tx) -> None:
+    """End the run when none of its steps is open (under the run's lock, so the last two
+    steps to end cannot each think the other still runs)."""
+    if run.status != R.RUNNING:
+        return
+    if StepRun.objects.filter(run_id=run.pk, status__in=_OPEN).order_by().exists():
+        return
+    ended = list(
+        StepRun.objects.filter(run_id=run.pk, status__in=(S.FAILED, S.CANCELED))
+        .order_by("position")
+        .values_list("status", "failure_reason")
+    )
+    now = timezone.now()
+    if any(status == S.FAILED for status, _ in ended):
+        reasons = [r for s, r in ended if s == S.FAILED and r != FailureReason.DEPENDENCY_FAILED]
         _run_move(
             run,
             RUN_FAIL,
             reason=reasons[0] if reasons else FailureReason.DEPENDENCY_FAILED,
             finished_at=now,
+            tx=tx,
         )
-    elif any(status == S.CANCELED for status, _ in statuses):
-        _run_move(run, RUN_CANCEL, finished_at=now)
+    elif ended:
+        _run_move(run, RUN_CANCEL, finished_at=now, tx=tx)
     else:
-        _run_move(run, RUN_SUCCEED, finished_at=now)
+        _run_move(run, RUN_SUCCEED, finished_at=now, tx=tx)
+
+
+def _step_ended(run: PipelineRun | None, step: StepRun, tx: _Tx) -> list[int]:
+    """After a step of a locked run reached an end other than success: its followers go back
+    to pending (their runs are advanced after commit), its downstream fails or is canceled,
+    and the run ends if that was its last open step. Returns the followers' runs."""
+    follower_runs = _release_followers(step, succeeded=False, tx=tx)
+    if run is not None:
+        _fail_downstream(run, _run_graph(run), step, tx)
+        _finish_if_done(run, tx)
+    return follower_runs
 
 
 # --- worker side ----------------------------------------------------------------------------
+_CLAIM_SQL = """
+UPDATE {table} SET status = %s, attempt = attempt + 1, worker = %s, started_at = %s,
+    lease_expires_at = %s
+WHERE id = %s AND status = %s AND NOT cancel_requested{runtime}
+RETURNING {columns}
+"""
+_CLAIMED_COLUMNS = (
+    "id",
+    "workspace_id",
+    "run_id",
+    "name",
+    "module_version_id",
+    "params",
+    "status",
+    "attempt",
+    "timeout_s",
+    "max_attempts",
+    "worker",
+    "started_at",
+    "runtime",
+)
+
+
+def _claim_update(step_id: int, worker: str, runtime: str | None, now: Any) -> StepRun | None:
+    """The claim itself: one conditional UPDATE ... RETURNING the row (PostgreSQL, and
+    SQLite from 3.35)."""
+    lease = now + timedelta(seconds=engine().lease_s)
+    params: list[Any] = [S.RUNNING, worker, now, lease, step_id, S.QUEUED]
+    if runtime is not None:
+        params.append(runtime)
+    sql = _CLAIM_SQL.format(
+        table=StepRun._meta.db_table,
+        columns=", ".join(_CLAIMED_COLUMNS),
+        runtime=" AND runtime IN ('', %s)" if runtime is not None else "",
+    )
+    rows = list(StepRun.objects.raw(sql, params))
+    return rows[0] if rows else None
+
+
 @retry_on_conflict
 def step_claim(step_id: int, worker: str, runtime: str | None = None) -> StepRun | None:
     """Claim a queued step for `worker`: a new attempt (the fencing token), or None.
 
     A worker whose runtime differs from the one the step was keyed with refuses it (its
     outputs would not be what the key promises); the reaper fails a step no live worker
-    can take with runtime_mismatch.
+    can take with runtime_mismatch. The returned step carries what a worker needs (its
+    module version's id, params, attempt, timeout), not its module's sources.
     """
-    now = timezone.now()
     with transaction.atomic():
-        step = (
-            StepRun.objects.select_related("module_version", "workspace")
-            .filter(pk=step_id, status=S.QUEUED)
-            .first()
-        )
-        if step is None:
-            return None
-        if runtime is not None and step.key_parts.get("runtime") not in (None, runtime):
-            log.warning("worker %s refuses step %s: runtime differs", worker, step_id)
-            return None
-        if step.cancel_requested:
-            _step_move(step, STEP_CANCEL, finished_at=now)
-            _after_step_terminal(step)
-            return None
-        claimed = (
-            StepRun.objects.filter(pk=step_id, status=S.QUEUED, attempt=step.attempt).update(
-                status=S.RUNNING,
-                attempt=F("attempt") + 1,
-                worker=worker,
-                started_at=now,
-                lease_expires_at=now + timedelta(seconds=engine().lease_s),
-            )
-            == 1
-        )
-        if not claimed:
-            return None
-        step.status = S.RUNNING
-        step.attempt += 1  # the update matched attempt=step.attempt
-        if step.attempt > 1:
-            # A retry: the points the lost attempt sent while it ran are not this one's.
-            Metric.objects.filter(step_id=step_id).delete()
-        step.worker = worker
-        step.started_at = now
-        Event.objects.create(
+        tx = _Tx()
+        step = _claim_in(step_id, worker, runtime, timezone.now(), tx)
+        tx.flush()
+    return step
+
+
+def _claim_in(step_id: int, worker: str, runtime: str | None, now: Any, tx: _Tx) -> StepRun | None:
+    step = _claim_update(step_id, worker, runtime, now)
+    if step is None:
+        _unclaimed(step_id, worker, runtime, now, tx)
+        return None
+    if step.attempt > 1:
+        # A retry: the points the lost attempt sent while it ran are not this one's.
+        Metric.objects.filter(step_id=step_id).delete()
+    tx.add(
+        Event(
             run_id=step.run_id,
-            step=step,
+            step_id=step.pk,
             old_status=S.QUEUED,
             new_status=S.RUNNING,
             message=f"claimed by {worker}",
             attempt=step.attempt,
         )
-        _changed([step.run_id])
+    )
     return step
+
+
+def _unclaimed(step_id: int, worker: str, runtime: str | None, now: Any, tx: _Tx) -> None:
+    """Why a claim matched nothing, for the cases that need an answer: a queued step whose
+    cancel was requested is canceled; another runtime's step is left (and logged). A step
+    that is not queued (a duplicate message) needs nothing."""
+    step = (
+        StepRun.objects.filter(pk=step_id, status=S.QUEUED)
+        .only("pk", "run_id", "status", "attempt", "cancel_requested", "runtime", "name")
+        .first()
+    )
+    if step is None:
+        return
+    if step.cancel_requested:
+        run = _lock_run(step.run_id)
+        if _step_move(step, STEP_CANCEL, finished_at=now, tx=tx):
+            _step_ended(run, step, tx)
+    elif runtime is not None and step.runtime not in ("", runtime):
+        log.warning("worker %s refuses step %s: runtime differs", worker, step_id)
 
 
 @dataclass(frozen=True)
 class Recorded:
     """What a worker's report did: whether it counted (a stale or duplicate attempt does not;
-    the object is truthy when it did), and the steps the run's advance then queued."""
+    the object is truthy when it did), the steps the run's advance queued (hinted), and the
+    step claimed for the reporting worker to run next, if it asked for one."""
 
     moved: bool
     queued: tuple[int, ...] = ()
+    claimed: StepRun | None = None
 
     def __bool__(self) -> bool:
         return self.moved
@@ -705,20 +1063,28 @@ def step_succeed(
     outputs: dict[str, Any],
     metrics: list[Any],
     *,
-    keep: bool = False,
+    claim_next: tuple[str, str | None] | None = None,
     replace_live: bool = False,
 ) -> Recorded:
-    """Record a finished attempt's outputs; a stale or duplicate attempt changes nothing.
+    """Record a finished attempt's outputs and advance its run, in one transaction; a stale
+    or duplicate attempt changes nothing.
 
-    The run advances in a transaction of its own after this one commits, under the run's
-    lock: two branches finishing at once then see each other's success (the join). With
-    `keep`, the first step that advance queues is not hinted: it is `queued[0]`, for the
-    reporting worker to run itself with its inputs on hand and its zygote warm, so a chain of
-    short steps costs no broker round trip per step. With `replace_live`, the points the
-    attempt sent while it ran (step_metrics_append) give way to `metrics`, the whole list.
+    Under the run's lock: the step succeeds, its successors count down, the ones that became
+    ready are keyed and queued (or reused, or follow a twin), and the run ends if that was
+    its last step. With `claim_next=(worker, runtime)` the first step queued is claimed for
+    that worker in the same transaction and returned (`claimed`, never hinted): it runs
+    next with its inputs on hand and its zygote warm, so a chain of short steps costs no
+    broker round trip and no transaction of its own per step. The other queued steps are
+    hinted after commit. With `replace_live`, the points the attempt sent while it ran
+    (step_metrics_append) give way to `metrics`, the whole list. Followers of this step in
+    other runs are reused, and their runs advance after commit.
     """
     with transaction.atomic():
-        if not _step_move(step, STEP_SUCCEED, attempt=attempt, finished_at=timezone.now()):
+        run = _lock_run(step.run_id)
+        tx = _Tx()
+        if run is None or not _step_move(
+            step, STEP_SUCCEED, attempt=attempt, finished_at=timezone.now(), tx=tx
+        ):
             return Recorded(False)
         StepOutput.objects.bulk_create(
             StepOutput(step=step, name=name, artifact=artifact)
@@ -729,10 +1095,21 @@ def step_succeed(
         Metric.objects.bulk_create(
             Metric(step=step, name=m.name, value=m.value, index=m.step) for m in metrics
         )
-        follower_runs = _release_followers(step, succeeded=True, outputs=outputs)
-    queued = run_advance(step.run_id, keep=keep)
+        follower_runs = _release_followers(step, succeeded=True, outputs=outputs, tx=tx)
+        queued: list[int] = []
+        claimed = None
+        if run.status == R.RUNNING:
+            graph = _run_graph(run)
+            ready = _count_down(run, graph, [step.name])
+            queued = _start_ready(run, graph, ready, {step.name: dict(outputs)}, tx)
+            if claim_next is not None and queued:
+                claimed = _claim_in(queued[0], *claim_next, timezone.now(), tx)
+            if not queued:  # a step just queued is open: the run goes on
+                _finish_if_done(run, tx)
+        tx.flush()
+        _dispatch(queued[1:] if claimed is not None else queued)
     _advance_runs(run_id for run_id in follower_runs if run_id != step.run_id)
-    return Recorded(True, tuple(queued))
+    return Recorded(True, tuple(queued), claimed)
 
 
 def step_metrics_append(step_id: int, attempt: int, points: list[Any]) -> bool:
@@ -751,92 +1128,93 @@ def step_metrics_append(step_id: int, attempt: int, points: list[Any]) -> bool:
     return running
 
 
+def _end_step(step: StepRun, attempt: int, transition: Any, **move: Any) -> bool:
+    """Move a running attempt to an end other than success, in its run's transaction."""
+    with transaction.atomic():
+        run = _lock_run(step.run_id)
+        tx = _Tx()
+        if not _step_move(step, transition, attempt=attempt, tx=tx, **move):
+            return False
+        follower_runs = _step_ended(run, step, tx)
+        tx.flush()
+    _advance_runs(follower_runs)
+    return True
+
+
 @retry_on_conflict
 def step_fail(step: StepRun, attempt: int, reason: str, message: str) -> bool:
     """A finished attempt failed with a reason; a stale attempt changes nothing."""
-    with transaction.atomic():
-        if not _step_move(
-            step,
-            STEP_FAIL,
-            attempt=attempt,
-            reason=reason,
-            message=message,
-            finished_at=timezone.now(),
-        ):
-            return False
-        follower_runs = _release_followers(step, succeeded=False)
-    _advance_runs([step.run_id, *follower_runs])
-    return True
+    return _end_step(
+        step, attempt, STEP_FAIL, reason=reason, message=message, finished_at=timezone.now()
+    )
 
 
 @retry_on_conflict
 def step_cancel_running(step: StepRun, attempt: int, message: str = "canceled") -> bool:
     """The worker killed a running attempt because its cancel was requested."""
-    with transaction.atomic():
-        if not _step_move(
-            step, STEP_CANCEL_RUNNING, attempt=attempt, message=message, finished_at=timezone.now()
-        ):
-            return False
-        follower_runs = _release_followers(step, succeeded=False)
-    _advance_runs([step.run_id, *follower_runs])
-    return True
+    return _end_step(
+        step, attempt, STEP_CANCEL_RUNNING, message=message, finished_at=timezone.now()
+    )
 
 
 def _release_followers(
-    leader: StepRun, *, succeeded: bool, outputs: dict[str, Any] | None = None
+    leader: StepRun,
+    *,
+    succeeded: bool,
+    tx: _Tx,
+    outputs: dict[str, Any] | None = None,
 ) -> list[int]:
-    """Move a finished leader's followers: reused on success, back to pending otherwise;
-    returns their runs, to advance."""
-    if not succeeded:
-        run_ids = []
-        for follower in StepRun.objects.filter(following=leader, status=S.FOLLOWING):
-            if _step_move(
-                follower, STEP_UNFOLLOW, message="its leader did not succeed", following=None
-            ):
-                run_ids.append(follower.run_id)
-        return run_ids
+    """Move a finished leader's followers: reused on success (their successors count down),
+    back to pending otherwise; returns their runs, to advance after commit."""
     # All followers in a fixed number of statements (a sweep's leader has many). Locked
     # first, so the one conditional UPDATE moves exactly the rows read.
     followers = list(
-        StepRun.objects.select_for_update()
-        .filter(following=leader, status__in=STEP_REUSE[0])
-        .only("pk", "run_id", "status", "attempt")
+        StepRun.objects.select_for_update(of=("self",))
+        .filter(following=leader, status=S.FOLLOWING)
+        .select_related("run__pipeline_version")
+        .only("pk", "run", "name", "status", "attempt", "run__pipeline_version__digest")
         .order_by("pk")
     )
     if not followers:
         return []
+    if not succeeded:
+        _steps_move(
+            followers, STEP_UNFOLLOW, tx, message="its leader did not succeed", following=None
+        )
+        return [f.run_id for f in followers]
     if outputs is None:
         outputs = {
             out.name: out.artifact
             for out in StepOutput.objects.filter(step=leader).select_related("artifact")
         }
     now = timezone.now()
-    StepRun.objects.filter(pk__in=[f.pk for f in followers], status__in=STEP_REUSE[0]).update(
-        status=S.REUSED, reused_from=leader, following=None, started_at=now, finished_at=now
+    _steps_move(
+        followers,
+        STEP_REUSE,
+        tx,
+        message=f"reused from run {leader.run_id}",
+        reused_from=leader,
+        following=None,
+        started_at=now,
+        finished_at=now,
     )
-    Event.objects.bulk_create(
-        Event(
-            run_id=f.run_id,
-            step_id=f.pk,
-            old_status=f.status,
-            new_status=S.REUSED,
-            message=f"reused from run {leader.run_id}",
-            attempt=f.attempt,
-        )
-        for f in followers
-    )
-    _changed(f.run_id for f in followers)
     StepOutput.objects.bulk_create(
         StepOutput(step_id=f.pk, name=name, artifact=artifact)
         for f in followers
         for name, artifact in outputs.items()
     )
+    # Their successors count down: one UPDATE for all (a sweep's leader has many followers).
+    counts = Counter(
+        (f.run_id, successor)
+        for f in followers
+        for successor in _run_graph(f.run).successors[f.name]
+    )
+    by_count: dict[int, Q] = {}
+    for (run_id, name), count in counts.items():
+        by_count[count] = by_count.get(count, Q()) | Q(run_id=run_id, name=name)
+    for count, where in by_count.items():
+        StepRun.objects.filter(where).update(waiting=F("waiting") - count)
     return [f.run_id for f in followers]
-
-
-def _after_step_terminal(step: StepRun) -> None:
-    follower_runs = _release_followers(step, succeeded=False)
-    transaction.on_commit(lambda: _advance_runs([step.run_id, *follower_runs]))
 
 
 def _advance_runs(run_ids: Iterable[int]) -> None:
@@ -853,28 +1231,38 @@ def run_cancel(run_id: int, by: Any = None) -> bool:
     """
     who = getattr(by, "username", "") or "someone"
     with transaction.atomic():
-        run = PipelineRun.objects.select_for_update().filter(pk=run_id).first()
+        run = _lock_run(run_id)
         if run is None or run.status not in RUN_CANCEL[0]:
             return False
+        tx = _Tx()
         PipelineRun.objects.filter(pk=run.pk).update(cancel_requested=True)
         run.cancel_requested = True
-        Event.objects.create(
-            run_id=run.pk,
-            old_status=run.status,
-            new_status=run.status,
-            message=f"cancel requested by {who}",
+        tx.add(
+            Event(
+                run_id=run.pk,
+                old_status=run.status,
+                new_status=run.status,
+                message=f"cancel requested by {who}",
+            )
         )
-        _changed([run.pk])
         released: list[int] = []
         now = timezone.now()
-        for step in StepRun.objects.filter(run=run, status__in=STEP_CANCEL[0]):
-            if _step_move(step, STEP_CANCEL, message=f"canceled by {who}", finished_at=now):
-                released += _release_followers(step, succeeded=False)
+        unstarted = list(
+            StepRun.objects.select_for_update()
+            .filter(run=run, status__in=STEP_CANCEL[0])
+            .only("pk", "run_id", "status", "attempt")
+            .order_by("pk")
+        )
+        for step in _steps_move(
+            unstarted, STEP_CANCEL, tx, message=f"canceled by {who}", finished_at=now
+        ):
+            released += _release_followers(step, succeeded=False, tx=tx)
         StepRun.objects.filter(run=run, status=S.RUNNING).update(cancel_requested=True)
         if run.status == R.PENDING:
-            _run_move(run, RUN_CANCEL, finished_at=now)
+            _run_move(run, RUN_CANCEL, finished_at=now, tx=tx)
         else:
-            _finish_if_done(run)
+            _finish_if_done(run, tx)
+        tx.flush()
     _advance_runs(released)
     return True
 
@@ -886,16 +1274,8 @@ def step_lease_lost(step: StepRun, now: Any) -> str | None:
     cancel was asked, requeued while attempts remain (a killed worker counts as an attempt),
     else failed with worker_lost_repeatedly. Returns "requeued", "failed" or None (it had
     moved on already)."""
-    with transaction.atomic():
-        if step.cancel_requested:
-            moved = _step_move(
-                step,
-                STEP_CANCEL_RUNNING,
-                attempt=step.attempt,
-                message="canceled; its worker stopped answering",
-                finished_at=now,
-            )
-        elif step.attempt < step.max_attempts:
+    if not step.cancel_requested and step.attempt < step.max_attempts:
+        with transaction.atomic():
             if not _step_move(
                 step,
                 STEP_REQUEUE,
@@ -907,34 +1287,44 @@ def step_lease_lost(step: StepRun, now: Any) -> str | None:
             ):
                 return None
             _dispatch([step.pk])
-            return "requeued"
-        else:
-            moved = _step_move(
-                step,
-                STEP_FAIL,
-                attempt=step.attempt,
-                reason=FailureReason.WORKER_LOST_REPEATEDLY,
-                message=f"worker lost on all {step.attempt} attempts",
-                finished_at=now,
-            )
-        if not moved:
-            return None
-        _after_step_terminal(step)
-    return "failed"
+        return "requeued"
+    if step.cancel_requested:
+        moved = _end_step(
+            step,
+            step.attempt,
+            STEP_CANCEL_RUNNING,
+            message="canceled; its worker stopped answering",
+            finished_at=now,
+        )
+    else:
+        moved = _end_step(
+            step,
+            step.attempt,
+            STEP_FAIL,
+            reason=FailureReason.WORKER_LOST_REPEATEDLY,
+            message=f"worker lost on all {step.attempt} attempts",
+            finished_at=now,
+        )
+    return "failed" if moved else None
 
 
 def step_unclaimable(step: StepRun, runtime: str, now: Any) -> bool:
     """Fail a queued step no live worker's runtime can take."""
     with transaction.atomic():
+        run = _lock_run(step.run_id)
+        tx = _Tx()
         if not _step_move(
             step,
             STEP_FAIL_UNSTARTED,
             reason=FailureReason.RUNTIME_MISMATCH,
             message=f"no live worker has runtime {runtime[:12]}",
             finished_at=now,
+            tx=tx,
         ):
             return False
-        _after_step_terminal(step)
+        follower_runs = _step_ended(run, step, tx)
+        tx.flush()
+    _advance_runs(follower_runs)
     return True
 
 
@@ -949,7 +1339,9 @@ def followers_release(leader_id: int) -> int:
     """Release the followers a finished leader left waiting; returns how many runs moved."""
     with transaction.atomic():
         leader = StepRun.objects.get(pk=leader_id)
-        follower_runs = _release_followers(leader, succeeded=leader.status == S.SUCCEEDED)
+        tx = _Tx()
+        follower_runs = _release_followers(leader, succeeded=leader.status == S.SUCCEEDED, tx=tx)
+        tx.flush()
         run_ids = [leader.run_id, *follower_runs]
         transaction.on_commit(functools.partial(_advance_runs, run_ids))
     return len(follower_runs)

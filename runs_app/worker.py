@@ -9,12 +9,12 @@ scheduler's short transactions, never inside one.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import shutil
 import socket
-import tempfile
 import threading
 import time
 from datetime import timedelta
@@ -35,16 +35,19 @@ from artifacts.store import (
     valid_media_type,
 )
 from pipelines_app.interfaces import STEP_PACKAGES
+from pipelines_app.models import ModuleVersion
 from runs_app import gc as collector
 from runs_app import reaper, retention, scheduler
 from runs_app.executor.codecache import materialise_code
 from runs_app.executor.runner import StepExecutor, StepJob
 from runs_app.executor.runtime import runtime_fingerprint
 from runs_app.executor.sandbox import NetworkMode, SandboxMode, SandboxPolicy
+from runs_app.executor.scratch import STEP_DIR, ScratchFolders
 from runs_app.models import FailureReason, StepLog, StepRun, WorkerHeartbeat
 from stepworks.context import MetricPoint
 from stepworks.outputs import OCTET_STREAM, OutputError, directory_files
 from workspaces.conf import engine
+from workspaces.models import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +132,7 @@ class WorkerServices:
         self.executor = StepExecutor(sandbox=self.sandbox)
         self.cache_root = Path(settings.DATA_DIR) / "worker-cache"
         self.cache_root.mkdir(parents=True, exist_ok=True)
+        self.scratch = ScratchFolders(self.cache_root)
         self.cancels: set[tuple[int, int]] = set()
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -139,6 +143,7 @@ class WorkerServices:
         if self.sandbox.mode == "off":
             log.warning(NOT_ISOLATED)
         self.executor.start()
+        self.scratch.start()
         self._beat()
         self._spawn(self._heartbeat_loop, "stepworks-heartbeat")
         if self.with_reaper:
@@ -149,6 +154,7 @@ class WorkerServices:
         for thread in self.threads:
             thread.join(timeout=5)
         self.executor.stop()
+        self.scratch.stop()
         try:
             WorkerHeartbeat.objects.filter(host=socket.gethostname(), pid=os.getpid()).delete()
         finally:
@@ -202,20 +208,18 @@ class WorkerServices:
 
     # --- one step -------------------------------------------------------------------
     def step_execute(self, step_id: int) -> None:
-        """Claim and run a step; then claim one ready successor ourselves (warm inputs)."""
-        next_id: int | None = step_id
-        while next_id is not None:
-            step = scheduler.step_claim(next_id, self.name, self.runtime)
-            if step is None:
-                return
-            next_id = self._run_attempt(step)
+        """Claim and run a step; then run the successor its success claimed for us, if any
+        (its inputs on hand, the zygote warm), and so on down a chain."""
+        step = scheduler.step_claim(step_id, self.name, self.runtime)
+        while step is not None:
+            step = self._run_attempt(step)
 
-    def _run_attempt(self, step: StepRun) -> int | None:
+    def _run_attempt(self, step: StepRun) -> StepRun | None:
         attempt = step.attempt
         logs = StepLogWriter(step.pk, attempt)
         live_metrics = StepMetricWriter(step.pk, attempt)
-        version = step.module_version
-        work = Path(tempfile.mkdtemp(prefix=f"step-{step.pk}-{attempt}-", dir=self.cache_root))
+        version = module_version(step.module_version_id)
+        work = self.scratch.take()
         try:
             code_dir = materialise_code(
                 version.files, version.code_digest, self.cache_root / "code"
@@ -224,8 +228,7 @@ class WorkerServices:
                 item.name: self._local_input(item.artifact, work / "inputs" / item.name)
                 for item in step.inputs.select_related("artifact")
             }
-            output_dir = work / "outputs"
-            output_dir.mkdir(parents=True)
+            output_dir = work / STEP_DIR
             job = StepJob(
                 code_dir=code_dir,
                 entrypoint=version.entrypoint,
@@ -262,10 +265,10 @@ class WorkerServices:
                     attempt,
                     artifacts,
                     result.metrics,
-                    keep=True,
+                    claim_next=(self.name, self.runtime),
                     replace_live=live_metrics.wrote,
                 )
-                return recorded.queued[0] if recorded.queued else None
+                return recorded.claimed
             if result.status == "canceled":
                 scheduler.step_cancel_running(step, attempt)
                 return None
@@ -280,7 +283,7 @@ class WorkerServices:
         finally:
             with self.lock:
                 self.cancels.discard((step.pk, attempt))
-            shutil.rmtree(work, ignore_errors=True)
+            self.scratch.give_back(work)
 
     def _local_input(self, artifact: Artifact, target: Path) -> tuple[Path, str, str]:
         """A local path for an input: the stored file itself on the filesystem backend."""
@@ -311,7 +314,7 @@ class WorkerServices:
             return cached, artifact.media_type, artifact.kind
 
     def _store_output(self, step: StepRun, name: str, out: Any, logs: StepLogWriter) -> Artifact:
-        workspace = step.workspace
+        workspace = Workspace(pk=step.workspace_id)  # the store needs only its id
         if out.kind == ArtifactKind.DIRECTORY:
             files = []
             root = Path(out.path)
@@ -342,6 +345,14 @@ class WorkerServices:
             media_type = OCTET_STREAM
         with open(out.path, "rb") as handle:
             return artifact_store_file(workspace, handle, media_type)
+
+
+@functools.lru_cache(maxsize=256)
+def module_version(pk: int) -> ModuleVersion:
+    """A module version's code and interface, read once per process: versions never change."""
+    return ModuleVersion.objects.only(
+        "files", "code_digest", "entrypoint", "interface", "imports"
+    ).get(pk=pk)
 
 
 def _no_follow(path: str, flags: int) -> int:

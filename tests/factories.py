@@ -6,6 +6,7 @@ import hashlib
 from typing import Any
 
 from pipelines_app.models import Module, ModuleVersion, Pipeline, PipelineStep, PipelineVersion
+from pipelines_app.specs import spec_digest
 
 
 def module_version(
@@ -52,7 +53,7 @@ def pipeline_version(
         }
     }
     version = PipelineVersion.objects.create(
-        pipeline=pipeline, number=number, spec=spec, digest="0" * 64
+        pipeline=pipeline, number=number, spec=spec, digest=spec_digest(spec)
     )
     for position, (step, mv_spec) in enumerate(steps.items()):
         PipelineStep.objects.create(

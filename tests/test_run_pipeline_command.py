@@ -37,6 +37,16 @@ def test_the_demo_runs_with_wait_and_prints_its_summary_last(demo):
     evaluate = StepRun.objects.get(run_id=summary["run"], name="evaluate")
     assert 0.8 < evaluate.metrics.get(name="accuracy").value <= 1.0
 
+    assert "no worker is serving: running the steps in this process" in lines
+
+    unchanged = run_command("demo", "classify", "--wait")
+
+    # Everything was reused when the run was made: it had ended, and no worker booted.
+    assert "no worker is serving: running the steps in this process" not in unchanged
+    reused = json.loads(unchanged[-1])
+    assert reused["status"] == "succeeded"
+    assert {s["reused_from"] for s in reused["steps"].values()} == {summary["run"]}
+
     again = json.loads(run_command("demo", "classify@1", "--wait", "-p", "train.hidden=32")[-1])
 
     steps = again["steps"]

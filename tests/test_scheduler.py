@@ -404,3 +404,33 @@ def test_the_metric_chooser_offers_the_names_recent_runs_logged(version):
 
     assert workspace_metric_names(version.pipeline.workspace) == ["accuracy", "old_loss"]
     assert workspace_metric_names(version.pipeline.workspace, recent_runs=1) == ["accuracy"]
+
+
+# One step's completion as a worker reports it (succeed, advance, claim the next): its
+# statements, the same whatever the size of the run. bench/README.md ("Queries per step")
+# names each: the transaction's begin and end (savepoints here, inside the test's), the
+# run's lock, the step's UPDATE, its outputs, its followers, the successor's count-down and
+# read, its pinned inputs, its queueing (a savepoint, the UPDATE, the look for a succeeded
+# twin, the release), its claim, and the events in one INSERT.
+COMPLETION_QUERIES = 15
+
+
+@pytest.mark.parametrize("length", [3, 300])
+def test_a_step_completion_costs_the_same_queries_in_a_3_and_a_300_step_run(
+    world, length, django_assert_num_queries
+):
+    version = chain(world.workspace, length=length)
+    run = scheduler.run_create(version)
+    first = scheduler.step_claim(next_queued(run=run).pk, "w")
+    out = {"out": artifact_store_bytes(world.workspace, b"x", "application/json")}
+    scheduler.step_succeed(first, first.attempt, out, [], claim_next=("w", None))
+    second = StepRun.objects.get(run=run, name="s1")
+    assert second.status == S.RUNNING  # claimed by its predecessor's report
+
+    out = {"out": artifact_store_bytes(world.workspace, b"y", "application/json")}
+    with django_assert_num_queries(COMPLETION_QUERIES):
+        recorded = scheduler.step_succeed(second, second.attempt, out, [], claim_next=("w", None))
+
+    assert recorded.claimed is not None and recorded.claimed.name == "s2"
+    assert statuses(run)["s2"] == S.RUNNING
+    assert recorded.queued == (recorded.claimed.pk,)

@@ -29,6 +29,7 @@ import marshal
 import math
 import os
 import re
+import socket
 import sys
 import tempfile
 import traceback
@@ -38,6 +39,7 @@ from pathlib import Path
 from types import CodeType
 from typing import Any, NoReturn
 
+from runs_app.executor import protocol
 from runs_app.executor.process import die_with_parent
 from runs_app.executor.sandbox import SandboxError, SystemRules, restrict
 from stepworks.context import MetricPoint, StepContext
@@ -63,32 +65,64 @@ _TRACEBACK_TAIL_CHARS = 8000
 _SCRATCH_VARIABLES = ("TMPDIR", "HOME", "MPLCONFIGDIR", "JOBLIB_TEMP_FOLDER", "XDG_CACHE_HOME")
 
 
+def prepare(zygote_pid: int) -> None:
+    """What a step's child does before it knows its step: its own session and process group
+    (which the worker kills on timeout, cancel and end), death with its zygote, no stdin."""
+    os.setsid()
+    die_with_parent(zygote_pid)
+    null = os.open(os.devnull, os.O_RDONLY)  # never the worker's stdin
+    os.dup2(null, 0)
+    os.close(null)
+    # A pipe makes stdout block-buffered; line buffering lets the log stream as it runs.
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    faulthandler.enable()  # a segfault leaves the Python stack in fd 2: the step's log
+
+
+def wait_for_step(
+    channel: socket.socket, zygote_pid: int, system_rules: dict[Any, SystemRules]
+) -> NoReturn:
+    """A spare child: forked and prepared before its step is known, it waits on `channel`
+    for its one step (the zygote forwards the worker's request and pipes), runs it, and
+    exits. So the fork and the preparation are off the step's critical path; the child is
+    as fresh as one forked for the step (it ran nothing else and runs nothing after)."""
+    try:
+        prepare(zygote_pid)
+        message, fds = protocol.receive(channel)
+        channel.close()
+    except BaseException:
+        os._exit(_INTERNAL_EXIT)
+    if message is None or len(fds) != 2:
+        os._exit(0)  # the zygote let us go unused
+    spec = message.get("spec")
+    if spec is None:
+        spec = json.loads(Path(message["spec_file"]).read_text(encoding="utf-8"))
+    rules = spec.get("sandbox")
+    system = system_rules.get(SystemRules.key(rules)) if rules else None
+    run_child(spec, fds[0], fds[1], zygote_pid, system, prepared=True)
+
+
 def run_child(
     spec: dict[str, Any],
     log_fd: int,
     result_fd: int,
     zygote_pid: int,
     system: SystemRules | None = None,
+    *,
+    prepared: bool = False,
 ) -> NoReturn:
     """Run one step in this freshly forked process; never returns.
 
     `system` is the zygote's share of the sandbox's rules, given when the spec asks for a
-    sandbox.
+    sandbox; `prepared`, when `prepare` ran already (a spare child).
     """
     code = _INTERNAL_EXIT
     try:
-        os.setsid()
-        die_with_parent(zygote_pid)
-        null = os.open(os.devnull, os.O_RDONLY)  # never the worker's stdin
-        os.dup2(null, 0)
-        os.close(null)
+        if not prepared:
+            prepare(zygote_pid)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         os.close(log_fd)
-        # A pipe makes stdout block-buffered; line buffering lets the log stream as it runs.
-        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-        sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-        faulthandler.enable()  # a segfault leaves the Python stack in the step's log
         gc.enable()  # the zygote keeps gc off so its pages stay shared (see zygote.py)
         code = _run(spec, result_fd, system)
     except BaseException:

@@ -438,7 +438,8 @@ class StepExecutor:
 
         Everything that happens to the step, including its zygote dying or failing to
         fork, is a StepResult. Raises ExecutorError when the executor is stopped or a zygote
-        will not boot, ValueError when `output_dir` is not empty; if `on_log`, `on_metric` or
+        will not boot, ValueError when `output_dir` holds anything but empty `work/` and
+        `outputs/`; if `on_log`, `on_metric` or
         `should_cancel` raise, the child's group is killed and the exception propagates.
 
         `on_metric` gets the points the step logs while it runs, batched like its log; the
@@ -446,12 +447,7 @@ class StepExecutor:
         """
         started = time.monotonic()
         output_dir = Path(job.output_dir).absolute()
-        output_dir.mkdir(parents=True, exist_ok=True)
-        if any(output_dir.iterdir()):
-            raise ValueError(f"the output folder {output_dir} is not empty")
-        # Made here, not in the child: a child's every step costs copy-on-write page faults.
-        os.mkdir(output_dir / child_layout.WORK_DIR)
-        os.mkdir(output_dir / child_layout.OUTPUTS_DIR)
+        _prepare_output_dir(output_dir)
         spec = {
             "code_dir": str(Path(job.code_dir).absolute()),
             "entrypoint": job.entrypoint,
@@ -490,6 +486,20 @@ class StepExecutor:
         spill.unlink(missing_ok=True)
         result.duration_s = time.monotonic() - started
         return result
+
+
+def _prepare_output_dir(output_dir: Path) -> None:
+    """The step's output folder with empty `work/` and `outputs/` in it: made here, not in
+    the child (a child's every step costs copy-on-write page faults), unless the caller made
+    them ahead (runs_app/executor/scratch.py). Anything else in it is a ValueError."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    fixed = (child_layout.WORK_DIR, child_layout.OUTPUTS_DIR)
+    present = set(os.listdir(output_dir))
+    if present - set(fixed) or any(os.listdir(output_dir / name) for name in present):
+        raise ValueError(f"the output folder {output_dir} is not empty")
+    for name in fixed:
+        if name not in present:
+            os.mkdir(output_dir / name)
 
 
 class _Pipes:

@@ -26,11 +26,13 @@ import signal
 import socket
 import sys
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runs_app.executor import protocol
-from runs_app.executor.child import run_child
+from runs_app.executor.child import run_child, wait_for_step
 from runs_app.executor.process import become_subreaper, kill_process_group
 from runs_app.executor.sandbox import SystemRules
 
@@ -78,12 +80,22 @@ def preload(kind: str) -> None:
             module.Figure  # noqa: B018  (plotly imports its figure classes lazily)
 
 
+@dataclass
+class _Spare:
+    """A child forked and prepared ahead (child.wait_for_step), waiting for its step."""
+
+    pid: int
+    channel: socket.socket  # the zygote's end
+    keys: frozenset[Any]  # the sandbox rules it inherited
+
+
 class Zygote:
     def __init__(self, kind: str, control: socket.socket) -> None:
         self.kind = kind
         self.control = control
         self.children: dict[int, int] = {}  # pid -> job id
-        self.system_rules: dict[tuple[tuple[str, ...], ...], SystemRules] = {}
+        self.system_rules: dict[Any, SystemRules] = {}
+        self.spare: _Spare | None = None
         self.selector = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -96,6 +108,7 @@ class Zygote:
         self.selector.register(self.control, selectors.EVENT_READ, "control")
         self.selector.register(self.wake_r, selectors.EVENT_READ, "sigchld")
         protocol.send(self.control, {"op": "ready", "pid": os.getpid(), "kind": self.kind})
+        self.spawn_spare()
         while True:
             for key, _events in self.selector.select():
                 if key.data == "sigchld":
@@ -123,44 +136,88 @@ class Zygote:
             spec = message.get("spec")
             if spec is None:
                 spec = json.loads(Path(message["spec_file"]).read_text(encoding="utf-8"))
-            self.fork(int(message["job"]), spec, fds[0], fds[1])
+            self.start(int(message["job"]), message, spec, fds)
         except Exception as error:
             protocol.send(self.control, {"op": "fork_failed", "job": job, "error": repr(error)})
         finally:
             for fd in fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+        self.spawn_spare()  # for the next step, after this one is on its way
 
-    def fork(self, job: int, spec: dict[str, Any], log_fd: int, result_fd: int) -> None:
+    def start(
+        self, job: int, message: dict[str, Any], spec: dict[str, Any], fds: list[int]
+    ) -> None:
+        """Start the step: in the spare if it has this step's sandbox rules, else in a child
+        forked now. Either way a fresh process that runs this one step."""
+        rules = spec.get("sandbox")
+        key = SystemRules.key(rules) if rules else None
+        if key is not None and key not in self.system_rules:
+            self.system_rules[key] = SystemRules(*key)
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            if key is None or key in spare.keys:
+                forward = {k: v for k, v in message.items() if k in ("job", "spec", "spec_file")}
+                try:
+                    protocol.send(spare.channel, forward, fds)
+                except OSError:
+                    pass  # it died meanwhile: fork one now
+                else:
+                    spare.channel.close()
+                    self.children[spare.pid] = job
+                    protocol.send(self.control, {"op": "forked", "job": job, "pid": spare.pid})
+                    return
+            self._dismiss(spare)
+        system = self.system_rules[key] if key is not None else None
+        zygote_pid = os.getpid()
+        pid = self._fork(lambda: run_child(spec, fds[0], fds[1], zygote_pid, system))
+        self.children[pid] = job
+        protocol.send(self.control, {"op": "forked", "job": job, "pid": pid})
+
+    def spawn_spare(self) -> None:
+        """Fork and prepare the next step's child now, while no step waits for it."""
+        if self.spare is not None:
+            return
+        ours, theirs = protocol.channel()
+        zygote_pid = os.getpid()
+
+        def wait() -> None:
+            ours.close()
+            wait_for_step(theirs, zygote_pid, self.system_rules)
+
+        try:
+            pid = self._fork(wait)
+        finally:
+            theirs.close()
+        self.spare = _Spare(pid, ours, frozenset(self.system_rules))
+
+    def _dismiss(self, spare: _Spare) -> None:
+        """A spare that will not be used: closing its channel lets it exit (reaped as usual)."""
+        spare.channel.close()
+
+    def _fork(self, body: Callable[[], object]) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         gc.freeze()  # what the zygote allocated since the last fork, too (see main)
-        zygote_pid = os.getpid()
-        system = None
-        rules = spec.get("sandbox")
-        if rules:
-            key = SystemRules.key(rules)
-            if key not in self.system_rules:
-                self.system_rules[key] = SystemRules(*key)
-            system = self.system_rules[key]
         pid = os.fork()
         if pid == 0:
             try:
                 self._leave()
-                run_child(spec, log_fd, result_fd, zygote_pid, system)
+                body()
             finally:
                 os._exit(70)
-        self.children[pid] = job
-        protocol.send(self.control, {"op": "forked", "job": job, "pid": pid})
+        return pid
 
     def _leave(self) -> None:
-        """In a new child: drop what belongs to the zygote (its signals, fds, socket)."""
+        """In a new child: drop what belongs to the zygote (its signals, fds, sockets)."""
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         self.selector.close()
         os.close(self.control.detach())
         os.close(self.wake_r)
         os.close(self.wake_w)
+        if self.spare is not None:
+            os.close(self.spare.channel.detach())
 
     def reap(self) -> None:
         while True:
@@ -172,13 +229,19 @@ class Zygote:
                 return
             job = self.children.pop(pid, None)
             if job is None:
-                continue  # an orphaned grandchild we adopted as subreaper
+                if self.spare is not None and self.spare.pid == pid:
+                    self.spare.channel.close()
+                    self.spare = None  # it died waiting; the next step gets a new one
+                continue  # else an orphaned grandchild we adopted as subreaper
             returncode = os.waitstatus_to_exitcode(status)
             message = {"op": "exited", "job": job, "pid": pid, "returncode": returncode}
             with contextlib.suppress(OSError):
                 protocol.send(self.control, message)
 
     def shutdown(self) -> None:
+        if self.spare is not None:
+            with contextlib.suppress(OSError):
+                kill_process_group(self.spare.pid)
         for pid in list(self.children):
             with contextlib.suppress(OSError, ValueError):
                 kill_process_group(pid)

@@ -55,21 +55,24 @@ class Command(BaseCommand):
                 f"no pipeline version {options['pipeline']!r} in {workspace.slug}", returncode=2
             ) from None
         overrides = dict(parse_param(p) for p in options["param"])
+        try:
+            run = scheduler.run_create(
+                version, param_overrides=overrides, reuse=not options["no_reuse"]
+            )
+        except DomainError as error:
+            raise CommandError(f"{error.code}: {error}", returncode=2) from None
+        self.stdout.write(f"run {run.pk} started ({version.ref})")
+        if not options["wait"]:
+            return
         workers = None
-        if options["wait"] and not fresh_workers_exist():
-            # Nobody is serving: run the steps in this process, so --wait always finishes.
+        if run.status not in RUN_TERMINAL and not fresh_workers_exist():
+            # A step must execute and nobody is serving: run the steps in this process, so
+            # --wait always finishes. (A run reused whole ended already: no worker boots.)
+            self.stdout.write("no worker is serving: running the steps in this process")
             workers = EmbeddedWorkers()
             workers.start()
+            workers.dispatch_queued()  # queued before these workers listened
         try:
-            try:
-                run = scheduler.run_create(
-                    version, param_overrides=overrides, reuse=not options["no_reuse"]
-                )
-            except DomainError as error:
-                raise CommandError(f"{error.code}: {error}", returncode=2) from None
-            self.stdout.write(f"run {run.pk} started ({version.ref})")
-            if not options["wait"]:
-                return
             deadline = time.monotonic() + options["timeout"]
             while time.monotonic() < deadline:
                 status = PipelineRun.objects.values_list("status", flat=True).get(pk=run.pk)
