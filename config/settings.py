@@ -343,6 +343,7 @@ STEPWORKS = {
     "MAX_ATTEMPTS": env.int("STEPWORKS_MAX_ATTEMPTS", default=3),
     "LOG_MAX_BYTES": env.int("STEPWORKS_LOG_MAX_BYTES", default=10 * 1024 * 1024),
     "SWEEP_MAX_RUNS": env.int("STEPWORKS_SWEEP_MAX_RUNS", default=1000),
+    "SWEEP_INLINE_S": env.float("STEPWORKS_SWEEP_INLINE_S", default=0.5),
     "MAX_SOURCE_BYTES": env.int("STEPWORKS_MAX_SOURCE_BYTES", default=5 * 1024 * 1024),
     # Step isolation (README, "Step isolation"): `required` wherever the kernel offers it.
     "STEP_SANDBOX": env.str("STEPWORKS_STEP_SANDBOX", default=sandbox.default_mode()),

@@ -33,6 +33,14 @@ def send_steps(ids: list[int]) -> None:
     # else: embedded without workers in this process; the hosting process polls the rows.
 
 
+def send_sweeps(ids: list[int]) -> None:
+    """Ask a worker to start the runs these sweeps still lack (the expand_sweep actor)."""
+    from runs_app.tasks import expand_sweep
+
+    for sweep_id in ids:
+        expand_sweep.send(sweep_id)
+
+
 def on_steps_queued(sender: Any, step_ids: list[int], **kwargs: Any) -> None:
     """The receiver of scheduler.steps_queued (sent after the queuing transaction commits)."""
     send_steps(step_ids)

@@ -77,6 +77,12 @@ class Sweep(models.Model):
     reuse = models.BooleanField(default=True)
     # Set once by sweep_cancel: no run of the sweep starts after it, and axes stay as they are.
     canceled_at = models.DateTimeField(null=True, blank=True)
+    # Its runs are started by sweep_expand: in the request that made or grew the sweep for
+    # up to STEPWORKS_SWEEP_INLINE_S, then by the expand_sweep actor. `expanding_at` is the
+    # expander's heartbeat (the reaper sends another when it stops); `expanded_at` is set
+    # when every combination has its run, and cleared when the axes grow.
+    expanding_at = models.DateTimeField(null=True, blank=True)
+    expanded_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -126,6 +132,9 @@ class PipelineRun(models.Model):
     pinned = models.BooleanField(default=False)
     # What a person says of the run (editable, unlike everything else about it).
     note = models.TextField(blank=True, max_length=10_000)
+    # A sweep's run: its combination (variant and replicate) as a digest, unique in the
+    # sweep, so two expanders at once start each combination once.
+    variant_key = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -136,6 +145,12 @@ class PipelineRun(models.Model):
             models.CheckConstraint(
                 condition=Q(failure_reason="") | Q(status=RunStatus.FAILED),
                 name="run_reason_only_when_failed",
+            ),
+            # One run per combination of a sweep, however many expanders start them.
+            models.UniqueConstraint(
+                fields=["sweep", "variant_key"],
+                condition=Q(sweep__isnull=False) & ~Q(variant_key=""),
+                name="run_one_per_sweep_combination",
             ),
         ]
         indexes = [

@@ -16,7 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from artifacts.store import artifact_storage
-from runs_app import scheduler
+from runs_app import dispatch, scheduler
 from runs_app.models import (
     STEP_IN_FLIGHT,
     STEP_TERMINAL,
@@ -24,6 +24,7 @@ from runs_app.models import (
     RunStatus,
     StepRun,
     StepStatus,
+    Sweep,
     WorkerHeartbeat,
 )
 from workspaces.conf import engine
@@ -41,7 +42,9 @@ def reap(now: Any = None) -> dict[str, int]:
     - queued steps nobody claimed for a lease: dispatched again (duplicates claim nothing);
     - followers of a finished leader: released;
     - running runs with no step in flight: advanced (a crash between a step's end and the
-      run's advance).
+      run's advance);
+    - sweeps whose expander stopped before every combination had its run: sent to the
+      expand_sweep actor again.
     """
     now = now or timezone.now()
     counts = {"requeued": 0, "failed": 0, "redispatched": 0, "released": 0, "advanced": 0}
@@ -73,7 +76,22 @@ def reap(now: Any = None) -> dict[str, int]:
     for run_id in idle_runs.values_list("pk", flat=True).distinct():
         scheduler.run_advance(run_id)
         counts["advanced"] += 1
+    counts["sweeps_resumed"] = _resume_sweeps(now)
     return counts
+
+
+def _resume_sweeps(now: Any) -> int:
+    """Send the expand_sweep actor again for each sweep whose expander went quiet (no
+    heartbeat for a lease) with combinations still lacking runs; at most once a lease."""
+    stale = now - timedelta(seconds=engine().lease_s)
+    quiet = Sweep.objects.filter(
+        expanded_at__isnull=True, canceled_at__isnull=True, expanding_at__lt=stale
+    )
+    ids = list(quiet.values_list("pk", flat=True))
+    if ids:
+        Sweep.objects.filter(pk__in=ids).update(expanding_at=now)
+        dispatch.send_sweeps(ids)
+    return len(ids)
 
 
 def _collect_orphans() -> int:

@@ -407,6 +407,7 @@ def run_create(
     rerun_of: PipelineRun | None = None,
     sweep: Any = None,
     variant: dict[str, Any] | None = None,
+    variant_key: str = "",
 ) -> PipelineRun:
     """Create a run and all its steps in one transaction, then start it.
 
@@ -445,6 +446,7 @@ def run_create(
             rerun_of=rerun_of,
             sweep=sweep,
             variant=variant or {},
+            variant_key=variant_key,
         )
         rows = {
             step.name: StepRun(

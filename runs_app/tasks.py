@@ -19,3 +19,16 @@ def execute_step(step_id: int) -> None:
     from runs_app.worker import services
 
     services().step_execute(step_id)
+
+
+@dramatiq.actor(
+    queue_name=f"{settings.QUEUE_PREFIX}.sweeps",
+    max_retries=0,
+    time_limit=float("inf"),
+)
+def expand_sweep(sweep_id: int) -> None:
+    """Start the runs sweep `sweep_id` still lacks; a no-op when it has them all or was
+    canceled. No retries here: the reaper sends it again if the sweep stays unexpanded."""
+    from runs_app.sweeps.services import sweep_expand
+
+    sweep_expand(sweep_id)

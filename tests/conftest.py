@@ -43,6 +43,9 @@ def _fast_intervals(settings: Any) -> None:
         "REAPER_S": 0.5,
         "EMBEDDED_POLL_S": 0.1,
         "STEP_TIMEOUT_S": 60.0,
+        # A sweep's runs all start in the call that makes it, however slow the machine: a
+        # test that needs the expand_sweep actor sets this to 0 (test_sweeps_services.py).
+        "SWEEP_INLINE_S": 600.0,
     }
 
 

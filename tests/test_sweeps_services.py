@@ -8,11 +8,15 @@ by a param), as in test_engine.py.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.utils import timezone
 
 from pipelines_app.models import PipelineVersion
 from pipelines_app.services import (
@@ -28,6 +32,7 @@ from runs_app.models import (
     SweepEvent,
     SweepEventKind,
 )
+from runs_app.sweeps import plan
 from runs_app.sweeps import services as sweep_services
 from runs_app.sweeps.selectors import (
     sweep_comparison,
@@ -35,8 +40,9 @@ from runs_app.sweeps.selectors import (
     sweep_progress,
     sweep_rows,
 )
-from tests.helpers import wait_runs
+from tests.helpers import wait_runs, wait_until
 from tests.test_engine import bodies
+from workspaces.conf import engine
 from workspaces.errors import DomainError
 
 # Logs `score`: v for a and b; 10 * (b's v) + v for c; 100 more for c2 (another module line).
@@ -425,3 +431,122 @@ def test_reads_cost_the_same_queries_for_2_and_20_runs(
             sweep_metrics(sweep)
         assert len(rows) == runs and progress["runs"]["succeeded"] == runs
         assert comparison.counts.measured == runs
+
+
+# --- big sweeps: accepted at once, expanded by the actor ---------------------------------------
+
+
+def _twelve(world: Any, tmp_path: Path) -> Sweep:
+    base = sweep_world(world.workspace, tmp_path / "bodies.txt")
+    return sweep_services.sweep_create(
+        base,
+        name="twelve",
+        axes={"b": b_axis(0, 1, 2), "c": c_axis(tmp_path / "bodies.txt")},
+        replicates=2,
+        seed_params=["a.v"],
+    )
+
+
+def _no_inline_runs(settings: Any) -> None:
+    settings.STEPWORKS = {**settings.STEPWORKS, "SWEEP_INLINE_S": 0.0}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sweep_past_its_inline_time_is_accepted_and_the_actor_starts_the_rest(
+    world, tmp_path, settings
+):
+    from runs_app.dispatch import EmbeddedWorkers
+
+    _no_inline_runs(settings)
+    sweep = _twelve(world, tmp_path)
+
+    # Returned at once: no run started in the request, the rest waits for a worker.
+    assert sweep.expanded_at is None
+    assert PipelineRun.objects.filter(sweep=sweep).count() == 0
+    assert sweep_progress(sweep)["finished"] is False
+
+    workers = EmbeddedWorkers(threads=2)
+    workers.start()
+    try:
+        assert wait_until(lambda: Sweep.objects.get(pk=sweep.pk).expanded_at is not None, 60)
+        runs = list(PipelineRun.objects.filter(sweep=sweep))
+        wait_runs(*runs)
+    finally:
+        workers.stop()
+    assert len(runs) == 12
+    assert len({plan.combination_key(run.variant) for run in runs}) == 12
+    assert {run.status for run in runs} == {RunStatus.SUCCEEDED}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_expanders_at_once_start_each_combination_once(world, tmp_path, settings):
+    _no_inline_runs(settings)
+    sweep = _twelve(world, tmp_path)
+    started: list[int] = []
+
+    def expand() -> None:
+        try:
+            started.extend(run.pk for run in sweep_services.sweep_expand(sweep.pk))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=expand) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    runs = PipelineRun.objects.filter(sweep=sweep)
+    assert runs.count() == 12 and sorted(started) == sorted(runs.values_list("pk", flat=True))
+    assert Sweep.objects.get(pk=sweep.pk).expanded_at is not None
+    assert sweep_services.sweep_expand(sweep.pk) == []  # expanded: nothing more to do
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_reaper_sends_a_quiet_sweep_to_the_actor_again(world, tmp_path, settings):
+    import dramatiq
+
+    from runs_app import reaper
+
+    _no_inline_runs(settings)
+    sweep = _twelve(world, tmp_path)
+    dramatiq.get_broker().flush_all()  # the request's message is lost
+    assert reaper.reap()["sweeps_resumed"] == 0  # its expander is not quiet for a lease yet
+    Sweep.objects.filter(pk=sweep.pk).update(
+        expanding_at=timezone.now() - timedelta(seconds=engine().lease_s + 1)
+    )
+
+    assert reaper.reap()["sweeps_resumed"] == 1
+    assert reaper.reap()["sweeps_resumed"] == 0  # once a lease, not on every pass
+
+    from runs_app.dispatch import EmbeddedWorkers
+
+    workers = EmbeddedWorkers(threads=2)
+    workers.start()
+    try:
+        assert wait_until(lambda: Sweep.objects.get(pk=sweep.pk).expanded_at is not None, 60)
+    finally:
+        workers.stop()
+    assert PipelineRun.objects.filter(sweep=sweep).count() == 12
+
+
+def test_a_canceled_sweep_expands_no_further(world, tmp_path, settings):
+    _no_inline_runs(settings)
+    sweep = _twelve(world, tmp_path)
+    sweep_services.sweep_cancel(sweep)
+
+    assert sweep_services.sweep_expand(sweep.pk) == []
+    assert PipelineRun.objects.filter(sweep=sweep).count() == 0
+    assert sweep_progress(Sweep.objects.get(pk=sweep.pk))["finished"] is True
+
+
+def test_an_extension_reopens_the_expansion_for_its_new_combinations(world, tmp_path):
+    sweep = _twelve(world, tmp_path)
+    assert Sweep.objects.get(pk=sweep.pk).expanded_at is not None
+    assert PipelineRun.objects.filter(sweep=sweep).count() == 12
+
+    added = sweep_services.sweep_extend(sweep, "b", {"label": "b3", "params": {"v": 3}})
+
+    assert len(added) == 4  # 1 new b x 2 c x 2 replicates, started within the inline time
+    assert Sweep.objects.get(pk=sweep.pk).expanded_at is not None
+    assert PipelineRun.objects.filter(sweep=sweep).count() == 16

@@ -22,6 +22,7 @@ class Engine:
     max_attempts: int  # attempts of a step whose worker was lost
     log_max_bytes: int  # a step attempt's log is cut here
     sweep_max_runs: int  # a sweep's runs, all extensions included
+    sweep_inline_s: float  # how long a request starts a sweep's runs; the actor does the rest
     max_source_bytes: int  # a module version's files, together
     step_sandbox: str  # "required" (Landlock) or "off"
     step_network: str  # "allow" or "deny" (TCP), for sandboxed steps
@@ -42,6 +43,7 @@ def engine() -> Engine:
         max_attempts=int(raw["MAX_ATTEMPTS"]),
         log_max_bytes=int(raw["LOG_MAX_BYTES"]),
         sweep_max_runs=int(raw["SWEEP_MAX_RUNS"]),
+        sweep_inline_s=float(raw["SWEEP_INLINE_S"]),
         max_source_bytes=int(raw["MAX_SOURCE_BYTES"]),
         step_sandbox=str(raw["STEP_SANDBOX"]),
         step_network=str(raw["STEP_NETWORK"]),

@@ -14,7 +14,9 @@ its replicate: the replicates of one variant are its samples.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -66,6 +68,14 @@ def combination_key(variant: Mapping[str, Any]) -> tuple[tuple[tuple[str, str], 
     """The `Combination.key` of a stored `PipelineRun.variant`."""
     choices = tuple(sorted((k, str(v)) for k, v in variant.items() if k != REPLICATE_KEY))
     return choices, int(variant.get(REPLICATE_KEY, 0))
+
+
+def variant_key(variant: Mapping[str, Any]) -> str:
+    """A stored variant's combination as a digest (`PipelineRun.variant_key`, unique in its
+    sweep): the same for the same choices and replicate, whatever the order of the keys."""
+    choices, replicate = combination_key(variant)
+    text = json.dumps([choices, replicate], separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)

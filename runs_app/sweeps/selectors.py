@@ -51,7 +51,8 @@ def sweep_axes(sweep: Sweep) -> dict[str, list[dict[str, Any]]]:
 def sweep_progress(sweep: Sweep) -> dict[str, Any]:
     """Runs by status against the runs the axes call for, and steps executed vs reused.
 
-    {"expected", "canceled", "finished", "runs": {"total", "done", <status>: n, ...},
+    {"expected", "canceled", "starting" (runs still being started by the expander),
+    "finished", "runs": {"total", "done", <status>: n, ...},
     "steps": {"total", "executed", "reused", "failed", "canceled", "in_flight", "pending"}}.
     Two queries.
     """
@@ -77,6 +78,7 @@ def sweep_progress(sweep: Sweep) -> dict[str, Any]:
     return {
         "expected": expected,
         "canceled": canceled,
+        "starting": not canceled and sweep.expanded_at is None and total < expected,
         # A canceled sweep is finished once what it started has stopped.
         "finished": done == total and (canceled or total >= expected),
         "runs": {"total": total, "done": done, **run_counts},

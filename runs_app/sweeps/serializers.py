@@ -113,6 +113,9 @@ class SweepProgressSerializer(serializers.Serializer[Any]):
 
     expected = serializers.IntegerField(help_text="Runs the axes x replicates call for.")
     canceled = serializers.BooleanField()
+    starting = serializers.BooleanField(
+        help_text="Its runs are still being started (a worker's expand_sweep actor)."
+    )
     finished = serializers.BooleanField(help_text="Every run it will have has finished.")
     runs = SweepRunCountsSerializer()
     steps = SweepStepCountsSerializer()

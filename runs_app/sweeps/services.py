@@ -3,17 +3,18 @@ runs_app/sweeps/plan.py) and only then writes."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from pipelines_app.models import DatasetVersion, ModuleVersion, PipelineVersion, VersionOrigin
 from pipelines_app.services import pipeline_version_clone
 from pipelines_app.specs import Catalogue, ModuleInfo
-from runs_app import scheduler
+from runs_app import dispatch, scheduler
 from runs_app.models import RUN_TERMINAL, PipelineRun, Sweep, SweepEvent, SweepEventKind
 from runs_app.sweeps import plan
 from workspaces.conf import engine
@@ -110,42 +111,93 @@ def _sweep_canceled(sweep: Sweep) -> bool:
     return Sweep.objects.filter(pk=sweep.pk, canceled_at__isnull=False).exists()
 
 
-def _sweep_start(
+# How many runs an expander starts between two looks at its sweep (canceled? and its
+# heartbeat, `expanding_at`, which tells the reaper it is alive).
+_EXPAND_BATCH = 5
+
+
+def sweep_expand(
+    sweep_id: int, *, budget_s: float | None = None, user: Any = None
+) -> list[PipelineRun]:
+    """Start a run for each combination of the sweep's axes x replicates that has none yet;
+    returns the runs it started. With `budget_s`, stop after that many seconds and leave the
+    rest to the `expand_sweep` actor (sent after commit); without, go on to the end. When
+    every combination has its run, the sweep is marked expanded.
+
+    Safe to run twice at once (the request and the actor, or the reaper's resend): each run
+    records its combination (`variant_key`, unique in its sweep), so a combination another
+    expander started meanwhile is skipped. Stops when the sweep is canceled.
+    """
+    sweep = Sweep.objects.select_related("base_version", "workspace").filter(pk=sweep_id).first()
+    if sweep is None or sweep.canceled_at is not None or sweep.expanded_at is not None:
+        return []
+    deadline = None if budget_s is None else time.monotonic() + budget_s
+    base = sweep.base_version
+    axes = plan.ordered_axes(base.spec, sweep.axes)
+    have = set(PipelineRun.objects.filter(sweep=sweep).values_list("variant_key", flat=True))
+    missing = [
+        c for c in plan.expand(axes, sweep.replicates) if plan.variant_key(c.variant()) not in have
+    ]
+    runs: list[PipelineRun] = []
+    if missing:
+        catalogue = _sweep_catalogue(sweep.workspace, base.spec, axes)
+        changes = [plan.run_changes(base.spec, axes, c, sweep.seed_params) for c in missing]
+        resolved = plan.resolve_variant_versions(base.spec, catalogue, changes)
+        starter = user if user is not None else sweep.created_by
+        labels = _swap_labels(missing, changes)
+        versions = _variant_versions(base, sweep.name, resolved, labels, starter)
+        recent: list[PipelineRun] = []
+        for index, (combination, change) in enumerate(zip(missing, changes, strict=True)):
+            if index % _EXPAND_BATCH == 0:
+                if _canceled_meanwhile(sweep, recent):
+                    return runs
+                recent = []
+                Sweep.objects.filter(pk=sweep.pk).update(expanding_at=timezone.now())
+                if deadline is not None and time.monotonic() > deadline:
+                    transaction.on_commit(lambda: dispatch.send_sweeps([sweep.pk]))
+                    return runs
+            run = _sweep_run(sweep, combination, change, versions, starter)
+            if run is not None:
+                runs.append(run)
+                recent.append(run)
+        if _canceled_meanwhile(sweep, recent):
+            return runs
+    Sweep.objects.filter(pk=sweep.pk, expanded_at__isnull=True).update(expanded_at=timezone.now())
+    return runs
+
+
+def _canceled_meanwhile(sweep: Sweep, recent: list[PipelineRun]) -> bool:
+    """Whether the sweep was canceled; if so the runs made since the last look are canceled
+    too. A cancel that committed before a look sees no run made after it; one that commits
+    after it lists the runs made before it, and cancels them itself."""
+    if not _sweep_canceled(sweep):
+        return False
+    for run in recent:
+        scheduler.run_cancel(run.pk)
+    return True
+
+
+def _sweep_run(
     sweep: Sweep,
-    combinations: Iterable[plan.Combination],
+    combination: plan.Combination,
+    change: plan.RunChanges,
     versions: Mapping[ModulesKey, PipelineVersion],
     user: Any,
-) -> list[PipelineRun]:
-    """Start a run for each combination the sweep has no run for yet (so a retry after a
-    crash starts only what is missing); stop when the sweep is canceled meanwhile."""
-    base_spec = sweep.base_version.spec
-    axes = plan.ordered_axes(base_spec, sweep.axes)
-    have = {
-        plan.combination_key(variant)
-        for variant in PipelineRun.objects.filter(sweep=sweep).values_list("variant", flat=True)
-    }
-    runs: list[PipelineRun] = []
-    if _sweep_canceled(sweep):
-        return runs
-    for combination in combinations:
-        if combination.key in have:
-            continue
-        change = plan.run_changes(base_spec, axes, combination, sweep.seed_params)
-        run = scheduler.run_create(
+) -> PipelineRun | None:
+    """One combination's run; None when another expander started it first."""
+    variant = combination.variant()
+    try:
+        return scheduler.run_create(
             versions[change.modules_key],
             user=user,
             param_overrides=change.params,
             reuse=sweep.reuse,
             sweep=sweep,
-            variant=combination.variant(),
+            variant=variant,
+            variant_key=plan.variant_key(variant),
         )
-        runs.append(run)
-        # Checked after each run: a cancel that committed before this check sees no run
-        # made after it, and one that commits after it lists this run and cancels it.
-        if _sweep_canceled(sweep):
-            scheduler.run_cancel(run.pk)
-            break
-    return runs
+    except IntegrityError:
+        return None
 
 
 def sweep_create(
@@ -158,7 +210,9 @@ def sweep_create(
     user: Any = None,
     reuse: bool = True,
 ) -> Sweep:
-    """Check a sweep whole, then start one run per combination of its axes x replicates.
+    """Check a sweep whole, then start one run per combination of its axes x replicates:
+    those it can within STEPWORKS_SWEEP_INLINE_S here, the rest in the expand_sweep actor
+    (so a big sweep is accepted at once; its page shows the runs as they start).
 
     `axes` is {step: [{"label", "module"?, "params"?}, ...]}; replicate r sets each seed
     param (`step.param`, an int param) to r. Any problem is a DomainError naming its field
@@ -195,6 +249,7 @@ def sweep_create(
             seed_params=checked.seed_params,
             reuse=reuse,
             created_by=_user_or_none(user),
+            expanding_at=timezone.now(),
         )
         SweepEvent.objects.create(
             sweep=sweep,
@@ -205,7 +260,7 @@ def sweep_create(
             },
             by=_user_or_none(user),
         )
-    _sweep_start(sweep, combinations, versions, user)
+    sweep_expand(sweep.pk, budget_s=engine().sweep_inline_s, user=user)
     return sweep
 
 
@@ -222,8 +277,9 @@ def _refuse_if_canceled(sweep: Sweep) -> None:
 def sweep_extend(
     sweep: Sweep, step: str, variant: dict[str, Any], user: Any = None
 ) -> list[PipelineRun]:
-    """Append a variant to an existing axis and start only the combinations that are new
-    (returned). Axes are append-only once started; the change is a SweepEvent."""
+    """Append a variant to an existing axis and start only the combinations that are new:
+    those it can within STEPWORKS_SWEEP_INLINE_S (returned), the rest in the expand_sweep
+    actor. Axes are append-only once started; the change is a SweepEvent."""
     _refuse_if_canceled(sweep)
     base = sweep.base_version
     axes = plan.ordered_axes(base.spec, sweep.axes)
@@ -242,10 +298,7 @@ def sweep_extend(
     old = {c.key for c in plan.expand(axes, sweep.replicates)}
     combinations = [c for c in plan.expand(grown, sweep.replicates) if c.key not in old]
     changes = [plan.run_changes(base.spec, grown, c, sweep.seed_params) for c in combinations]
-    resolved = plan.resolve_variant_versions(base.spec, catalogue, changes)
-    versions = _variant_versions(
-        base, sweep.name, resolved, _swap_labels(combinations, changes), user
-    )
+    plan.resolve_variant_versions(base.spec, catalogue, changes)  # refuses what cannot run
     with transaction.atomic():
         locked = Sweep.objects.select_for_update().get(pk=sweep.pk)
         _refuse_if_canceled(locked)
@@ -258,7 +311,9 @@ def sweep_extend(
                 status_code=409,
             )
         locked.axes = grown
-        locked.save(update_fields=["axes"])
+        locked.expanded_at = None  # the new combinations have no runs yet
+        locked.expanding_at = timezone.now()
+        locked.save(update_fields=["axes", "expanded_at", "expanding_at"])
         SweepEvent.objects.create(
             sweep=locked,
             kind=SweepEventKind.EXTENDED,
@@ -266,7 +321,7 @@ def sweep_extend(
             by=_user_or_none(user),
         )
     sweep.axes = grown
-    return _sweep_start(sweep, combinations, versions, user)
+    return sweep_expand(sweep.pk, budget_s=engine().sweep_inline_s, user=user)
 
 
 def sweep_cancel(sweep: Sweep, by: Any = None) -> int:
