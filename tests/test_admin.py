@@ -40,6 +40,8 @@ from runs_app.models import (
     SweepEvent,
     WorkerHeartbeat,
 )
+from workspaces.audit import audit_record
+from workspaces.invites import invite_create
 from workspaces.tokens import token_create
 
 pytestmark = pytest.mark.django_db
@@ -129,6 +131,8 @@ def rows(world: Any) -> dict[type[Model], Model]:
             token_create(world.editor, "laptop")[0],
             RetentionPolicy.objects.create(workspace=ws, enabled=True, keep_last=5),
             DeletedArtifact.objects.create(workspace=ws, sha256="e" * 64),
+            invite_create(ws, "viewer", actor=world.owner)[0],
+            audit_record(ws, world.owner, "run.started", "run 1"),
         ]
     }
     return found

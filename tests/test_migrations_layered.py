@@ -100,6 +100,7 @@ def test_a_database_from_before_the_move_migrates_forward_intact(
         "runs_app.0007_run_tags_and_note...",
         "workspaces.0002_adopt_content_types...",
         "workspaces.0003_api_tokens...",
+        "workspaces.0004_invites_and_audit...",
     ]
     upgraded = _read(legacy)
     assert upgraded["membership"] == ["ada", "lab", "owner"]

@@ -16,7 +16,6 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.exceptions import (
     PermissionDenied,
     RequestDataTooBig,
@@ -38,8 +37,9 @@ from rest_framework.schemas.inspectors import DefaultSchema
 from rest_framework.views import APIView
 
 from workspaces import selectors, services
+from workspaces.audit import audit_list
 from workspaces.errors import DomainError
-from workspaces.models import Membership, Role, Workspace
+from workspaces.models import AuditEntry, AuditVerb, Membership, Role, Workspace
 from workspaces.serializers import ErrorSerializer, WorkspaceSerializer
 
 # --- conventions ---------------------------------------------------------------------------
@@ -279,8 +279,8 @@ class WorkspaceCreateApi(ApiMixin, APIView):
         name = serializers.CharField(max_length=200)
 
         def validate_slug(self, value: str) -> str:
-            if value == "create":  # /workspaces/create/ is this endpoint
-                raise serializers.ValidationError("'create' is reserved")
+            if value in services.RESERVED_SLUGS:  # /workspaces/create/ is this endpoint
+                raise serializers.ValidationError(f"{value!r} is reserved")
             return value
 
     @extend_schema(request=InputSerializer, responses={201: WorkspaceSerializer})
@@ -289,7 +289,7 @@ class WorkspaceCreateApi(ApiMixin, APIView):
         data.is_valid(raise_exception=True)
         workspace = services.workspace_create(
             data.validated_data["slug"], data.validated_data["name"], request.user
-        )
+        )  # 403 when only staff may (STEPWORKS_WORKSPACE_CREATION=staff)
         workspace.user_role = Role.OWNER  # type: ignore[attr-defined]
         return Response(WorkspaceSerializer(workspace).data, status=status.HTTP_201_CREATED)
 
@@ -335,10 +335,11 @@ class MemberListApi(ApiMixin, generics.ListAPIView[Membership]):
 
 
 class MemberSetApi(ApiMixin, APIView):
-    """Give a user a role in the workspace, or remove them with `role: null` (owners only)."""
+    """Give a user (by username or email address) a role in the workspace, or remove them
+    with `role: null` (owners only). The last owner can be neither demoted nor removed (409)."""
 
     class InputSerializer(serializers.Serializer[Any]):
-        username = serializers.CharField(max_length=150)
+        username = serializers.CharField(max_length=254, help_text="A username or an email.")
         role = serializers.ChoiceField(choices=Role.choices, allow_null=True)
 
     @extend_schema(request=InputSerializer, responses={200: MemberOutputSerializer})
@@ -346,12 +347,58 @@ class MemberSetApi(ApiMixin, APIView):
         space = workspace_of(request, workspace, Role.OWNER)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        username = data.validated_data["username"]
-        user = get_user_model().objects.filter(username=username).first()
-        if user is None:
-            raise DomainError(
-                "invalid", "No such user.", {"username": [f"no user named {username!r}"]}
-            )
-        membership = services.membership_set(space, user, data.validated_data["role"])
+        user = services.user_named(data.validated_data["username"])
+        membership = services.membership_set(
+            space, user, data.validated_data["role"], actor=request.user
+        )
         role = membership.role if membership else None
-        return Response(MemberOutputSerializer({"username": username, "role": role}).data)
+        return Response(
+            MemberOutputSerializer({"username": user.get_username(), "role": role}).data
+        )
+
+
+class WorkspaceRenameApi(ApiMixin, APIView):
+    """Give the workspace a new name (owners); its slug stays."""
+
+    class InputSerializer(serializers.Serializer[Any]):
+        name = serializers.CharField(max_length=200)
+
+    @extend_schema(request=InputSerializer, responses={200: WorkspaceSerializer})
+    def post(self, request: Request, workspace: str) -> Response:
+        space = workspace_of(request, workspace, Role.OWNER)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.workspace_rename(space, data.validated_data["name"], actor=request.user)
+        return Response(WorkspaceSerializer(space).data)
+
+
+class AuditListApi(ApiMixin, generics.ListAPIView[AuditEntry]):
+    """The workspace's audit trail, newest first (owners): who did what, when. Filters:
+    `actor` (a username), `verb` (member.added, run.started, ...), `created_after`,
+    `created_before`."""
+
+    queryset = AuditEntry.objects.none()
+
+    class OutputSerializer(serializers.ModelSerializer[AuditEntry]):
+        actor = serializers.CharField(source="actor_name")
+
+        class Meta:
+            model = AuditEntry
+            fields = ["id", "at", "actor", "verb", "target", "data"]
+
+    class FilterSet(filters.FilterSet):  # type: ignore[misc]
+        actor = filters.CharFilter(field_name="actor_name")
+        verb = filters.ChoiceFilter(choices=AuditVerb.choices)
+        created_after = DateTimeFilter(field_name="at", lookup_expr="gte")
+        created_before = DateTimeFilter(field_name="at", lookup_expr="lt")
+
+        class Meta:
+            model = AuditEntry
+            fields = ["actor", "verb"]
+
+    serializer_class = OutputSerializer
+    filterset_class = FilterSet
+
+    def get_queryset(self) -> QuerySet[AuditEntry]:
+        space = workspace_of(self.request, self.kwargs["workspace"], Role.OWNER)
+        return audit_list(space)
