@@ -212,11 +212,11 @@ class PipelineRunAdmin(IdSearchMixin, ViewOnlyMixin, admin.ModelAdmin[PipelineRu
     def cancel_runs(self, request: HttpRequest, queryset: QuerySet[PipelineRun]) -> None:
         # Imported here so that loading the admin (every process, at start-up) does not pull
         # in the engine: the scheduler imports the executor's runtime and the spec parser.
-        from runs_app.scheduler import run_cancel
+        from runs_app.services import run_cancel
 
         canceled = finished = 0
-        for run_id in queryset.values_list("id", flat=True):
-            if run_cancel(run_id, by=request.user):
+        for run in queryset.select_related(None).only("pk", "workspace_id"):
+            if run_cancel(run, user=request.user):
                 canceled += 1
             else:
                 finished += 1

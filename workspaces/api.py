@@ -108,7 +108,7 @@ class ApiMixin:
                 length = int(request.META.get("CONTENT_LENGTH") or 0)
             except ValueError:
                 length = 0
-            limit = upload_limit()
+            limit = self.body_limit()
             if length > limit:
                 raise DomainError(
                     "too_large",
@@ -117,6 +117,10 @@ class ApiMixin:
                     status_code=413,
                 )
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
+
+    def body_limit(self) -> int:
+        """The largest request body this endpoint takes (STEPWORKS_MAX_UPLOAD_BYTES)."""
+        return upload_limit()
 
     def handle_exception(self, exc: Exception) -> Response:
         # The access helpers raise Django's 404/403; as DRF's they keep their message
