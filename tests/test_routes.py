@@ -78,6 +78,8 @@ ROUTES: dict[str, tuple[str, str | None]] = {
     "runs:bulk": (WORKSPACE, EDITOR),
     "runs:retention": (WORKSPACE, OWNER),
     "runs:storage": (WORKSPACE, None),
+    "runs:datasets": (WORKSPACE, EDITOR),  # everyone lists; editors upload (POST)
+    "runs:dataset": (WORKSPACE, None),
     "runs:step_forget": (WORKSPACE, EDITOR),
     "runs:workbench": (WORKSPACE, EDITOR),  # viewers see the code read-only; editors run it
     "runs:workbench_interface": (WORKSPACE, EDITOR),
