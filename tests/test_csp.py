@@ -41,6 +41,7 @@ def _directives(header: str) -> dict[str, str]:
         "/w/lab/invites/",
         "/w/lab/audit/",
         "/w/lab/datasets/",
+        "/w/lab/webhooks/",
         "/admin/",
         "/api/v1/docs/",
     ],

@@ -80,6 +80,7 @@ ROUTES: dict[str, tuple[str, str | None]] = {
     "runs:storage": (WORKSPACE, None),
     "runs:datasets": (WORKSPACE, EDITOR),  # everyone lists; editors upload (POST)
     "runs:dataset": (WORKSPACE, None),
+    "runs:webhooks": (WORKSPACE, OWNER),
     "runs:step_forget": (WORKSPACE, EDITOR),
     "runs:workbench": (WORKSPACE, EDITOR),  # viewers see the code read-only; editors run it
     "runs:workbench_interface": (WORKSPACE, EDITOR),
@@ -165,6 +166,7 @@ ROUTES: dict[str, tuple[str, str | None]] = {
 READ_ROLE: dict[str, str] = {
     "workspaces:invites": OWNER,
     "workspaces:audit": OWNER,
+    "runs:webhooks": OWNER,
     "api:audit-list": OWNER,
 }
 
