@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from artifacts.models import Artifact
 from pipelines_app.models import ModuleVersion, PipelineVersion
@@ -471,11 +472,19 @@ class WebhookDelivery(models.Model):
         max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
     )
     attempts = models.PositiveIntegerField(default=0)
+    # When the next attempt is due. Embedded, a message dies with its process (a
+    # `run_pipeline --wait` that exits): the dispatcher of the next one sends a pending
+    # delivery well past this again (runs_app.webhooks.services.redeliver_overdue).
+    next_attempt_at = models.DateTimeField(default=timezone.now)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [
+            # the embedded dispatcher: pending deliveries whose attempt is overdue
+            models.Index(fields=["status", "next_attempt_at"], name="delivery_due_idx"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["webhook", "event", "subject"],

@@ -13,13 +13,16 @@ import hmac
 import json
 import socket
 import threading
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from runs_app import scheduler
+from runs_app.dispatch import EmbeddedWorkers
 from runs_app.models import (
     DeliveryStatus,
     PipelineRun,
@@ -452,3 +455,34 @@ def test_the_same_end_announced_twice_makes_one_delivery(world: Any, private_all
 
     events = sorted(WebhookDelivery.objects.filter(webhook=webhook).values_list("event", flat=True))
     assert events == ["run.failed", "run.finished"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_whose_message_died_with_its_process_is_sent_by_the_next_dispatcher(
+    world: Any, receiver: Receiver, private_allowed: None
+) -> None:
+    webhook = hook(world, receiver.url, ["run.finished"])
+    # As a `run_pipeline --wait` leaves it: the row committed, its message gone with the
+    # process's in-memory broker.
+    delivery = WebhookDelivery.objects.create(
+        webhook=webhook,
+        event="run.finished",
+        subject="run:1",
+        payload={"event": "run.finished"},
+        next_attempt_at=timezone.now() - timedelta(minutes=5),
+    )
+    recent = WebhookDelivery.objects.create(
+        webhook=webhook, event="run.finished", subject="run:2", payload={}
+    )
+
+    workers = EmbeddedWorkers(threads=1)
+    workers.start()
+    try:
+        done = delivered(delivery)
+    finally:
+        workers.stop()
+
+    assert done.status == DeliveryStatus.DELIVERED
+    assert len(receiver.requests) == 1
+    recent.refresh_from_db()
+    assert recent.status == DeliveryStatus.PENDING  # not overdue: its message may be on its way

@@ -21,7 +21,7 @@ import http.client
 import json
 import logging
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -313,7 +313,27 @@ def delivery_attempt(delivery_id: int) -> float | None:
         )
     if over:
         return None
-    return min(settings.webhook_backoff_s * 2.0 ** (number - 1), MAX_BACKOFF_S)
+    delay = min(settings.webhook_backoff_s * 2.0 ** (number - 1), MAX_BACKOFF_S)
+    WebhookDelivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.PENDING).update(
+        next_attempt_at=timezone.now() + timedelta(seconds=delay)
+    )
+    return delay
+
+
+def redeliver_overdue(grace_s: float, limit: int = 100) -> int:
+    """Send again the pending deliveries whose attempt is `grace_s` overdue: their message
+    died with an embedded process (the broker of `run_pipeline --wait` goes with it). The
+    embedded dispatcher calls this; a real broker keeps its messages and needs no help. A
+    message that was only slow makes one extra attempt at most (attempts are fenced)."""
+    now = timezone.now()
+    overdue = WebhookDelivery.objects.filter(
+        status=DeliveryStatus.PENDING, next_attempt_at__lt=now - timedelta(seconds=grace_s)
+    )
+    ids = list(overdue.order_by("next_attempt_at").values_list("pk", flat=True)[:limit])
+    if ids:
+        WebhookDelivery.objects.filter(pk__in=ids).update(next_attempt_at=now)
+        _send(ids)
+    return len(ids)
 
 
 def _post(
