@@ -110,6 +110,9 @@ ROUTES: dict[str, tuple[str, str | None]] = {
     "api:member-set": (WORKSPACE, OWNER),
     "api:workspace-rename": (WORKSPACE, OWNER),
     "api:audit-list": (WORKSPACE, None),
+    "api:invite-list": (WORKSPACE, None),
+    "api:invite-create": (WORKSPACE, OWNER),
+    "api:invite-revoke": (WORKSPACE, OWNER),
     "api:retention": (WORKSPACE, OWNER),
     "api:retention-apply": (WORKSPACE, OWNER),
     "api:storage": (WORKSPACE, None),
@@ -168,6 +171,7 @@ READ_ROLE: dict[str, str] = {
     "workspaces:audit": OWNER,
     "runs:webhooks": OWNER,
     "api:audit-list": OWNER,
+    "api:invite-list": OWNER,
 }
 
 RANK = {VIEWER: 0, EDITOR: 1, OWNER: 2}
@@ -202,8 +206,8 @@ def lab(world: Any) -> dict[str, Any]:
     DatasetVersion.objects.create(dataset=dataset, number=1, artifact=artifact)
     run = scheduler.run_create(version)
     sweep = Sweep.objects.create(workspace=ws, name="lr", base_version=version)
-    _, token = invite_create(ws, VIEWER, actor=world.owner, max_uses=100)
-    return {"run": run, "sweep": sweep, "sha256": artifact.sha256, "token": token}
+    invite, token = invite_create(ws, VIEWER, actor=world.owner, max_uses=100)
+    return {"run": run, "sweep": sweep, "sha256": artifact.sha256, "token": token, "invite": invite}
 
 
 def _url(pattern: str, lab: dict[str, Any]) -> str:
@@ -224,6 +228,8 @@ def _url(pattern: str, lab: dict[str, Any]) -> str:
             return lab["sha256"]
         if argument == "token":
             return lab["token"]
+        if argument == "invite_id":
+            return str(lab["invite"].pk)
         if argument == "step" or before.endswith("steps/"):
             return "s"
         collection = before.rstrip("/").rsplit("/", 1)[-1]

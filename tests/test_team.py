@@ -143,6 +143,18 @@ def test_an_owner_changes_a_role_then_removes_the_member(world: Any) -> None:
     assert AuditEntry.objects.get(verb=AuditVerb.MEMBER_REMOVED).target == "vera"
 
 
+def test_an_owner_who_leaves_goes_to_their_workspaces(world: Any) -> None:
+    Membership.objects.filter(user=world.editor).update(role=Role.OWNER)
+
+    response = signed_in(world.owner).post(
+        "/w/lab/members/", {"action": "remove", "username": "olivia"}
+    )
+
+    assert response.status_code == 302
+    assert response["Location"] == "/"
+    assert not Membership.objects.filter(workspace=world.workspace, user=world.owner).exists()
+
+
 def test_the_last_owner_is_neither_demoted_nor_removed_from_the_page(world: Any) -> None:
     client = signed_in(world.owner)
 
@@ -545,3 +557,64 @@ def test_audit_entries_are_read_only_in_the_admin(world: Any, admin_client: Any)
     assert deleted.status_code == 403
     assert added.status_code == 403
     assert (entry.verb, entry.target) == ("run.started", "run 1")
+
+
+# --- invites through the API ------------------------------------------------------------------
+
+
+def test_the_api_makes_lists_and_revokes_invites_for_owners(world: Any) -> None:
+    client = api_client(world.owner)
+
+    made = client.post(f"{API}/lab/invites/create/", {"role": "editor", "days": 2}, format="json")
+    listed = client.get(f"{API}/lab/invites/")
+    editor = api_client(world.editor).post(f"{API}/lab/invites/create/", {}, format="json")
+    bad = client.post(f"{API}/lab/invites/create/", {"max_uses": 0}, format="json")
+    invite_id = made.json()["id"]
+    revoked = client.post(f"{API}/lab/invites/{invite_id}/revoke/")
+    again = client.post(f"{API}/lab/invites/{invite_id}/revoke/")
+
+    assert made.status_code == 201
+    body = made.json()
+    assert body["url"].startswith("http://testserver/invite/")
+    assert (body["role"], body["max_uses"], body["created_by"], body["mailed"]) == (
+        "editor",
+        1,
+        "olivia",
+        False,
+    )
+    token = body["url"].rstrip("/").rsplit("/", 1)[1]
+    assert Invite.objects.get().token_hash == hashlib.sha256(token.encode()).hexdigest()
+    assert [r["id"] for r in listed.json()["results"]] == [invite_id]
+    assert "url" not in listed.json()["results"][0]
+    assert editor.status_code == 403
+    assert bad.status_code == 400
+    assert "max_uses" in error_of(bad)["fields"]
+    assert revoked.json() == {"revoked": True}
+    assert again.json() == {"revoked": False}
+    assert client.get(f"{API}/lab/invites/").json()["count"] == 0
+
+
+def test_another_workspace_s_invite_is_a_404_to_revoke(world: Any) -> None:
+    invite, _ = invite_create(world.other_workspace, Role.VIEWER, actor=world.stranger)
+
+    response = api_client(world.owner).post(f"{API}/lab/invites/{invite.pk}/revoke/")
+
+    assert response.status_code == 404
+    assert Invite.objects.get().revoked_at is None
+
+
+def test_the_invite_list_api_costs_the_same_for_1_or_50(
+    world: Any, django_assert_num_queries: Any
+) -> None:
+    client = api_client(world.owner)
+    invite_create(world.workspace, Role.VIEWER, actor=world.owner)
+    client.get(f"{API}/lab/invites/")
+    with CaptureQueriesContext(connection) as one:
+        client.get(f"{API}/lab/invites/")
+    for _ in range(49):
+        invite_create(world.workspace, Role.VIEWER, actor=world.owner)
+
+    with django_assert_num_queries(len(one.captured_queries)):
+        response = client.get(f"{API}/lab/invites/")
+
+    assert response.json()["count"] == 50

@@ -24,6 +24,7 @@ from django.core.exceptions import (
 )
 from django.db.models import Max, QuerySet
 from django.http import Http404
+from django.urls import reverse
 from django_filters import rest_framework as filters
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.openapi import AutoSchema
@@ -36,10 +37,11 @@ from rest_framework.response import Response
 from rest_framework.schemas.inspectors import DefaultSchema
 from rest_framework.views import APIView
 
+from workspaces import invites as invite_services
 from workspaces import selectors, services
 from workspaces.audit import audit_list
 from workspaces.errors import DomainError
-from workspaces.models import AuditEntry, AuditVerb, Membership, Role, Workspace
+from workspaces.models import AuditEntry, AuditVerb, Invite, Membership, Role, Workspace
 from workspaces.serializers import ErrorSerializer, WorkspaceSerializer
 
 # --- conventions ---------------------------------------------------------------------------
@@ -406,3 +408,85 @@ class AuditListApi(ApiMixin, generics.ListAPIView[AuditEntry]):
     def get_queryset(self) -> QuerySet[AuditEntry]:
         space = workspace_of(self.request, self.kwargs["workspace"], Role.OWNER)
         return audit_list(space)
+
+
+# --- invites -------------------------------------------------------------------------------
+
+
+class InviteOutputSerializer(serializers.ModelSerializer[Invite]):
+    created_by = serializers.CharField(source="created_by.username", allow_null=True, default=None)
+
+    class Meta:
+        model = Invite
+        fields = [
+            "id",
+            "role",
+            "email",
+            "uses",
+            "max_uses",
+            "expires_at",
+            "created_by",
+            "created_at",
+        ]
+
+
+class InviteListApi(ApiMixin, generics.ListAPIView[Invite]):
+    """The workspace's open invites (not expired, used up or revoked), newest first (owners)."""
+
+    queryset = Invite.objects.none()
+    serializer_class = InviteOutputSerializer
+
+    def get_queryset(self) -> QuerySet[Invite]:
+        space = workspace_of(self.request, self.kwargs["workspace"], Role.OWNER)
+        return invite_services.open_invites(space)
+
+
+class InviteCreateApi(ApiMixin, APIView):
+    """Make an invite link for a role (owners): `url` is in this answer and nowhere else
+    (only its hash is stored). With EMAIL_URL set and an `email`, it is mailed too."""
+
+    class InputSerializer(serializers.Serializer[Any]):
+        role = serializers.ChoiceField(choices=Role.choices, default=Role.VIEWER)
+        days = serializers.IntegerField(
+            min_value=1, max_value=invite_services.MAX_DAYS, required=False
+        )
+        max_uses = serializers.IntegerField(
+            min_value=1, max_value=invite_services.MAX_USES, required=False
+        )
+        email = serializers.EmailField(required=False, allow_blank=True, default="")
+
+    class OutputSerializer(InviteOutputSerializer):
+        url = serializers.CharField()
+        mailed = serializers.BooleanField()
+
+        class Meta(InviteOutputSerializer.Meta):
+            fields = [*InviteOutputSerializer.Meta.fields, "url", "mailed"]
+
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    def post(self, request: Request, workspace: str) -> Response:
+        space = workspace_of(request, workspace, Role.OWNER)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        invite, token = invite_services.invite_create(
+            space, actor=request.user, **data.validated_data
+        )
+        link = request.build_absolute_uri(reverse("workspaces:invite", args=[token]))
+        invite.url = link  # type: ignore[attr-defined]
+        invite.mailed = invite_services.invite_mail(invite, link)  # type: ignore[attr-defined]
+        return Response(self.OutputSerializer(invite).data, status=status.HTTP_201_CREATED)
+
+
+class InviteRevokeApi(ApiMixin, APIView):
+    """Revoke an open invite (owners): its link stops working."""
+
+    class OutputSerializer(serializers.Serializer[Any]):
+        revoked = serializers.BooleanField(help_text="false: it was revoked already")
+
+    @extend_schema(request=None, responses={200: OutputSerializer})
+    def post(self, request: Request, workspace: str, invite_id: int) -> Response:
+        space = workspace_of(request, workspace, Role.OWNER)
+        invite = selectors.one_or_404(
+            Invite.objects.filter(workspace=space, pk=invite_id), "invite"
+        )
+        revoked = invite_services.invite_revoke(invite, actor=request.user)
+        return Response(self.OutputSerializer({"revoked": revoked}).data)

@@ -92,6 +92,9 @@ def members(request: HttpRequest, slug: str) -> HttpResponse:
             error, status = str(problem), 403 if problem.status_code == 403 else 400
         else:
             messages.success(request, done)
+            me: Any = request.user  # login_required: a User
+            if not workspace.memberships.filter(user=me).exists():
+                return redirect("pipelines:home")  # they removed themselves
             return redirect("workspaces:members", slug=workspace.slug)
     can_own = role_allows(workspace, Role.OWNER)
     context = {
