@@ -490,3 +490,26 @@ def test_a_delivery_whose_message_died_with_its_process_is_sent_by_the_next_disp
     assert len(receiver.requests) == 1
     later.refresh_from_db()
     assert (later.status, later.attempts) == (DeliveryStatus.PENDING, 0)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "url", ["http://hooks.example.com:99999/", "http://hooks.exa\x00mple.com/", "http://[::1/"]
+)
+def test_a_malformed_url_is_a_field_error_not_a_500(world: Any, url: str) -> None:
+    response = owner_client(world).post(
+        "/w/lab/webhooks/", {"action": "create", "url": url, "events": ["run.finished"]}
+    )
+
+    assert response.status_code == 400
+    assert not Webhook.objects.exists()
+
+
+@pytest.mark.django_db
+def test_text_no_column_can_store_is_refused_on_the_members_page(world: Any) -> None:
+    client = owner_client(world)
+
+    renamed = client.post("/w/lab/members/", {"action": "rename", "name": "bad\x00name"})
+    added = client.post("/w/lab/members/", {"action": "set", "username": "x\x00", "role": "viewer"})
+
+    assert renamed.status_code == added.status_code == 400

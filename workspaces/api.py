@@ -40,7 +40,7 @@ from rest_framework.views import APIView
 from workspaces import invites as invite_services
 from workspaces import selectors, services
 from workspaces.audit import audit_list
-from workspaces.errors import DomainError
+from workspaces.errors import DomainError, text_problem
 from workspaces.models import AuditEntry, AuditVerb, Invite, Membership, Role, Workspace
 from workspaces.serializers import ErrorSerializer, WorkspaceSerializer
 
@@ -140,14 +140,6 @@ class ApiMixin:
         return response
 
 
-def _bad_text(value: str) -> str | None:
-    if "\x00" in value:
-        return "text may not contain NUL characters"
-    if any(0xD800 <= ord(char) <= 0xDFFF for char in value):
-        return "text may not contain unpaired surrogates"
-    return None
-
-
 def check_json_text(value: Any, path: str = "") -> dict[str, list[str]]:
     """Problems of JSON data no database column can store (NUL, lone surrogates), by path."""
     problems: dict[str, list[str]] = {}
@@ -155,12 +147,12 @@ def check_json_text(value: Any, path: str = "") -> dict[str, list[str]]:
     while stack:
         item, here = stack.pop()
         if isinstance(item, str):
-            reason = _bad_text(item)
+            reason = text_problem(item)
             if reason:
                 problems.setdefault(here or "value", []).append(reason)
         elif isinstance(item, dict):
             for key, child in item.items():
-                reason = _bad_text(str(key))
+                reason = text_problem(str(key))
                 if reason:
                     problems.setdefault(here or "value", []).append(f"key: {reason}")
                 stack.append((child, f"{here}.{key}" if here else str(key)))

@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 
 from workspaces.audit import audit_record
 from workspaces.conf import team
-from workspaces.errors import DomainError
+from workspaces.errors import DomainError, text_problem
 from workspaces.models import AuditVerb, Membership, Role, Workspace
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")  # Workspace.slug: in every URL
@@ -65,6 +65,9 @@ def workspace_rename(workspace: Workspace, name: str, *, actor: Any = None) -> W
     name = name.strip() if isinstance(name, str) else ""
     if not name:
         raise DomainError("invalid_name", "A workspace needs a name.", {"name": ["required"]})
+    problem = text_problem(name)
+    if problem:
+        raise DomainError("invalid_name", "That name cannot be stored.", {"name": [problem]})
     if len(name) > 200:
         raise DomainError("invalid_name", "That name is too long.", {"name": ["at most 200"]})
     old = workspace.name
@@ -83,6 +86,8 @@ def user_named(identifier: str, field: str = "username") -> Any:
     """The user with this username, or else this email address; a DomainError naming
     `field` when there is none (or several share the address)."""
     identifier = (identifier or "").strip()
+    if text_problem(identifier) or len(identifier) > 254:
+        raise DomainError("invalid", "No such user.", {field: ["not a username or an email"]})
     users = get_user_model().objects
     user = users.filter(username=identifier).first() if identifier else None
     if user is None and "@" in identifier:

@@ -18,7 +18,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 MAX_REDIRECTS = 3
 READ_LIMIT = 64 * 1024  # of an answer's body: read (so the connection ends cleanly), not kept
@@ -56,6 +56,16 @@ def _kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     return None
 
 
+def _split(url: str) -> SplitResult:
+    """The URL's parts, its port checked (urlsplit checks it only when asked)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port out of range)
+    except ValueError as error:
+        raise Refused(f"not a URL: {error}") from None
+    return parts
+
+
 def _a(kind: str) -> str:
     return ("an " if kind[0] in "aeiou" else "a ") + kind
 
@@ -84,7 +94,7 @@ def resolve(host: str, port: int, allow_private: bool) -> str:
 def check_url(url: str, allow_private: bool) -> None:
     """Refuse at once what can never be delivered: not http(s), no host, or a host that is
     itself a literal off-limits address. (A name is resolved, and checked, at each delivery.)"""
-    parts = urlsplit(url)
+    parts = _split(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Refused("only http:// and https:// URLs with a host")
     if parts.username or parts.password:
@@ -133,7 +143,7 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
 def _exchange(
     url: str, method: str, body: bytes, headers: dict[str, str], timeout: float, allow: bool
 ) -> tuple[int, str | None]:
-    parts = urlsplit(url)
+    parts = _split(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Refused(f"{url[:200]}: only http:// and https:// URLs with a host")
     secure = parts.scheme == "https"

@@ -44,7 +44,7 @@ from runs_app.selectors import run_metrics
 from runs_app.webhooks import outbound
 from workspaces.audit import audit_record
 from workspaces.conf import Team, team
-from workspaces.errors import DomainError
+from workspaces.errors import DomainError, text_problem
 from workspaces.models import AuditVerb, Workspace
 
 log = logging.getLogger(__name__)
@@ -71,9 +71,13 @@ def webhook_create(workspace: Workspace, url: str, events: list[str], *, actor: 
     url = (url or "").strip()
     fields: dict[str, list[str]] = {}
     try:
+        if text_problem(url) or any(c.isspace() for c in url):
+            raise outbound.Refused("not a URL (spaces or control characters)")
         outbound.check_url(url, team().webhook_allow_private)
     except outbound.Refused as refused:
         fields["url"] = [str(refused)]
+    except ValueError:  # urlsplit's: a malformed port or IPv6 host
+        fields["url"] = ["not a URL"]
     if len(url) > 2000:
         fields["url"] = ["at most 2000 characters"]
     wanted = [e for e in EVENTS if e in set(events or [])]
