@@ -219,9 +219,22 @@ STORAGES = {
 }
 MEDIA_ROOT = DATA_DIR / "media"
 
-# Uploads over this size are refused before the body is read.
+# Uploads over this size are refused before the body is read (the API; a dataset upload has
+# its own limit, STEPWORKS_DATASET_MAX_BYTES, checked the same way).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("STEPWORKS_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024)
+# An uploaded file past this goes to a temp file as it arrives, never into memory (a dataset
+# upload goes to a temp file whatever its size: pipelines_app.uploads).
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+FILE_UPLOAD_HANDLERS = [
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
+
+# --- mail (invites): off unless EMAIL_URL is set, e.g. smtp+tls://user:password@host:587 -----
+EMAIL_URL = env.str("EMAIL_URL", default="")
+if EMAIL_URL:
+    vars().update(env.email_url("EMAIL_URL"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="stepworks@localhost")
 
 # --- security -------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
@@ -351,7 +364,22 @@ STEPWORKS = {
     "STEP_READ_DIRS": env.list("STEPWORKS_STEP_READ_DIRS", default=[]),
     "STEP_WRITE_DIRS": env.list("STEPWORKS_STEP_WRITE_DIRS", default=[]),
     "GC_S": env.float("STEPWORKS_GC_S", default=3600.0),  # 0: only `manage.py gc`
+    # The team (README, "Teams"): who may make workspaces, invites, datasets, webhooks.
+    "WORKSPACE_CREATION": env.str("STEPWORKS_WORKSPACE_CREATION", default="anyone"),
+    "INVITE_DAYS": env.int("STEPWORKS_INVITE_DAYS", default=7),
+    "INVITE_MAX_USES": env.int("STEPWORKS_INVITE_MAX_USES", default=1),
+    "PUBLIC_URL": env.str("STEPWORKS_PUBLIC_URL", default="http://127.0.0.1:8000"),
+    "DATASET_MAX_BYTES": env.int("STEPWORKS_DATASET_MAX_BYTES", default=2 * 1024**3),
+    "WEBHOOK_ALLOW_PRIVATE": env.bool("STEPWORKS_WEBHOOK_ALLOW_PRIVATE", default=False),
+    "WEBHOOK_TIMEOUT_S": env.float("STEPWORKS_WEBHOOK_TIMEOUT_S", default=10.0),
+    "WEBHOOK_ATTEMPTS": env.int("STEPWORKS_WEBHOOK_ATTEMPTS", default=6),
+    "WEBHOOK_BACKOFF_S": env.float("STEPWORKS_WEBHOOK_BACKOFF_S", default=15.0),
 }
+if STEPWORKS["WORKSPACE_CREATION"] not in ("anyone", "staff"):
+    raise ImproperlyConfigured(
+        "STEPWORKS_WORKSPACE_CREATION must be 'anyone' or 'staff', "
+        f"not {STEPWORKS['WORKSPACE_CREATION']!r}"
+    )
 for _name, _choices in (("STEP_SANDBOX", sandbox.MODES), ("STEP_NETWORK", sandbox.NETWORK_MODES)):
     if STEPWORKS[_name] not in _choices:
         raise ImproperlyConfigured(

@@ -16,6 +16,7 @@ urlpatterns = [
     path("account/password/", account_views.password, name="account-password"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", include("workspaces.urls")),
     path("", include("pipelines_app.urls")),
     path("", include("runs_app.urls")),
 ]

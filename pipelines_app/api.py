@@ -47,7 +47,7 @@ from workspaces.api import (
     newest_id,
     workspace_of,
 )
-from workspaces.conf import engine
+from workspaces.conf import engine, team
 from workspaces.errors import DomainError
 from workspaces.models import Role
 from workspaces.serializers import username_of
@@ -559,6 +559,9 @@ class DatasetVersionCreateApi(ApiMixin, APIView):
 
     parser_classes = [MultiPartParser]
 
+    def body_limit(self) -> int:
+        return team().dataset_max_bytes  # STEPWORKS_DATASET_MAX_BYTES, not the API's own
+
     class InputSerializer(serializers.Serializer[Any]):
         file = serializers.FileField()
         media_type = serializers.RegexField(
@@ -586,7 +589,7 @@ class DatasetVersionCreateApi(ApiMixin, APIView):
         version = services.dataset_version_create(
             space,
             name,
-            upload.read(),
+            upload.file,  # read in chunks: a big upload is a temp file, never in memory
             media_type,
             data.validated_data["message"],
             user=request.user,

@@ -132,3 +132,18 @@ class SpecForm(forms.Form):
             )
             for reason in reasons:
                 self.add_error(target, f"{path}: {reason}")
+
+
+class DatasetUploadForm(forms.Form):
+    """A file as a dataset's next version. Its size was checked by the request's
+    Content-Length before the body was read (runs_app.dataset_views)."""
+
+    name = forms.SlugField(max_length=100, help_text="The dataset (made on its first upload).")
+    file = forms.FileField()
+    media_type = forms.RegexField(
+        r"^[A-Za-z0-9][\w.+-]*/[\w.+-]+(;.*)?$",
+        max_length=100,
+        required=False,
+        help_text="Guessed from the file's name when left empty (text/csv, ...).",
+    )
+    message = forms.CharField(required=False, max_length=2000, help_text="What changed.")

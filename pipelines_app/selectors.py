@@ -130,12 +130,15 @@ def pipeline_step_list(version: PipelineVersion) -> QuerySet[PipelineStep]:
 
 
 def dataset_list(workspace: Workspace) -> QuerySet[Dataset]:
-    """The workspace's datasets with `version_count`, `latest_number` and `latest_size`."""
+    """The workspace's datasets with `version_count`, `latest_number`, `latest_size`,
+    `latest_media_type` and `latest_at` (when the newest version was pushed)."""
     latest = DatasetVersion.objects.filter(dataset=OuterRef("pk")).order_by("-number")
     return Dataset.objects.filter(workspace=workspace).annotate(
         version_count=Count("versions"),
         latest_number=Max("versions__number"),
         latest_size=Subquery(latest.values("artifact__size")[:1]),
+        latest_media_type=Subquery(latest.values("artifact__media_type")[:1]),
+        latest_at=Max("versions__created_at"),
     )
 
 

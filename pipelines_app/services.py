@@ -8,13 +8,14 @@ nothing. Versions are only ever created, never updated.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from django.db import transaction
 
-from artifacts.store import artifact_store_bytes
+from artifacts.store import artifact_store_bytes, artifact_store_file
 from pipelines_app.interfaces import inspect_module
 from pipelines_app.models import (
     Dataset,
@@ -38,9 +39,10 @@ from pipelines_app.specs import (
     render_spec_yaml,
     resolve_spec,
 )
+from workspaces.audit import audit_record
 from workspaces.conf import engine
 from workspaces.errors import DomainError
-from workspaces.models import Workspace
+from workspaces.models import AuditVerb, Workspace
 
 
 def _check_name(name: Any, what: str) -> None:
@@ -378,34 +380,59 @@ def pipeline_version_update(
 def dataset_version_create(
     workspace: Workspace,
     dataset_name: str,
-    data: bytes,
+    data: bytes | IO[bytes],
     media_type: str,
     message: str = "",
     user: Any = None,
 ) -> DatasetVersion:
-    """Store `data` as the dataset's next version (the dataset is created on first push).
+    """Store `data` (bytes, or an open binary file, read in chunks: a big upload never
+    sits in memory) as the dataset's next version (the dataset is created on first push).
 
     If the latest version holds the same bytes with the same media type, it is returned
-    unchanged: re-seeding the same data is a no-op.
+    unchanged: re-seeding the same data is a no-op. A new version is recorded in the
+    workspace's audit trail.
     """
     _check_name(dataset_name, "dataset")
     fields: dict[str, list[str]] = {}
-    if not isinstance(data, bytes) or not data:
+    if not _has_bytes(data):
         fields["data"] = ["a dataset version needs some bytes"]
     if not isinstance(media_type, str) or "/" not in media_type:
         fields["media_type"] = ["a media type such as text/csv"]
     if fields:
         raise DomainError("invalid_dataset", "The dataset version cannot be stored.", fields)
-    artifact = artifact_store_bytes(workspace, data, media_type)  # slow I/O, before the lock
+    # The slow I/O (hashing, copying into the store), before the lock.
+    if isinstance(data, bytes):
+        artifact = artifact_store_bytes(workspace, data, media_type)
+    else:
+        artifact = artifact_store_file(workspace, data, media_type)
     with transaction.atomic():
         dataset = _locked_line(Dataset, workspace, dataset_name, user)
         latest = dataset.versions.order_by("-number").first()
         if latest is not None and latest.artifact_id == artifact.pk:
             return latest
-        return DatasetVersion.objects.create(
+        version = DatasetVersion.objects.create(
             dataset=dataset,
             number=latest.number + 1 if latest else 1,
             artifact=artifact,
             message=message,
             created_by=user,
         )
+        audit_record(
+            workspace,
+            user,
+            AuditVerb.DATASET_PUSHED,
+            version.ref,
+            {"sha256": artifact.sha256, "size": artifact.size, "media_type": media_type},
+        )
+        return version
+
+
+def _has_bytes(data: Any) -> bool:
+    if isinstance(data, bytes):
+        return bool(data)
+    if not hasattr(data, "read") or not hasattr(data, "seek"):
+        return False
+    data.seek(0, os.SEEK_END)
+    size = data.tell()
+    data.seek(0)
+    return bool(size)

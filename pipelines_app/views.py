@@ -25,6 +25,7 @@ from pipelines_app.specs import render_spec_yaml
 from workspaces.errors import DomainError
 from workspaces.models import Role
 from workspaces.selectors import role_allows, workspaces_for_user
+from workspaces.services import workspace_creation_allowed
 
 
 @login_required
@@ -33,7 +34,8 @@ def home(request: HttpRequest) -> HttpResponse:
     # One workspace is the common case (a laptop install, a small team): skip the chooser.
     if len(workspaces) == 1:
         return redirect("runs:workspace", slug=workspaces[0].slug)
-    return TemplateResponse(request, "pipelines_app/home.html", {"workspaces": workspaces})
+    context = {"workspaces": workspaces, "can_create": workspace_creation_allowed(request.user)}
+    return TemplateResponse(request, "pipelines_app/home.html", context)
 
 
 @login_required

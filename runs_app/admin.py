@@ -30,6 +30,9 @@ from runs_app.models import (
     StepRun,
     Sweep,
     SweepEvent,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
     WorkerHeartbeat,
 )
 from runs_app.selectors import live_workers_unisolated
@@ -212,11 +215,11 @@ class PipelineRunAdmin(IdSearchMixin, ViewOnlyMixin, admin.ModelAdmin[PipelineRu
     def cancel_runs(self, request: HttpRequest, queryset: QuerySet[PipelineRun]) -> None:
         # Imported here so that loading the admin (every process, at start-up) does not pull
         # in the engine: the scheduler imports the executor's runtime and the spec parser.
-        from runs_app.scheduler import run_cancel
+        from runs_app.services import run_cancel
 
         canceled = finished = 0
-        for run_id in queryset.values_list("id", flat=True):
-            if run_cancel(run_id, by=request.user):
+        for run in queryset.select_related(None).only("pk", "workspace_id"):
+            if run_cancel(run, user=request.user):
                 canceled += 1
             else:
                 finished += 1
@@ -429,3 +432,38 @@ class WorkerHeartbeatAdmin(ViewOnlyMixin, admin.ModelAdmin[WorkerHeartbeat]):
         # The same freshness the reaper uses: seen within one lease.
         lease = timedelta(seconds=engine().lease_s)
         return obj.last_seen >= timezone.now() - lease
+
+
+# --- webhooks ------------------------------------------------------------------------------
+
+
+class WebhookAttemptInline(ImmutableMixin, admin.TabularInline[WebhookAttempt, WebhookDelivery]):
+    model = WebhookAttempt
+    extra = 0
+    fields = readonly_fields = ("number", "status_code", "latency_ms", "error", "at")
+
+
+@admin.register(Webhook)
+class WebhookAdmin(ViewOnlyMixin, admin.ModelAdmin[Webhook]):
+    """Added on the workspace's webhooks page by its owners; listed, and deleted, here."""
+
+    list_display = ["url", "workspace", "events", "active", "created_by", "created_at"]
+    list_filter = ["active", "workspace"]
+    list_select_related = ["workspace", "created_by"]
+    search_fields = ["url", "workspace__slug"]
+    exclude = ["secret"]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ImmutableMixin, admin.ModelAdmin[WebhookDelivery]):
+    list_display = ["id", "webhook", "event", "subject", "status", "attempts", "created_at"]
+    list_filter = ["status", "event"]
+    list_select_related = ["webhook"]
+    search_fields = ["subject", "webhook__url"]
+    inlines = [WebhookAttemptInline]
+
+
+@admin.register(WebhookAttempt)
+class WebhookAttemptAdmin(ImmutableMixin, admin.ModelAdmin[WebhookAttempt]):
+    list_display = ["delivery", "number", "status_code", "latency_ms", "error", "at"]
+    list_select_related = ["delivery"]

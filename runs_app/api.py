@@ -35,9 +35,9 @@ from pipelines_app.selectors import (
     pipeline_version_by_ref,
 )
 from pipelines_app.serializers import ArtifactSerializer
-from runs_app import query, retention, scheduler, selectors, services, wakeups
+from runs_app import query, retention, selectors, services, wakeups
 from runs_app.diffs import run_diff
-from runs_app.downloads import run_zip_response
+from runs_app.downloads import audited, run_zip_response
 from runs_app.models import (
     RUN_TERMINAL,
     Event,
@@ -333,7 +333,7 @@ class RunCreateApi(ApiMixin, APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         version = pipeline_version_named(space, data.validated_data["pipeline"])
-        run = scheduler.run_create(
+        run = services.run_start(
             version,
             user=request.user,
             param_overrides=data.validated_data["params"],
@@ -392,7 +392,7 @@ class RunCancelApi(ApiMixin, APIView):
     @extend_schema(request=None, responses={200: RunDetailSerializer})
     def post(self, request: Request, workspace: str, run_id: int) -> Response:
         run = run_for(request, workspace, run_id, Role.EDITOR)
-        if not scheduler.run_cancel(run.pk, by=request.user):
+        if not services.run_cancel(run, user=request.user):
             raise DomainError(
                 "run_finished",
                 f"Run {run.pk} has already finished ({run.status}).",
@@ -578,7 +578,8 @@ class RunOutputsZipApi(ApiMixin, APIView):
         run = run_for(request, workspace, run_id)
         query = self.QuerySerializer(data={"step": request.query_params.getlist("step")})
         query.is_valid(raise_exception=True)
-        return run_zip_response(run, query.validated_data.get("step") or None)
+        response = run_zip_response(run, query.validated_data.get("step") or None)
+        return audited(response, request.user, run=run)
 
 
 class RunCompareApi(ApiMixin, APIView):
@@ -841,4 +842,4 @@ class ArtifactDownloadApi(ApiMixin, APIView):
     )
     def get(self, request: Request, workspace: str, sha256: str) -> HttpResponseBase:
         artifact = selectors.get_artifact_for_user(request.user, workspace, sha256)
-        return artifact_download_response(request, artifact)
+        return audited(artifact_download_response(request, artifact), request.user, artifact)

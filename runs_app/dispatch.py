@@ -3,13 +3,14 @@
 With a real broker (BROKER_URL) every queued step is sent as a message. Embedded, the
 process hosting the worker threads sends to its in-process broker, and its dispatcher
 thread sends the queued rows any other process committed (the database is the queue
-between processes).
+between processes), and webhook deliveries whose message died with another process.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from django.conf import settings
@@ -102,13 +103,24 @@ class EmbeddedWorkers:
             execute_step.send(step_id)
 
     def _dispatch_loop(self) -> None:
+        hooks_checked = 0.0
         while not self.stopping.wait(engine().embedded_poll_s):
             try:
                 self.dispatch_queued()
+                if time.monotonic() - hooks_checked >= engine().reaper_s:
+                    hooks_checked = time.monotonic()
+                    self.redeliver_webhooks()
             except Exception:
                 log.exception("embedded dispatcher failed")
             finally:
                 connection.close()
+
+    def redeliver_webhooks(self) -> int:
+        """Webhook deliveries whose message an exited process took with it (its in-process
+        broker), sent again once two leases overdue."""
+        from runs_app.webhooks.services import redeliver_overdue
+
+        return redeliver_overdue(grace_s=2 * engine().lease_s)
 
     def dispatch_queued(self) -> None:
         """Send every queued row not yet sent at its current queued_at (a requeue, or a row

@@ -4,6 +4,9 @@
 {"run", "files": [{"path", "sha256", "size", "step", "output"}], "missing": [{"step",
 "output", "sha256"}], "lineage"}: outputs whose bytes the store lost are left out of the
 zip and listed under "missing".
+
+Every download that hands out bytes (an artifact's or a run's zip, page or API) is recorded
+in the workspace's audit trail (`audited`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.http import StreamingHttpResponse
+from django.http import HttpResponseBase, StreamingHttpResponse
 
 from artifacts.http import stored_chunks, zip_response
 from artifacts.models import ArtifactKind
@@ -23,7 +26,9 @@ from artifacts.store import (
 )
 from runs_app.models import StepOutput
 from runs_app.selectors import run_lineage
+from workspaces.audit import audit_record
 from workspaces.errors import DomainError
+from workspaces.models import AuditVerb
 
 
 def run_zip_files(
@@ -101,3 +106,26 @@ def run_zip_response(run: Any, steps: list[str] | None = None) -> StreamingHttpR
         stream.add(stored_chunks(row["sha256"]), row["path"], size=row["size"])
     suffix = "" if not steps else "-" + "-".join(sorted(set(steps)))[:80]
     return zip_response(stream, f"run-{run.pk}{suffix}-outputs.zip")
+
+
+def audited(
+    response: HttpResponseBase, user: Any, artifact: Any = None, run: Any = None
+) -> HttpResponseBase:
+    """Record the download `response` answers in the audit trail: a whole one (200) or the
+    first piece of a ranged one (206 from byte 0). A 304, a 416 or a later piece of a
+    resumed download hands out nothing new and records nothing."""
+    status = response.status_code
+    first_piece = status == 206 and response.get("Content-Range", "").startswith("bytes 0-")
+    if status != 200 and not first_piece:
+        return response
+    if run is not None:
+        audit_record(run.workspace_id, user, AuditVerb.RUN_ZIP_DOWNLOADED, f"run {run.pk}")
+    elif artifact is not None:
+        audit_record(
+            artifact.workspace_id,
+            user,
+            AuditVerb.ARTIFACT_DOWNLOADED,
+            f"artifact {artifact.sha256[:12]}",
+            {"sha256": artifact.sha256, "size": artifact.size, "media_type": artifact.media_type},
+        )
+    return response

@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from artifacts.models import Artifact
 from pipelines_app.models import ModuleVersion, PipelineVersion
@@ -446,3 +447,100 @@ class RetentionPolicy(models.Model):
 
     def __str__(self) -> str:
         return f"retention of {self.workspace_id}"
+
+
+class WebhookEvent(models.TextChoices):
+    RUN_FINISHED = "run.finished", "A run finished (any way: succeeded, failed, canceled)"
+    RUN_FAILED = "run.failed", "A run failed"
+    SWEEP_FINISHED = "sweep.finished", "A sweep finished (its every run is over)"
+    PING = "ping", "A test (the “send a test” button)"
+
+
+class Webhook(models.Model):
+    """Where a workspace wants word when work is done: a URL, the events it wants and the
+    secret its payloads are signed with (HMAC-SHA256, runs_app/webhooks)."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.URLField(max_length=2000)
+    events = models.JSONField(default=list)  # a subset of WebhookEvent, without ping
+    secret = models.CharField(max_length=64)
+    active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed (given up)"
+
+
+class WebhookDelivery(models.Model):
+    """One event for one webhook: its payload, delivered once or given up after the
+    attempts allowed. `subject` says what it is about ("run:12", "sweep:3:18" with the
+    sweep's run count): one delivery per webhook, event and subject, however many times the
+    end of a run is announced."""
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=20, choices=WebhookEvent.choices)
+    subject = models.CharField(max_length=100, blank=True)
+    payload = models.JSONField(default=dict)
+    status = models.CharField(
+        max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    # When the next attempt is due. Embedded, a message dies with its process (a
+    # `run_pipeline --wait` that exits): the dispatcher of the next one sends a pending
+    # delivery well past this again (runs_app.webhooks.services.redeliver_overdue).
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # the embedded dispatcher: pending deliveries whose attempt is overdue
+            models.Index(fields=["status", "next_attempt_at"], name="delivery_due_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["webhook", "event", "subject"],
+                condition=~Q(subject=""),
+                name="one_delivery_per_subject",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=DeliveryStatus.values), name="delivery_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} to {self.webhook_id} ({self.status})"
+
+
+class WebhookAttempt(models.Model):
+    """One try at a delivery: the answer's status code (none when there was no answer),
+    how long it took, and what went wrong."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="tries")
+    number = models.PositiveIntegerField()
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(default=0)
+    error = models.CharField(max_length=500, blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["delivery", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["delivery", "number"], name="webhook_attempt_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of delivery {self.delivery_id}"

@@ -21,7 +21,7 @@ from pipelines_app import selectors as design
 from pipelines_app.forms import RunForm
 from pipelines_app.models import PipelineVersion
 from pipelines_app.specs import effective_params
-from runs_app import scheduler, selectors
+from runs_app import selectors, services
 from workspaces.errors import DomainError
 from workspaces.models import Role
 from workspaces.selectors import get_workspace_for_user, role_allows
@@ -113,7 +113,7 @@ def pipeline_run(request: HttpRequest, slug: str, name: str, number: int) -> Htt
     form = RunForm(_form_steps(step_rows), request.POST)
     if form.is_valid():
         try:
-            run = scheduler.run_create(
+            run = services.run_start(
                 version,
                 user=request.user,
                 param_overrides=form.overrides(),

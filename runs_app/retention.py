@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from django.db import transaction
 from django.db.models import F, Q, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
@@ -30,8 +31,9 @@ from runs_app.models import (
     SweepEvent,
     SweepEventKind,
 )
+from workspaces.audit import audit_record
 from workspaces.errors import DomainError
-from workspaces.models import Workspace
+from workspaces.models import AuditVerb, Workspace
 
 CHUNK = 200  # runs deleted per transaction
 KEEP_LAST_MAX = 1_000_000  # runs per pipeline version
@@ -75,9 +77,16 @@ def policy_set(
             {"keep_last": ["set keep_last or keep_days (or both)"]},
         )
     policy = policy_of(workspace)
+    old = {"enabled": policy.enabled, "keep_last": policy.keep_last, "keep_days": policy.keep_days}
+    new = {"enabled": enabled, "keep_last": keep_last, "keep_days": keep_days}
     policy.enabled, policy.keep_last, policy.keep_days = enabled, keep_last, keep_days
     policy.updated_by = user if getattr(user, "is_authenticated", False) else None
-    policy.save()
+    with transaction.atomic():
+        policy.save()
+        if old != new:
+            audit_record(
+                workspace, user, AuditVerb.RETENTION_CHANGED, "retention", {"old": old, "new": new}
+            )
     return policy
 
 
@@ -108,7 +117,15 @@ def retention_apply(workspace: Workspace, user: Any = None) -> Plan:
         chunk = plan.runs[start : start + CHUNK]
         # The plan was made a moment ago: a run pinned since is simply left out.
         runs = PipelineRun.objects.filter(pk__in=chunk, pinned=False, status__in=RUN_TERMINAL)
-        runs_delete(runs, user=user)
+        runs_delete(runs, user=user, why="retention")
+    if plan.runs:
+        audit_record(
+            workspace,
+            user,
+            AuditVerb.RETENTION_APPLIED,
+            "retention",
+            {"runs": len(plan.runs), "artifacts": plan.artifacts, "bytes": plan.bytes},
+        )
     return plan
 
 

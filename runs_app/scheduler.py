@@ -36,6 +36,7 @@ from pipelines_app.specs import StepGraph, effective_params, step_graph
 from runs_app import wakeups
 from runs_app.executor.runtime import runtime_fingerprint
 from runs_app.models import (
+    RUN_TERMINAL,
     Event,
     FailureReason,
     Metric,
@@ -271,6 +272,7 @@ def _run_move(
         ),
         tx,
     )
+    _finished(run.pk, target)
     return True
 
 
@@ -288,6 +290,18 @@ def _dispatch(step_ids: Iterable[int]) -> None:
     ids = list(step_ids)
     if ids:
         transaction.on_commit(functools.partial(steps_queued.send, __name__, step_ids=ids))
+
+
+# "This run has ended" goes out the same way, once its transaction commits; runs_app.webhooks
+# receives it (connected in RunsAppConfig.ready) and queues the workspace's webhooks.
+run_finished = Signal()  # send(sender, run_id=..., status=...)
+
+
+def _finished(run_id: int, status: str) -> None:
+    if status in RUN_TERMINAL:
+        transaction.on_commit(
+            functools.partial(run_finished.send, __name__, run_id=run_id, status=status)
+        )
 
 
 def _changed(run_ids: Iterable[int]) -> None:

@@ -970,3 +970,39 @@ def workspace_storage(workspace: Any, biggest: int = 20) -> dict[str, Any]:
             for out in top
         ],
     }
+
+
+# The most runs a dataset page lists per version (the newest); the count says the rest.
+READERS_SHOWN = 20
+
+
+def artifact_reader_runs(artifact_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """For each artifact, the runs whose steps read it (StepInput rows), newest first: one
+    query. Each run is {"id", "status", "pipeline", "version", "steps": [names]}; at most
+    READERS_SHOWN runs per artifact, the last entry {"more": n} when there are others."""
+    rows = (
+        StepInput.objects.filter(artifact_id__in=artifact_ids)
+        .values_list(
+            "artifact_id",
+            "step__run_id",
+            "step__run__status",
+            "step__run__pipeline_version__pipeline__name",
+            "step__run__pipeline_version__number",
+            "step__name",
+        )
+        .order_by("artifact_id", "-step__run_id", "step__name")
+    )
+    runs: dict[int, dict[int, dict[str, Any]]] = {}
+    for artifact_id, run_id, status, pipeline, number, step in rows:
+        run = runs.setdefault(artifact_id, {}).setdefault(
+            run_id,
+            {"id": run_id, "status": status, "pipeline": pipeline, "version": number, "steps": []},
+        )
+        run["steps"].append(step)
+    out: dict[int, list[dict[str, Any]]] = {}
+    for artifact_id, by_run in runs.items():
+        listed = list(by_run.values())
+        out[artifact_id] = listed[:READERS_SHOWN]
+        if len(listed) > READERS_SHOWN:
+            out[artifact_id].append({"more": len(listed) - READERS_SHOWN})
+    return out

@@ -11,10 +11,13 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from artifacts.models import Artifact
+from pipelines_app.models import PipelineVersion
 from pipelines_app.services import pipeline_version_clone
 from runs_app import scheduler
 from runs_app.models import RUN_TERMINAL, Event, PipelineRun, StepRun, StepStatus
+from workspaces.audit import audit_record
 from workspaces.errors import DomainError
+from workspaces.models import AuditVerb
 
 
 def steps_forget(steps: QuerySet[StepRun], *, what: str, user: Any = None) -> int:
@@ -55,14 +58,36 @@ def steps_forget(steps: QuerySet[StepRun], *, what: str, user: Any = None) -> in
     return len(sources)
 
 
-def runs_delete(runs: QuerySet[PipelineRun], *, user: Any = None) -> int:
+def run_start(version: PipelineVersion, *, user: Any, how: str = "", **options: Any) -> PipelineRun:
+    """Start a run of `version` as `user` (scheduler.run_create takes the `options`) and
+    record it in the workspace's audit trail. `how` says what made it ("rerun of run 4",
+    "workbench"); empty for a run started as such. The scheduler's transaction stays its
+    own (it retries itself on a conflict only when it is the outermost one), so the entry
+    is written just after it commits."""
+    run = scheduler.run_create(version, user=user, **options)
+    data = {"pipeline": version.ref, **({"how": how} if how else {})}
+    audit_record(run.workspace_id, user, AuditVerb.RUN_STARTED, f"run {run.pk}", data)
+    return run
+
+
+def run_cancel(run: PipelineRun, *, user: Any) -> bool:
+    """Ask the scheduler to cancel the run; recorded when it did (False: already over)."""
+    canceled = scheduler.run_cancel(run.pk, by=user)
+    if canceled:
+        audit_record(run.workspace_id, user, AuditVerb.RUN_CANCELED, f"run {run.pk}")
+    return canceled
+
+
+def runs_delete(runs: QuerySet[PipelineRun], *, user: Any = None, why: str = "") -> int:
     """Delete finished, unpinned runs with their steps, events, logs and metrics, in one
     transaction; the artifacts they held are touched (released to the collector, which
     leaves them a grace period) and their steps stop being reuse sources at once. A run
     that others reused from stays deletable: those steps then say "reused from a deleted
     run". DomainError (409) naming the runs still going or pinned, and nothing deleted."""
     with transaction.atomic():
-        rows = list(runs.select_for_update().only("pk", "status", "pinned").order_by("pk"))
+        rows = list(
+            runs.select_for_update().only("pk", "status", "pinned", "workspace").order_by("pk")
+        )
         going = [r.pk for r in rows if r.status not in RUN_TERMINAL]
         pinned = [r.pk for r in rows if r.pinned]
         if going:
@@ -83,6 +108,10 @@ def runs_delete(runs: QuerySet[PipelineRun], *, user: Any = None) -> int:
         held = Q(producers__step__run_id__in=ids) | Q(consumers__step__run_id__in=ids)
         Artifact.objects.filter(held).update(touched_at=timezone.now())
         PipelineRun.objects.filter(pk__in=ids).delete()
+        for workspace_id in sorted({r.workspace_id for r in rows}):
+            mine = [r.pk for r in rows if r.workspace_id == workspace_id]
+            data = {"runs": mine[:200], **({"why": why} if why else {})}
+            audit_record(workspace_id, user, AuditVerb.RUNS_DELETED, f"{len(mine)} run(s)", data)
     return len(ids)
 
 
@@ -103,9 +132,11 @@ def _ids(ids: list[int]) -> str:
 def run_rerun(run: PipelineRun, *, from_step: str | None = None, user: Any = None) -> PipelineRun:
     """A new run of the same version and overrides, reusing what succeeded; with
     `from_step`, that step and everything downstream of it run again (forced)."""
-    return scheduler.run_create(
+    how = f"rerun of run {run.pk}" + (f" from step {from_step}" if from_step else "")
+    return run_start(
         run.pipeline_version,
         user=user,
+        how=how,
         param_overrides=run.param_overrides,
         reuse=run.reuse,
         force_steps=[from_step] if from_step else (),
@@ -139,6 +170,11 @@ def run_clone(
             if key.partition(".")[0] == step and replaced:
                 del overrides[key]
     overrides.update(param_overrides or {})
-    return scheduler.run_create(
-        version, user=user, param_overrides=overrides, reuse=run.reuse, cloned_from=run
+    return run_start(
+        version,
+        user=user,
+        how=f"clone of run {run.pk}",
+        param_overrides=overrides,
+        reuse=run.reuse,
+        cloned_from=run,
     )

@@ -3,6 +3,12 @@
 Steps are limited and retried by our code (the executor kills on timeout; the reaper
 retries a lost attempt), so dramatiq's own TimeLimit and Retries are switched off here:
 their defaults (10 minutes, 20 retries) are wrong for ML steps.
+
+A webhook delivery is retried by dramatiq's Retries, with the delay our code computes
+(`Retry(delay=...)`: STEPWORKS_WEBHOOK_BACKOFF_S, doubling); the delivery row counts the
+attempts and ends them at STEPWORKS_WEBHOOK_ATTEMPTS, so the actor's `max_retries` is only a
+ceiling above that. Its time limit covers one attempt: a connect and a read per redirect,
+each under STEPWORKS_WEBHOOK_TIMEOUT_S, and a DNS lookup.
 """
 
 import dramatiq
@@ -32,3 +38,17 @@ def expand_sweep(sweep_id: int) -> None:
     from runs_app.sweeps.services import sweep_expand
 
     sweep_expand(sweep_id)
+
+
+@dramatiq.actor(
+    queue_name=f"{settings.QUEUE_PREFIX}.webhooks",
+    max_retries=max(1, int(settings.STEPWORKS["WEBHOOK_ATTEMPTS"])),
+    time_limit=int((4 * 2 * float(settings.STEPWORKS["WEBHOOK_TIMEOUT_S"]) + 30) * 1000),
+)
+def deliver_webhook(delivery_id: int) -> None:
+    """Try webhook delivery `delivery_id` once; a no-op once it is delivered or given up."""
+    from runs_app.webhooks.services import delivery_attempt
+
+    delay_s = delivery_attempt(delivery_id)
+    if delay_s is not None:
+        raise dramatiq.Retry(delay=int(delay_s * 1000))

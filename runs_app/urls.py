@@ -7,8 +7,9 @@ path-like from a URL reaches a view, let alone the filesystem.
 
 from django.urls import path, register_converter
 
-from runs_app import pipeline_views, views, workbench_views
+from runs_app import dataset_views, pipeline_views, views, workbench_views
 from runs_app.sweeps import views as sweep_views
+from runs_app.webhooks import views as webhook_views
 
 
 class Sha256Converter:
@@ -41,6 +42,9 @@ urlpatterns = [
     path("w/<slug:slug>/runs/bulk/", views.runs_bulk, name="bulk"),
     path("w/<slug:slug>/retention/", views.retention_page, name="retention"),
     path("w/<slug:slug>/storage/", views.storage_page, name="storage"),
+    path("w/<slug:slug>/datasets/", dataset_views.dataset_list, name="datasets"),
+    path("w/<slug:slug>/webhooks/", webhook_views.webhooks_page, name="webhooks"),
+    path("w/<slug:slug>/datasets/<slug:name>/", dataset_views.dataset_detail, name="dataset"),
     path(run, views.run_detail, name="detail"),
     path(run + "live/", views.run_live, name="live"),
     path(run + "cancel/", views.run_cancel, name="cancel"),

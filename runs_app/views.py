@@ -35,7 +35,7 @@ from pipelines_app.selectors import (
     module_version_refs,
     newer_modules,
 )
-from runs_app import charts, downloads, query, retention, scheduler, selectors, services
+from runs_app import charts, downloads, query, retention, selectors, services
 from runs_app.diffs import run_diff
 from runs_app.filters import RunFilter
 from runs_app.models import RUN_TERMINAL, STEP_TERMINAL, PipelineRun, StepRun
@@ -189,7 +189,7 @@ def run_live(request: HttpRequest, slug: str, run_id: int) -> TemplateResponse:
 @require_POST
 def run_cancel(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
     run = selectors.get_run_for_user(request.user, slug, run_id, role=Role.EDITOR)
-    if scheduler.run_cancel(run.pk, by=request.user):
+    if services.run_cancel(run, user=request.user):
         messages.success(request, f"Run {run.pk}: cancel requested.")
     else:
         messages.info(request, f"Run {run.pk} had already finished; nothing to cancel.")
@@ -447,7 +447,7 @@ def run_outputs_zip(request: HttpRequest, slug: str, run_id: int) -> HttpRespons
     run = selectors.get_run_for_user(request.user, slug, run_id)
     steps = [s for s in request.GET.getlist("step") if s] or None
     try:
-        return downloads.run_zip_response(run, steps)
+        return downloads.audited(downloads.run_zip_response(run, steps), request.user, run=run)
     except DomainError as error:
         return HttpResponseBadRequest(str(error), content_type="text/plain; charset=utf-8")
 
@@ -580,7 +580,10 @@ def _artifact_filename(artifact: Any, usage: dict[str, Any] | None = None) -> st
 @login_required
 def artifact_download(request: HttpRequest, slug: str, sha256: str) -> HttpResponseBase:
     artifact = selectors.get_artifact_for_user(request.user, slug, sha256)
-    return artifact_http.artifact_download_response(request, artifact, _artifact_filename(artifact))
+    response = artifact_http.artifact_download_response(
+        request, artifact, _artifact_filename(artifact)
+    )
+    return downloads.audited(response, request.user, artifact=artifact)
 
 
 @login_required

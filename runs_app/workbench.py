@@ -23,8 +23,8 @@ from pipelines_app.services import (
     pipeline_version_create,
 )
 from pipelines_app.specs import editable_spec
-from runs_app import scheduler
 from runs_app.models import RUN_TERMINAL, PipelineRun, RunStatus, StepRun
+from runs_app.services import run_start
 from workspaces.errors import DomainError
 
 _LINE = re.compile(r"\bline (\d+)\b")
@@ -134,9 +134,10 @@ def try_edit(
             if key.partition(".")[0] != step.name
             or (key.partition(".")[2] in declared and key.partition(".")[2] not in params)
         }
-        return scheduler.run_create(
+        return run_start(
             version,
             user=user,
+            how=f"workbench edit of run {run.pk}, step {step.name}",
             param_overrides=overrides,
             reuse=True,
             force_steps=[step.name],

@@ -44,6 +44,10 @@ dataset_app = typer.Typer(
 sweep_app = typer.Typer(
     help="Sweeps: every combination of variants x replicates, compared.", no_args_is_help=True
 )
+members_app = typer.Typer(
+    help="Who is in the workspace, with which role (owners change them).", no_args_is_help=True
+)
+app.add_typer(members_app, name="members")
 app.add_typer(module_app, name="module")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(dataset_app, name="dataset")
@@ -244,6 +248,53 @@ def workspaces(as_json: AsJson = False) -> None:
     for row in rows:
         table.add_row(row["slug"], row["name"], row["role"])
     out.print(table)
+
+
+@members_app.command("list")
+@handles_errors
+def members_list(workspace: Workspace = None, as_json: AsJson = False) -> None:
+    """The members of the workspace and their roles."""
+    with client_for(workspace) as client:
+        rows = client.members()
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("user", "role", "since")
+    for row in rows:
+        table.add_row(row["username"], row["role"], row["created_at"][:10])
+    out.print(table)
+
+
+ROLES = ("viewer", "editor", "owner")
+
+
+@members_app.command("set")
+@handles_errors
+def members_set(
+    user: Annotated[str, typer.Argument(help="A username, or the email address of an account.")],
+    role: Annotated[str, typer.Argument(help="viewer, editor or owner.")],
+    workspace: Workspace = None,
+) -> None:
+    """Add a member with a role, or change a member's role (owners)."""
+    if role not in ROLES:
+        raise ValidationError(f"role {role!r}: one of {', '.join(ROLES)}")
+    with client_for(workspace) as client:
+        row = client.member_set(user, role)
+    out.print(f"{row['username']} is now {row['role']}")
+
+
+@members_app.command("remove")
+@handles_errors
+def members_remove(
+    user: Annotated[str, typer.Argument(help="A username, or the email address of an account.")],
+    workspace: Workspace = None,
+) -> None:
+    """Remove a member from the workspace (owners; never its last owner)."""
+    with client_for(workspace) as client:
+        row = client.member_set(user, None)
+    out.print(f"{row['username']} was removed")
 
 
 @module_app.command("push")
@@ -993,8 +1044,17 @@ def _size(size: int | None) -> str:
 @dataset_app.command("push")
 @handles_errors
 def dataset_push(
-    name: Annotated[str, typer.Argument(help="The dataset (made on its first push).")],
-    path: Annotated[Path, typer.Argument(help="A file, or a folder (pushed as one zip).")],
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="FILE | NAME PATH",
+            help="A file or a folder (pushed as one zip), with --name; or the older form "
+            "NAME PATH.",
+        ),
+    ],
+    name: Annotated[
+        str | None, typer.Option("--name", "-n", help="The dataset (made on its first push).")
+    ] = None,
     media_type: Annotated[
         str | None,
         typer.Option("--media-type", help="text/csv, ... (default: from the file's name)."),
@@ -1003,11 +1063,19 @@ def dataset_push(
     workspace: Workspace = None,
     as_json: AsJson = False,
 ) -> None:
-    """Push a file or a folder as the dataset's next version (the same bytes: nothing).
+    """Push a file or a folder as the dataset's next version (the same bytes: nothing):
+    `stepworks dataset push FILE --name NAME [-m MESSAGE]` (`dataset push NAME PATH` works
+    too).
 
     A folder goes up as one zip (application/zip) of its files, dotfiles and __pycache__
     left out, in name order with fixed timestamps: the same files are the same bytes. A
     spec binds a version as dataset:NAME@N."""
+    if name is not None and len(paths) == 1:
+        path = Path(paths[0])
+    elif name is None and len(paths) == 2:
+        name, path = paths[0], Path(paths[1])
+    else:
+        raise ValidationError("give FILE --name NAME (or NAME PATH)")
     with client_for(workspace) as client:
         version = client.dataset_push(path, name, media_type, message)
     if as_json:

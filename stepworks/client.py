@@ -351,6 +351,11 @@ class Client:
     def members(self, workspace: str | None = None) -> list[dict[str, Any]]:
         return self.paginate(self._path("members", "", workspace=workspace))
 
+    def member_set(self, user: str, role: str | None) -> dict[str, Any]:
+        """Give `user` (a username or an email address) `role` in the workspace; None
+        removes them. Owners only; the last owner can be neither demoted nor removed."""
+        return self.post(self._path("members", "set", ""), {"username": user, "role": role})
+
     # --- modules ---------------------------------------------------------------------------
 
     def modules(self) -> list[dict[str, Any]]:

@@ -38,8 +38,13 @@ from runs_app.models import (
     StepRun,
     Sweep,
     SweepEvent,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
     WorkerHeartbeat,
 )
+from workspaces.audit import audit_record
+from workspaces.invites import invite_create
 from workspaces.tokens import token_create
 
 pytestmark = pytest.mark.django_db
@@ -99,6 +104,8 @@ def rows(world: Any) -> dict[type[Model], Model]:
     dv = DatasetVersion.objects.create(dataset=dataset, number=1, artifact=artifact)
     sweep = Sweep.objects.create(workspace=ws, name="lr sweep", base_version=pv)
     run = PipelineRun.objects.create(workspace=ws, pipeline_version=pv, sweep=sweep)
+    webhook = Webhook.objects.create(workspace=ws, url="https://h.example.com/", secret="s")
+    delivery = WebhookDelivery.objects.create(webhook=webhook, event="ping")
     step = StepRun.objects.create(workspace=ws, run=run, name="s", position=0, module_version=mv)
     found: dict[type[Model], Model] = {
         type(obj): obj
@@ -129,6 +136,11 @@ def rows(world: Any) -> dict[type[Model], Model]:
             token_create(world.editor, "laptop")[0],
             RetentionPolicy.objects.create(workspace=ws, enabled=True, keep_last=5),
             DeletedArtifact.objects.create(workspace=ws, sha256="e" * 64),
+            invite_create(ws, "viewer", actor=world.owner)[0],
+            audit_record(ws, world.owner, "run.started", "run 1"),
+            webhook,
+            delivery,
+            WebhookAttempt.objects.create(delivery=delivery, number=1, status_code=200),
         ]
     }
     return found

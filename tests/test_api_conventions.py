@@ -65,10 +65,33 @@ def test_a_stranger_gets_404_for_another_workspace_and_a_viewer_403_for_a_write(
     assert error_of(viewer)["code"] == "permission_denied"
 
 
-def test_an_upload_over_the_limit_is_refused_by_its_length_before_the_body_is_read(
+def test_a_body_over_the_api_limit_is_refused_by_its_length_before_it_is_read(
     world, settings, monkeypatch
 ):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    read = []
+    monkeypatch.setattr(
+        "rest_framework.request.Request._load_data_and_files",
+        lambda self: read.append(True),
+    )
+
+    response = api_client(world.editor).post(
+        "/api/v1/workspaces/lab/modules/m/versions/create/",
+        {"files": SimpleUploadedFile("m.py", b"x" * 2000), "paths": "m.py", "entrypoint": "m.py:f"},
+        format="multipart",
+    )
+
+    assert response.status_code == 413
+    assert "1000" in error_of(response)["fields"]["body"][0]
+    assert read == []
+
+
+def test_a_dataset_upload_over_its_own_limit_is_refused_by_its_length_before_it_is_read(
+    world, settings, monkeypatch
+):
+    # A dataset may be far bigger than any other request (STEPWORKS_DATASET_MAX_BYTES).
+    settings.STEPWORKS = {**settings.STEPWORKS, "DATASET_MAX_BYTES": 1000}
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
     read = []
     monkeypatch.setattr(
         "rest_framework.request.Request._load_data_and_files",

@@ -236,8 +236,8 @@ def test_home_without_a_workspace_says_what_to_do(client: Any, db: None) -> None
     response = client.get(reverse("pipelines:home"))
 
     assert response.status_code == 200
-    assert "ask an owner to add you" in text(response)
-    assert "manage.py create_workspace" in text(response)
+    assert "for an invite link or to add you" in text(response)
+    assert f'href="{reverse("workspaces:new")}"' in text(response)
 
 
 # --- workspace home --------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from runs_app import scheduler
 from runs_app.models import Sweep
 from tests.factories import module_version, pipeline_version
 from tests.test_api_support import api_client
+from workspaces.invites import invite_create
 from workspaces.models import Role
 
 pytestmark = pytest.mark.django_db
@@ -42,6 +43,7 @@ ROUTES: dict[str, tuple[str, str | None]] = {
     "api:docs": (PUBLIC, None),
     "api:redoc": (PUBLIC, None),
     "api:spec-schema": (PUBLIC, None),
+    "workspaces:invite": (PUBLIC, None),  # the invite link: sign up or sign in, then join
     # the signed-in user's own things
     "logout": (AUTHENTICATED, None),
     "account-tokens": (AUTHENTICATED, None),
@@ -49,8 +51,12 @@ ROUTES: dict[str, tuple[str, str | None]] = {
     "pipelines:home": (AUTHENTICATED, None),
     "api:workspace-list": (AUTHENTICATED, None),
     "api:workspace-create": (AUTHENTICATED, None),
+    "workspaces:new": (AUTHENTICATED, None),
     # one workspace: pages
     "runs:workspace": (WORKSPACE, None),
+    "workspaces:members": (WORKSPACE, OWNER),
+    "workspaces:invites": (WORKSPACE, OWNER),
+    "workspaces:audit": (WORKSPACE, None),
     "pipelines:module": (WORKSPACE, None),
     "pipelines:module_diff": (WORKSPACE, None),
     "pipelines:module_version": (WORKSPACE, None),
@@ -72,6 +78,9 @@ ROUTES: dict[str, tuple[str, str | None]] = {
     "runs:bulk": (WORKSPACE, EDITOR),
     "runs:retention": (WORKSPACE, OWNER),
     "runs:storage": (WORKSPACE, None),
+    "runs:datasets": (WORKSPACE, EDITOR),  # everyone lists; editors upload (POST)
+    "runs:dataset": (WORKSPACE, None),
+    "runs:webhooks": (WORKSPACE, OWNER),
     "runs:step_forget": (WORKSPACE, EDITOR),
     "runs:workbench": (WORKSPACE, EDITOR),  # viewers see the code read-only; editors run it
     "runs:workbench_interface": (WORKSPACE, EDITOR),
@@ -99,6 +108,11 @@ ROUTES: dict[str, tuple[str, str | None]] = {
     "api:workspace-detail": (WORKSPACE, None),
     "api:member-list": (WORKSPACE, None),
     "api:member-set": (WORKSPACE, OWNER),
+    "api:workspace-rename": (WORKSPACE, OWNER),
+    "api:audit-list": (WORKSPACE, None),
+    "api:invite-list": (WORKSPACE, None),
+    "api:invite-create": (WORKSPACE, OWNER),
+    "api:invite-revoke": (WORKSPACE, OWNER),
     "api:retention": (WORKSPACE, OWNER),
     "api:retention-apply": (WORKSPACE, OWNER),
     "api:storage": (WORKSPACE, None),
@@ -151,6 +165,15 @@ ROUTES: dict[str, tuple[str, str | None]] = {
     "api:artifact-download": (WORKSPACE, None),
 }
 
+# Routes whose reading, too, needs more than the viewer role: a member below it gets a 403.
+READ_ROLE: dict[str, str] = {
+    "workspaces:invites": OWNER,
+    "workspaces:audit": OWNER,
+    "runs:webhooks": OWNER,
+    "api:audit-list": OWNER,
+    "api:invite-list": OWNER,
+}
+
 RANK = {VIEWER: 0, EDITOR: 1, OWNER: 2}
 
 
@@ -183,7 +206,8 @@ def lab(world: Any) -> dict[str, Any]:
     DatasetVersion.objects.create(dataset=dataset, number=1, artifact=artifact)
     run = scheduler.run_create(version)
     sweep = Sweep.objects.create(workspace=ws, name="lr", base_version=version)
-    return {"run": run, "sweep": sweep, "sha256": artifact.sha256}
+    invite, token = invite_create(ws, VIEWER, actor=world.owner, max_uses=100)
+    return {"run": run, "sweep": sweep, "sha256": artifact.sha256, "token": token, "invite": invite}
 
 
 def _url(pattern: str, lab: dict[str, Any]) -> str:
@@ -202,6 +226,10 @@ def _url(pattern: str, lab: dict[str, Any]) -> str:
             return str(lab["sweep"].pk)
         if argument == "sha256":
             return lab["sha256"]
+        if argument == "token":
+            return lab["token"]
+        if argument == "invite_id":
+            return str(lab["invite"].pk)
         if argument == "step" or before.endswith("steps/"):
             return "s"
         collection = before.rstrip("/").rsplit("/", 1)[-1]
@@ -288,6 +316,16 @@ def test_an_unsafe_method_below_the_least_role_is_403(
         if response.status_code == 405:  # its unsafe method is another one
             response = client.put(_url(pattern, lab))
         assert response.status_code == 403, (name, user.username, response.status_code)
+
+
+@pytest.mark.parametrize("name", sorted(READ_ROLE))
+def test_reading_below_the_read_role_is_403_and_at_it_200(world: Any, lab: Any, name: str) -> None:
+    pattern = dict(ALL)[name]
+    least = READ_ROLE[name]
+    for user, role in ((world.viewer, VIEWER), (world.editor, EDITOR), (world.owner, OWNER)):
+        response = _client(user, name.startswith("api:")).get(_url(pattern, lab))
+        expected = 200 if RANK[role] >= RANK[least] else 403
+        assert response.status_code == expected, (name, user.username, response.status_code)
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
-from workspaces.models import ApiToken, Membership, Workspace
+from workspaces.models import ApiToken, AuditEntry, Invite, Membership, Workspace
 
 # Django's admin classes can't be subscripted at run time (only django-stubs-ext's monkeypatch
 # would allow it): the type checker sees each base with its model, the interpreter without.
@@ -105,3 +105,37 @@ class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
     @admin.display(description="starts with", ordering="token_key")
     def token_prefix(self, obj: ApiToken) -> str:
         return f"{obj.token_key[:9]}…"
+
+
+# --- invites and the audit trail -----------------------------------------------------------
+
+
+@admin.register(Invite)
+class InviteAdmin(ViewOnlyMixin, admin.ModelAdmin[Invite]):
+    """Made on the workspace's invites page (only there can the link be shown once);
+    listed here, and deleted to revoke."""
+
+    list_display = [
+        "workspace",
+        "role",
+        "uses",
+        "max_uses",
+        "expires_at",
+        "revoked_at",
+        "created_by",
+    ]
+    list_filter = ["role", "workspace"]
+    list_select_related = ["workspace", "created_by"]
+    exclude = ["token_hash"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ImmutableMixin, admin.ModelAdmin[AuditEntry]):
+    """The audit trail: read-only, never edited nor deleted here."""
+
+    list_display = ["at", "workspace", "actor_name", "verb", "target"]
+    list_filter = ["verb", "workspace"]
+    list_select_related = ["workspace"]
+    search_fields = ["actor_name", "target", "workspace__slug"]
+    date_hierarchy = "at"

@@ -16,7 +16,6 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.exceptions import (
     PermissionDenied,
     RequestDataTooBig,
@@ -25,6 +24,7 @@ from django.core.exceptions import (
 )
 from django.db.models import Max, QuerySet
 from django.http import Http404
+from django.urls import reverse
 from django_filters import rest_framework as filters
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.openapi import AutoSchema
@@ -37,9 +37,11 @@ from rest_framework.response import Response
 from rest_framework.schemas.inspectors import DefaultSchema
 from rest_framework.views import APIView
 
+from workspaces import invites as invite_services
 from workspaces import selectors, services
-from workspaces.errors import DomainError
-from workspaces.models import Membership, Role, Workspace
+from workspaces.audit import audit_list
+from workspaces.errors import DomainError, text_problem
+from workspaces.models import AuditEntry, AuditVerb, Invite, Membership, Role, Workspace
 from workspaces.serializers import ErrorSerializer, WorkspaceSerializer
 
 # --- conventions ---------------------------------------------------------------------------
@@ -108,7 +110,7 @@ class ApiMixin:
                 length = int(request.META.get("CONTENT_LENGTH") or 0)
             except ValueError:
                 length = 0
-            limit = upload_limit()
+            limit = self.body_limit()
             if length > limit:
                 raise DomainError(
                     "too_large",
@@ -117,6 +119,10 @@ class ApiMixin:
                     status_code=413,
                 )
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
+
+    def body_limit(self) -> int:
+        """The largest request body this endpoint takes (STEPWORKS_MAX_UPLOAD_BYTES)."""
+        return upload_limit()
 
     def handle_exception(self, exc: Exception) -> Response:
         # The access helpers raise Django's 404/403; as DRF's they keep their message
@@ -134,14 +140,6 @@ class ApiMixin:
         return response
 
 
-def _bad_text(value: str) -> str | None:
-    if "\x00" in value:
-        return "text may not contain NUL characters"
-    if any(0xD800 <= ord(char) <= 0xDFFF for char in value):
-        return "text may not contain unpaired surrogates"
-    return None
-
-
 def check_json_text(value: Any, path: str = "") -> dict[str, list[str]]:
     """Problems of JSON data no database column can store (NUL, lone surrogates), by path."""
     problems: dict[str, list[str]] = {}
@@ -149,12 +147,12 @@ def check_json_text(value: Any, path: str = "") -> dict[str, list[str]]:
     while stack:
         item, here = stack.pop()
         if isinstance(item, str):
-            reason = _bad_text(item)
+            reason = text_problem(item)
             if reason:
                 problems.setdefault(here or "value", []).append(reason)
         elif isinstance(item, dict):
             for key, child in item.items():
-                reason = _bad_text(str(key))
+                reason = text_problem(str(key))
                 if reason:
                     problems.setdefault(here or "value", []).append(f"key: {reason}")
                 stack.append((child, f"{here}.{key}" if here else str(key)))
@@ -279,8 +277,8 @@ class WorkspaceCreateApi(ApiMixin, APIView):
         name = serializers.CharField(max_length=200)
 
         def validate_slug(self, value: str) -> str:
-            if value == "create":  # /workspaces/create/ is this endpoint
-                raise serializers.ValidationError("'create' is reserved")
+            if value in services.RESERVED_SLUGS:  # /workspaces/create/ is this endpoint
+                raise serializers.ValidationError(f"{value!r} is reserved")
             return value
 
     @extend_schema(request=InputSerializer, responses={201: WorkspaceSerializer})
@@ -289,7 +287,7 @@ class WorkspaceCreateApi(ApiMixin, APIView):
         data.is_valid(raise_exception=True)
         workspace = services.workspace_create(
             data.validated_data["slug"], data.validated_data["name"], request.user
-        )
+        )  # 403 when only staff may (STEPWORKS_WORKSPACE_CREATION=staff)
         workspace.user_role = Role.OWNER  # type: ignore[attr-defined]
         return Response(WorkspaceSerializer(workspace).data, status=status.HTTP_201_CREATED)
 
@@ -335,10 +333,11 @@ class MemberListApi(ApiMixin, generics.ListAPIView[Membership]):
 
 
 class MemberSetApi(ApiMixin, APIView):
-    """Give a user a role in the workspace, or remove them with `role: null` (owners only)."""
+    """Give a user (by username or email address) a role in the workspace, or remove them
+    with `role: null` (owners only). The last owner can be neither demoted nor removed (409)."""
 
     class InputSerializer(serializers.Serializer[Any]):
-        username = serializers.CharField(max_length=150)
+        username = serializers.CharField(max_length=254, help_text="A username or an email.")
         role = serializers.ChoiceField(choices=Role.choices, allow_null=True)
 
     @extend_schema(request=InputSerializer, responses={200: MemberOutputSerializer})
@@ -346,12 +345,140 @@ class MemberSetApi(ApiMixin, APIView):
         space = workspace_of(request, workspace, Role.OWNER)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        username = data.validated_data["username"]
-        user = get_user_model().objects.filter(username=username).first()
-        if user is None:
-            raise DomainError(
-                "invalid", "No such user.", {"username": [f"no user named {username!r}"]}
-            )
-        membership = services.membership_set(space, user, data.validated_data["role"])
+        user = services.user_named(data.validated_data["username"])
+        membership = services.membership_set(
+            space, user, data.validated_data["role"], actor=request.user
+        )
         role = membership.role if membership else None
-        return Response(MemberOutputSerializer({"username": username, "role": role}).data)
+        return Response(
+            MemberOutputSerializer({"username": user.get_username(), "role": role}).data
+        )
+
+
+class WorkspaceRenameApi(ApiMixin, APIView):
+    """Give the workspace a new name (owners); its slug stays."""
+
+    class InputSerializer(serializers.Serializer[Any]):
+        name = serializers.CharField(max_length=200)
+
+    @extend_schema(request=InputSerializer, responses={200: WorkspaceSerializer})
+    def post(self, request: Request, workspace: str) -> Response:
+        space = workspace_of(request, workspace, Role.OWNER)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.workspace_rename(space, data.validated_data["name"], actor=request.user)
+        return Response(WorkspaceSerializer(space).data)
+
+
+class AuditListApi(ApiMixin, generics.ListAPIView[AuditEntry]):
+    """The workspace's audit trail, newest first (owners): who did what, when. Filters:
+    `actor` (a username), `verb` (member.added, run.started, ...), `created_after`,
+    `created_before`."""
+
+    queryset = AuditEntry.objects.none()
+
+    class OutputSerializer(serializers.ModelSerializer[AuditEntry]):
+        actor = serializers.CharField(source="actor_name")
+
+        class Meta:
+            model = AuditEntry
+            fields = ["id", "at", "actor", "verb", "target", "data"]
+
+    class FilterSet(filters.FilterSet):  # type: ignore[misc]
+        actor = filters.CharFilter(field_name="actor_name")
+        verb = filters.ChoiceFilter(choices=AuditVerb.choices)
+        created_after = DateTimeFilter(field_name="at", lookup_expr="gte")
+        created_before = DateTimeFilter(field_name="at", lookup_expr="lt")
+
+        class Meta:
+            model = AuditEntry
+            fields = ["actor", "verb"]
+
+    serializer_class = OutputSerializer
+    filterset_class = FilterSet
+
+    def get_queryset(self) -> QuerySet[AuditEntry]:
+        space = workspace_of(self.request, self.kwargs["workspace"], Role.OWNER)
+        return audit_list(space)
+
+
+# --- invites -------------------------------------------------------------------------------
+
+
+class InviteOutputSerializer(serializers.ModelSerializer[Invite]):
+    created_by = serializers.CharField(source="created_by.username", allow_null=True, default=None)
+
+    class Meta:
+        model = Invite
+        fields = [
+            "id",
+            "role",
+            "email",
+            "uses",
+            "max_uses",
+            "expires_at",
+            "created_by",
+            "created_at",
+        ]
+
+
+class InviteListApi(ApiMixin, generics.ListAPIView[Invite]):
+    """The workspace's open invites (not expired, used up or revoked), newest first (owners)."""
+
+    queryset = Invite.objects.none()
+    serializer_class = InviteOutputSerializer
+
+    def get_queryset(self) -> QuerySet[Invite]:
+        space = workspace_of(self.request, self.kwargs["workspace"], Role.OWNER)
+        return invite_services.open_invites(space)
+
+
+class InviteCreateApi(ApiMixin, APIView):
+    """Make an invite link for a role (owners): `url` is in this answer and nowhere else
+    (only its hash is stored). With EMAIL_URL set and an `email`, it is mailed too."""
+
+    class InputSerializer(serializers.Serializer[Any]):
+        role = serializers.ChoiceField(choices=Role.choices, default=Role.VIEWER)
+        days = serializers.IntegerField(
+            min_value=1, max_value=invite_services.MAX_DAYS, required=False
+        )
+        max_uses = serializers.IntegerField(
+            min_value=1, max_value=invite_services.MAX_USES, required=False
+        )
+        email = serializers.EmailField(required=False, allow_blank=True, default="")
+
+    class OutputSerializer(InviteOutputSerializer):
+        url = serializers.CharField()
+        mailed = serializers.BooleanField()
+
+        class Meta(InviteOutputSerializer.Meta):
+            fields = [*InviteOutputSerializer.Meta.fields, "url", "mailed"]
+
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    def post(self, request: Request, workspace: str) -> Response:
+        space = workspace_of(request, workspace, Role.OWNER)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        invite, token = invite_services.invite_create(
+            space, actor=request.user, **data.validated_data
+        )
+        link = request.build_absolute_uri(reverse("workspaces:invite", args=[token]))
+        invite.url = link  # type: ignore[attr-defined]
+        invite.mailed = invite_services.invite_mail(invite, link)  # type: ignore[attr-defined]
+        return Response(self.OutputSerializer(invite).data, status=status.HTTP_201_CREATED)
+
+
+class InviteRevokeApi(ApiMixin, APIView):
+    """Revoke an open invite (owners): its link stops working."""
+
+    class OutputSerializer(serializers.Serializer[Any]):
+        revoked = serializers.BooleanField(help_text="false: it was revoked already")
+
+    @extend_schema(request=None, responses={200: OutputSerializer})
+    def post(self, request: Request, workspace: str, invite_id: int) -> Response:
+        space = workspace_of(request, workspace, Role.OWNER)
+        invite = selectors.one_or_404(
+            Invite.objects.filter(workspace=space, pk=invite_id), "invite"
+        )
+        revoked = invite_services.invite_revoke(invite, actor=request.user)
+        return Response(self.OutputSerializer({"revoked": revoked}).data)

@@ -51,3 +51,33 @@ def engine() -> Engine:
         step_write_dirs=tuple(raw["STEP_WRITE_DIRS"]),
         gc_s=float(raw["GC_S"]),
     )
+
+
+@dataclass(frozen=True)
+class Team:
+    workspace_creation: str  # "anyone" (any signed-in user) or "staff"
+    invite_days: int  # an invite's default lifetime
+    invite_max_uses: int  # an invite's default number of uses
+    public_url: str  # the server's address as people reach it (links in mail and webhooks)
+    dataset_max_bytes: int  # a dataset upload over this is refused by its Content-Length
+    webhook_allow_private: bool  # deliver to loopback, private and link-local addresses
+    webhook_timeout_s: float  # one delivery attempt's connect + read timeout
+    webhook_attempts: int  # attempts of one delivery before it is given up
+    webhook_backoff_s: float  # the first retry's delay; each later one doubles it
+    mail: bool  # EMAIL_URL is set: invites are mailed too
+
+
+def team() -> Team:
+    raw = settings.STEPWORKS
+    return Team(
+        workspace_creation=str(raw["WORKSPACE_CREATION"]),
+        invite_days=int(raw["INVITE_DAYS"]),
+        invite_max_uses=int(raw["INVITE_MAX_USES"]),
+        public_url=str(raw["PUBLIC_URL"]).rstrip("/"),
+        dataset_max_bytes=int(raw["DATASET_MAX_BYTES"]),
+        webhook_allow_private=bool(raw["WEBHOOK_ALLOW_PRIVATE"]),
+        webhook_timeout_s=float(raw["WEBHOOK_TIMEOUT_S"]),
+        webhook_attempts=max(1, int(raw["WEBHOOK_ATTEMPTS"])),
+        webhook_backoff_s=float(raw["WEBHOOK_BACKOFF_S"]),
+        mail=bool(getattr(settings, "EMAIL_URL", "")),
+    )

@@ -47,6 +47,15 @@ class DomainError(Exception):
         return f"{self.message} ({details})"
 
 
+def text_problem(value: str) -> str | None:
+    """Why no database column can store this text (NUL, a lone surrogate), or None."""
+    if "\x00" in value:
+        return "text may not contain NUL characters"
+    if any(0xD800 <= ord(char) <= 0xDFFF for char in value):
+        return "text may not contain unpaired surrogates"
+    return None
+
+
 class Problems:
     """Collects every problem with its field path, so one request reports them all."""
 

@@ -18,8 +18,9 @@ from django.db.models.signals import pre_save
 from django.dispatch import receiver
 from django.utils import timezone
 
+from workspaces.audit import audit_record_for_user
 from workspaces.errors import DomainError
-from workspaces.models import ApiToken
+from workspaces.models import ApiToken, AuditVerb
 
 NAME_MAX = 100
 # What the tokens page offers; the API and the command take any number of days (0: never).
@@ -38,6 +39,9 @@ def token_create(user: Any, name: str, days: int = DEFAULT_DAYS) -> tuple[ApiTok
         _invalid("days", "0 (never expires) or more")
     expiry = timedelta(days=days) if days else None
     token, key = ApiToken.objects.create(user=user, expiry=expiry, name=name)
+    audit_record_for_user(
+        user, AuditVerb.TOKEN_CREATED, f"token {name}", {"prefix": key[:9], "days": days}
+    )
     return token, key
 
 
@@ -53,12 +57,24 @@ def tokens_of(user: Any) -> list[ApiToken]:
 
 def token_revoke(user: Any, digest: str) -> bool:
     """Revoke one of the user's tokens; False when they have no such token."""
-    deleted, _ = ApiToken.objects.filter(user=user, digest=digest).delete()
+    token = ApiToken.objects.filter(user=user, digest=digest).first()
+    if token is None:
+        return False
+    deleted, _ = ApiToken.objects.filter(pk=token.pk).delete()
+    if deleted:
+        audit_record_for_user(
+            user, AuditVerb.TOKEN_REVOKED, f"token {token.name}", {"prefix": token.token_key[:9]}
+        )
     return deleted > 0
 
 
-def tokens_revoke_all(user: Any) -> int:
+def tokens_revoke_all(user: Any, why: str = "revoked all") -> int:
+    names = list(ApiToken.objects.filter(user=user).values_list("name", flat=True))
     deleted, _ = ApiToken.objects.filter(user=user).delete()
+    if deleted:
+        audit_record_for_user(
+            user, AuditVerb.TOKEN_REVOKED, f"{deleted} token(s)", {"names": names, "why": why}
+        )
     return deleted
 
 
@@ -73,5 +89,7 @@ def _revoke_on_password_change_or_deactivation(
     before = sender.objects.filter(pk=instance.pk).values("password", "is_active").first()
     if before is None:
         return
-    if before["password"] != instance.password or (before["is_active"] and not instance.is_active):
-        tokens_revoke_all(instance)
+    if before["password"] != instance.password:
+        tokens_revoke_all(instance, "password changed")
+    elif before["is_active"] and not instance.is_active:
+        tokens_revoke_all(instance, "account deactivated")

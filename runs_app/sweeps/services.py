@@ -17,9 +17,10 @@ from pipelines_app.specs import Catalogue, ModuleInfo
 from runs_app import dispatch, scheduler
 from runs_app.models import RUN_TERMINAL, PipelineRun, Sweep, SweepEvent, SweepEventKind
 from runs_app.sweeps import plan
+from workspaces.audit import audit_record
 from workspaces.conf import engine
 from workspaces.errors import DomainError
-from workspaces.models import Workspace
+from workspaces.models import AuditVerb, Workspace
 
 # --- sweeps -----------------------------------------------------------------------------------
 # A sweep's writes check everything first (pure, runs_app/sweeps/plan.py) and only then write: the
@@ -260,6 +261,13 @@ def sweep_create(
             },
             by=_user_or_none(user),
         )
+        audit_record(
+            workspace,
+            user,
+            AuditVerb.SWEEP_CREATED,
+            f"sweep {sweep.pk} ({sweep.name})",
+            {"pipeline": base_version.ref, "runs": checked.size},
+        )
     sweep_expand(sweep.pk, budget_s=engine().sweep_inline_s, user=user)
     return sweep
 
@@ -320,6 +328,13 @@ def sweep_extend(
             data={"step": step, "variant": checked, "runs": len(combinations)},
             by=_user_or_none(user),
         )
+        audit_record(
+            sweep.workspace_id,
+            user,
+            AuditVerb.SWEEP_EXTENDED,
+            f"sweep {sweep.pk} ({sweep.name})",
+            {"step": step, "variant": checked.get("label", ""), "runs": len(combinations)},
+        )
     sweep.axes = grown
     return sweep_expand(sweep.pk, budget_s=engine().sweep_inline_s, user=user)
 
@@ -332,6 +347,9 @@ def sweep_cancel(sweep: Sweep, by: Any = None) -> int:
         if Sweep.objects.filter(pk=sweep.pk, canceled_at__isnull=True).update(canceled_at=now):
             SweepEvent.objects.create(
                 sweep_id=sweep.pk, kind=SweepEventKind.CANCELED, by=_user_or_none(by)
+            )
+            audit_record(
+                sweep.workspace_id, by, AuditVerb.SWEEP_CANCELED, f"sweep {sweep.pk} ({sweep.name})"
             )
     sweep.canceled_at = Sweep.objects.values_list("canceled_at", flat=True).get(pk=sweep.pk)
     unfinished = PipelineRun.objects.filter(sweep=sweep).exclude(status__in=RUN_TERMINAL)
@@ -387,4 +405,11 @@ def _promoted(sweep: Sweep, choices: dict[str, Any], version: PipelineVersion, u
         kind=SweepEventKind.PROMOTED,
         data={"variant": choices, "version": version.pk, "ref": version.ref},
         by=_user_or_none(user),
+    )
+    audit_record(
+        sweep.workspace_id,
+        user,
+        AuditVerb.SWEEP_PROMOTED,
+        f"sweep {sweep.pk} ({sweep.name})",
+        {"variant": plan.variant_name(choices), "version": version.ref},
     )

@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.http import Http404
 
 from pipelines_app.selectors import pipeline_version_by_ref
-from runs_app import scheduler
+from runs_app import services
 from runs_app.dispatch import EmbeddedWorkers
 from runs_app.models import RUN_TERMINAL, PipelineRun, RunStatus
 from runs_app.selectors import run_summary, run_with_steps
@@ -56,8 +56,12 @@ class Command(BaseCommand):
             ) from None
         overrides = dict(parse_param(p) for p in options["param"])
         try:
-            run = scheduler.run_create(
-                version, param_overrides=overrides, reuse=not options["no_reuse"]
+            run = services.run_start(
+                version,
+                user=None,  # the server's operator: the audit trail says "system"
+                how="manage.py run_pipeline",
+                param_overrides=overrides,
+                reuse=not options["no_reuse"],
             )
         except DomainError as error:
             raise CommandError(f"{error.code}: {error}", returncode=2) from None

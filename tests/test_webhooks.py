@@ -1,0 +1,515 @@
+"""Word when work is done (issue 17): webhooks per workspace, delivered by a dramatiq actor
+after the run's end commits, signed with HMAC-SHA256, retried with backoff, each attempt
+logged; never to the server's own network (after DNS and after each redirect, connecting to
+the address checked) unless STEPWORKS_WEBHOOK_ALLOW_PRIVATE is on.
+
+The receivers are real HTTP servers the tests start on loopback, so the tests that deliver
+turn the private-address setting on; the ones that check the refusal leave it off."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import socket
+import threading
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from runs_app import scheduler
+from runs_app.dispatch import EmbeddedWorkers
+from runs_app.models import (
+    DeliveryStatus,
+    PipelineRun,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
+)
+from runs_app.sweeps import services as sweep_services
+from runs_app.webhooks import outbound, services
+from tests.helpers import wait_runs, wait_until
+from tests.test_api_support import small_pipeline
+from workspaces.models import AuditEntry, AuditVerb
+
+FAST = {"WEBHOOK_BACKOFF_S": 0.05, "WEBHOOK_TIMEOUT_S": 5.0, "WEBHOOK_ATTEMPTS": 5}
+
+
+class Receiver:
+    """An HTTP server on loopback that records every request and answers with `answers`
+    in turn (then 200); `redirect` makes it answer 307 to that URL instead."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.answers: list[int] = []
+        self.redirect: str | None = None
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                receiver.requests.append(
+                    {"headers": dict(self.headers), "body": self.rfile.read(length)}
+                )
+                if receiver.redirect:
+                    self.send_response(307)
+                    self.send_header("Location", receiver.redirect)
+                else:
+                    self.send_response(receiver.answers.pop(0) if receiver.answers else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Any:
+    server = Receiver()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def fast(settings: Any) -> None:
+    settings.STEPWORKS = {**settings.STEPWORKS, **FAST}
+
+
+@pytest.fixture
+def private_allowed(settings: Any, fast: None) -> None:
+    settings.STEPWORKS = {**settings.STEPWORKS, "WEBHOOK_ALLOW_PRIVATE": True}
+
+
+def verified(request: dict[str, Any], secret: str) -> dict[str, Any]:
+    """The request's JSON body, after checking its signature as the README says to."""
+    sent = request["headers"]["X-Stepworks-Signature"]
+    expected = "sha256=" + hmac.new(secret.encode(), request["body"], hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(sent, expected)
+    body: dict[str, Any] = json.loads(request["body"])
+    return body
+
+
+def owner_client(world: Any) -> Client:
+    client = Client()
+    client.force_login(world.owner)
+    return client
+
+
+def hook(world: Any, url: str, events: list[str]) -> Webhook:
+    return services.webhook_create(world.workspace, url, events, actor=world.owner)
+
+
+def delivered(delivery: WebhookDelivery, timeout: float = 30) -> WebhookDelivery:
+    over = (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED)
+    assert wait_until(
+        lambda: WebhookDelivery.objects.filter(pk=delivery.pk, status__in=over).exists(), timeout
+    ), list(delivery.tries.values_list("number", "status_code", "error"))
+    delivery.refresh_from_db()
+    return delivery
+
+
+# --- adding one -------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_owner_adds_a_webhook_with_a_fresh_secret_and_it_is_recorded(world: Any) -> None:
+    response = owner_client(world).post(
+        "/w/lab/webhooks/",
+        {"action": "create", "url": "https://hooks.example.com/x", "events": ["run.failed"]},
+    )
+
+    assert response.status_code == 302
+    webhook = Webhook.objects.get()
+    assert (webhook.url, webhook.events, webhook.created_by) == (
+        "https://hooks.example.com/x",
+        ["run.failed"],
+        world.owner,
+    )
+    assert len(webhook.secret) == 64
+    assert webhook.secret in owner_client(world).get("/w/lab/webhooks/").content.decode()
+    assert AuditEntry.objects.get(verb=AuditVerb.WEBHOOK_CREATED).target == webhook.url
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://10.1.2.3/hook", "10.1.2.3 is a private address"),
+        ("http://127.0.0.1:8000/hook", "loopback"),
+        ("http://[::1]/hook", "loopback"),
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://localhost/hook", "localhost is a loopback address"),
+        ("ftp://hooks.example.com/x", "only http:// and https://"),
+        ("https://user:pw@hooks.example.com/x", "no user name or password"),
+    ],
+)
+def test_a_url_at_a_private_address_is_refused_with_a_clear_error(
+    world: Any, url: str, reason: str
+) -> None:
+    response = owner_client(world).post(
+        "/w/lab/webhooks/", {"action": "create", "url": url, "events": ["run.finished"]}
+    )
+
+    assert response.status_code == 400
+    assert reason in response.content.decode()
+    assert not Webhook.objects.exists()
+
+
+@pytest.mark.django_db
+def test_with_private_addresses_allowed_a_loopback_url_is_taken(
+    world: Any, private_allowed: None
+) -> None:
+    webhook = hook(world, "http://127.0.0.1:9/hook", ["run.finished"])
+
+    assert webhook.pk is not None
+
+
+@pytest.mark.django_db
+def test_a_webhook_needs_known_events(world: Any) -> None:
+    response = owner_client(world).post(
+        "/w/lab/webhooks/", {"action": "create", "url": "https://h.example.com/", "events": ["x"]}
+    )
+
+    assert response.status_code == 400
+    assert "one or more of run.finished" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_deleting_a_webhook_is_recorded_and_another_workspace_s_is_a_404(world: Any) -> None:
+    mine = hook(world, "https://hooks.example.com/x", ["run.finished"])
+    theirs = services.webhook_create(
+        world.other_workspace, "https://h.example.com/", ["run.finished"], actor=world.stranger
+    )
+    client = owner_client(world)
+
+    other = client.post("/w/lab/webhooks/", {"action": "delete", "webhook": theirs.pk})
+    deleted = client.post("/w/lab/webhooks/", {"action": "delete", "webhook": mine.pk})
+
+    assert other.status_code == 404
+    assert deleted.status_code == 302
+    assert list(Webhook.objects.values_list("pk", flat=True)) == [theirs.pk]
+    assert AuditEntry.objects.filter(verb=AuditVerb.WEBHOOK_DELETED).count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("n", [1, 20])
+def test_the_webhooks_page_costs_the_same_for_1_or_20_webhooks_with_deliveries(
+    world: Any, django_assert_num_queries: Any, private_allowed: None, n: int
+) -> None:
+    for i in range(n):
+        webhook = hook(world, f"http://127.0.0.1:9/{i}", ["run.finished"])
+        for j in range(3):
+            delivery = WebhookDelivery.objects.create(
+                webhook=webhook, event="ping", subject=f"s{j}", payload={}
+            )
+            WebhookAttempt.objects.create(delivery=delivery, number=1, status_code=500)
+    client = owner_client(world)
+
+    # session, user, workspace, webhooks, their recent deliveries, the deliveries' attempts
+    with django_assert_num_queries(6):
+        response = client.get("/w/lab/webhooks/")
+
+    assert response.content.decode().count('data-status-code="500"') == 3 * n
+
+
+# --- the outbound request ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("10.0.0.1", "private"),
+        ("192.168.1.1", "private"),
+        ("169.254.169.254", "link-local"),
+        ("::1", "loopback"),
+        ("fe80::1", "link-local"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("100.64.0.1", "non-public"),
+        ("0.0.0.0", "unspecified"),
+        ("224.0.0.1", "reserved"),
+    ],
+)
+def test_every_off_limits_address_is_refused_after_resolving(address: str, kind: str) -> None:
+    with pytest.raises(outbound.Refused, match=f"an? {kind} address"):
+        outbound.resolve(address, 80, allow_private=False)
+
+
+def test_a_name_resolving_to_loopback_is_refused(monkeypatch: Any) -> None:
+    with pytest.raises(outbound.Refused, match=r"localhost is at 127\.0\.0\.1, a loopback address"):
+        outbound.resolve("localhost", 80, allow_private=False)
+
+
+def test_a_public_address_resolves_to_itself() -> None:
+    assert outbound.resolve("93.184.216.34", 443, allow_private=False) == "93.184.216.34"
+
+
+def test_the_request_goes_to_the_address_checked_with_the_url_s_host(
+    receiver: Receiver, monkeypatch: Any
+) -> None:
+    real = socket.getaddrinfo
+    looked_up: list[str] = []
+
+    def pinned(host: str, *args: Any, **kwargs: Any) -> Any:
+        looked_up.append(host)
+        return real("127.0.0.1" if host == "hooks.example.test" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", pinned)
+
+    answer = outbound.post(
+        f"http://hooks.example.test:{receiver.port}/x", b"{}", {}, timeout=5, allow_private=True
+    )
+
+    assert answer.status == 200
+    names = [host for host in looked_up if not host[0].isdigit()]
+    assert names == ["hooks.example.test"]  # resolved once, by us; then its address is used
+    assert receiver.requests[0]["headers"]["Host"] == f"hooks.example.test:{receiver.port}"
+
+
+def test_a_redirect_to_an_off_limits_address_is_refused_before_it_is_followed(
+    receiver: Receiver, monkeypatch: Any
+) -> None:
+    # 127.0.0.1 (the receiver) passes as public here; the redirect's 127.0.0.2 does not.
+    real_kind = outbound._kind
+    monkeypatch.setattr(
+        outbound,
+        "_kind",
+        lambda address: None if str(address) == "127.0.0.1" else real_kind(address),
+    )
+    receiver.redirect = f"http://127.0.0.2:{receiver.port}/inside"
+
+    refusal = r"127\.0\.0\.2 is at 127\.0\.0\.2, a loopback address"
+    with pytest.raises(outbound.Refused, match=refusal):
+        outbound.post(receiver.url, b"{}", {}, timeout=5, allow_private=False)
+
+    assert len(receiver.requests) == 1  # the first hop only
+
+
+def test_redirects_are_followed_a_few_times_at_most(receiver: Receiver) -> None:
+    receiver.redirect = receiver.url
+
+    with pytest.raises(outbound.Refused, match="more than 3 redirects"):
+        outbound.post(receiver.url, b"{}", {}, timeout=5, allow_private=True)
+
+    assert len(receiver.requests) == 4
+
+
+def test_a_receiver_that_does_not_answer_times_out() -> None:
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)  # accepts the connection, never answers
+    try:
+        with pytest.raises(OSError, match="timed out"):
+            outbound.post(
+                f"http://127.0.0.1:{silent.getsockname()[1]}/",
+                b"{}",
+                {},
+                timeout=0.3,
+                allow_private=True,
+            )
+    finally:
+        silent.close()
+
+
+# --- delivered by the actor -------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_finished_run_is_delivered_signed_with_its_status_url_and_metrics(
+    world: Any, embedded_workers: Any, receiver: Receiver, private_allowed: None
+) -> None:
+    finished = hook(world, receiver.url, ["run.finished"])
+    failures_only = hook(world, receiver.url + "?failures", ["run.failed"])
+    version = small_pipeline(world.workspace, world.editor)
+
+    run = scheduler.run_create(version, user=world.editor)
+    wait_runs(run)
+    assert wait_until(lambda: WebhookDelivery.objects.filter(webhook=finished).exists())
+    delivery = delivered(WebhookDelivery.objects.get(webhook=finished))
+
+    assert run.status == "succeeded"
+    assert delivery.status == DeliveryStatus.DELIVERED
+    assert len(receiver.requests) == 1
+    request = receiver.requests[0]
+    body = verified(request, finished.secret)
+    assert request["headers"]["X-Stepworks-Event"] == "run.finished"
+    assert body["event"] == "run.finished"
+    assert body["run"]["id"] == run.pk
+    assert body["run"]["status"] == "succeeded"
+    assert body["run"]["url"] == f"http://127.0.0.1:8000/w/lab/runs/{run.pk}/"
+    assert body["run"]["metrics"]["train.total"] == 6.0  # sum(range(3)) * 2.0
+    assert body["run"]["started_by"] == "eddie"
+    assert not WebhookDelivery.objects.filter(webhook=failures_only).exists()
+    attempt = delivery.tries.get()
+    assert (attempt.status_code, attempt.error) == (200, "")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_receiver_that_answers_500_three_times_is_retried_and_the_log_shows_it(
+    world: Any, embedded_workers: Any, receiver: Receiver, private_allowed: None
+) -> None:
+    webhook = hook(world, receiver.url, ["run.finished"])
+    receiver.answers = [500, 500, 500]
+    client = owner_client(world)
+
+    sent = client.post("/w/lab/webhooks/", {"action": "test", "webhook": webhook.pk})
+    delivery = delivered(WebhookDelivery.objects.get(webhook=webhook))
+    page = client.get("/w/lab/webhooks/").content.decode()
+
+    assert sent.status_code == 302
+    assert delivery.status == DeliveryStatus.DELIVERED
+    assert delivery.attempts == 4
+    assert list(delivery.tries.values_list("number", "status_code", "error")) == [
+        (1, 500, "answered 500"),
+        (2, 500, "answered 500"),
+        (3, 500, "answered 500"),
+        (4, 200, ""),
+    ]
+    bodies = [verified(r, webhook.secret) for r in receiver.requests]
+    assert [b["attempt"] for b in bodies] == [1, 2, 3, 4]
+    assert {b["event"] for b in bodies} == {"ping"}
+    assert page.count('data-status-code="500"') == 3
+    assert page.count('data-status-code="200"') == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_is_given_up_after_its_attempts(
+    world: Any, embedded_workers: Any, receiver: Receiver, private_allowed: None, settings: Any
+) -> None:
+    settings.STEPWORKS = {**settings.STEPWORKS, "WEBHOOK_ATTEMPTS": 2}
+    webhook = hook(world, receiver.url, ["run.finished"])
+    receiver.answers = [503] * 5
+
+    delivery = delivered(services.webhook_test(webhook, actor=world.owner))
+
+    assert delivery.status == DeliveryStatus.FAILED
+    assert delivery.tries.count() == 2
+    assert len(receiver.requests) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_private_addresses_off_the_delivery_is_refused_once_and_never_sent(
+    world: Any, embedded_workers: Any, receiver: Receiver, fast: None, settings: Any
+) -> None:
+    settings.STEPWORKS = {**settings.STEPWORKS, "WEBHOOK_ALLOW_PRIVATE": True}
+    webhook = hook(world, receiver.url, ["run.finished"])  # taken while it was allowed
+    settings.STEPWORKS = {**settings.STEPWORKS, "WEBHOOK_ALLOW_PRIVATE": False}
+
+    delivery = delivered(services.webhook_test(webhook, actor=world.owner))
+
+    assert delivery.status == DeliveryStatus.FAILED
+    attempt = delivery.tries.get()
+    assert attempt.status_code is None
+    assert "refused: 127.0.0.1 is at 127.0.0.1, a loopback address" in attempt.error
+    assert receiver.requests == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sweep_is_announced_once_when_its_last_run_ends(
+    world: Any, embedded_workers: Any, receiver: Receiver, private_allowed: None
+) -> None:
+    webhook = hook(world, receiver.url, ["sweep.finished"])
+    base = small_pipeline(world.workspace, world.editor)
+    axes = {
+        "train": [
+            {"label": "x1", "params": {"scale": 1.0}},
+            {"label": "x3", "params": {"scale": 3.0}},
+        ]
+    }
+
+    sweep = sweep_services.sweep_create(base, name="scales", axes=axes, user=world.editor)
+    wait_runs(*PipelineRun.objects.filter(sweep=sweep))
+    assert wait_until(lambda: WebhookDelivery.objects.filter(webhook=webhook).exists())
+    delivery = delivered(WebhookDelivery.objects.get(webhook=webhook))
+
+    body = verified(receiver.requests[0], webhook.secret)
+    assert delivery.status == DeliveryStatus.DELIVERED
+    assert body["event"] == "sweep.finished"
+    assert body["sweep"]["id"] == sweep.pk
+    assert body["sweep"]["runs"] == {"succeeded": 2}
+    assert WebhookDelivery.objects.filter(webhook=webhook).count() == 1
+
+
+@pytest.mark.django_db
+def test_the_same_end_announced_twice_makes_one_delivery(world: Any, private_allowed: None) -> None:
+    webhook = hook(world, "http://127.0.0.1:9/", ["run.finished", "run.failed"])
+    run = scheduler.run_create(small_pipeline(world.workspace), user=world.owner)
+    PipelineRun.objects.filter(pk=run.pk).update(status="failed", failure_reason="user_error")
+
+    services.on_run_finished(None, run_id=run.pk, status="failed")
+    services.on_run_finished(None, run_id=run.pk, status="failed")
+
+    events = sorted(WebhookDelivery.objects.filter(webhook=webhook).values_list("event", flat=True))
+    assert events == ["run.failed", "run.finished"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_whose_message_died_with_its_process_is_sent_by_the_next_dispatcher(
+    world: Any, receiver: Receiver, private_allowed: None
+) -> None:
+    webhook = hook(world, receiver.url, ["run.finished"])
+    # As a `run_pipeline --wait` leaves it: the row committed, its message gone with the
+    # process's in-memory broker.
+    delivery = WebhookDelivery.objects.create(
+        webhook=webhook,
+        event="run.finished",
+        subject="run:1",
+        payload={"event": "run.finished"},
+        next_attempt_at=timezone.now() - timedelta(minutes=5),
+    )
+    later = WebhookDelivery.objects.create(  # a retry due in a while: not sent before then
+        webhook=webhook,
+        event="run.finished",
+        subject="run:2",
+        payload={},
+        next_attempt_at=timezone.now() + timedelta(minutes=10),
+    )
+
+    workers = EmbeddedWorkers(threads=1)
+    workers.start()
+    try:
+        done = delivered(delivery)
+    finally:
+        workers.stop()
+
+    assert done.status == DeliveryStatus.DELIVERED
+    assert len(receiver.requests) == 1
+    later.refresh_from_db()
+    assert (later.status, later.attempts) == (DeliveryStatus.PENDING, 0)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "url", ["http://hooks.example.com:99999/", "http://hooks.exa\x00mple.com/", "http://[::1/"]
+)
+def test_a_malformed_url_is_a_field_error_not_a_500(world: Any, url: str) -> None:
+    response = owner_client(world).post(
+        "/w/lab/webhooks/", {"action": "create", "url": url, "events": ["run.finished"]}
+    )
+
+    assert response.status_code == 400
+    assert not Webhook.objects.exists()
+
+
+@pytest.mark.django_db
+def test_text_no_column_can_store_is_refused_on_the_members_page(world: Any) -> None:
+    client = owner_client(world)
+
+    renamed = client.post("/w/lab/members/", {"action": "rename", "name": "bad\x00name"})
+    added = client.post("/w/lab/members/", {"action": "set", "username": "x\x00", "role": "viewer"})
+
+    assert renamed.status_code == added.status_code == 400
