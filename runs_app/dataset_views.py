@@ -112,6 +112,10 @@ def _upload(request: HttpRequest, slug: str) -> HttpResponse:
         return _refused(request, workspace, problems, 400, form)
     data = form.cleaned_data
     upload = data["file"]
+    if upload.size > limit:  # a body sent without a Content-Length (chunked) is sized here
+        upload.close()
+        message = f"The file is too large: datasets are limited to {limit:,} bytes."
+        return _refused(request, workspace, message, 413, form)
     try:
         version = dataset_version_create(
             workspace,
