@@ -19,12 +19,13 @@ import re
 import tempfile
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage, storages
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.http import Http404
 from django.utils import timezone
 
@@ -133,22 +134,40 @@ def artifact_record(
     media_type: str,
     kind: str = ArtifactKind.FILE,
 ) -> Artifact:
-    """The Artifact row for bytes already in storage (created once per workspace)."""
-    lookup = {"workspace": workspace, "sha256": sha256, "media_type": media_type, "kind": kind}
-    existing = Artifact.objects.filter(**lookup).first()
-    if existing is not None:
-        # Touched: the collector leaves it a grace period, for the row about to refer to it.
-        now = timezone.now()
-        Artifact.objects.filter(pk=existing.pk).update(state=ArtifactState.PRESENT, touched_at=now)
-        existing.state, existing.touched_at = ArtifactState.PRESENT, now
-        return existing
-    try:
-        with transaction.atomic():
-            return Artifact.objects.create(
-                **lookup, size=size, storage_name=storage_name_for(sha256)
-            )
-    except IntegrityError:  # another writer recorded the same bytes first
-        return Artifact.objects.get(**lookup)
+    """The Artifact row for bytes already in storage (created once per workspace), marked
+    present and touched (the collector leaves it a grace period, for the row about to refer
+    to it). One statement, an upsert on the row's unique key: as the ORM's look-then-create
+    it cost ~1.5 ms of CPU on every stored output, and raced with other writers."""
+    now = timezone.now()
+    stamp = connection.ops.adapt_datetimefield_value(now)
+    name = storage_name_for(sha256)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {connection.ops.quote_name(Artifact._meta.db_table)} "
+            "(workspace_id, sha256, size, media_type, kind, storage_name, state, created_at, "
+            "touched_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (workspace_id, sha256, media_type, kind) "  # artifact_unique
+            "DO UPDATE SET state = %s, touched_at = %s RETURNING id, created_at, size",
+            [
+                *(workspace.pk, sha256, size, media_type, kind, name, ArtifactState.PRESENT),
+                *(stamp, stamp, ArtifactState.PRESENT, stamp),
+            ],
+        )
+        pk, created_at, stored_size = cursor.fetchone()
+    if isinstance(created_at, str):  # SQLite's text, naive UTC
+        created_at = datetime.fromisoformat(created_at).replace(tzinfo=UTC)
+    return Artifact(
+        id=pk,
+        workspace_id=workspace.pk,
+        sha256=sha256,
+        size=stored_size,
+        media_type=media_type,
+        kind=kind,
+        storage_name=name,
+        state=ArtifactState.PRESENT,
+        created_at=created_at,
+        touched_at=now,
+    )
 
 
 def artifact_store_file(

@@ -123,16 +123,17 @@ def _chain_version(workspace: Workspace, size: int) -> PipelineVersion:
 def wait_terminal(run_ids: list[int], timeout_s: float) -> list[PipelineRun]:
     """Poll until every run is terminal; raise with the stuck steps otherwise."""
     deadline = time.monotonic() + timeout_s
+    ended = PipelineRun.objects.filter(pk__in=run_ids, status__in=RUN_TERMINAL).order_by()
     while time.monotonic() < deadline:
-        runs = list(PipelineRun.objects.filter(pk__in=run_ids, status__in=RUN_TERMINAL))
-        if len(runs) == len(run_ids):
+        if ended.count() == len(run_ids):
+            runs = list(ended)
             not_ok = [r for r in runs if r.status != RunStatus.SUCCEEDED]
             if not_ok:
                 raise RuntimeError(f"runs did not succeed: {[(r.pk, r.status) for r in not_ok]}")
             return runs
         # Coarse on purpose: the figures come from the runs' finished_at, not from when this
         # loop notices; a tight loop would only steal CPU (and, embedded, the GIL) from workers.
-        time.sleep(0.02)
+        time.sleep(0.1)
     stuck = list(
         StepRun.objects.filter(run_id__in=run_ids)
         .exclude(status__in=("succeeded", "reused"))

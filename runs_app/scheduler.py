@@ -19,21 +19,21 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 
 from django.db import IntegrityError, OperationalError, transaction
-from django.db.models import F, Q, Subquery
+from django.db.models import F, Q
 from django.dispatch import Signal
 from django.utils import timezone
 
 from artifacts.models import Artifact, ArtifactState
 from artifacts.store import artifacts_missing
-from pipelines_app.models import DatasetVersion, PipelineVersion
+from pipelines_app.models import DatasetVersion, ModuleVersion, PipelineVersion
 from pipelines_app.specs import StepGraph, effective_params, step_graph
-from runs_app import wakeups
+from runs_app import sql, wakeups
 from runs_app.executor.runtime import runtime_fingerprint
 from runs_app.models import (
     RUN_TERMINAL,
@@ -155,18 +155,39 @@ class _Tx:
 
     def flush(self) -> None:
         if self.events:
-            Event.objects.bulk_create(self.events)
+            now = timezone.now()
+            sql.insert(
+                Event,
+                _EVENT_FIELDS,
+                (
+                    (
+                        e.run_id,
+                        e.step_id,
+                        e.old_status,
+                        e.new_status,
+                        e.reason,
+                        e.message,
+                        e.attempt,
+                        now,
+                    )
+                    for e in self.events
+                ),
+            )
             self.events = []
         _changed(self.runs)
         self.runs = set()
+
+
+_EVENT_FIELDS = ("run", "step", "old_status", "new_status", "reason", "message", "attempt", "at")
 
 
 def _record(event: Event, tx: _Tx | None) -> None:
     if tx is not None:
         tx.add(event)
     else:
-        event.save()
-        _changed([event.run_id])
+        own = _Tx()
+        own.add(event)
+        own.flush()
 
 
 def _step_move(
@@ -181,13 +202,15 @@ def _step_move(
 ) -> bool:
     """Conditionally move one step; record the event. False when zero rows matched."""
     sources, target = transition
-    query = StepRun.objects.filter(pk=step.pk, status__in=sources)
+    where = f"id = %s AND status IN ({sql.placeholders(sources)})"
+    params: list[Any] = [step.pk, *sources]
     if attempt is not None:
-        query = query.filter(attempt=attempt)
+        where += " AND attempt = %s"
+        params.append(attempt)
     if target == S.FAILED:
         fields.setdefault("failure_reason", reason)
         fields.setdefault("failure_message", message)
-    if not query.update(status=target, **fields):
+    if not sql.update(StepRun, {"status": target, **fields}, where, params)[0]:
         return False
     old = step.status
     step.status = target
@@ -227,9 +250,9 @@ def _steps_move(
     if target == S.FAILED:
         fields.setdefault("failure_reason", reason)
         fields.setdefault("failure_message", message)
-    StepRun.objects.filter(pk__in=[s.pk for s in steps], status__in=sources).update(
-        status=target, **fields
-    )
+    ids = [s.pk for s in steps]
+    where = f"id IN ({sql.placeholders(ids)}) AND status IN ({sql.placeholders(sources)})"
+    sql.update(StepRun, {"status": target, **fields}, where, [*ids, *sources])
     for step in steps:
         tx.add(
             Event(
@@ -258,9 +281,8 @@ def _run_move(
     sources, target = transition
     if target == R.FAILED:
         fields.setdefault("failure_reason", reason)
-    if not PipelineRun.objects.filter(pk=run.pk, status__in=sources).update(
-        status=target, **fields
-    ):
+    where = f"id = %s AND status IN ({sql.placeholders(sources)})"
+    if not sql.update(PipelineRun, {"status": target, **fields}, where, [run.pk, *sources])[0]:
         return False
     old = run.status
     run.status = target
@@ -342,32 +364,20 @@ def _lock_run(run_id: int) -> PipelineRun | None:
     of a run to an end (and may end the run, or make its successors ready) holds it, so two
     such transitions of one run never see each other half done. Its version comes with it
     (id and digest: the key of its graph)."""
-    return (
-        PipelineRun.objects.select_for_update(of=("self",))
-        .select_related("pipeline_version")
-        .only("id", "workspace_id", "status", "cancel_requested", "pipeline_version__digest")
-        .filter(pk=run_id)
-        .first()
+    rows = sql.execute(
+        f"SELECT r.id, r.workspace_id, r.status, r.cancel_requested, v.id, v.digest "
+        f"FROM {sql.table(PipelineRun)} r JOIN {sql.table(PipelineVersion)} v "
+        f"ON v.id = r.pipeline_version_id WHERE r.id = %s{sql.for_update('r')}",
+        [run_id],
     )
-
-
-# The columns the scheduler reads of a step it moves (not the run's sources or logs).
-_STEP_COLUMNS = (
-    "id",
-    "workspace_id",
-    "run_id",
-    "name",
-    "module_version",
-    "params",
-    "status",
-    "reuse_allowed",
-    "attempt",
-    "cache_key",
-    "runtime",
-    "waiting",
-    "cancel_requested",
-    "module_version__code_digest",
-)
+    if not rows:
+        return None
+    pk, workspace_id, status, cancel_requested, version_id, digest = rows[0]
+    run = PipelineRun(
+        id=pk, workspace_id=workspace_id, status=status, cancel_requested=bool(cancel_requested)
+    )
+    run.pipeline_version = PipelineVersion(id=version_id, digest=digest)
+    return run
 
 
 # --- starting a run -------------------------------------------------------------------------
@@ -583,11 +593,53 @@ def run_advance(run_id: int) -> list[int]:
 
 
 def _ready_steps(run_id: int, names: Iterable[str] | None = None) -> list[StepRun]:
-    """The run's pending steps with nothing left to wait for (of `names`, if given)."""
-    query = StepRun.objects.filter(run_id=run_id, status=S.PENDING, waiting=0)
+    """The run's pending steps with nothing left to wait for (of `names`, if given), with
+    what keying them needs (their module version's code digest)."""
+    where, params = "s.run_id = %s AND s.status = %s AND s.waiting = 0", [run_id, S.PENDING]
     if names is not None:
-        query = query.filter(name__in=list(names))
-    return list(query.select_related("module_version").only(*_STEP_COLUMNS).order_by("position"))
+        names = list(names)
+        where += f" AND s.name IN ({sql.placeholders(names)})"
+        params += names
+    rows = sql.execute(
+        f"SELECT s.id, s.workspace_id, s.name, s.params, s.status, s.reuse_allowed, "
+        f"s.attempt, s.cache_key, s.runtime, s.waiting, s.cancel_requested, m.id, "
+        f"m.code_digest FROM {sql.table(StepRun)} s JOIN {sql.table(ModuleVersion)} m "
+        f"ON m.id = s.module_version_id WHERE {where} ORDER BY s.position",
+        params,
+    )
+    steps = []
+    for (
+        pk,
+        space,
+        name,
+        params_,
+        status,
+        reuse,
+        attempt,
+        key,
+        runtime,
+        waiting,
+        cancel,
+        mv,
+        digest,
+    ) in rows:
+        step = StepRun(
+            id=pk,
+            workspace_id=space,
+            run_id=run_id,
+            name=name,
+            params=sql.from_json(params_),
+            status=status,
+            reuse_allowed=bool(reuse),
+            attempt=attempt,
+            cache_key=key,
+            runtime=runtime,
+            waiting=waiting,
+            cancel_requested=bool(cancel),
+        )
+        step.module_version = ModuleVersion(id=mv, code_digest=digest)
+        steps.append(step)
+    return steps
 
 
 def _count_down(run: PipelineRun, graph: StepGraph, done: Iterable[str]) -> list[StepRun]:
@@ -600,7 +652,12 @@ def _count_down(run: PipelineRun, graph: StepGraph, done: Iterable[str]) -> list
     for name, count in counts.items():
         by_count.setdefault(count, []).append(name)
     for count, names in by_count.items():
-        StepRun.objects.filter(run_id=run.pk, name__in=names).update(waiting=F("waiting") - count)
+        sql.update(
+            StepRun,
+            {"waiting": sql.Raw(f"waiting - {int(count)}")},
+            f"run_id = %s AND name IN ({sql.placeholders(names)})",
+            [run.pk, *names],
+        )
     return _ready_steps(run.pk, counts)
 
 
@@ -610,10 +667,12 @@ def _start_ready(
     ready: list[StepRun],
     known: dict[str, dict[str, Artifact]],
     tx: _Tx,
+    pinned: dict[int, dict[str, Artifact]] | None = None,
 ) -> list[int]:
     """Start ready steps: each is keyed, then reused, followed or queued; a reused one's
     successors may become ready in turn. `known` holds outputs already in hand by step name
-    (the step that just finished); others are read. Returns the steps queued."""
+    (the step that just finished); others are read. Returns the steps queued; `pinned`, if
+    given, gets each one's inputs."""
     queued: list[int] = []
     work = list(ready)
     while work:
@@ -640,6 +699,8 @@ def _start_ready(
         outcome, outputs = _queue_or_follow(step, tx)
         if outcome == S.QUEUED:
             queued.append(step.pk)
+            if pinned is not None:
+                pinned[step.pk] = inputs
         elif outcome == S.REUSED:
             known[step.name] = outputs
             work.extend(_count_down(run, graph, [step.name]))
@@ -660,13 +721,15 @@ def _resolve_inputs(
     bindings = graph.bindings[name]
     wanted = {b.step for b in bindings.values() if not b.is_dataset and b.step not in known}
     if wanted and read:
-        for out in (
-            StepOutput.objects.filter(step__run_id=run.pk, step__name__in=wanted)
-            .select_related("artifact")
-            .annotate(step_name=F("step__name"))
-            .order_by()
+        names = sorted(wanted)
+        for step_name, output, *columns in sql.execute(
+            f"SELECT s.name, o.name, {_ARTIFACT_SELECT} FROM {sql.table(StepOutput)} o "
+            f"JOIN {sql.table(StepRun)} s ON s.id = o.step_id "
+            f"JOIN {sql.table(Artifact)} a ON a.id = o.artifact_id "
+            f"WHERE s.run_id = %s AND s.name IN ({sql.placeholders(names)})",
+            [run.pk, *names],
         ):
-            known.setdefault(out.step_name, {})[out.name] = out.artifact
+            known.setdefault(step_name, {})[output] = _artifact(columns)
     resolved: dict[str, Artifact] = {}
     for input_name, binding in bindings.items():
         if binding.is_dataset:
@@ -717,8 +780,8 @@ def _pin_inputs(step: StepRun, inputs: dict[str, Any], rekeyed: bool) -> None:
     """Pin the inputs the step is keyed with; a step keyed before has its old pins replaced."""
     if rekeyed:
         StepInput.objects.filter(step=step).delete()
-    StepInput.objects.bulk_create(
-        StepInput(step=step, name=name, artifact=artifact) for name, artifact in inputs.items()
+    sql.insert(
+        StepInput, ("step", "name", "artifact"), ((step.pk, n, a.pk) for n, a in inputs.items())
     )
 
 
@@ -734,37 +797,29 @@ _REUSE_TRIES = 5
 def _reuse_source(step: StepRun) -> tuple[StepRun, dict[str, Artifact]] | None:
     """The latest succeeded step with the same key in the workspace whose outputs the store
     still holds, with those outputs ({name: Artifact}); None if there is none or reuse is
-    off. One query a try: the source and its outputs come together. A source found with
-    missing bytes has them marked missing (artifacts_missing), and the step's `reuse_note`
-    says so: it runs instead, and its page says why."""
+    off. One statement a try: the source and its outputs come together. A source found
+    with missing bytes has them marked missing (artifacts_missing), and the step's
+    `reuse_note` says so: it runs instead, and its page says why."""
     if not step.reuse_allowed:
         return None
-    candidates = (
-        StepRun.objects.filter(
-            workspace_id=step.workspace_id,
-            cache_key=step.cache_key,
-            status=S.SUCCEEDED,
-            reuse_forgotten_at__isnull=True,
-        )
-        .exclude(outputs__artifact__state__in=UNUSABLE_STATES)
-        .order_by("-finished_at", "-pk")
+    steps, outputs, artifacts = sql.table(StepRun), sql.table(StepOutput), sql.table(Artifact)
+    statement = (
+        f"SELECT c.id, c.run_id, o.name, {_ARTIFACT_SELECT} FROM {steps} c "
+        f"LEFT JOIN {outputs} o ON o.step_id = c.id LEFT JOIN {artifacts} a "
+        f"ON a.id = o.artifact_id WHERE c.id = (SELECT t.id FROM {steps} t "
+        f"WHERE t.workspace_id = %s AND t.cache_key = %s AND t.status = %s "
+        f"AND t.reuse_forgotten_at IS NULL AND t.id <> %s AND NOT EXISTS (SELECT 1 "
+        f"FROM {outputs} u JOIN {artifacts} b ON b.id = u.artifact_id "
+        f"WHERE u.step_id = t.id AND b.state IN ({sql.placeholders(UNUSABLE_STATES)})) "
+        f"ORDER BY t.finished_at DESC, t.id DESC LIMIT 1)"
     )
-    if step.pk is not None:
-        candidates = candidates.exclude(pk=step.pk)
+    params = [step.workspace_id, step.cache_key, S.SUCCEEDED, step.pk or 0, *UNUSABLE_STATES]
     for _ in range(_REUSE_TRIES):
-        rows = list(
-            StepRun.objects.filter(pk=Subquery(candidates.values("pk")[:1]))
-            .order_by()
-            .values_list("pk", "run_id", "outputs__name", *_ARTIFACT_COLUMNS)
-        )
+        rows = sql.execute(statement, params)
         if not rows:
             return None
-        source = StepRun(pk=rows[0][0], run_id=rows[0][1], status=S.SUCCEEDED)
-        linked = {
-            row[2]: Artifact(**dict(zip(_ARTIFACT_FIELDS, row[3:], strict=True)))
-            for row in rows
-            if row[2] is not None
-        }
+        source = StepRun(id=rows[0][0], run_id=rows[0][1], status=S.SUCCEEDED)
+        linked = {row[2]: _artifact(row[3:]) for row in rows if row[2] is not None}
         missing = artifacts_missing(linked.values())
         if not missing:
             return source, linked
@@ -776,7 +831,7 @@ def _reuse_source(step: StepRun) -> tuple[StepRun, dict[str, Artifact]] | None:
     return None
 
 
-# An output's artifact, read with its source in _reuse_source's one query.
+# An artifact as the scheduler reads it with the step that links it (SQL, then a model).
 _ARTIFACT_FIELDS = (
     "id",
     "workspace_id",
@@ -787,7 +842,11 @@ _ARTIFACT_FIELDS = (
     "storage_name",
     "state",
 )
-_ARTIFACT_COLUMNS = tuple(f"outputs__artifact__{name}" for name in _ARTIFACT_FIELDS)
+_ARTIFACT_SELECT = ", ".join(f"a.{name}" for name in _ARTIFACT_FIELDS)
+
+
+def _artifact(values: Sequence[Any]) -> Artifact:
+    return Artifact(**dict(zip(_ARTIFACT_FIELDS, values, strict=True)))
 
 
 class _ReuseInstead(Exception):
@@ -928,7 +987,12 @@ def _finish_if_done(run: PipelineRun, tx: _Tx) -> None:
     steps to end cannot each think the other still runs)."""
     if run.status != R.RUNNING:
         return
-    if StepRun.objects.filter(run_id=run.pk, status__in=_OPEN).order_by().exists():
+    still_open = sql.execute(
+        f"SELECT 1 FROM {sql.table(StepRun)} WHERE run_id = %s "
+        f"AND status IN ({sql.placeholders(_OPEN)}) LIMIT 1",
+        [run.pk, *_OPEN],
+    )
+    if still_open:
         return
     ended = list(
         StepRun.objects.filter(run_id=run.pk, status__in=(S.FAILED, S.CANCELED))
@@ -963,43 +1027,38 @@ def _step_ended(run: PipelineRun | None, step: StepRun, tx: _Tx) -> list[int]:
 
 
 # --- worker side ----------------------------------------------------------------------------
-_CLAIM_SQL = """
-UPDATE {table} SET status = %s, attempt = attempt + 1, worker = %s, started_at = %s,
-    lease_expires_at = %s
-WHERE id = %s AND status = %s AND NOT cancel_requested{runtime}
-RETURNING {columns}
-"""
-_CLAIMED_COLUMNS = (
-    "id",
-    "workspace_id",
-    "run_id",
-    "name",
-    "module_version_id",
-    "params",
-    "status",
-    "attempt",
-    "timeout_s",
-    "max_attempts",
-    "worker",
-    "started_at",
-    "runtime",
-)
+# What a claim returns of the step: what the worker needs to run it (its module version is
+# read through a per-process cache: versions never change).
+_CLAIMED = (
+    "id", "workspace_id", "run_id", "name", "module_version_id", "params", "attempt",
+    "timeout_s", "max_attempts", "started_at", "runtime",
+)  # fmt: skip
 
 
 def _claim_update(step_id: int, worker: str, runtime: str | None, now: Any) -> StepRun | None:
     """The claim itself: one conditional UPDATE ... RETURNING the row (PostgreSQL, and
-    SQLite from 3.35)."""
-    lease = now + timedelta(seconds=engine().lease_s)
-    params: list[Any] = [S.RUNNING, worker, now, lease, step_id, S.QUEUED]
+    SQLite from 3.35): a new attempt, the fencing token of everything it reports."""
+    where = "id = %s AND status = %s AND NOT cancel_requested"
+    params: list[Any] = [step_id, S.QUEUED]
     if runtime is not None:
+        where += " AND runtime IN ('', %s)"
         params.append(runtime)
-    sql = _CLAIM_SQL.format(
-        table=StepRun._meta.db_table,
-        columns=", ".join(_CLAIMED_COLUMNS),
-        runtime=" AND runtime IN ('', %s)" if runtime is not None else "",
+    values = {
+        "status": S.RUNNING,
+        "attempt": sql.Raw("attempt + 1"),
+        "worker": worker,
+        "started_at": now,
+        "lease_expires_at": now + timedelta(seconds=engine().lease_s),
+    }
+    count, rows = sql.update(StepRun, values, where, params, returning=_CLAIMED)
+    if not count:
+        return None
+    claimed = dict(zip(_CLAIMED, rows[0], strict=True))
+    return StepRun(
+        **{**claimed, "params": sql.from_json(claimed["params"]), "started_at": now},
+        status=S.RUNNING,
+        worker=worker,
     )
-    rows = list(StepRun.objects.raw(sql, params))
-    return rows[0] if rows else None
 
 
 @retry_on_conflict
@@ -1067,6 +1126,7 @@ class Recorded:
     moved: bool
     queued: tuple[int, ...] = ()
     claimed: StepRun | None = None
+    claimed_inputs: dict[str, Artifact] | None = None  # what `claimed` reads, by input
 
     def __bool__(self) -> bool:
         return self.moved
@@ -1102,22 +1162,27 @@ def step_succeed(
             step, STEP_SUCCEED, attempt=attempt, finished_at=timezone.now(), tx=tx
         ):
             return Recorded(False)
-        StepOutput.objects.bulk_create(
-            StepOutput(step=step, name=name, artifact=artifact)
-            for name, artifact in outputs.items()
+        sql.insert(
+            StepOutput,
+            ("step", "name", "artifact"),
+            ((step.pk, n, a.pk) for n, a in outputs.items()),
         )
         if replace_live:
             Metric.objects.filter(step=step).delete()
-        Metric.objects.bulk_create(
-            Metric(step=step, name=m.name, value=m.value, index=m.step) for m in metrics
+        now = timezone.now()
+        sql.insert(
+            Metric,
+            ("step", "name", "value", "index", "at"),
+            ((step.pk, m.name, m.value, m.step, now) for m in metrics),
         )
         follower_runs = _release_followers(step, succeeded=True, outputs=outputs, tx=tx)
         queued: list[int] = []
         claimed = None
+        pinned: dict[int, dict[str, Artifact]] = {}
         if run.status == R.RUNNING:
             graph = _run_graph(run)
             ready = _count_down(run, graph, [step.name])
-            queued = _start_ready(run, graph, ready, {step.name: dict(outputs)}, tx)
+            queued = _start_ready(run, graph, ready, {step.name: dict(outputs)}, tx, pinned)
             if claim_next is not None and queued:
                 claimed = _claim_in(queued[0], *claim_next, timezone.now(), tx)
             if not queued:  # a step just queued is open: the run goes on
@@ -1125,7 +1190,8 @@ def step_succeed(
         tx.flush()
         _dispatch(queued[1:] if claimed is not None else queued)
     _advance_runs(run_id for run_id in follower_runs if run_id != step.run_id)
-    return Recorded(True, tuple(queued), claimed)
+    inputs = pinned.get(claimed.pk) if claimed is not None else None
+    return Recorded(True, tuple(queued), claimed, inputs)
 
 
 def step_metrics_append(step_id: int, attempt: int, points: list[Any]) -> bool:
@@ -1184,15 +1250,19 @@ def _release_followers(
     back to pending otherwise; returns their runs, to advance after commit."""
     # All followers in a fixed number of statements (a sweep's leader has many). Locked
     # first, so the one conditional UPDATE moves exactly the rows read.
+    rows = sql.execute(
+        f"SELECT s.id FROM {sql.table(StepRun)} s WHERE s.following_id = %s "
+        f"AND s.status = %s ORDER BY s.id{sql.for_update('s')}",
+        [leader.pk, S.FOLLOWING],
+    )
+    if not rows:
+        return []  # the common case: nobody followed this step
     followers = list(
-        StepRun.objects.select_for_update(of=("self",))
-        .filter(following=leader, status=S.FOLLOWING)
+        StepRun.objects.filter(pk__in=[row[0] for row in rows], status=S.FOLLOWING)
         .select_related("run__pipeline_version")
         .only("pk", "run", "name", "status", "attempt", "run__pipeline_version__digest")
         .order_by("pk")
     )
-    if not followers:
-        return []
     if not succeeded:
         _steps_move(
             followers, STEP_UNFOLLOW, tx, message="its leader did not succeed", following=None

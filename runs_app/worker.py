@@ -112,13 +112,28 @@ def sandbox_policy() -> SandboxPolicy:
     store = getattr(artifact_storage(), "location", None)
     if store:
         private.append(store)
+    return _policy(
+        conf.step_sandbox,
+        conf.step_network,
+        tuple(str(p) for p in private),
+        tuple(conf.step_read_dirs),
+        tuple(conf.step_write_dirs),
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _policy(
+    mode: str, network: str, private: tuple[str, ...], read: tuple[str, ...], write: tuple[str, ...]
+) -> SandboxPolicy:
+    # Read per step (tests change the settings as they go), made once per distinct value:
+    # resolving the private folders is a few system calls each.
     return SandboxPolicy(
         # The settings module refused any other value.
-        mode=cast(SandboxMode, conf.step_sandbox),
-        network=cast(NetworkMode, conf.step_network),
+        mode=cast(SandboxMode, mode),
+        network=cast(NetworkMode, network),
         private=tuple(str(Path(p).resolve()) for p in private),
-        read=conf.step_read_dirs,
-        write=conf.step_write_dirs,
+        read=read,
+        write=write,
     )
 
 
@@ -211,10 +226,15 @@ class WorkerServices:
         """Claim and run a step; then run the successor its success claimed for us, if any
         (its inputs on hand, the zygote warm), and so on down a chain."""
         step = scheduler.step_claim(step_id, self.name, self.runtime)
+        inputs = None
         while step is not None:
-            step = self._run_attempt(step)
+            step, inputs = self._run_attempt(step, inputs)
 
-    def _run_attempt(self, step: StepRun) -> StepRun | None:
+    def _run_attempt(
+        self, step: StepRun, pinned: dict[str, Artifact] | None = None
+    ) -> tuple[StepRun | None, dict[str, Artifact] | None]:
+        """Run one claimed attempt (its inputs, when the claim knew them, as `pinned`);
+        returns the next step its success claimed for us, and that step's inputs."""
         attempt = step.attempt
         logs = StepLogWriter(step.pk, attempt)
         live_metrics = StepMetricWriter(step.pk, attempt)
@@ -224,9 +244,13 @@ class WorkerServices:
             code_dir = materialise_code(
                 version.files, version.code_digest, self.cache_root / "code"
             )
+            if pinned is None:
+                pinned = {
+                    item.name: item.artifact for item in step.inputs.select_related("artifact")
+                }
             inputs = {
-                item.name: self._local_input(item.artifact, work / "inputs" / item.name)
-                for item in step.inputs.select_related("artifact")
+                name: self._local_input(artifact, work / "inputs" / name)
+                for name, artifact in pinned.items()
             }
             output_dir = work / STEP_DIR
             job = StepJob(
@@ -256,10 +280,10 @@ class WorkerServices:
                     }
                 except OutputError as error:
                     scheduler.step_fail(step, attempt, FailureReason.OUTPUT_INVALID, str(error))
-                    return None
+                    return None, None
                 except OSError as error:
                     scheduler.step_fail(step, attempt, FailureReason.STORAGE_FULL, str(error))
-                    return None
+                    return None, None
                 recorded = scheduler.step_succeed(
                     step,
                     attempt,
@@ -268,18 +292,18 @@ class WorkerServices:
                     claim_next=(self.name, self.runtime),
                     replace_live=live_metrics.wrote,
                 )
-                return recorded.claimed
+                return recorded.claimed, recorded.claimed_inputs
             if result.status == "canceled":
                 scheduler.step_cancel_running(step, attempt)
-                return None
+                return None, None
             scheduler.step_fail(
                 step, attempt, result.reason or FailureReason.INTERNAL_ERROR, result.message
             )
-            return None
+            return None, None
         except Exception as error:
             log.exception("step %s attempt %s failed inside the worker", step.pk, attempt)
             scheduler.step_fail(step, attempt, FailureReason.INTERNAL_ERROR, repr(error))
-            return None
+            return None, None
         finally:
             with self.lock:
                 self.cancels.discard((step.pk, attempt))
