@@ -44,6 +44,7 @@ from runs_app.models import (
     Metric,
     PipelineRun,
     RunStatus,
+    RunTag,
     StepOutput,
     StepRun,
     StepStatus,
@@ -92,7 +93,7 @@ def run_for(request: Request, workspace: str, run_id: int, role: str = Role.VIEW
 
 def run_detail(run: PipelineRun) -> dict[str, Any]:
     """A run with its steps and their outputs (RunDetailSerializer's shape) and the steps
-    whose module has a newer version, in six queries whatever the number of steps."""
+    whose module has a newer version, in seven queries whatever the number of steps."""
     # The last event is read first, before the run and its steps: a change made while this
     # answer is built then shows as a newer event next time, never as a state already seen.
     last_event = Event.objects.filter(run_id=run.pk).aggregate(last=Max("pk"))["last"] or 0
@@ -106,6 +107,7 @@ def run_detail(run: PipelineRun) -> dict[str, Any]:
     prefetch_related_objects(steps, Prefetch("outputs", queryset=outputs))
     return {
         **RunSerializer(run).data,
+        "tags": sorted(RunTag.objects.filter(run=run).values_list("name", flat=True)),
         "steps": StepRunSerializer(steps, many=True).data,
         "newer_modules": newer_modules(run.pipeline_version),
         "last_event": last_event,
@@ -126,9 +128,14 @@ class RunListApi(ApiMixin, generics.ListAPIView[PipelineRun]):
 
     class OutputSerializer(RunSerializer):
         step_counts = serializers.SerializerMethodField()
+        tags = serializers.SerializerMethodField()
 
         class Meta(RunSerializer.Meta):
-            fields = [*RunSerializer.Meta.fields, "step_counts"]
+            fields = [*RunSerializer.Meta.fields, "tags", "step_counts"]
+
+        @extend_schema_field({"type": "array", "items": {"type": "string"}})
+        def get_tags(self, obj: PipelineRun) -> list[str]:
+            return [tag.name for tag in obj.tags.all()]  # prefetched by selectors.run_list
 
         @extend_schema_field({"type": "object", "additionalProperties": {"type": "integer"}})
         def get_step_counts(self, obj: PipelineRun) -> dict[str, int]:
@@ -234,6 +241,57 @@ class RunPinApi(ApiMixin, APIView):
         data.is_valid(raise_exception=True)
         services.run_pin(run, pinned=data.validated_data["pinned"])
         return Response(run_detail(run))
+
+
+class RunAnnotationsApi(ApiMixin, APIView):
+    """What people say of a run: its tags and note, the only things about a run they may
+    change. PUT sets what it gives: `tags` replaces the whole set, `add` and `remove`
+    change it, `note` replaces the note."""
+
+    class InputSerializer(serializers.Serializer[Any]):
+        tags = serializers.ListField(
+            child=serializers.CharField(allow_blank=True),
+            required=False,
+            max_length=100,
+            help_text="The run's tags, all of them: 1-50 of letters, digits, _ . : - each, "
+            "at most 20.",
+        )
+        add = serializers.ListField(
+            child=serializers.CharField(allow_blank=True),
+            required=False,
+            max_length=100,
+            help_text="Tags to add to those the run has.",
+        )
+        remove = serializers.ListField(
+            child=serializers.CharField(allow_blank=True),
+            required=False,
+            max_length=100,
+            help_text="Tags to take off (one it does not have is no error).",
+        )
+        note = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            trim_whitespace=False,
+            help_text="The note, at most 10,000 characters; empty clears it.",
+        )
+
+    class OutputSerializer(serializers.Serializer[Any]):
+        run = serializers.IntegerField()
+        tags = serializers.ListField(child=serializers.CharField(), help_text="Sorted.")
+        note = serializers.CharField()
+
+    @extend_schema(responses={200: OutputSerializer})
+    def get(self, request: Request, workspace: str, run_id: int) -> Response:
+        run = run_for(request, workspace, run_id)
+        return Response(self.OutputSerializer(selectors.run_annotations(run)).data)
+
+    @extend_schema(request=InputSerializer, responses={200: OutputSerializer})
+    def put(self, request: Request, workspace: str, run_id: int) -> Response:
+        run = run_for(request, workspace, run_id, Role.EDITOR)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        answer = services.run_annotate(run, **data.validated_data, user=request.user)
+        return Response(self.OutputSerializer(answer).data)
 
 
 class RetentionSerializer(serializers.Serializer[Any]):

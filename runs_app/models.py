@@ -93,6 +93,10 @@ class Sweep(models.Model):
         return self.name
 
 
+NOTE_MAX = 10_000
+TAG_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,49}$"
+
+
 class PipelineRun(models.Model):
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="runs")
     pipeline_version = models.ForeignKey(
@@ -125,7 +129,7 @@ class PipelineRun(models.Model):
     archived_at = models.DateTimeField(null=True, blank=True)
     pinned = models.BooleanField(default=False)
     # What a person says of the run (editable, unlike everything else about it).
-    note = models.TextField(blank=True, max_length=10_000)
+    note = models.TextField(blank=True, max_length=NOTE_MAX)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -146,9 +150,6 @@ class PipelineRun(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.pk}"
-
-
-TAG_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,49}$"
 
 
 class RunTag(models.Model):

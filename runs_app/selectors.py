@@ -22,6 +22,7 @@ from runs_app.models import (
     Metric,
     PipelineRun,
     RunStatus,
+    RunTag,
     StepInput,
     StepLog,
     StepOutput,
@@ -766,12 +767,18 @@ def artifact_lineage(artifact: Artifact) -> dict[str, Any]:
     return {"artifact": artifact.sha256, "nodes": list(nodes.values()), "edges": edges}
 
 
+def run_annotations(run: PipelineRun) -> dict[str, Any]:
+    """{"run", "tags" (sorted), "note"}: what people say of a run (one query)."""
+    tags = sorted(RunTag.objects.filter(run=run).values_list("name", flat=True))
+    return {"run": run.pk, "tags": tags, "note": run.note}
+
+
 # --- the runs list -----------------------------------------------------------------------------
 
 
 def run_list(workspace: Any, archived: bool = False) -> QuerySet[PipelineRun]:
     """The workspace's runs for the runs list (its archived ones instead with `archived`),
-    newest first, with what a row shows."""
+    newest first, with what a row shows (tags in one more query for the page)."""
     return (
         PipelineRun.objects.filter(workspace=workspace, archived_at__isnull=not archived)
         .select_related("pipeline_version__pipeline", "created_by", "sweep")
@@ -781,6 +788,7 @@ def run_list(workspace: Any, archived: bool = False) -> QuerySet[PipelineRun]:
             "sweep__axes",
             "pipeline_version__pipeline__description",
         )
+        .prefetch_related(Prefetch("tags", queryset=RunTag.objects.only("run_id", "name")))
         .order_by("-created_at", "-id")
     )
 

@@ -172,7 +172,58 @@ def run_detail(request: HttpRequest, slug: str, run_id: int) -> TemplateResponse
     workspace = run.workspace
     context = _explorer_context(request, workspace, run)
     context["newer_modules"] = newer_modules(run.pipeline_version)  # not in the live part
+    context["annotations"] = selectors.run_annotations(run)
     return TemplateResponse(request, "runs_app/run_detail.html", context)
+
+
+ANNOTATIONS = "runs_app/_run_annotations.html"
+
+
+def _tags_from_text(text: str) -> list[str]:
+    """The tags typed in the page's one field, separated by commas or spaces."""
+    return [t for t in text.replace(",", " ").split() if t]
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def run_annotations(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    """A run's tags and note, edited in place: GET shows them (`?edit=1`, editors: the form),
+    POST saves them. htmx gets the section back to swap in; a plain browser gets a page with
+    the form, and after saving goes back to the run."""
+    htmx = request.headers.get("HX-Request") == "true"
+    editing = request.method == "POST" or request.GET.get("edit") == "1"
+    run = selectors.get_run_for_user(
+        request.user, slug, run_id, role=Role.EDITOR if editing else Role.VIEWER
+    )
+    context: dict[str, Any] = {
+        "workspace": run.workspace,
+        "run": run,
+        "can_edit": role_allows(run.workspace, Role.EDITOR),
+        "annotations": selectors.run_annotations(run),
+    }
+    if request.method == "POST":
+        tags_text = request.POST.get("tags", "")
+        note = request.POST.get("note", "").replace("\r\n", "\n")
+        try:
+            context["annotations"] = services.run_annotate(
+                run, tags=_tags_from_text(tags_text), note=note, user=request.user
+            )
+        except DomainError as error:
+            context.update(errors=error.fields or {}, tags_text=tags_text, note=note)
+            name = f"{ANNOTATIONS}#form" if htmx else "runs_app/run_annotations.html"
+            return TemplateResponse(request, name, context, status=200 if htmx else 400)
+        if not htmx:
+            messages.success(request, f"Run {run.pk}: tags and note saved.")
+            return redirect("runs:detail", slug=slug, run_id=run.pk)
+        return TemplateResponse(request, f"{ANNOTATIONS}#display", context)
+    if editing:
+        context.update(
+            tags_text=" ".join(context["annotations"]["tags"]),
+            note=context["annotations"]["note"],
+        )
+        if not htmx:
+            return TemplateResponse(request, "runs_app/run_annotations.html", context)
+    return TemplateResponse(request, f"{ANNOTATIONS}#{'form' if editing else 'display'}", context)
 
 
 @login_required

@@ -657,7 +657,7 @@ def runs(
         return
     from rich.table import Table
 
-    table = Table("id", "status", "pipeline", "steps", "by", "created", "took")
+    table = Table("id", "status", "pipeline", "steps", "by", "created", "took", "tags")
     for row in rows:
         counts = row.get("step_counts", {})
         done = sum(counts.get(s, 0) for s in ("succeeded", "reused"))
@@ -669,6 +669,7 @@ def runs(
             row["created_by"] or "",
             row["created_at"][:19].replace("T", " "),
             _duration(row["started_at"], row["finished_at"]),
+            ", ".join(row.get("tags", [])),
         )
     out.print(table)
 
@@ -687,6 +688,10 @@ def show(
         print_json(detail)
         return
     out.print(steps_table(detail))
+    if detail.get("tags"):
+        out.print("tags: " + ", ".join(detail["tags"]), highlight=False)
+    if detail.get("note"):
+        out.print("note: " + detail["note"], highlight=False, markup=False)
     if detail["params"]:
         out.print("params: " + ", ".join(f"{k}={v!r}" for k, v in detail["params"].items()))
     for step in detail["steps"]:
@@ -952,6 +957,63 @@ def pin(
     with client_for(workspace) as client:
         client.pin(run_id, pinned=not off)
     out.print(f"run {run_id} {'unpinned' if off else 'pinned'}")
+
+
+@app.command()
+@handles_errors
+def tag(
+    run_id: Annotated[int, typer.Argument(metavar="RUN")],
+    tags: Annotated[
+        list[str] | None, typer.Argument(metavar="[TAG...]", help="Tags to add.")
+    ] = None,
+    remove: Annotated[
+        list[str] | None, typer.Option("--remove", "-r", help="A tag to take off (repeatable).")
+    ] = None,
+    workspace: Workspace = None,
+    as_json: AsJson = False,
+) -> None:
+    """Tag a run (find it later with `runs --filter "tag = NAME"`); --remove takes tags off.
+    Without tags, print the run's tags."""
+    with client_for(workspace) as client:
+        if tags or remove:
+            answer = client.annotate(run_id, add=tags or [], remove=remove or [])
+        else:
+            answer = client.annotations(run_id)
+    if as_json:
+        print_json(answer)
+        return
+    out.print(f"run {run_id}: {', '.join(answer['tags']) or 'no tags'}", highlight=False)
+
+
+@app.command()
+@handles_errors
+def note(
+    run_id: Annotated[int, typer.Argument(metavar="RUN")],
+    text: Annotated[
+        str | None, typer.Argument(metavar="[TEXT]", help="The note; '-' reads it from stdin.")
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the note.")] = False,
+    workspace: Workspace = None,
+    as_json: AsJson = False,
+) -> None:
+    """Write a run's note (it replaces the one there); without TEXT, print it."""
+    if clear and text is not None:
+        raise ValidationError("give a TEXT or --clear, not both")
+    if text == "-":
+        text = sys.stdin.read()
+    with client_for(workspace) as client:
+        if text is not None or clear:
+            answer = client.annotate(run_id, note="" if clear else text)
+        else:
+            answer = client.annotations(run_id)
+    if as_json:
+        print_json(answer)
+    elif text is not None or clear:
+        out.print(f"run {run_id}: note {'cleared' if clear else 'saved'}")
+    elif answer["note"]:
+        sys.stdout.write(answer["note"].rstrip("\n") + "\n")
+    else:
+        err.print(f"run {run_id} has no note")
 
 
 @app.command()

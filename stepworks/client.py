@@ -667,6 +667,32 @@ class Client:
         """Pin a run (never deleted) or unpin it."""
         return self.post(self._path("runs", _run_id(run), "pin", ""), {"pinned": pinned})
 
+    def annotations(self, run: Any) -> dict[str, Any]:
+        """A run's tags and note: {"run", "tags", "note"}."""
+        return self.get(self._path("runs", _run_id(run), "annotations", ""))
+
+    def annotate(
+        self,
+        run: Any,
+        *,
+        tags: Iterable[str] | None = None,
+        add: Iterable[str] | None = None,
+        remove: Iterable[str] | None = None,
+        note: str | None = None,
+    ) -> dict[str, Any]:
+        """Change a run's tags and note: `tags` replaces the set, `add` and `remove` change
+        it, `note` replaces the note (`""` clears it); what is not given stays. Returns
+        {"run", "tags", "note"}."""
+        body: dict[str, Any] = {}
+        for key, values in (("tags", tags), ("add", add), ("remove", remove)):
+            if values is not None:
+                body[key] = list(values)
+        if note is not None:
+            body["note"] = note
+        path = self._path("runs", _run_id(run), "annotations", "")
+        data: dict[str, Any] = self.request("PUT", path, json=body).json()
+        return data
+
     def forget(self, run: Any = None, step: str | None = None, module: str | None = None) -> int:
         """Forget cached results so later runs recompute them: a run's, one step's of a
         run, or a module version's (`module="name@N"`). Returns how many were forgotten."""

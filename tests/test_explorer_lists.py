@@ -14,7 +14,15 @@ from django.utils import timezone
 
 from runs_app import charts, scheduler
 from runs_app.diffs import diff_runs, run_diff
-from runs_app.models import Metric, PipelineRun, RunStatus, StepRun, StepStatus, Sweep
+from runs_app.models import (
+    Metric,
+    PipelineRun,
+    RunStatus,
+    RunTag,
+    StepRun,
+    StepStatus,
+    Sweep,
+)
 from runs_app.selectors import explain_reuse, human_duration, key_changes
 from tests.factories import chain
 from tests.test_explorer_pages import drain, finished_run, text
@@ -130,10 +138,9 @@ def test_runs_list_of_another_workspace_is_404(client: Any, world: Any) -> None:
     assert client.get(reverse("runs:list", args=["lab"])).status_code == 404
 
 
-# Session, user, workspace, pipeline choices, count, page, step counts, reuse sources,
-# metric values,
-# metric names.
-RUN_LIST_QUERIES = 10
+# Session, user, workspace, pipeline choices, count, page, tags, step counts, reuse sources,
+# metric values, metric names.
+RUN_LIST_QUERIES = 11
 
 
 @pytest.mark.parametrize("n", [1, 50])
@@ -142,7 +149,8 @@ def test_runs_list_costs_the_same_queries_for_1_or_50_runs(
 ) -> None:
     sweep_version = chain(world.workspace, "swept", length=1)
     sweep = Sweep.objects.create(workspace=world.workspace, name="s", base_version=sweep_version)
-    bare_runs(world.workspace, n, sweep_version, created_by=world.owner, sweep=sweep)
+    runs = bare_runs(world.workspace, n, sweep_version, created_by=world.owner, sweep=sweep)
+    RunTag.objects.bulk_create(RunTag(run=run, name=name) for run in runs for name in ("a", "b"))
     client.force_login(world.owner)
 
     with django_assert_num_queries(RUN_LIST_QUERIES):
@@ -156,6 +164,7 @@ def test_runs_list_costs_the_same_queries_for_1_or_50_runs(
 
     assert response.status_code == 200
     assert text(response).count('class="mono">#') == n
+    assert text(response).count('<span class="tag">b</span>') == n
     assert filtered.status_code == 200
     assert text(filtered).count('class="mono">#') == n
 
