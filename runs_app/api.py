@@ -122,7 +122,8 @@ class RunListApi(ApiMixin, generics.ListAPIView[PipelineRun]):
 
     `?filter=` takes the runs filter language (runs_app.query), e.g. `metrics.accuracy >
     0.9 and params.train.hidden = 32 and tag = baseline`; a filter that does not parse is a
-    400 whose `filter` field names the column at fault."""
+    400 whose `filter` field names the column at fault. `?sort=-metrics.accuracy` orders
+    them as the runs page does (a 400 naming `sort` for a column it cannot sort by)."""
 
     queryset = PipelineRun.objects.none()
 
@@ -171,8 +172,24 @@ class RunListApi(ApiMixin, generics.ListAPIView[PipelineRun]):
         archived = self.request.query_params.get("archived", "").lower() in ("true", "1")
         return selectors.run_list(workspace_of(self.request, self.kwargs["workspace"]), archived)
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "sort",
+                str,
+                description="The order: one column, `-` first for descending: "
+                f"{query.SORT_HELP} (e.g. `-metrics.accuracy`). Runs without a value come "
+                "last; equal values newest first. Default: `-created`.",
+            )
+        ]
+    )
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        runs = self.filter_queryset(self.get_queryset())
+        sort_text = request.query_params.get("sort", "")
+        if sort_text.strip():
+            annotations, order = query.run_ordering(query.parse_sort(sort_text))
+            runs = runs.alias(**annotations).order_by(*order)
+        page = self.paginate_queryset(runs)
         counts = selectors.run_step_counts([run.pk for run in page or []])
         data = self.OutputSerializer(page, many=True, context={"step_counts": counts}).data
         return self.get_paginated_response(data)

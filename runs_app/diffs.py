@@ -22,6 +22,13 @@ from artifacts.store import INLINE_IMAGE_TYPES, PARQUET_TYPE, artifact_open, med
 from pipelines_app.diffs import files_diff, steps_diff, text_diff
 from pipelines_app.models import ModuleVersion
 from runs_app.models import Metric, PipelineRun, StepOutput, StepRun
+from runs_app.sweeps.stats import default_direction
+
+
+def metric_direction(metric: str) -> str:
+    """Which end of a metric is better, "min" (a loss, an error) or "max": the sweep
+    comparison's rule, so the run comparison and the runs list agree with it."""
+    return default_direction(metric)
 
 
 def _number(value: Any) -> float | None:

@@ -422,3 +422,22 @@ class RetentionPolicy(models.Model):
 
     def __str__(self) -> str:
         return f"retention of {self.workspace_id}"
+
+
+class RunListPrefs(models.Model):
+    """The columns one user picked for one workspace's runs list, shown again on the next
+    visit: {"metrics": [name, ...], "params": ["step.param", ...]}. No row: the defaults
+    (the workspace's most used metrics)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    columns = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "workspace"], name="run_list_prefs_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"runs list of {self.user_id} in {self.workspace_id}"

@@ -1,5 +1,5 @@
-"""The runs filter language, one grammar for the runs page (`?q=`), the API (`?filter=`) and
-the CLI (`stepworks runs --filter`):
+"""The runs filter language, one grammar for the runs page and the API (`?filter=`) and the
+CLI (`stepworks runs --filter`):
 
     metrics.accuracy > 0.9 and params.train.hidden = 32 and tag = baseline
     status = failed or (pipeline = classify and created >= 2026-12-01)
@@ -13,6 +13,10 @@ being its source's), `params.STEP.PARAM` (the value the step ran with), `tag`, `
 'quoted text'. A mistake is a FilterError naming the column of the token at fault.
 
 `parse` is pure (text -> tree); `run_filter` turns a tree into a Q over PipelineRun.
+
+The runs list's order is written the same way, one column with an optional `-` for
+descending: `?sort=-metrics.accuracy`, `params.train.hidden`, `created`, ...
+(`run_ordering`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,17 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import (
+    DurationField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    OrderBy,
+    OuterRef,
+    Q,
+    Subquery,
+)
+from django.db.models.functions import Coalesce
 
 from runs_app.models import Metric, RunStatus, RunTag, StepRun
 from workspaces.errors import DomainError
@@ -41,6 +55,7 @@ _TOKEN = re.compile(
 )
 _NUMBER = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
 _KEYWORDS = {"and", "or", "not"}
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _EQUALITY = {"=", "!="}
 _FIELDS = ("metrics.NAME", "params.STEP.PARAM", "tag", "status", "pipeline", "version",
            "user", "sweep", "created")  # fmt: skip
@@ -212,7 +227,8 @@ def _checked(field: Token, op: Token, value: Token) -> Comparison:
         return _metric_comparison(field, op, value)
     if lower.startswith("params."):
         parts = field.text[len("params.") :].split(".", 1)
-        if len(parts) != 2 or not all(parts):
+        # Names only (no `__`): they become a JSON key path, never a lookup.
+        if len(parts) != 2 or not all(_NAME.match(p) and "__" not in p for p in parts):
             raise FilterError("name the step and the param: params.STEP.PARAM", field.column)
         return Comparison(f"params.{parts[0]}.{parts[1]}", op.text, _scalar(value), field.column)
     if lower in ("tag", "pipeline", "user", "status"):
@@ -319,9 +335,116 @@ def _comparison(c: Comparison) -> Q:
 
 
 def filter_q(text: str, field: str = "filter") -> Q:
-    """Parse and compile `text`; a FilterError names `field` (the page's `q`, the API's
-    `filter`)."""
+    """Parse and compile `text`; a FilterError names `field`."""
     try:
         return run_filter(parse(text))
     except FilterError as error:
         raise FilterError(error.reason, error.column, field) from None
+
+
+# --- the order of the runs list ---------------------------------------------------------------
+
+SORT_COLUMNS = ("id", "pipeline", "status", "duration", "user", "created")
+SORT_HELP = "id, pipeline, status, duration, user, created, metrics.NAME, params.STEP.PARAM"
+_METRIC_NAME = re.compile(r"^[A-Za-z0-9_.:/ -]{1,200}$")
+
+
+class SortError(DomainError):
+    def __init__(self, reason: str, field: str = "sort") -> None:
+        super().__init__(
+            "invalid_sort", f"Cannot sort the runs by that: {reason}.", {field: [reason]}
+        )
+
+
+@dataclass(frozen=True)
+class Sort:
+    """A parsed `?sort=`: the column (`created`, `metrics.accuracy`, `params.train.hidden`)
+    and its direction."""
+
+    column: str
+    descending: bool
+
+    @property
+    def text(self) -> str:
+        return ("-" if self.descending else "") + self.column
+
+
+def parse_sort(text: str, field: str = "sort") -> Sort:
+    """`-metrics.accuracy` -> Sort("metrics.accuracy", descending=True); a SortError naming
+    `field` for a column the runs list cannot sort by."""
+    text = text.strip()
+    descending = text.startswith("-")
+    column = text[1:] if descending else text
+    if column in SORT_COLUMNS:
+        return Sort(column, descending)
+    if column.startswith("metrics."):
+        if not _METRIC_NAME.match(column[len("metrics.") :]):
+            raise SortError(f"{column[:80]!r}: name the metric, metrics.NAME", field)
+        return Sort(column, descending)
+    if column.startswith("params."):
+        parts = column[len("params.") :].split(".")
+        # Names only (no `__`): they become a JSON key path, never a lookup.
+        if len(parts) != 2 or not all(_NAME.match(p) and "__" not in p for p in parts):
+            raise SortError(
+                f"{column[:80]!r}: name the step and the param, params.STEP.PARAM", field
+            )
+        return Sort(column, descending)
+    raise SortError(f"unknown column {column[:80]!r}; columns: {SORT_HELP}", field)
+
+
+def final_metric(name: str) -> Subquery:
+    """A run's final value of metric `name` (as its runs list column shows it): the last
+    point of the latest step that logged it, a reused step's being its source's."""
+    sources = (
+        StepRun.objects.filter(run_id=OuterRef(OuterRef("pk")))
+        .annotate(source=Coalesce("reused_from_id", "id"))
+        .values("source")
+    )
+    last = (
+        Metric.objects.filter(name=name, step_id__in=sources)
+        .order_by("-step__position", F("index").desc(nulls_last=True), "-id")
+        .values("value")[:1]
+    )
+    return Subquery(last)
+
+
+def run_ordering(sort: Sort) -> tuple[dict[str, Any], list[OrderBy | str]]:
+    """(annotations, order_by) putting runs in `sort`'s order; runs without a value (no such
+    metric, param or end) come last either way, and equal values newest first by id."""
+    value: Any
+    if sort.column == "id":
+        return {}, ["-id" if sort.descending else "id"]
+    if sort.column == "pipeline":
+        value = F("pipeline_version__pipeline__name")
+        extra: list[OrderBy | str] = [
+            F("pipeline_version__number").desc()
+            if sort.descending
+            else F("pipeline_version__number").asc()
+        ]
+    else:
+        extra = []
+        if sort.column == "status":
+            value = F("status")
+        elif sort.column == "user":
+            value = F("created_by__username")
+        elif sort.column == "created":
+            value = F("created_at")
+        elif sort.column == "duration":
+            value = ExpressionWrapper(
+                F("finished_at") - F("started_at"), output_field=DurationField()
+            )
+        elif sort.column.startswith("metrics."):
+            value = final_metric(sort.column[len("metrics.") :])
+        else:
+            step, param = sort.column[len("params.") :].split(".")
+            value = Subquery(
+                StepRun.objects.filter(run_id=OuterRef("pk"), name=step)
+                .order_by("position")
+                .values(f"params__{param}")[:1]
+            )
+    order = (
+        F("sort_value").desc(nulls_last=True)
+        if sort.descending
+        else F("sort_value").asc(nulls_last=True)
+    )
+    return {"sort_value": value}, [order, *extra, "-id"]

@@ -20,6 +20,7 @@ from runs_app.models import (
     TAG_RE,
     Event,
     PipelineRun,
+    RunListPrefs,
     RunTag,
     StepRun,
     StepStatus,
@@ -166,6 +167,19 @@ def run_annotate(
             PipelineRun.objects.filter(pk=run.pk).update(note=note)
             run.note = note
     return {"run": run.pk, "tags": sorted(final), "note": run.note}
+
+
+def run_list_columns_set(
+    user: Any, workspace: Any, *, metrics: list[str], params: list[str]
+) -> None:
+    """Remember the columns `user` picked for the workspace's runs list; none picked forgets
+    them (the list shows its defaults again)."""
+    if not metrics and not params:
+        RunListPrefs.objects.filter(user=user, workspace=workspace).delete()
+        return
+    RunListPrefs.objects.update_or_create(
+        user=user, workspace=workspace, defaults={"columns": {"metrics": metrics, "params": params}}
+    )
 
 
 def _ids(ids: list[int]) -> str:

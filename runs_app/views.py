@@ -8,6 +8,7 @@ that call it).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.contrib import messages
@@ -36,7 +37,7 @@ from pipelines_app.selectors import (
     newer_modules,
 )
 from runs_app import charts, downloads, query, retention, scheduler, selectors, services
-from runs_app.diffs import run_diff
+from runs_app.diffs import metric_direction, run_diff
 from runs_app.filters import RunFilter
 from runs_app.models import RUN_TERMINAL, STEP_TERMINAL, PipelineRun, StepRun
 from workspaces.errors import DomainError
@@ -67,33 +68,40 @@ def run_list(request: HttpRequest, slug: str) -> TemplateResponse:
     # A filter value that does not parse shows its error and matches nothing, rather than
     # being dropped silently (which would show every run as if it matched).
     runs = filterset.qs if filterset.is_valid() else filterset.queryset.none()
-    expression = request.GET.get("q", "").strip()
+    # `q` is what the page called it first: old links keep working.
+    expression = request.GET.get("filter", request.GET.get("q", "")).strip()
     query_error = None
     try:
-        runs = runs.filter(query.filter_q(expression, field="q"))
+        runs = runs.filter(query.filter_q(expression))
     except query.FilterError as error:
         query_error = error
         runs = runs.none()
+    sort, sort_error = _run_sort(request.GET.get("sort", ""))
+    if sort is not None:
+        annotations, order = query.run_ordering(sort)
+        runs = runs.alias(**annotations).order_by(*order)  # ordered by, never read
     page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
-    metric_names = list(dict.fromkeys(m for m in request.GET.getlist("metric") if m))
-    metric_names = metric_names[:MAX_METRIC_COLUMNS]
+    used_metrics = selectors.workspace_metric_names(workspace)
+    metric_names, param_keys, columns_from = _list_columns(request, workspace, used_metrics)
     ids = [run.pk for run in page]
-    counts = selectors.run_step_counts(ids)
-    values = selectors.run_metric_values(ids, metric_names)
+    steps = selectors.run_page_steps(ids)
+    values = selectors.run_metric_values(ids, metric_names, readers=steps["readers"])
     rows = [
         {
             "run": run,
-            "steps": counts[run.pk],
-            "step_total": sum(counts[run.pk].values()),
+            "steps": steps["counts"][run.pk],
+            "step_total": sum(steps["counts"][run.pk].values()),
             "duration_s": (
                 (run.finished_at - run.started_at).total_seconds()
                 if run.started_at and run.finished_at
                 else None
             ),
             "metrics": [values[run.pk].get(name) for name in metric_names],
+            "params": [steps["params"][run.pk].get(key) for key in param_keys],
         }
         for run in page
     ]
+    filtered = any(k not in LIST_VIEW_KEYS and v for k, v in request.GET.items())
     context = {
         "workspace": workspace,
         "filterset": filterset,
@@ -102,12 +110,104 @@ def run_list(request: HttpRequest, slug: str) -> TemplateResponse:
         "archived": archived,
         "can_edit": role_allows(workspace, Role.EDITOR),
         "metric_names": metric_names,
-        "available_metrics": selectors.workspace_metric_names(workspace),
-        "filtered": any(k not in {"page", "metric", "q"} and v for k, v in request.GET.items()),
+        "param_keys": param_keys,
+        "columns_from": columns_from,
+        "header": _list_header(sort, metric_names, param_keys),
+        "sort": sort.text if sort is not None else "",
+        "sort_error": sort_error,
+        "available_metrics": sorted(used_metrics),
+        "available_params": list(dict.fromkeys([*param_keys, *steps["param_keys"]])),
+        "filtered": filtered,
         "expression": expression,
         "query_error": query_error,
     }
     return TemplateResponse(request, "runs_app/run_list.html", context)
+
+
+# Query keys that choose what the list shows or how, not which runs.
+LIST_VIEW_KEYS = {"page", "metric", "param", "columns", "sort", "filter", "q", "archived"}
+MAX_PARAM_COLUMNS = 6
+DEFAULT_METRIC_COLUMNS = 3
+PARAM_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _run_sort(text: str) -> tuple[query.Sort | None, DomainError | None]:
+    """The list's order from `?sort=`; a column it cannot sort by is shown, and ignored."""
+    if not text.strip():
+        return None, None
+    try:
+        return query.parse_sort(text), None
+    except query.SortError as error:
+        return None, error
+
+
+def _list_columns(
+    request: HttpRequest, workspace: Workspace, used_metrics: list[str]
+) -> tuple[list[str], list[str], str]:
+    """The metric and param columns to show and where they come from: "url" (a link names
+    them), "picked" (the column chooser, remembered for this user), "saved" (what this user
+    picked last time) or "default" (the workspace's most used metrics)."""
+    metrics = list(dict.fromkeys(m for m in request.GET.getlist("metric") if m))
+    metrics = [m[:200] for m in metrics][:MAX_METRIC_COLUMNS]
+    params = list(dict.fromkeys(p for p in request.GET.getlist("param") if PARAM_KEY.match(p)))
+    params = params[:MAX_PARAM_COLUMNS]
+    chooser = request.GET.get("columns")
+    if chooser in ("1", "reset"):
+        if chooser == "reset":
+            metrics, params = [], []
+        services.run_list_columns_set(request.user, workspace, metrics=metrics, params=params)
+        if metrics or params:
+            return metrics, params, "picked"
+    elif metrics or params:
+        return metrics, params, "url"
+    else:
+        saved = selectors.run_list_columns(request.user, workspace)
+        if saved is not None:
+            return (
+                saved["metrics"][:MAX_METRIC_COLUMNS],
+                saved["params"][:MAX_PARAM_COLUMNS],
+                "saved",
+            )
+    return used_metrics[:DEFAULT_METRIC_COLUMNS], [], "default"
+
+
+# (sort key, label, numeric, first click sorts descending); None: not sortable.
+FIXED_COLUMNS: tuple[tuple[str | None, str, bool, bool], ...] = (
+    ("id", "Run", False, True),
+    ("pipeline", "Pipeline", False, False),
+    ("status", "Status", False, False),
+    (None, "Steps", False, False),
+    ("duration", "Duration", False, True),
+    ("user", "By", False, False),
+    ("created", "Created", False, True),
+)
+
+
+def _list_header(
+    sort: query.Sort | None, metrics: list[str], params: list[str]
+) -> list[dict[str, Any]]:
+    """The runs list's column headers: [{"label", "key", "numeric", "aria_sort", "next"}];
+    `next` is the `?sort=` a click asks for: the other direction when the column is the
+    sorted one, else its natural first direction (newest, largest, or a metric's better end
+    first: accuracy high to low, loss low to high)."""
+    current = sort or query.Sort("created", descending=True)
+    columns = [
+        *FIXED_COLUMNS,
+        *((f"metrics.{m}", m, True, metric_direction(m) == "max") for m in metrics),
+        *((f"params.{p}", p, True, False) for p in params),
+    ]
+    header = []
+    for key, label, numeric, descending_first in columns:
+        column: dict[str, Any] = {"label": label, "key": key, "numeric": numeric}
+        if key is not None:
+            active = key == current.column
+            descending = not current.descending if active else descending_first
+            column["next"] = ("-" if descending else "") + key
+            column["aria_sort"] = (
+                ("descending" if current.descending else "ascending") if active else "none"
+            )
+        header.append(column)
+    return header
 
 
 # --- the run explorer --------------------------------------------------------------------------

@@ -645,13 +645,23 @@ def runs(
             "'metrics.accuracy > 0.9 and params.train.hidden = 32 and tag = baseline'.",
         ),
     ] = None,
+    sort: Annotated[
+        str | None,
+        typer.Option(
+            "--sort",
+            help="One column, '-' first for descending: id, pipeline, status, duration, user, "
+            "created, metrics.NAME, params.STEP.PARAM (e.g. -metrics.accuracy).",
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1)] = 20,
     workspace: Workspace = None,
     as_json: AsJson = False,
 ) -> None:
-    """The workspace's runs, newest first."""
+    """The workspace's runs, newest first (or in --sort's order)."""
     with client_for(workspace) as client:
-        rows = client.runs(limit=limit, status=status or None, pipeline=pipeline, filter=where)
+        rows = client.runs(
+            limit=limit, status=status or None, pipeline=pipeline, filter=where, sort=sort
+        )
     if as_json:
         print_json(rows)
         return

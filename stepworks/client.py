@@ -612,7 +612,9 @@ class Client:
     def runs(self, limit: int | None = 50, **filters: Any) -> list[dict[str, Any]]:
         """Runs newest first; filters: status, pipeline, version, sweep, created_by,
         created_after, created_before (ISO 8601), and `filter`, the runs filter language
-        ("metrics.accuracy > 0.9 and tag = baseline")."""
+        ("metrics.accuracy > 0.9 and tag = baseline"); `sort="-metrics.accuracy"` orders
+        them by a column (id, pipeline, status, duration, user, created, metrics.NAME,
+        params.STEP.PARAM)."""
         return self.paginate(self._path("runs", ""), limit=limit, **filters)
 
     def get_run(self, run: Any) -> dict[str, Any]:

@@ -98,6 +98,7 @@ def test_a_database_from_before_the_move_migrates_forward_intact(
         "runs_app.0005_run_archive_pin...",
         "runs_app.0006_retention_policy...",
         "runs_app.0007_run_tags_and_note...",
+        "runs_app.0008_run_list_prefs...",
         "workspaces.0002_adopt_content_types...",
         "workspaces.0003_api_tokens...",
     ]

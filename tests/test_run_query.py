@@ -65,6 +65,7 @@ def test_values_are_typed_by_their_field():
         ("tag > baseline", 5, "tag takes = or !="),
         ("created < yesterday", 11, "a date (YYYY-MM-DD)"),
         ("params.hidden = 3", 1, "params.STEP.PARAM"),
+        ("params.s1.k__gt = 3", 1, "params.STEP.PARAM"),  # a name, never a lookup
         ("tag = a tag = b", 9, "expected 'and', 'or' or the end"),
         ("(tag = a", 9, "expected ')'"),
         ("tag = a and", 12, "expected a field"),
