@@ -18,6 +18,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
+    PolymorphicProxySerializer,
     extend_schema,
     extend_schema_field,
 )
@@ -36,7 +37,7 @@ from pipelines_app.selectors import (
 )
 from pipelines_app.serializers import ArtifactSerializer
 from runs_app import query, retention, scheduler, selectors, services, wakeups
-from runs_app.diffs import run_diff
+from runs_app.diffs import compare_ids, run_diff, runs_compare
 from runs_app.downloads import run_zip_response
 from runs_app.models import (
     RUN_TERMINAL,
@@ -657,11 +658,78 @@ class RunOutputsZipApi(ApiMixin, APIView):
 
 
 class RunCompareApi(ApiMixin, APIView):
-    """Two runs side by side: step outcomes, module versions, params and metrics."""
+    """Runs side by side. `?runs=1,2,3` (2 to 10 runs): params (those that differ first),
+    metrics (each step's final value, the best of each row marked by its direction), the
+    step-wise series, and per step which runs share its cache key. `?a=&b=`: two runs' step
+    outcomes, module versions, params and metrics with their deltas."""
 
     class QuerySerializer(serializers.Serializer[Any]):
         a = serializers.IntegerField(min_value=1, max_value=MAX_INT, help_text="A run id.")
         b = serializers.IntegerField(min_value=1, max_value=MAX_INT, help_text="Another run id.")
+
+    class ManyQuerySerializer(serializers.Serializer[Any]):
+        runs = serializers.CharField(
+            required=False,
+            max_length=400,
+            help_text="2 to 10 run ids, comma-separated (then `a` and `b` are not read).",
+        )
+        a = serializers.IntegerField(required=False, help_text="With `b`: two runs' diff.")
+        b = serializers.IntegerField(required=False)
+
+    class ManySerializer(serializers.Serializer[Any]):
+        class SideSerializer(serializers.Serializer[Any]):
+            id = serializers.IntegerField()
+            status = RunStatusField()
+            pipeline = serializers.CharField()
+            version = serializers.IntegerField()
+            param_overrides = serializers.JSONField()
+            created_by = serializers.CharField(allow_null=True)
+
+        class ParamRowSerializer(serializers.Serializer[Any]):
+            key = serializers.CharField(help_text="step.param")
+            values = serializers.ListField(
+                child=serializers.JSONField(allow_null=True), help_text="In the runs' order."
+            )
+            same = serializers.BooleanField()
+
+        class MetricRowSerializer(serializers.Serializer[Any]):
+            key = serializers.CharField(help_text="step.metric")
+            values = serializers.ListField(child=serializers.FloatField(allow_null=True))
+            same = serializers.BooleanField()
+            direction = serializers.ChoiceField(
+                choices=["min", "max"], help_text="Which end is better."
+            )
+            best = serializers.ListField(
+                child=serializers.BooleanField(), help_text="Which values are the row's best."
+            )
+
+        class StepRowSerializer(serializers.Serializer[Any]):
+            class StepCellSerializer(serializers.Serializer[Any]):
+                run = serializers.IntegerField()
+                status = serializers.CharField(allow_null=True)
+                reused_from_run = serializers.IntegerField(allow_null=True)
+                key = serializers.CharField(allow_null=True, help_text="The step's cache key.")
+                group = serializers.CharField(
+                    allow_null=True, help_text="A letter per distinct key: equal letters share it."
+                )
+                shared = serializers.BooleanField()
+
+            name = serializers.CharField()
+            cells = StepCellSerializer(many=True, help_text="In the runs' order.")
+            keys = serializers.IntegerField(help_text="Distinct cache keys among the runs.")
+
+        class DifferencesSerializer(serializers.Serializer[Any]):
+            params = serializers.IntegerField()
+            metrics = serializers.IntegerField()
+
+        runs = SideSerializer(many=True)
+        params = ParamRowSerializer(many=True)
+        metrics = MetricRowSerializer(many=True)
+        steps = StepRowSerializer(many=True)
+        series = serializers.JSONField(
+            help_text='{"step · metric": {"run id": [[index, value], ...]}}: step-wise metrics.'
+        )
+        differences = DifferencesSerializer()
 
     class OutputSerializer(serializers.Serializer[Any]):
         class SideSerializer(serializers.Serializer[Any]):
@@ -715,9 +783,23 @@ class RunCompareApi(ApiMixin, APIView):
         metrics = MetricRowSerializer(many=True)
         differences = DifferencesSerializer()
 
-    @extend_schema(parameters=[QuerySerializer], responses={200: OutputSerializer})
+    @extend_schema(
+        parameters=[ManyQuerySerializer],
+        responses={
+            200: PolymorphicProxySerializer(
+                component_name="RunComparison",
+                serializers=[OutputSerializer, ManySerializer],
+                resource_type_field_name=None,
+            )
+        },
+    )
     def get(self, request: Request, workspace: str) -> Response:
         workspace_of(request, workspace)  # a stranger gets 404 before any 400
+        if "runs" in request.query_params:
+            ids = compare_ids(request.query_params.getlist("runs"))
+            runs = selectors.get_runs_for_user(request.user, workspace, ids)
+            comparison = runs_compare(runs)
+            return Response(self.ManySerializer(comparison).data)
         query = self.QuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         a = run_for(request, workspace, query.validated_data["a"])

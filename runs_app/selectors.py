@@ -47,6 +47,26 @@ def get_run_for_user(user: Any, slug: str, run_id: int, role: str = Role.VIEWER)
     )
 
 
+def get_runs_for_user(
+    user: Any, slug: str, run_ids: list[int], role: str = Role.VIEWER
+) -> list[PipelineRun]:
+    """Runs `run_ids` of workspace `slug`, in that order (two queries: the workspace with the
+    caller's role, then the runs); a 404 naming the first id the workspace has not."""
+    workspace = get_workspace_for_user(user, slug, role)
+    found = {
+        run.pk: run
+        for run in PipelineRun.objects.filter(workspace=workspace, pk__in=run_ids)
+        .select_related("pipeline_version__pipeline", "created_by")
+        .defer("pipeline_version__source")
+    }
+    missing = [pk for pk in run_ids if pk not in found]
+    if missing:
+        raise Http404(f"No run {missing[0]} in this workspace.")
+    for run in found.values():
+        run.workspace = workspace  # with the caller's role, as the access helpers give it
+    return [found[pk] for pk in run_ids]
+
+
 def run_with_steps(run_id: int) -> PipelineRun:
     """A run with its steps (and each reused step's source) in two queries."""
     steps = StepRun.objects.select_related("reused_from").order_by("position")

@@ -37,7 +37,14 @@ from pipelines_app.selectors import (
     newer_modules,
 )
 from runs_app import charts, downloads, query, retention, scheduler, selectors, services
-from runs_app.diffs import metric_direction, run_diff
+from runs_app.diffs import (
+    COMPARE_MAX,
+    COMPARE_MIN,
+    compare_ids,
+    metric_direction,
+    pair_diff,
+    runs_compare,
+)
 from runs_app.filters import RunFilter
 from runs_app.models import RUN_TERMINAL, STEP_TERMINAL, PipelineRun, StepRun
 from workspaces.errors import DomainError
@@ -428,12 +435,22 @@ BULK_ACTIONS = ("archive", "restore", "delete")
 @login_required
 @require_POST
 def runs_bulk(request: HttpRequest, slug: str) -> HttpResponse:
-    """Archive, restore or delete the runs ticked in the runs list."""
-    workspace = get_workspace_for_user(request.user, slug, Role.EDITOR)
+    """Archive, restore or delete the runs ticked in the runs list (editors), or compare
+    them (anyone who sees them: off to the compare page's shareable address)."""
+    action = request.POST.get("action")
+    role = Role.VIEWER if action == "compare" else Role.EDITOR
+    workspace = get_workspace_for_user(request.user, slug, role)
     back = request.POST.get("back", "")
     if not back.startswith(f"/w/{workspace.slug}/runs/"):
         back = reverse("runs:list", args=[workspace.slug])
-    action = request.POST.get("action")
+    if action == "compare":
+        try:
+            ids = compare_ids(request.POST.getlist("runs"))
+        except DomainError as error:
+            messages.error(request, f"{error.message} Tick {COMPARE_MIN} to {COMPARE_MAX} runs.")
+            return redirect(back)
+        compare = reverse("runs:compare", args=[workspace.slug])
+        return redirect(f"{compare}?runs={','.join(map(str, ids))}")
     ids = [int(v) for v in request.POST.getlist("runs") if v.isdigit()]
     if action not in BULK_ACTIONS or not ids:
         messages.error(request, "Tick the runs first, then choose archive, restore or delete.")
@@ -788,33 +805,68 @@ def artifact_frame(request: HttpRequest, slug: str, sha256: str) -> HttpResponse
 
 @login_required
 def run_compare(request: HttpRequest, slug: str) -> TemplateResponse:
-    """Two runs side by side (`?a=&b=`, `&params=all` for every param, not only those that
-    differ); without both, a form to choose them."""
+    """2 to 10 runs side by side (`?runs=1,2,3`, or `?a=&b=` for two): params that differ
+    first, metrics with the best of each row, step-wise metrics overlaid, which runs share
+    each step's cache key, and two of them (`a` and `b`, the first two by default) in
+    detail: params, graph, code and outputs. Without runs, a form to pick them."""
     workspace = get_workspace_for_user(request.user, slug)
     a_id, b_id = int_or_none(request.GET.get("a")), int_or_none(request.GET.get("b"))
+    wanted = [v for v in request.GET.getlist("runs") if v.strip()]
+    if not wanted and a_id is not None and b_id is not None:
+        wanted = [f"{a_id},{b_id}"]
     context: dict[str, Any] = {
         "workspace": workspace,
-        "a_id": a_id,
-        "b_id": b_id,
         "compare_url": reverse("runs:compare", args=[slug]),
+        "limits": (COMPARE_MIN, COMPARE_MAX),
+        "a_id": a_id,
     }
-    if a_id is not None and b_id is not None:
-        a = selectors.get_run_for_user(request.user, slug, a_id)
-        b = selectors.get_run_for_user(request.user, slug, b_id)
-        diff = run_diff(a, b)
-        all_params = request.GET.get("params") == "all"
-        context.update(
-            a=a,
-            b=b,
-            sides=[a, b],
-            diff=diff,
-            all_params=all_params,
-            param_rows=[r for r in diff["params"] if all_params or not r["same"]],
-        )
-        link_outputs(workspace, diff["outputs"], a.pk, b.pk)
-    else:
-        context["recent"] = list(selectors.run_list(workspace)[:30])
-    return TemplateResponse(request, "runs_app/compare.html", context)
+    error = None
+    if wanted:
+        try:
+            ids = compare_ids(wanted)
+        except DomainError as problem:
+            error = problem
+        else:
+            context.update(_compare_context(request, slug, ids, a_id, b_id))
+            return TemplateResponse(request, "runs_app/compare.html", context)
+    context["error"] = error
+    context["recent"] = list(selectors.run_list(workspace)[:30])
+    return TemplateResponse(request, "runs_app/compare.html", context, status=400 if error else 200)
+
+
+def _compare_context(
+    request: HttpRequest, slug: str, ids: list[int], a_id: int | None, b_id: int | None
+) -> dict[str, Any]:
+    runs = selectors.get_runs_for_user(request.user, slug, ids)
+    comparison = runs_compare(runs)
+    by_id = {run.pk: run for run in runs}
+    # The pair shown in detail: `a` and `b` when both are among the runs, else the first two.
+    if a_id not in by_id or b_id not in by_id or a_id == b_id:
+        a_id, b_id = ids[0], ids[1]
+    a, b = by_id[a_id], by_id[b_id]
+    diff = pair_diff(comparison["facts"][a.pk], comparison["facts"][b.pk], a, b)
+    all_params = request.GET.get("params") == "all"
+    link_outputs(runs[0].workspace, diff["outputs"], a.pk, b.pk)
+    runs_text = ",".join(map(str, ids))
+    for row in comparison["metrics"]:
+        row["cells"] = list(zip(row["values"], row["best"], strict=True))
+    return {
+        "runs": runs,
+        "runs_text": runs_text,
+        "comparison": comparison,
+        "same_params": [row for row in comparison["params"] if row["same"]],
+        "columns": list(zip(runs, comparison["runs"], strict=True)),
+        "curves": charts.compare_curve_figures(comparison["series"]),
+        "share_url": request.build_absolute_uri(
+            f"{reverse('runs:compare', args=[slug])}?runs={runs_text}"
+        ),
+        "a": a,
+        "b": b,
+        "sides": [a, b],
+        "diff": diff,
+        "all_params": all_params,
+        "param_rows": [r for r in diff["params"] if all_params or not r["same"]],
+    }
 
 
 def link_outputs(workspace: Workspace, pairs: list[dict[str, Any]], a_id: int, b_id: int) -> None:

@@ -806,13 +806,26 @@ def download(
 @app.command()
 @handles_errors
 def compare(
-    a: Annotated[int, typer.Argument(metavar="RUN")],
-    b: Annotated[int, typer.Argument(metavar="RUN")],
+    run_ids: Annotated[
+        list[int], typer.Argument(metavar="RUN RUN [RUN...]", help="2 to 10 run ids.")
+    ],
     all_rows: Annotated[bool, typer.Option("--all", help="Also rows that are the same.")] = False,
     workspace: Workspace = None,
     as_json: AsJson = False,
 ) -> None:
-    """Two runs side by side: modules, params and metrics that differ."""
+    """Runs side by side: with two, the modules, params and metrics that differ (and the
+    deltas); with 3 to 10, the params that differ and every metric, ★ the best of each."""
+    if not 2 <= len(set(run_ids)) <= 10:
+        raise ValidationError(f"name 2 to 10 runs to compare, not {len(set(run_ids))}")
+    if len(run_ids) > 2:
+        with client_for(workspace) as client:
+            comparison = client.compare_runs(run_ids)
+        if as_json:
+            print_json(comparison)
+        else:
+            print_comparison(comparison, all_rows)
+        return
+    a, b = run_ids
     with client_for(workspace) as client:
         diff = client.compare(a, b)
     if as_json:
@@ -840,6 +853,35 @@ def compare(
         f"{counts['modules']} module, {counts['params']} param and {counts['metrics']} "
         "metric differences"
     )
+
+
+def print_comparison(comparison: dict[str, Any], all_rows: bool = False) -> None:
+    """3 to 10 runs: a column per run; the params that differ (all with --all) and every
+    metric, ★ marking the best of a row (higher, or lower for a loss or an error)."""
+    from rich.table import Table
+
+    runs = comparison["runs"]
+    table = Table("", *(f"run {run['id']}" for run in runs))
+    table.add_row("pipeline", *(f"{run['pipeline']}@{run['version']}" for run in runs))
+    table.add_row("status", *(styled(run["status"]) for run in runs))
+    params = [row for row in comparison["params"] if all_rows or not row["same"]]
+    if params:
+        table.add_section()
+    for row in params:
+        table.add_row(f"param {row['key']}", *(_cell(value) for value in row["values"]))
+    if comparison["metrics"]:
+        table.add_section()
+    for row in comparison["metrics"]:
+        cells = [
+            ("★ " if best else "") + _cell(value)
+            for value, best in zip(row["values"], row["best"], strict=True)
+        ]
+        table.add_row(f"metric {row['key']} ({row['direction']})", *cells)
+    out.print(table)
+    counts = comparison["differences"]
+    same = len(comparison["params"]) - counts["params"]
+    note = f" ({same} the same; --all shows them)" if same and not all_rows else ""
+    out.print(f"{counts['params']} params differ{note}; {counts['metrics']} metrics differ")
 
 
 def _cell(value: Any) -> str:

@@ -737,7 +737,15 @@ class Client:
         return self.get(self._path("runs", _run_id(run), "lineage", ""))
 
     def compare(self, a: Any, b: Any) -> dict[str, Any]:
+        """Two runs side by side: modules, params and metrics with b - a deltas."""
         return self.get(self._path("runs", "compare", ""), a=_run_id(a), b=_run_id(b))
+
+    def compare_runs(self, runs: Iterable[Any]) -> dict[str, Any]:
+        """2 to 10 runs side by side: {"runs", "params" (those that differ first), "metrics"
+        (each with its values, `direction` and `best`), "steps" (which runs share each
+        step's cache key), "series" (step-wise metrics), "differences"}."""
+        ids = ",".join(str(_run_id(run)) for run in runs)
+        return self.get(self._path("runs", "compare", ""), runs=ids)
 
     # --- sweeps ----------------------------------------------------------------------------
 
