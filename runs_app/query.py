@@ -12,7 +12,8 @@ being its source's), `params.STEP.PARAM` (the value the step ran with), `tag`, `
 (`tag`, `status`, `pipeline`, `user` take only = and !=). Values: numbers, bare words, or
 'quoted text'. A mistake is a FilterError naming the column of the token at fault.
 
-`parse` is pure (text -> tree); `run_filter` turns a tree into a Q over PipelineRun.
+`parse` is pure (text -> tree: lark's LALR parser over GRAMMAR, then each comparison
+checked); `run_filter` turns a tree into a Q over PipelineRun.
 
 The runs list's order is written the same way, one column with an optional `-` for
 descending: `?sort=-metrics.accuracy`, `params.train.hidden`, `created`, ...
@@ -37,6 +38,9 @@ from django.db.models import (
     Subquery,
 )
 from django.db.models.functions import Coalesce
+from lark import Lark, Transformer, UnexpectedCharacters, UnexpectedToken
+from lark import Token as LarkToken
+from lark.exceptions import VisitError
 
 from runs_app.models import Metric, RunStatus, RunTag, StepRun
 from workspaces.errors import DomainError
@@ -44,21 +48,34 @@ from workspaces.errors import DomainError
 MAX_LENGTH = 2000
 MAX_TERMS = 50
 
-_TOKEN = re.compile(
-    r"""\s*(?:
-        (?P<string>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
-      | (?P<op>!=|>=|<=|=|>|<)
-      | (?P<paren>[()])
-      | (?P<word>[A-Za-z0-9_.:+\-]+)
-    )""",
-    re.VERBOSE,
-)
 _NUMBER = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
 _KEYWORDS = {"and", "or", "not"}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _EQUALITY = {"=", "!="}
 _FIELDS = ("metrics.NAME", "params.STEP.PARAM", "tag", "status", "pipeline", "version",
            "user", "sweep", "created")  # fmt: skip
+
+# The grammar (lark, LALR). Keywords are case-insensitive and whole words (`android` is a
+# word); a keyword where a value belongs is refused after parsing, with its column.
+GRAMMAR = r"""
+?start: or_expr
+?or_expr: and_expr (_OR and_expr)*
+?and_expr: unary (_AND unary)*
+?unary: _NOT unary -> negation
+      | LPAR or_expr RPAR -> group
+      | comparison
+comparison: WORD OP (WORD | STRING)
+OP: "!=" | ">=" | "<=" | "=" | ">" | "<"
+_OR.2: /or(?![A-Za-z0-9_.:+\-])/i
+_AND.2: /and(?![A-Za-z0-9_.:+\-])/i
+_NOT.2: /not(?![A-Za-z0-9_.:+\-])/i
+LPAR: "("
+RPAR: ")"
+WORD: /[A-Za-z0-9_.:+\-]+/
+STRING: /'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"/
+%ignore /\s+/
+"""
+_PARSER = Lark(GRAMMAR, parser="lalr")
 
 
 class FilterError(DomainError):
@@ -73,7 +90,7 @@ class FilterError(DomainError):
 
 @dataclass(frozen=True)
 class Token:
-    kind: str  # string | op | paren | word | end
+    kind: str  # string | op | word | end
     text: str
     column: int  # 1-based
 
@@ -92,113 +109,89 @@ class Node:
     children: tuple[Any, ...]
 
 
-def tokenize(text: str) -> list[Token]:
-    tokens: list[Token] = []
-    position = 0
-    while position < len(text):
-        if text[position:].strip() == "":
-            break
-        match = _TOKEN.match(text, position)
-        if match is None or match.end() == position:
-            column = position + len(text[position:]) - len(text[position:].lstrip()) + 1
-            raise FilterError(f"unexpected character {text[column - 1]!r}", column)
-        kind = next(k for k, v in match.groupdict().items() if v is not None)
-        value = match.group(kind)
-        tokens.append(Token(kind, value, match.start(kind) + 1))
-        position = match.end()
-    tokens.append(Token("end", "", len(text) + 1))
-    return tokens
-
-
 def parse(text: str) -> Node | Comparison | None:
     """The tree of `text`, or None when it is blank."""
     if len(text) > MAX_LENGTH:
         raise FilterError(f"a filter is at most {MAX_LENGTH} characters", MAX_LENGTH + 1)
     if not text.strip():
         return None
-    parser = _Parser(tokenize(text))
-    tree = parser.expression()
-    parser.expect_end()
-    return tree
+    try:
+        tree = _PARSER.parse(text)
+    except UnexpectedCharacters as error:
+        # Columns count characters from the start of the text (a newline is one).
+        column = (error.pos_in_stream or 0) + 1
+        raise FilterError(f"unexpected character {error.char!r}", column) from None
+    except UnexpectedToken as error:
+        raise _unexpected(error, text) from None
+    try:
+        result: Node | Comparison = _Build().transform(tree)
+    except VisitError as error:
+        if isinstance(error.orig_exc, FilterError):
+            raise error.orig_exc from None
+        raise
+    return result
 
 
-class _Parser:
-    def __init__(self, tokens: list[Token]) -> None:
-        self.tokens = tokens
-        self.at = 0
+def _unexpected(error: UnexpectedToken, text: str) -> FilterError:
+    """What the token at fault should have been, as the reader would say it."""
+    token = error.token
+    at_end = token.type == "$END"
+    column = len(text) + 1 if at_end else (token.start_pos or 0) + 1
+    found = "the end" if at_end else repr(str(token))
+    expected = set(error.expected)
+    before = error.interactive_parser.parser_state.value_stack
+    previous = before[-1] if before else None
+    if expected <= {"WORD", "STRING"} and previous is not None:
+        return FilterError(f"expected a value after {str(previous)!r}", column)
+    if expected == {"OP"} and previous is not None:
+        return FilterError(
+            f"expected = != > >= < <= after {str(previous)!r}, found {found}", column
+        )
+    if "WORD" in expected:
+        return FilterError(f"expected a field ({', '.join(_FIELDS)}), found {found}", column)
+    kinds = [getattr(item, "type", "") for item in before]
+    if kinds.count("LPAR") > kinds.count("RPAR"):
+        return FilterError(f"expected ')', found {found}", column)
+    return FilterError(f"expected 'and', 'or' or the end, found {found}", column)
+
+
+class _Build(Transformer[LarkToken, Any]):
+    """The parse tree -> Comparison and Node, each comparison checked (its field known, its
+    value the right kind), at most MAX_TERMS of them."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self.terms = 0
 
-    def peek(self) -> Token:
-        return self.tokens[self.at]
-
-    def take(self) -> Token:
-        token = self.tokens[self.at]
-        self.at += 1
-        return token
-
-    def keyword(self, word: str) -> bool:
-        token = self.peek()
-        if token.kind == "word" and token.text.lower() == word:
-            self.at += 1
-            return True
-        return False
-
-    def expect_end(self) -> None:
-        token = self.peek()
-        if token.kind != "end":
+    def comparison(self, items: list[LarkToken]) -> Comparison:
+        field, op, value = (_token(item) for item in items)
+        if field.kind == "word" and field.text.lower() in _KEYWORDS:
             raise FilterError(
-                f"expected 'and', 'or' or the end, found {token.text!r}", token.column
+                f"expected a field ({', '.join(_FIELDS)}), found {field.text!r}", field.column
             )
-
-    def expression(self) -> Node | Comparison:
-        terms = [self.conjunction()]
-        while self.keyword("or"):
-            terms.append(self.conjunction())
-        return terms[0] if len(terms) == 1 else Node("or", tuple(terms))
-
-    def conjunction(self) -> Node | Comparison:
-        terms = [self.unary()]
-        while self.keyword("and"):
-            terms.append(self.unary())
-        return terms[0] if len(terms) == 1 else Node("and", tuple(terms))
-
-    def unary(self) -> Node | Comparison:
-        if self.keyword("not"):
-            return Node("not", (self.unary(),))
-        token = self.peek()
-        if token.kind == "paren" and token.text == "(":
-            self.take()
-            inner = self.expression()
-            closing = self.take()
-            if closing.kind != "paren" or closing.text != ")":
-                raise FilterError(
-                    f"expected ')', found {closing.text or 'the end'!r}", closing.column
-                )
-            return inner
-        return self.comparison()
-
-    def comparison(self) -> Comparison:
-        field = self.take()
-        if field.kind != "word" or field.text.lower() in _KEYWORDS:
-            found = field.text or "the end"
-            raise FilterError(
-                f"expected a field ({', '.join(_FIELDS)}), found {found!r}", field.column
-            )
-        op = self.take()
-        if op.kind != "op":
-            found = op.text or "the end"
-            raise FilterError(
-                f"expected = != > >= < <= after {field.text!r}, found {found!r}", op.column
-            )
-        value = self.take()
-        if value.kind not in ("word", "string") or (
-            value.kind == "word" and value.text.lower() in _KEYWORDS
-        ):
+        if value.kind == "word" and value.text.lower() in _KEYWORDS:
             raise FilterError(f"expected a value after {op.text!r}", value.column)
         self.terms += 1
         if self.terms > MAX_TERMS:
             raise FilterError(f"a filter has at most {MAX_TERMS} comparisons", field.column)
         return _checked(field, op, value)
+
+    def or_expr(self, items: list[Any]) -> Node:
+        return Node("or", tuple(items))
+
+    def and_expr(self, items: list[Any]) -> Node:
+        return Node("and", tuple(items))
+
+    def negation(self, items: list[Any]) -> Node:
+        return Node("not", (items[0],))
+
+    def group(self, items: list[Any]) -> Any:
+        return items[1]
+
+
+def _token(item: LarkToken) -> Token:
+    kinds = {"WORD": "word", "STRING": "string", "OP": "op"}
+    return Token(kinds.get(item.type, "word"), str(item), (item.start_pos or 0) + 1)
 
 
 def _unquote(token: Token) -> str:
