@@ -144,6 +144,8 @@ def run_annotate(
     removing = set(_tag_names(remove, "remove", problems))
     if note is not None and len(note) > NOTE_MAX:
         problems.add("note", f"at most {NOTE_MAX:,} characters, not {len(note):,}")
+    if note is not None and "\x00" in note:  # PostgreSQL's text cannot hold it
+        problems.add("note", "a note cannot hold a NUL character")
     problems.raise_if_any("invalid_annotation", "annotation")
     with transaction.atomic():
         # Locks the run: two people tagging it at once apply one after the other.

@@ -182,6 +182,22 @@ def test_without_javascript_the_edit_link_is_a_page_and_saving_goes_back_to_the_
 
 
 @db
+def test_a_nul_in_the_page_note_is_refused_not_a_500(client: Any, world: Any) -> None:
+    run = finished_run(world.workspace)
+    client.force_login(world.editor)
+
+    response = client.post(
+        reverse("runs:annotations", args=["lab", run.pk]),
+        {"tags": "", "note": "a\x00b"},
+        HTTP_HX_REQUEST="true",
+    )
+
+    assert response.status_code == 200 and "cannot hold a NUL" in text(response)
+    run.refresh_from_db()
+    assert run.note == ""
+
+
+@db
 def test_a_viewer_cannot_open_the_edit_form_or_save(client: Any, world: Any) -> None:
     run = finished_run(world.workspace)
     client.force_login(world.viewer)
