@@ -299,15 +299,15 @@ def _comparison(c: Comparison) -> Q:
             step_id=OuterRef("step_id"), name=name, index__gt=OuterRef("index")
         )
         final = Metric.objects.filter(name=name).exclude(Exists(later))
-        # A run's own steps, and the sources its reused steps took their results from.
-        steps = StepRun.objects.filter(
-            Q(run_id=OuterRef(OuterRef("pk"))) | Q(reused_by__run_id=OuterRef(OuterRef("pk")))
+        matching = final.filter(_compare("value", c.op if c.op != "!=" else "=", c.value))
+        # The steps whose final value matches, then their runs and the runs that reused
+        # them: uncorrelated subqueries, each read once (a subquery per run took a minute
+        # at 10,000 runs on SQLite).
+        step_ids = matching.values("step_id")
+        found = Q(pk__in=StepRun.objects.filter(pk__in=step_ids).values("run_id")) | Q(
+            pk__in=StepRun.objects.filter(reused_from_id__in=step_ids).values("run_id")
         )
-        matching = final.filter(Exists(steps.filter(pk=OuterRef("step_id")))).filter(
-            _compare("value", c.op if c.op != "!=" else "=", c.value)
-        )
-        found = Exists(matching)
-        return ~Q(found) if c.op == "!=" else Q(found)
+        return ~found if c.op == "!=" else found
     if c.field.startswith("params."):
         step, param = c.field[len("params.") :].split(".", 1)
         steps = StepRun.objects.filter(run_id=OuterRef("pk"), name=step)
