@@ -132,7 +132,7 @@ def run_list(request: HttpRequest, slug: str) -> TemplateResponse:
 
 
 # Query keys that choose what the list shows or how, not which runs.
-LIST_VIEW_KEYS = {"page", "metric", "param", "columns", "sort", "filter", "q", "archived"}
+LIST_VIEW_KEYS = {"page", "metric", "param", "columns", "sort", "filter", "q"}
 MAX_PARAM_COLUMNS = 6
 DEFAULT_METRIC_COLUMNS = 3
 PARAM_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
