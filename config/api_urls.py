@@ -122,6 +122,7 @@ run_patterns: list[URLPattern | URLResolver] = [
     path("<int:run_id>/clone/", runtime.RunCloneApi.as_view(), name="run-clone"),
     path("<int:run_id>/forget/", runtime.RunForgetApi.as_view(), name="run-forget"),
     path("<int:run_id>/pin/", runtime.RunPinApi.as_view(), name="run-pin"),
+    path("<int:run_id>/annotations/", runtime.RunAnnotationsApi.as_view(), name="run-annotations"),
     path("<int:run_id>/events/", runtime.RunEventListApi.as_view(), name="run-event-list"),
     path("<int:run_id>/lineage/", runtime.RunLineageApi.as_view(), name="run-lineage"),
     path("<int:run_id>/outputs.zip", runtime.RunOutputsZipApi.as_view(), name="run-outputs-zip"),

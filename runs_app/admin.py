@@ -23,6 +23,7 @@ from runs_app.models import (
     Metric,
     PipelineRun,
     RetentionPolicy,
+    RunListPrefs,
     RunTag,
     StepInput,
     StepLog,
@@ -383,6 +384,19 @@ class DeletedArtifactAdmin(ViewOnlyMixin, admin.ModelAdmin[DeletedArtifact]):
     search_fields = ["^sha256"]
     list_select_related = ["workspace"]
     ordering = ["-deleted_at"]
+
+
+@admin.register(RunListPrefs)
+class RunListPrefsAdmin(admin.ModelAdmin[RunListPrefs]):
+    """The runs list columns each user picked per workspace (delete one to give that user
+    the defaults again)."""
+
+    list_display = ["user", "workspace", "columns", "updated_at"]
+    list_select_related = ["user", "workspace"]
+    readonly_fields = ["user", "workspace", "updated_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
 
 @admin.register(RetentionPolicy)

@@ -18,6 +18,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
+    PolymorphicProxySerializer,
     extend_schema,
     extend_schema_field,
 )
@@ -36,7 +37,7 @@ from pipelines_app.selectors import (
 )
 from pipelines_app.serializers import ArtifactSerializer
 from runs_app import query, retention, selectors, services, wakeups
-from runs_app.diffs import run_diff
+from runs_app.diffs import compare_ids, run_diff, runs_compare
 from runs_app.downloads import audited, run_zip_response
 from runs_app.models import (
     RUN_TERMINAL,
@@ -44,6 +45,7 @@ from runs_app.models import (
     Metric,
     PipelineRun,
     RunStatus,
+    RunTag,
     StepOutput,
     StepRun,
     StepStatus,
@@ -92,7 +94,7 @@ def run_for(request: Request, workspace: str, run_id: int, role: str = Role.VIEW
 
 def run_detail(run: PipelineRun) -> dict[str, Any]:
     """A run with its steps and their outputs (RunDetailSerializer's shape) and the steps
-    whose module has a newer version, in six queries whatever the number of steps."""
+    whose module has a newer version, in seven queries whatever the number of steps."""
     # The last event is read first, before the run and its steps: a change made while this
     # answer is built then shows as a newer event next time, never as a state already seen.
     last_event = Event.objects.filter(run_id=run.pk).aggregate(last=Max("pk"))["last"] or 0
@@ -106,6 +108,7 @@ def run_detail(run: PipelineRun) -> dict[str, Any]:
     prefetch_related_objects(steps, Prefetch("outputs", queryset=outputs))
     return {
         **RunSerializer(run).data,
+        "tags": sorted(RunTag.objects.filter(run=run).values_list("name", flat=True)),
         "steps": StepRunSerializer(steps, many=True).data,
         "newer_modules": newer_modules(run.pipeline_version),
         "last_event": last_event,
@@ -120,15 +123,21 @@ class RunListApi(ApiMixin, generics.ListAPIView[PipelineRun]):
 
     `?filter=` takes the runs filter language (runs_app.query), e.g. `metrics.accuracy >
     0.9 and params.train.hidden = 32 and tag = baseline`; a filter that does not parse is a
-    400 whose `filter` field names the column at fault."""
+    400 whose `filter` field names the column at fault. `?sort=-metrics.accuracy` orders
+    them as the runs page does (a 400 naming `sort` for a column it cannot sort by)."""
 
     queryset = PipelineRun.objects.none()
 
     class OutputSerializer(RunSerializer):
         step_counts = serializers.SerializerMethodField()
+        tags = serializers.SerializerMethodField()
 
         class Meta(RunSerializer.Meta):
-            fields = [*RunSerializer.Meta.fields, "step_counts"]
+            fields = [*RunSerializer.Meta.fields, "tags", "step_counts"]
+
+        @extend_schema_field({"type": "array", "items": {"type": "string"}})
+        def get_tags(self, obj: PipelineRun) -> list[str]:
+            return [tag.name for tag in obj.tags.all()]  # prefetched by selectors.run_list
 
         @extend_schema_field({"type": "object", "additionalProperties": {"type": "integer"}})
         def get_step_counts(self, obj: PipelineRun) -> dict[str, int]:
@@ -164,8 +173,24 @@ class RunListApi(ApiMixin, generics.ListAPIView[PipelineRun]):
         archived = self.request.query_params.get("archived", "").lower() in ("true", "1")
         return selectors.run_list(workspace_of(self.request, self.kwargs["workspace"]), archived)
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "sort",
+                str,
+                description="The order: one column, `-` first for descending: "
+                f"{query.SORT_HELP} (e.g. `-metrics.accuracy`). Runs without a value come "
+                "last; equal values newest first. Default: `-created`.",
+            )
+        ]
+    )
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        runs = self.filter_queryset(self.get_queryset())
+        sort_text = request.query_params.get("sort", "")
+        if sort_text.strip():
+            annotations, order = query.run_ordering(query.parse_sort(sort_text))
+            runs = runs.alias(**annotations).order_by(*order)
+        page = self.paginate_queryset(runs)
         counts = selectors.run_step_counts([run.pk for run in page or []])
         data = self.OutputSerializer(page, many=True, context={"step_counts": counts}).data
         return self.get_paginated_response(data)
@@ -234,6 +259,57 @@ class RunPinApi(ApiMixin, APIView):
         data.is_valid(raise_exception=True)
         services.run_pin(run, pinned=data.validated_data["pinned"])
         return Response(run_detail(run))
+
+
+class RunAnnotationsApi(ApiMixin, APIView):
+    """What people say of a run: its tags and note, the only things about a run they may
+    change. PUT sets what it gives: `tags` replaces the whole set, `add` and `remove`
+    change it, `note` replaces the note."""
+
+    class InputSerializer(serializers.Serializer[Any]):
+        tags = serializers.ListField(
+            child=serializers.CharField(allow_blank=True),
+            required=False,
+            max_length=100,
+            help_text="The run's tags, all of them: 1-50 of letters, digits, _ . : - each, "
+            "at most 20.",
+        )
+        add = serializers.ListField(
+            child=serializers.CharField(allow_blank=True),
+            required=False,
+            max_length=100,
+            help_text="Tags to add to those the run has.",
+        )
+        remove = serializers.ListField(
+            child=serializers.CharField(allow_blank=True),
+            required=False,
+            max_length=100,
+            help_text="Tags to take off (one it does not have is no error).",
+        )
+        note = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            trim_whitespace=False,
+            help_text="The note, at most 10,000 characters; empty clears it.",
+        )
+
+    class OutputSerializer(serializers.Serializer[Any]):
+        run = serializers.IntegerField()
+        tags = serializers.ListField(child=serializers.CharField(), help_text="Sorted.")
+        note = serializers.CharField()
+
+    @extend_schema(responses={200: OutputSerializer})
+    def get(self, request: Request, workspace: str, run_id: int) -> Response:
+        run = run_for(request, workspace, run_id)
+        return Response(self.OutputSerializer(selectors.run_annotations(run)).data)
+
+    @extend_schema(request=InputSerializer, responses={200: OutputSerializer})
+    def put(self, request: Request, workspace: str, run_id: int) -> Response:
+        run = run_for(request, workspace, run_id, Role.EDITOR)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        answer = services.run_annotate(run, **data.validated_data, user=request.user)
+        return Response(self.OutputSerializer(answer).data)
 
 
 class RetentionSerializer(serializers.Serializer[Any]):
@@ -583,11 +659,78 @@ class RunOutputsZipApi(ApiMixin, APIView):
 
 
 class RunCompareApi(ApiMixin, APIView):
-    """Two runs side by side: step outcomes, module versions, params and metrics."""
+    """Runs side by side. `?runs=1,2,3` (2 to 10 runs): params (those that differ first),
+    metrics (each step's final value, the best of each row marked by its direction), the
+    step-wise series, and per step which runs share its cache key. `?a=&b=`: two runs' step
+    outcomes, module versions, params and metrics with their deltas."""
 
     class QuerySerializer(serializers.Serializer[Any]):
         a = serializers.IntegerField(min_value=1, max_value=MAX_INT, help_text="A run id.")
         b = serializers.IntegerField(min_value=1, max_value=MAX_INT, help_text="Another run id.")
+
+    class ManyQuerySerializer(serializers.Serializer[Any]):
+        runs = serializers.CharField(
+            required=False,
+            max_length=400,
+            help_text="2 to 10 run ids, comma-separated (then `a` and `b` are not read).",
+        )
+        a = serializers.IntegerField(required=False, help_text="With `b`: two runs' diff.")
+        b = serializers.IntegerField(required=False)
+
+    class ManySerializer(serializers.Serializer[Any]):
+        class SideSerializer(serializers.Serializer[Any]):
+            id = serializers.IntegerField()
+            status = RunStatusField()
+            pipeline = serializers.CharField()
+            version = serializers.IntegerField()
+            param_overrides = serializers.JSONField()
+            created_by = serializers.CharField(allow_null=True)
+
+        class ParamRowSerializer(serializers.Serializer[Any]):
+            key = serializers.CharField(help_text="step.param")
+            values = serializers.ListField(
+                child=serializers.JSONField(allow_null=True), help_text="In the runs' order."
+            )
+            same = serializers.BooleanField()
+
+        class MetricRowSerializer(serializers.Serializer[Any]):
+            key = serializers.CharField(help_text="step.metric")
+            values = serializers.ListField(child=serializers.FloatField(allow_null=True))
+            same = serializers.BooleanField()
+            direction = serializers.ChoiceField(
+                choices=["min", "max"], help_text="Which end is better."
+            )
+            best = serializers.ListField(
+                child=serializers.BooleanField(), help_text="Which values are the row's best."
+            )
+
+        class StepRowSerializer(serializers.Serializer[Any]):
+            class StepCellSerializer(serializers.Serializer[Any]):
+                run = serializers.IntegerField()
+                status = serializers.CharField(allow_null=True)
+                reused_from_run = serializers.IntegerField(allow_null=True)
+                key = serializers.CharField(allow_null=True, help_text="The step's cache key.")
+                group = serializers.CharField(
+                    allow_null=True, help_text="A letter per distinct key: equal letters share it."
+                )
+                shared = serializers.BooleanField()
+
+            name = serializers.CharField()
+            cells = StepCellSerializer(many=True, help_text="In the runs' order.")
+            keys = serializers.IntegerField(help_text="Distinct cache keys among the runs.")
+
+        class DifferencesSerializer(serializers.Serializer[Any]):
+            params = serializers.IntegerField()
+            metrics = serializers.IntegerField()
+
+        runs = SideSerializer(many=True)
+        params = ParamRowSerializer(many=True)
+        metrics = MetricRowSerializer(many=True)
+        steps = StepRowSerializer(many=True)
+        series = serializers.JSONField(
+            help_text='{"step · metric": {"run id": [[index, value], ...]}}: step-wise metrics.'
+        )
+        differences = DifferencesSerializer()
 
     class OutputSerializer(serializers.Serializer[Any]):
         class SideSerializer(serializers.Serializer[Any]):
@@ -641,9 +784,23 @@ class RunCompareApi(ApiMixin, APIView):
         metrics = MetricRowSerializer(many=True)
         differences = DifferencesSerializer()
 
-    @extend_schema(parameters=[QuerySerializer], responses={200: OutputSerializer})
+    @extend_schema(
+        parameters=[ManyQuerySerializer],
+        responses={
+            200: PolymorphicProxySerializer(
+                component_name="RunComparison",
+                serializers=[OutputSerializer, ManySerializer],
+                resource_type_field_name=None,
+            )
+        },
+    )
     def get(self, request: Request, workspace: str) -> Response:
         workspace_of(request, workspace)  # a stranger gets 404 before any 400
+        if "runs" in request.query_params:
+            ids = compare_ids(request.query_params.getlist("runs"))
+            runs = selectors.get_runs_for_user(request.user, workspace, ids)
+            comparison = runs_compare(runs)
+            return Response(self.ManySerializer(comparison).data)
         query = self.QuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         a = run_for(request, workspace, query.validated_data["a"])

@@ -7,7 +7,7 @@ the app's origin; a user's own plotly output is shown in the sandboxed frame.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -56,6 +56,62 @@ def metric_figures(series: dict[str, list[tuple[int, float]]]) -> list[dict[str,
     return [
         {"name": name, "element_id": f"metric-{i}", "figure": metric_series_figure(name, points)}
         for i, (name, points) in enumerate(sorted(series.items()))
+    ]
+
+
+RUN_COLOURS = (
+    "#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c",
+    "#0891b2", "#ca8a04", "#db2777", "#4b5563", "#65a30d",
+)  # fmt: skip
+
+
+def compare_curves_figure(
+    name: str, curves: Mapping[Any, Sequence[tuple[int, float]]]
+) -> dict[str, Any]:
+    """A plotly figure of one step-wise metric for several runs: one trace per run (its
+    label, e.g. "run 12"), overlaid, index on x, each run in its own colour."""
+    data = []
+    for number, (label, points) in enumerate(curves.items()):
+        ordered = sorted(points, key=lambda point: point[0])
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines+markers" if len(ordered) <= 50 else "lines",
+                "name": str(label),
+                "x": [index for index, _ in ordered],
+                "y": [finite(value) for _, value in ordered],
+                "line": {"width": 2, "color": RUN_COLOURS[number % len(RUN_COLOURS)]},
+                "hovertemplate": f"{label}: {name} %{{y}} at step %{{x}}<extra></extra>",
+            }
+        )
+    return {
+        "data": data,
+        "layout": {
+            "title": {"text": name},
+            "xaxis": {"title": {"text": "step"}},
+            "yaxis": {"title": {"text": name.rpartition(" · ")[2]}},
+            "legend": {"orientation": "h", "y": -0.25},
+            "margin": {"l": 50, "r": 20, "t": 40, "b": 40},
+            "height": 320,
+            "autosize": True,
+        },
+    }
+
+
+def compare_curve_figures(
+    series: Mapping[str, Mapping[int, Sequence[tuple[int, float]]]],
+) -> list[dict[str, Any]]:
+    """One overlaid figure per series of runs_app.diffs.compare_runs ({"step · metric": {run
+    id: points}}), in its order: [{"name", "element_id", "figure"}]."""
+    return [
+        {
+            "name": name,
+            "element_id": f"curve-{i}",
+            "figure": compare_curves_figure(
+                name, {f"run {run}": points for run, points in curves.items()}
+            ),
+        }
+        for i, (name, curves) in enumerate(series.items())
     ]
 
 

@@ -6,6 +6,11 @@ pure `diff_runs`, `graph_diff` and `files_diff`, which the tests drive without a
 only the outputs' contents are read from storage, as bounded heads. The compare page and the
 API's `GET .../runs/compare/?a=&b=` both call `run_diff` (the API serialises the keys it
 declares: everything added here is extra keys, never changed ones).
+
+2 to 10 runs at once (`?runs=1,2,3`): `runs_compare` reads them all in two queries and the
+pure `compare_runs` lines them up (params that differ first, metrics with the best of each
+row, step-wise series, which runs share each step's cache key); `pair_diff` details any two
+of them from the facts already read.
 """
 
 from __future__ import annotations
@@ -22,6 +27,14 @@ from artifacts.store import INLINE_IMAGE_TYPES, PARQUET_TYPE, artifact_open, med
 from pipelines_app.diffs import files_diff, steps_diff, text_diff
 from pipelines_app.models import ModuleVersion
 from runs_app.models import Metric, PipelineRun, StepOutput, StepRun
+from runs_app.sweeps.stats import default_direction
+from workspaces.errors import DomainError
+
+
+def metric_direction(metric: str) -> str:
+    """Which end of a metric is better, "min" (a loss, an error) or "max": the sweep
+    comparison's rule, so the run comparison and the runs list agree with it."""
+    return default_direction(metric)
 
 
 def _number(value: Any) -> float | None:
@@ -30,22 +43,50 @@ def _number(value: Any) -> float | None:
 
 def run_facts(run: PipelineRun) -> dict[str, Any]:
     """What a comparison needs of one run, as plain data (two queries)."""
+    return runs_facts([run])[0]
+
+
+def runs_facts(runs: list[PipelineRun]) -> list[dict[str, Any]]:
+    """run_facts of several runs, in two queries whatever their number (the runs come with
+    pipeline_version__pipeline and created_by). Each also has "series": {step: {metric:
+    [(index, value), ...]}}, the metrics logged with a step number, in order."""
     steps = list(
-        StepRun.objects.filter(run=run)
+        StepRun.objects.filter(run_id__in=[run.pk for run in runs])
         .select_related("module_version__module", "reused_from")
         .defer("module_version__files", "module_version__interface", "key_parts")
-        .order_by("position")
+        .order_by("run_id", "position")
     )
     # A reused step's metrics are those of the step it reused (it logged none itself).
-    measured = {s.reused_from_id or s.pk: s for s in steps}
-    metrics: dict[str, dict[str, float]] = {}
-    for step_id, name, value in (
+    measured: dict[int, list[StepRun]] = {}
+    for step in steps:
+        measured.setdefault(step.reused_from_id or step.pk, []).append(step)
+    metrics: dict[int, dict[str, dict[str, float]]] = {}  # run -> step -> metric -> last
+    series: dict[int, dict[str, dict[str, list[tuple[int, float]]]]] = {}
+    for step_id, name, value, index in (
         Metric.objects.filter(step_id__in=list(measured))
         .order_by("name", "index", "id")
-        .values_list("step_id", "name", "value")
+        .values_list("step_id", "name", "value", "index")
     ):
-        metrics.setdefault(measured[step_id].name, {})[name] = value  # a series: its last point
-    metrics = {s.name: metrics[s.name] for s in steps if s.name in metrics}
+        for step in measured[step_id]:
+            metrics.setdefault(step.run_id, {}).setdefault(step.name, {})[name] = value
+            if index is not None:
+                by_step = series.setdefault(step.run_id, {}).setdefault(step.name, {})
+                by_step.setdefault(name, []).append((index, value))
+    by_run: dict[int, list[StepRun]] = {}
+    for step in steps:
+        by_run.setdefault(step.run_id, []).append(step)
+    return [
+        _facts(run, by_run.get(run.pk, []), metrics.get(run.pk, {}), series.get(run.pk, {}))
+        for run in runs
+    ]
+
+
+def _facts(
+    run: PipelineRun,
+    steps: list[StepRun],
+    metrics: dict[str, dict[str, float]],
+    series: dict[str, dict[str, list[tuple[int, float]]]],
+) -> dict[str, Any]:
     version = run.pipeline_version
     spec_steps = (version.spec or {}).get("steps", {})
     return {
@@ -70,7 +111,8 @@ def run_facts(run: PipelineRun) -> dict[str, Any]:
             }
             for s in steps
         ],
-        "metrics": metrics,
+        "metrics": {s.name: metrics[s.name] for s in steps if s.name in metrics},
+        "series": {s.name: series[s.name] for s in steps if s.name in series},
     }
 
 
@@ -127,8 +169,8 @@ def diff_runs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         "modules": sum(not r["same"] for r in modules),
         "metrics": sum(not r["same"] for r in metrics),
     }
-    summary = {k: v for k, v in a.items() if k not in ("steps", "metrics")}
-    other = {k: v for k, v in b.items() if k not in ("steps", "metrics")}
+    summary = {k: v for k, v in a.items() if k not in ("steps", "metrics", "series")}
+    other = {k: v for k, v in b.items() if k not in ("steps", "metrics", "series")}
     return {
         "a": summary,
         "b": other,
@@ -292,4 +334,157 @@ def run_diff(a: PipelineRun, b: PipelineRun, *, contents: bool = True) -> dict[s
     diff["graph"] = graph_diff(fa, fb)
     diff["code"] = code_diffs(fa, fb)
     diff["outputs"] = output_pairs(a, b, contents=contents)
+    return diff
+
+
+# --- 2 to 10 runs at once -----------------------------------------------------------------------
+
+COMPARE_MIN, COMPARE_MAX = 2, 10
+KEY_GROUPS = "ABCDEFGHIJ"  # one letter per distinct cache key of a step (at most 10 runs)
+
+
+def compare_ids(values: list[str], field: str = "runs") -> list[int]:
+    """The run ids of `?runs=1,2,3` (or `?runs=1&runs=2`), in order, each once: a
+    DomainError naming `field` for a bad id, or fewer than 2 or more than 10 runs."""
+    ids: list[int] = []
+    for value in values:
+        for part in value.split(","):
+            text = part.strip()
+            if not text:
+                continue
+            if not text.isdigit() or len(text) > 18 or int(text) < 1:
+                raise DomainError(
+                    "invalid_runs", "Not a run id.", {field: [f"{text[:40]!r} is not a run id"]}
+                )
+            if int(text) not in ids:
+                ids.append(int(text))
+    if not COMPARE_MIN <= len(ids) <= COMPARE_MAX:
+        raise DomainError(
+            "invalid_runs",
+            f"Compare {COMPARE_MIN} to {COMPARE_MAX} runs.",
+            {field: [f"name {COMPARE_MIN} to {COMPARE_MAX} runs to compare, not {len(ids)}"]},
+        )
+    return ids
+
+
+def _same(values: list[Any]) -> bool:
+    return all(value == values[0] for value in values[1:])
+
+
+def _best(values: list[float | None], direction: str) -> list[bool]:
+    """Which cells of a metric row are the best (ties all are); none when every run that
+    logged it has the same value, or fewer than two did."""
+    finite = [v for v in values if v is not None]
+    if len(finite) < 2 or _same(finite):
+        return [False] * len(values)
+    best = min(finite) if direction == "min" else max(finite)
+    return [v is not None and v == best for v in values]
+
+
+def compare_runs(facts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pure: run_facts of 2-10 runs -> {"runs": [summary], "params": [{"key", "values",
+    "same"}] (those that differ first), "metrics": [{"key", "values", "same", "direction",
+    "best"}], "steps": [{"name", "cells": [{"run", "status", "reused_from_run", "key",
+    "group", "shared"}]}], "series": {"step · metric": {run id: [(index, value)]}},
+    "differences": {"params", "metrics"}}. Values are in the runs' order, None where a run
+    lacks the step, param or metric."""
+    names = list(dict.fromkeys(s["name"] for run in facts for s in run["steps"]))
+    steps_of = [{s["name"]: s for s in run["steps"]} for run in facts]
+    params: list[dict[str, Any]] = []
+    for name in names:
+        keys = sorted({p for steps in steps_of for p in (steps.get(name) or {}).get("params", {})})
+        for param in keys:
+            values = [(steps.get(name) or {}).get("params", {}).get(param) for steps in steps_of]
+            params.append({"key": f"{name}.{param}", "values": values, "same": _same(values)})
+    params.sort(
+        key=lambda row: bool(row["same"])
+    )  # stable: the differing ones first, in step order
+    metrics = []
+    for name in names:
+        keys = sorted({m for run in facts for m in run["metrics"].get(name, {})})
+        for metric in keys:
+            values = [_number(run["metrics"].get(name, {}).get(metric)) for run in facts]
+            direction = metric_direction(metric)
+            metrics.append(
+                {
+                    "key": f"{name}.{metric}",
+                    "values": values,
+                    "same": _same(values),
+                    "direction": direction,
+                    "best": _best(values, direction),
+                }
+            )
+    return {
+        "runs": [
+            {k: v for k, v in run.items() if k not in ("steps", "metrics", "series")}
+            for run in facts
+        ],
+        "params": params,
+        "metrics": metrics,
+        "steps": [_step_row(name, facts, steps_of) for name in names],
+        "series": _series(facts, names),
+        "differences": {
+            "params": sum(not row["same"] for row in params),
+            "metrics": sum(not row["same"] for row in metrics),
+        },
+    }
+
+
+def _step_row(
+    name: str, facts: list[dict[str, Any]], steps_of: list[dict[str, dict[str, Any]]]
+) -> dict[str, Any]:
+    """One step across the runs: each run's status, where it reused from, and which runs
+    share its cache key (one letter per distinct key, in the runs' order)."""
+    keys = [(steps.get(name) or {}).get("outputs_key") or None for steps in steps_of]
+    letters: dict[str, str] = {}
+    for key in keys:
+        if key is not None and key not in letters:
+            letters[key] = KEY_GROUPS[len(letters)]
+    cells = []
+    for run, steps, key in zip(facts, steps_of, keys, strict=True):
+        step = steps.get(name)
+        cells.append(
+            {
+                "run": run["id"],
+                "status": step["status"] if step else None,
+                "reused_from_run": step["reused_from_run"] if step else None,
+                "key": key,
+                "group": letters.get(key) if key else None,
+                "shared": key is not None and keys.count(key) > 1,
+            }
+        )
+    return {"name": name, "cells": cells, "keys": len(letters)}
+
+
+def _series(facts: list[dict[str, Any]], names: list[str]) -> dict[str, dict[int, Any]]:
+    """{"step · metric": {run id: [(index, value)]}} over every run that logged the series."""
+    out: dict[str, dict[int, Any]] = {}
+    for name in names:
+        metric_names = sorted({m for run in facts for m in run["series"].get(name, {})})
+        for metric in metric_names:
+            curves = {
+                run["id"]: [(i, _number(v)) for i, v in run["series"][name][metric]]
+                for run in facts
+                if metric in run["series"].get(name, {})
+            }
+            out[f"{name} · {metric}"] = curves
+    return out
+
+
+def runs_compare(runs: list[PipelineRun]) -> dict[str, Any]:
+    """Compare runs the caller fetched through the access helper (2-10, with
+    pipeline_version__pipeline and created_by): compare_runs of their facts, in two
+    queries whatever their number. `facts` is kept for a two-run detail of any pair."""
+    facts = runs_facts(runs)
+    return {**compare_runs(facts), "facts": {f["id"]: f for f in facts}}
+
+
+def pair_diff(
+    facts_a: dict[str, Any], facts_b: dict[str, Any], a: PipelineRun, b: PipelineRun
+) -> dict[str, Any]:
+    """run_diff from facts already read: three queries (the code, both runs' outputs)."""
+    diff = diff_runs(facts_a, facts_b)
+    diff["graph"] = graph_diff(facts_a, facts_b)
+    diff["code"] = code_diffs(facts_a, facts_b)
+    diff["outputs"] = output_pairs(a, b)
     return diff

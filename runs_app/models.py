@@ -100,6 +100,10 @@ class Sweep(models.Model):
         return self.name
 
 
+NOTE_MAX = 10_000
+TAG_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,49}$"
+
+
 class PipelineRun(models.Model):
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="runs")
     pipeline_version = models.ForeignKey(
@@ -132,7 +136,7 @@ class PipelineRun(models.Model):
     archived_at = models.DateTimeField(null=True, blank=True)
     pinned = models.BooleanField(default=False)
     # What a person says of the run (editable, unlike everything else about it).
-    note = models.TextField(blank=True, max_length=10_000)
+    note = models.TextField(blank=True, max_length=NOTE_MAX)
     # A sweep's run: its combination (variant and replicate) as a digest, unique in the
     # sweep, so two expanders at once start each combination once.
     variant_key = models.CharField(max_length=64, blank=True)
@@ -162,9 +166,6 @@ class PipelineRun(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.pk}"
-
-
-TAG_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,49}$"
 
 
 class RunTag(models.Model):
@@ -544,3 +545,22 @@ class WebhookAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of delivery {self.delivery_id}"
+
+
+class RunListPrefs(models.Model):
+    """The columns one user picked for one workspace's runs list, shown again on the next
+    visit: {"metrics": [name, ...], "params": ["step.param", ...]}. No row: the defaults
+    (the workspace's most used metrics)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    columns = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "workspace"], name="run_list_prefs_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"runs list of {self.user_id} in {self.workspace_id}"

@@ -21,7 +21,9 @@ from runs_app.models import (
     RUN_TERMINAL,
     Metric,
     PipelineRun,
+    RunListPrefs,
     RunStatus,
+    RunTag,
     StepInput,
     StepLog,
     StepOutput,
@@ -43,6 +45,26 @@ def get_run_for_user(user: Any, slug: str, run_id: int, role: str = Role.VIEWER)
         role=role,
         pk=run_id,
     )
+
+
+def get_runs_for_user(
+    user: Any, slug: str, run_ids: list[int], role: str = Role.VIEWER
+) -> list[PipelineRun]:
+    """Runs `run_ids` of workspace `slug`, in that order (two queries: the workspace with the
+    caller's role, then the runs); a 404 naming the first id the workspace has not."""
+    workspace = get_workspace_for_user(user, slug, role)
+    found = {
+        run.pk: run
+        for run in PipelineRun.objects.filter(workspace=workspace, pk__in=run_ids)
+        .select_related("pipeline_version__pipeline", "created_by")
+        .defer("pipeline_version__source")
+    }
+    missing = [pk for pk in run_ids if pk not in found]
+    if missing:
+        raise Http404(f"No run {missing[0]} in this workspace.")
+    for run in found.values():
+        run.workspace = workspace  # with the caller's role, as the access helpers give it
+    return [found[pk] for pk in run_ids]
 
 
 def run_with_steps(run_id: int) -> PipelineRun:
@@ -766,12 +788,18 @@ def artifact_lineage(artifact: Artifact) -> dict[str, Any]:
     return {"artifact": artifact.sha256, "nodes": list(nodes.values()), "edges": edges}
 
 
+def run_annotations(run: PipelineRun) -> dict[str, Any]:
+    """{"run", "tags" (sorted), "note"}: what people say of a run (one query)."""
+    tags = sorted(RunTag.objects.filter(run=run).values_list("name", flat=True))
+    return {"run": run.pk, "tags": tags, "note": run.note}
+
+
 # --- the runs list -----------------------------------------------------------------------------
 
 
 def run_list(workspace: Any, archived: bool = False) -> QuerySet[PipelineRun]:
     """The workspace's runs for the runs list (its archived ones instead with `archived`),
-    newest first, with what a row shows."""
+    newest first, with what a row shows (tags in one more query for the page)."""
     return (
         PipelineRun.objects.filter(workspace=workspace, archived_at__isnull=not archived)
         .select_related("pipeline_version__pipeline", "created_by", "sweep")
@@ -781,6 +809,7 @@ def run_list(workspace: Any, archived: bool = False) -> QuerySet[PipelineRun]:
             "sweep__axes",
             "pipeline_version__pipeline__description",
         )
+        .prefetch_related(Prefetch("tags", queryset=RunTag.objects.only("run_id", "name")))
         .order_by("-created_at", "-id")
     )
 
@@ -799,22 +828,47 @@ def run_step_counts(run_ids: list[int]) -> dict[int, dict[str, int]]:
     return counts
 
 
-def run_metric_values(run_ids: list[int], names: list[str]) -> dict[int, dict[str, float]]:
+def run_page_steps(run_ids: list[int]) -> dict[str, Any]:
+    """What the runs list reads of a page of runs' steps, in one query: {"counts": {run id:
+    {status: count}}, "readers": {step id whose metrics count: [run ids]}, "params": {run id:
+    {"step.param": value}}, "param_keys": sorted "step.param" seen on the page}."""
+    counts: dict[int, dict[str, int]] = {run_id: {} for run_id in run_ids}
+    params: dict[int, dict[str, Any]] = {run_id: {} for run_id in run_ids}
+    readers: dict[int, list[int]] = {}
+    rows = (
+        StepRun.objects.filter(run_id__in=run_ids)
+        .order_by("position")
+        .values_list("pk", "run_id", "reused_from_id", "status", "name", "params")
+    )
+    for step_id, run_id, source_id, status, name, step_params in rows:
+        counts[run_id][status] = counts[run_id].get(status, 0) + 1
+        readers.setdefault(source_id or step_id, []).append(run_id)
+        for param, value in (step_params or {}).items():
+            params[run_id][f"{name}.{param}"] = value
+    keys = sorted({key for values in params.values() for key in values})
+    return {"counts": counts, "readers": readers, "params": params, "param_keys": keys}
+
+
+def run_metric_values(
+    run_ids: list[int], names: list[str], readers: dict[int, list[int]] | None = None
+) -> dict[int, dict[str, float]]:
     """{run id: {metric: value}} for a page of runs and the chosen metric names (two
-    queries). A reused step counts with the metrics of the step it reused; a series counts
-    by its last point; when several steps log a name, the later step wins."""
+    queries; one when run_page_steps gave the `readers`). A reused step counts with the
+    metrics of the step it reused; a series counts by its last point; when several steps log
+    a name, the later step wins."""
     values: dict[int, dict[str, float]] = {run_id: {} for run_id in run_ids}
     if not names or not run_ids:
         return values
     # Which runs read each step's metrics: its own run, and every run on the page whose step
     # reused it. Looking metrics up by step id keeps the (name, step) index in use.
-    readers: dict[int, list[int]] = {}
-    for step_id, run_id, source_id in (
-        StepRun.objects.filter(run_id__in=run_ids)
-        .order_by()
-        .values_list("pk", "run_id", "reused_from_id")
-    ):
-        readers.setdefault(source_id or step_id, []).append(run_id)
+    if readers is None:
+        readers = {}
+        for step_id, run_id, source_id in (
+            StepRun.objects.filter(run_id__in=run_ids)
+            .order_by()
+            .values_list("pk", "run_id", "reused_from_id")
+        ):
+            readers.setdefault(source_id or step_id, []).append(run_id)
     rows = (
         Metric.objects.filter(name__in=names, step_id__in=list(readers))
         .order_by("step__position", "index", "id")
@@ -832,7 +886,8 @@ METRIC_CHOOSER_RUNS = 1000
 def workspace_metric_names(
     workspace: Any, limit: int = 200, recent_runs: int = METRIC_CHOOSER_RUNS
 ) -> list[str]:
-    """The metric names logged by the workspace's most recent runs (for the column chooser).
+    """The metric names logged by the workspace's most recent runs, the most used first (by
+    how many steps logged each), for the column chooser and the default columns.
 
     Only recent runs: over all of them the join grows with the workspace (about 150 ms at
     40,000 runs on Postgres), and a name nobody logged lately is rarely the column wanted.
@@ -845,10 +900,24 @@ def workspace_metric_names(
     )
     return list(
         Metric.objects.filter(step__run_id__in=Subquery(recent))
-        .order_by("name")
-        .values_list("name", flat=True)
-        .distinct()[:limit]
+        .values("name")
+        .annotate(steps=Count("step_id", distinct=True))
+        .order_by("-steps", "name")
+        .values_list("name", flat=True)[:limit]
     )
+
+
+def run_list_columns(user: Any, workspace: Any) -> dict[str, list[str]] | None:
+    """The columns `user` last picked for the workspace's runs list ({"metrics", "params"}),
+    or None when they never did (the list then shows the defaults)."""
+    row = RunListPrefs.objects.filter(user=user, workspace=workspace).only("columns").first()
+    if row is None:
+        return None
+    columns = row.columns or {}
+    return {
+        "metrics": [str(m) for m in columns.get("metrics", [])],
+        "params": [str(p) for p in columns.get("params", [])],
+    }
 
 
 # --- runs on the design-time pages -----------------------------------------------------------

@@ -72,6 +72,7 @@ class RunSerializer(serializers.ModelSerializer[PipelineRun]):
             "variant",
             "archived_at",
             "pinned",
+            "note",
         ]
 
     @extend_schema_field({"type": "string", "nullable": True})
@@ -139,5 +140,9 @@ class RunDetailSerializer(RunSerializer):
         "long-poll for the next change.",
     )
 
+    tags = serializers.ListField(
+        child=serializers.CharField(), read_only=True, help_text="The run's tags, sorted."
+    )
+
     class Meta(RunSerializer.Meta):
-        fields = [*RunSerializer.Meta.fields, "steps", "newer_modules", "last_event"]
+        fields = [*RunSerializer.Meta.fields, "tags", "steps", "newer_modules", "last_event"]

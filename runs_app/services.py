@@ -4,6 +4,7 @@ Sweeps (at the end): create, extend, cancel and promote, starting runs the same 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.db import transaction
@@ -14,9 +15,19 @@ from artifacts.models import Artifact
 from pipelines_app.models import PipelineVersion
 from pipelines_app.services import pipeline_version_clone
 from runs_app import scheduler
-from runs_app.models import RUN_TERMINAL, Event, PipelineRun, StepRun, StepStatus
+from runs_app.models import (
+    NOTE_MAX,
+    RUN_TERMINAL,
+    TAG_RE,
+    Event,
+    PipelineRun,
+    RunListPrefs,
+    RunTag,
+    StepRun,
+    StepStatus,
+)
 from workspaces.audit import audit_record
-from workspaces.errors import DomainError
+from workspaces.errors import DomainError, Problems
 from workspaces.models import AuditVerb
 
 
@@ -123,6 +134,83 @@ def runs_archive(runs: QuerySet[PipelineRun], *, archived: bool = True) -> int:
 def run_pin(run: PipelineRun, *, pinned: bool = True) -> None:
     PipelineRun.objects.filter(pk=run.pk).update(pinned=pinned)
     run.pinned = pinned
+
+
+MAX_TAGS = 20
+_TAG = re.compile(TAG_RE)
+
+
+def _tag_names(values: list[str] | None, field: str, problems: Problems) -> list[str]:
+    """The tags given, stripped and deduplicated in order; each bad one is a problem on
+    `field`."""
+    names = list(dict.fromkeys(v.strip() for v in values or [] if v.strip()))
+    for name in names:
+        if not _TAG.match(name):
+            problems.add(
+                field,
+                f"{name[:60]!r}: a tag is 1-50 letters, digits, _ . : - "
+                "(starting with a letter or digit)",
+            )
+    return names
+
+
+def run_annotate(
+    run: PipelineRun,
+    *,
+    tags: list[str] | None = None,
+    add: list[str] | None = None,
+    remove: list[str] | None = None,
+    note: str | None = None,
+    user: Any = None,
+) -> dict[str, Any]:
+    """Change what people say of a run: `tags` replaces the whole set, `add` and `remove`
+    change it (applied after `tags`), `note` replaces the note; what is not given stays.
+    Everything is checked before anything is written (a DomainError naming `tags`, `add`,
+    `remove` or `note`). Returns what selectors.run_annotations reads."""
+    problems = Problems()
+    wanted = _tag_names(tags, "tags", problems) if tags is not None else None
+    adding = _tag_names(add, "add", problems)
+    removing = set(_tag_names(remove, "remove", problems))
+    if note is not None and len(note) > NOTE_MAX:
+        problems.add("note", f"at most {NOTE_MAX:,} characters, not {len(note):,}")
+    if note is not None and "\x00" in note:  # PostgreSQL's text cannot hold it
+        problems.add("note", "a note cannot hold a NUL character")
+    problems.raise_if_any("invalid_annotation", "annotation")
+    with transaction.atomic():
+        # Locks the run: two people tagging it at once apply one after the other.
+        locked = PipelineRun.objects.select_for_update().only("pk").get(pk=run.pk)
+        have = list(RunTag.objects.filter(run=locked).values_list("name", flat=True))
+        final = list(wanted if wanted is not None else have)
+        final += [name for name in adding if name not in final]
+        final = [name for name in final if name not in removing]
+        if len(final) > MAX_TAGS:
+            field = "tags" if wanted is not None and len(wanted) > MAX_TAGS else "add"
+            raise DomainError(
+                "invalid_annotation",
+                "Too many tags.",
+                {field: [f"at most {MAX_TAGS} tags on a run, not {len(final)}"]},
+            )
+        RunTag.objects.filter(run=locked).exclude(name__in=final).delete()
+        RunTag.objects.bulk_create(
+            [RunTag(run=locked, name=name, created_by=user) for name in final if name not in have]
+        )
+        if note is not None:
+            PipelineRun.objects.filter(pk=run.pk).update(note=note)
+            run.note = note
+    return {"run": run.pk, "tags": sorted(final), "note": run.note}
+
+
+def run_list_columns_set(
+    user: Any, workspace: Any, *, metrics: list[str], params: list[str]
+) -> None:
+    """Remember the columns `user` picked for the workspace's runs list; none picked forgets
+    them (the list shows its defaults again)."""
+    if not metrics and not params:
+        RunListPrefs.objects.filter(user=user, workspace=workspace).delete()
+        return
+    RunListPrefs.objects.update_or_create(
+        user=user, workspace=workspace, defaults={"columns": {"metrics": metrics, "params": params}}
+    )
 
 
 def _ids(ids: list[int]) -> str:

@@ -52,6 +52,7 @@ urlpatterns = [
     path(run + "clone/", views.run_clone, name="clone"),
     path(run + "forget/", views.run_forget, name="forget"),
     path(run + "pin/", views.run_pin, name="pin"),
+    path(run + "annotations/", views.run_annotations, name="annotations"),
     path(run + "lineage/", views.run_lineage, name="lineage"),
     path(run + "outputs.zip", views.run_outputs_zip, name="outputs_zip"),
     path(step, views.step_detail, name="step"),

@@ -8,6 +8,7 @@ that call it).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.contrib import messages
@@ -36,7 +37,14 @@ from pipelines_app.selectors import (
     newer_modules,
 )
 from runs_app import charts, downloads, query, retention, selectors, services
-from runs_app.diffs import run_diff
+from runs_app.diffs import (
+    COMPARE_MAX,
+    COMPARE_MIN,
+    compare_ids,
+    metric_direction,
+    pair_diff,
+    runs_compare,
+)
 from runs_app.filters import RunFilter
 from runs_app.models import RUN_TERMINAL, STEP_TERMINAL, PipelineRun, StepRun
 from workspaces.errors import DomainError
@@ -67,33 +75,40 @@ def run_list(request: HttpRequest, slug: str) -> TemplateResponse:
     # A filter value that does not parse shows its error and matches nothing, rather than
     # being dropped silently (which would show every run as if it matched).
     runs = filterset.qs if filterset.is_valid() else filterset.queryset.none()
-    expression = request.GET.get("q", "").strip()
+    # `q` is what the page called it first: old links keep working.
+    expression = request.GET.get("filter", request.GET.get("q", "")).strip()
     query_error = None
     try:
-        runs = runs.filter(query.filter_q(expression, field="q"))
+        runs = runs.filter(query.filter_q(expression))
     except query.FilterError as error:
         query_error = error
         runs = runs.none()
+    sort, sort_error = _run_sort(request.GET.get("sort", ""))
+    if sort is not None:
+        annotations, order = query.run_ordering(sort)
+        runs = runs.alias(**annotations).order_by(*order)  # ordered by, never read
     page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
-    metric_names = list(dict.fromkeys(m for m in request.GET.getlist("metric") if m))
-    metric_names = metric_names[:MAX_METRIC_COLUMNS]
+    used_metrics = selectors.workspace_metric_names(workspace)
+    metric_names, param_keys, columns_from = _list_columns(request, workspace, used_metrics)
     ids = [run.pk for run in page]
-    counts = selectors.run_step_counts(ids)
-    values = selectors.run_metric_values(ids, metric_names)
+    steps = selectors.run_page_steps(ids)
+    values = selectors.run_metric_values(ids, metric_names, readers=steps["readers"])
     rows = [
         {
             "run": run,
-            "steps": counts[run.pk],
-            "step_total": sum(counts[run.pk].values()),
+            "steps": steps["counts"][run.pk],
+            "step_total": sum(steps["counts"][run.pk].values()),
             "duration_s": (
                 (run.finished_at - run.started_at).total_seconds()
                 if run.started_at and run.finished_at
                 else None
             ),
             "metrics": [values[run.pk].get(name) for name in metric_names],
+            "params": [steps["params"][run.pk].get(key) for key in param_keys],
         }
         for run in page
     ]
+    filtered = any(k not in LIST_VIEW_KEYS and v for k, v in request.GET.items())
     context = {
         "workspace": workspace,
         "filterset": filterset,
@@ -102,12 +117,104 @@ def run_list(request: HttpRequest, slug: str) -> TemplateResponse:
         "archived": archived,
         "can_edit": role_allows(workspace, Role.EDITOR),
         "metric_names": metric_names,
-        "available_metrics": selectors.workspace_metric_names(workspace),
-        "filtered": any(k not in {"page", "metric", "q"} and v for k, v in request.GET.items()),
+        "param_keys": param_keys,
+        "columns_from": columns_from,
+        "header": _list_header(sort, metric_names, param_keys),
+        "sort": sort.text if sort is not None else "",
+        "sort_error": sort_error,
+        "available_metrics": sorted(used_metrics),
+        "available_params": list(dict.fromkeys([*param_keys, *steps["param_keys"]])),
+        "filtered": filtered,
         "expression": expression,
         "query_error": query_error,
     }
     return TemplateResponse(request, "runs_app/run_list.html", context)
+
+
+# Query keys that choose what the list shows or how, not which runs.
+LIST_VIEW_KEYS = {"page", "metric", "param", "columns", "sort", "filter", "q"}
+MAX_PARAM_COLUMNS = 6
+DEFAULT_METRIC_COLUMNS = 3
+PARAM_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _run_sort(text: str) -> tuple[query.Sort | None, DomainError | None]:
+    """The list's order from `?sort=`; a column it cannot sort by is shown, and ignored."""
+    if not text.strip():
+        return None, None
+    try:
+        return query.parse_sort(text), None
+    except query.SortError as error:
+        return None, error
+
+
+def _list_columns(
+    request: HttpRequest, workspace: Workspace, used_metrics: list[str]
+) -> tuple[list[str], list[str], str]:
+    """The metric and param columns to show and where they come from: "url" (a link names
+    them), "picked" (the column chooser, remembered for this user), "saved" (what this user
+    picked last time) or "default" (the workspace's most used metrics)."""
+    metrics = list(dict.fromkeys(m for m in request.GET.getlist("metric") if m))
+    metrics = [m[:200] for m in metrics][:MAX_METRIC_COLUMNS]
+    params = list(dict.fromkeys(p for p in request.GET.getlist("param") if PARAM_KEY.match(p)))
+    params = params[:MAX_PARAM_COLUMNS]
+    chooser = request.GET.get("columns")
+    if chooser in ("1", "reset"):
+        if chooser == "reset":
+            metrics, params = [], []
+        services.run_list_columns_set(request.user, workspace, metrics=metrics, params=params)
+        if metrics or params:
+            return metrics, params, "picked"
+    elif metrics or params:
+        return metrics, params, "url"
+    else:
+        saved = selectors.run_list_columns(request.user, workspace)
+        if saved is not None:
+            return (
+                saved["metrics"][:MAX_METRIC_COLUMNS],
+                saved["params"][:MAX_PARAM_COLUMNS],
+                "saved",
+            )
+    return used_metrics[:DEFAULT_METRIC_COLUMNS], [], "default"
+
+
+# (sort key, label, numeric, first click sorts descending); None: not sortable.
+FIXED_COLUMNS: tuple[tuple[str | None, str, bool, bool], ...] = (
+    ("id", "Run", False, True),
+    ("pipeline", "Pipeline", False, False),
+    ("status", "Status", False, False),
+    (None, "Steps", False, False),
+    ("duration", "Duration", False, True),
+    ("user", "By", False, False),
+    ("created", "Created", False, True),
+)
+
+
+def _list_header(
+    sort: query.Sort | None, metrics: list[str], params: list[str]
+) -> list[dict[str, Any]]:
+    """The runs list's column headers: [{"label", "key", "numeric", "aria_sort", "next"}];
+    `next` is the `?sort=` a click asks for: the other direction when the column is the
+    sorted one, else its natural first direction (newest, largest, or a metric's better end
+    first: accuracy high to low, loss low to high)."""
+    current = sort or query.Sort("created", descending=True)
+    columns = [
+        *FIXED_COLUMNS,
+        *((f"metrics.{m}", m, True, metric_direction(m) == "max") for m in metrics),
+        *((f"params.{p}", p, True, False) for p in params),
+    ]
+    header = []
+    for key, label, numeric, descending_first in columns:
+        column: dict[str, Any] = {"label": label, "key": key, "numeric": numeric}
+        if key is not None:
+            active = key == current.column
+            descending = not current.descending if active else descending_first
+            column["next"] = ("-" if descending else "") + key
+            column["aria_sort"] = (
+                ("descending" if current.descending else "ascending") if active else "none"
+            )
+        header.append(column)
+    return header
 
 
 # --- the run explorer --------------------------------------------------------------------------
@@ -172,7 +279,58 @@ def run_detail(request: HttpRequest, slug: str, run_id: int) -> TemplateResponse
     workspace = run.workspace
     context = _explorer_context(request, workspace, run)
     context["newer_modules"] = newer_modules(run.pipeline_version)  # not in the live part
+    context["annotations"] = selectors.run_annotations(run)
     return TemplateResponse(request, "runs_app/run_detail.html", context)
+
+
+ANNOTATIONS = "runs_app/_run_annotations.html"
+
+
+def _tags_from_text(text: str) -> list[str]:
+    """The tags typed in the page's one field, separated by commas or spaces."""
+    return [t for t in text.replace(",", " ").split() if t]
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def run_annotations(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    """A run's tags and note, edited in place: GET shows them (`?edit=1`, editors: the form),
+    POST saves them. htmx gets the section back to swap in; a plain browser gets a page with
+    the form, and after saving goes back to the run."""
+    htmx = request.headers.get("HX-Request") == "true"
+    editing = request.method == "POST" or request.GET.get("edit") == "1"
+    run = selectors.get_run_for_user(
+        request.user, slug, run_id, role=Role.EDITOR if editing else Role.VIEWER
+    )
+    context: dict[str, Any] = {
+        "workspace": run.workspace,
+        "run": run,
+        "can_edit": role_allows(run.workspace, Role.EDITOR),
+        "annotations": selectors.run_annotations(run),
+    }
+    if request.method == "POST":
+        tags_text = request.POST.get("tags", "")
+        note = request.POST.get("note", "").replace("\r\n", "\n")
+        try:
+            context["annotations"] = services.run_annotate(
+                run, tags=_tags_from_text(tags_text), note=note, user=request.user
+            )
+        except DomainError as error:
+            context.update(errors=error.fields or {}, tags_text=tags_text, note=note)
+            name = f"{ANNOTATIONS}#form" if htmx else "runs_app/run_annotations.html"
+            return TemplateResponse(request, name, context, status=200 if htmx else 400)
+        if not htmx:
+            messages.success(request, f"Run {run.pk}: tags and note saved.")
+            return redirect("runs:detail", slug=slug, run_id=run.pk)
+        return TemplateResponse(request, f"{ANNOTATIONS}#display", context)
+    if editing:
+        context.update(
+            tags_text=" ".join(context["annotations"]["tags"]),
+            note=context["annotations"]["note"],
+        )
+        if not htmx:
+            return TemplateResponse(request, "runs_app/run_annotations.html", context)
+    return TemplateResponse(request, f"{ANNOTATIONS}#{'form' if editing else 'display'}", context)
 
 
 @login_required
@@ -277,12 +435,22 @@ BULK_ACTIONS = ("archive", "restore", "delete")
 @login_required
 @require_POST
 def runs_bulk(request: HttpRequest, slug: str) -> HttpResponse:
-    """Archive, restore or delete the runs ticked in the runs list."""
-    workspace = get_workspace_for_user(request.user, slug, Role.EDITOR)
+    """Archive, restore or delete the runs ticked in the runs list (editors), or compare
+    them (anyone who sees them: off to the compare page's shareable address)."""
+    action = request.POST.get("action")
+    role = Role.VIEWER if action == "compare" else Role.EDITOR
+    workspace = get_workspace_for_user(request.user, slug, role)
     back = request.POST.get("back", "")
     if not back.startswith(f"/w/{workspace.slug}/runs/"):
         back = reverse("runs:list", args=[workspace.slug])
-    action = request.POST.get("action")
+    if action == "compare":
+        try:
+            ids = compare_ids(request.POST.getlist("runs"))
+        except DomainError as error:
+            messages.error(request, f"{error.message} Tick {COMPARE_MIN} to {COMPARE_MAX} runs.")
+            return redirect(back)
+        compare = reverse("runs:compare", args=[workspace.slug])
+        return redirect(f"{compare}?runs={','.join(map(str, ids))}")
     ids = [int(v) for v in request.POST.getlist("runs") if v.isdigit()]
     if action not in BULK_ACTIONS or not ids:
         messages.error(request, "Tick the runs first, then choose archive, restore or delete.")
@@ -640,33 +808,68 @@ def artifact_frame(request: HttpRequest, slug: str, sha256: str) -> HttpResponse
 
 @login_required
 def run_compare(request: HttpRequest, slug: str) -> TemplateResponse:
-    """Two runs side by side (`?a=&b=`, `&params=all` for every param, not only those that
-    differ); without both, a form to choose them."""
+    """2 to 10 runs side by side (`?runs=1,2,3`, or `?a=&b=` for two): params that differ
+    first, metrics with the best of each row, step-wise metrics overlaid, which runs share
+    each step's cache key, and two of them (`a` and `b`, the first two by default) in
+    detail: params, graph, code and outputs. Without runs, a form to pick them."""
     workspace = get_workspace_for_user(request.user, slug)
     a_id, b_id = int_or_none(request.GET.get("a")), int_or_none(request.GET.get("b"))
+    wanted = [v for v in request.GET.getlist("runs") if v.strip()]
+    if not wanted and a_id is not None and b_id is not None:
+        wanted = [f"{a_id},{b_id}"]
     context: dict[str, Any] = {
         "workspace": workspace,
-        "a_id": a_id,
-        "b_id": b_id,
         "compare_url": reverse("runs:compare", args=[slug]),
+        "limits": (COMPARE_MIN, COMPARE_MAX),
+        "a_id": a_id,
     }
-    if a_id is not None and b_id is not None:
-        a = selectors.get_run_for_user(request.user, slug, a_id)
-        b = selectors.get_run_for_user(request.user, slug, b_id)
-        diff = run_diff(a, b)
-        all_params = request.GET.get("params") == "all"
-        context.update(
-            a=a,
-            b=b,
-            sides=[a, b],
-            diff=diff,
-            all_params=all_params,
-            param_rows=[r for r in diff["params"] if all_params or not r["same"]],
-        )
-        link_outputs(workspace, diff["outputs"], a.pk, b.pk)
-    else:
-        context["recent"] = list(selectors.run_list(workspace)[:30])
-    return TemplateResponse(request, "runs_app/compare.html", context)
+    error = None
+    if wanted:
+        try:
+            ids = compare_ids(wanted)
+        except DomainError as problem:
+            error = problem
+        else:
+            context.update(_compare_context(request, slug, ids, a_id, b_id))
+            return TemplateResponse(request, "runs_app/compare.html", context)
+    context["error"] = error
+    context["recent"] = list(selectors.run_list(workspace)[:30])
+    return TemplateResponse(request, "runs_app/compare.html", context, status=400 if error else 200)
+
+
+def _compare_context(
+    request: HttpRequest, slug: str, ids: list[int], a_id: int | None, b_id: int | None
+) -> dict[str, Any]:
+    runs = selectors.get_runs_for_user(request.user, slug, ids)
+    comparison = runs_compare(runs)
+    by_id = {run.pk: run for run in runs}
+    # The pair shown in detail: `a` and `b` when both are among the runs, else the first two.
+    if a_id not in by_id or b_id not in by_id or a_id == b_id:
+        a_id, b_id = ids[0], ids[1]
+    a, b = by_id[a_id], by_id[b_id]
+    diff = pair_diff(comparison["facts"][a.pk], comparison["facts"][b.pk], a, b)
+    all_params = request.GET.get("params") == "all"
+    link_outputs(runs[0].workspace, diff["outputs"], a.pk, b.pk)
+    runs_text = ",".join(map(str, ids))
+    for row in comparison["metrics"]:
+        row["cells"] = list(zip(row["values"], row["best"], strict=True))
+    return {
+        "runs": runs,
+        "runs_text": runs_text,
+        "comparison": comparison,
+        "same_params": [row for row in comparison["params"] if row["same"]],
+        "columns": list(zip(runs, comparison["runs"], strict=True)),
+        "curves": charts.compare_curve_figures(comparison["series"]),
+        "share_url": request.build_absolute_uri(
+            f"{reverse('runs:compare', args=[slug])}?runs={runs_text}"
+        ),
+        "a": a,
+        "b": b,
+        "sides": [a, b],
+        "diff": diff,
+        "all_params": all_params,
+        "param_rows": [r for r in diff["params"] if all_params or not r["same"]],
+    }
 
 
 def link_outputs(workspace: Workspace, pairs: list[dict[str, Any]], a_id: int, b_id: int) -> None:

@@ -696,19 +696,29 @@ def runs(
             "'metrics.accuracy > 0.9 and params.train.hidden = 32 and tag = baseline'.",
         ),
     ] = None,
+    sort: Annotated[
+        str | None,
+        typer.Option(
+            "--sort",
+            help="One column, '-' first for descending: id, pipeline, status, duration, user, "
+            "created, metrics.NAME, params.STEP.PARAM (e.g. -metrics.accuracy).",
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1)] = 20,
     workspace: Workspace = None,
     as_json: AsJson = False,
 ) -> None:
-    """The workspace's runs, newest first."""
+    """The workspace's runs, newest first (or in --sort's order)."""
     with client_for(workspace) as client:
-        rows = client.runs(limit=limit, status=status or None, pipeline=pipeline, filter=where)
+        rows = client.runs(
+            limit=limit, status=status or None, pipeline=pipeline, filter=where, sort=sort
+        )
     if as_json:
         print_json(rows)
         return
     from rich.table import Table
 
-    table = Table("id", "status", "pipeline", "steps", "by", "created", "took")
+    table = Table("id", "status", "pipeline", "steps", "by", "created", "took", "tags")
     for row in rows:
         counts = row.get("step_counts", {})
         done = sum(counts.get(s, 0) for s in ("succeeded", "reused"))
@@ -720,6 +730,7 @@ def runs(
             row["created_by"] or "",
             row["created_at"][:19].replace("T", " "),
             _duration(row["started_at"], row["finished_at"]),
+            ", ".join(row.get("tags", [])),
         )
     out.print(table)
 
@@ -738,6 +749,10 @@ def show(
         print_json(detail)
         return
     out.print(steps_table(detail))
+    if detail.get("tags"):
+        out.print("tags: " + ", ".join(detail["tags"]), highlight=False)
+    if detail.get("note"):
+        out.print("note: " + detail["note"], highlight=False, markup=False)
     if detail["params"]:
         out.print("params: " + ", ".join(f"{k}={v!r}" for k, v in detail["params"].items()))
     for step in detail["steps"]:
@@ -842,13 +857,26 @@ def download(
 @app.command()
 @handles_errors
 def compare(
-    a: Annotated[int, typer.Argument(metavar="RUN")],
-    b: Annotated[int, typer.Argument(metavar="RUN")],
+    run_ids: Annotated[
+        list[int], typer.Argument(metavar="RUN RUN [RUN...]", help="2 to 10 run ids.")
+    ],
     all_rows: Annotated[bool, typer.Option("--all", help="Also rows that are the same.")] = False,
     workspace: Workspace = None,
     as_json: AsJson = False,
 ) -> None:
-    """Two runs side by side: modules, params and metrics that differ."""
+    """Runs side by side: with two, the modules, params and metrics that differ (and the
+    deltas); with 3 to 10, the params that differ and every metric, ★ the best of each."""
+    if not 2 <= len(set(run_ids)) <= 10:
+        raise ValidationError(f"name 2 to 10 runs to compare, not {len(set(run_ids))}")
+    if len(run_ids) > 2:
+        with client_for(workspace) as client:
+            comparison = client.compare_runs(run_ids)
+        if as_json:
+            print_json(comparison)
+        else:
+            print_comparison(comparison, all_rows)
+        return
+    a, b = run_ids
     with client_for(workspace) as client:
         diff = client.compare(a, b)
     if as_json:
@@ -876,6 +904,35 @@ def compare(
         f"{counts['modules']} module, {counts['params']} param and {counts['metrics']} "
         "metric differences"
     )
+
+
+def print_comparison(comparison: dict[str, Any], all_rows: bool = False) -> None:
+    """3 to 10 runs: a column per run; the params that differ (all with --all) and every
+    metric, ★ marking the best of a row (higher, or lower for a loss or an error)."""
+    from rich.table import Table
+
+    runs = comparison["runs"]
+    table = Table("", *(f"run {run['id']}" for run in runs))
+    table.add_row("pipeline", *(f"{run['pipeline']}@{run['version']}" for run in runs))
+    table.add_row("status", *(styled(run["status"]) for run in runs))
+    params = [row for row in comparison["params"] if all_rows or not row["same"]]
+    if params:
+        table.add_section()
+    for row in params:
+        table.add_row(f"param {row['key']}", *(_cell(value) for value in row["values"]))
+    if comparison["metrics"]:
+        table.add_section()
+    for row in comparison["metrics"]:
+        cells = [
+            ("★ " if best else "") + _cell(value)
+            for value, best in zip(row["values"], row["best"], strict=True)
+        ]
+        table.add_row(f"metric {row['key']} ({row['direction']})", *cells)
+    out.print(table)
+    counts = comparison["differences"]
+    same = len(comparison["params"]) - counts["params"]
+    note = f" ({same} the same; --all shows them)" if same and not all_rows else ""
+    out.print(f"{counts['params']} params differ{note}; {counts['metrics']} metrics differ")
 
 
 def _cell(value: Any) -> str:
@@ -1003,6 +1060,63 @@ def pin(
     with client_for(workspace) as client:
         client.pin(run_id, pinned=not off)
     out.print(f"run {run_id} {'unpinned' if off else 'pinned'}")
+
+
+@app.command()
+@handles_errors
+def tag(
+    run_id: Annotated[int, typer.Argument(metavar="RUN")],
+    tags: Annotated[
+        list[str] | None, typer.Argument(metavar="[TAG...]", help="Tags to add.")
+    ] = None,
+    remove: Annotated[
+        list[str] | None, typer.Option("--remove", "-r", help="A tag to take off (repeatable).")
+    ] = None,
+    workspace: Workspace = None,
+    as_json: AsJson = False,
+) -> None:
+    """Tag a run (find it later with `runs --filter "tag = NAME"`); --remove takes tags off.
+    Without tags, print the run's tags."""
+    with client_for(workspace) as client:
+        if tags or remove:
+            answer = client.annotate(run_id, add=tags or [], remove=remove or [])
+        else:
+            answer = client.annotations(run_id)
+    if as_json:
+        print_json(answer)
+        return
+    out.print(f"run {run_id}: {', '.join(answer['tags']) or 'no tags'}", highlight=False)
+
+
+@app.command()
+@handles_errors
+def note(
+    run_id: Annotated[int, typer.Argument(metavar="RUN")],
+    text: Annotated[
+        str | None, typer.Argument(metavar="[TEXT]", help="The note; '-' reads it from stdin.")
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the note.")] = False,
+    workspace: Workspace = None,
+    as_json: AsJson = False,
+) -> None:
+    """Write a run's note (it replaces the one there); without TEXT, print it."""
+    if clear and text is not None:
+        raise ValidationError("give a TEXT or --clear, not both")
+    if text == "-":
+        text = sys.stdin.read()
+    with client_for(workspace) as client:
+        if text is not None or clear:
+            answer = client.annotate(run_id, note="" if clear else text)
+        else:
+            answer = client.annotations(run_id)
+    if as_json:
+        print_json(answer)
+    elif text is not None or clear:
+        out.print(f"run {run_id}: note {'cleared' if clear else 'saved'}")
+    elif answer["note"]:
+        sys.stdout.write(answer["note"].rstrip("\n") + "\n")
+    else:
+        err.print(f"run {run_id} has no note")
 
 
 @app.command()

@@ -617,7 +617,9 @@ class Client:
     def runs(self, limit: int | None = 50, **filters: Any) -> list[dict[str, Any]]:
         """Runs newest first; filters: status, pipeline, version, sweep, created_by,
         created_after, created_before (ISO 8601), and `filter`, the runs filter language
-        ("metrics.accuracy > 0.9 and tag = baseline")."""
+        ("metrics.accuracy > 0.9 and tag = baseline"); `sort="-metrics.accuracy"` orders
+        them by a column (id, pipeline, status, duration, user, created, metrics.NAME,
+        params.STEP.PARAM)."""
         return self.paginate(self._path("runs", ""), limit=limit, **filters)
 
     def get_run(self, run: Any) -> dict[str, Any]:
@@ -672,6 +674,32 @@ class Client:
         """Pin a run (never deleted) or unpin it."""
         return self.post(self._path("runs", _run_id(run), "pin", ""), {"pinned": pinned})
 
+    def annotations(self, run: Any) -> dict[str, Any]:
+        """A run's tags and note: {"run", "tags", "note"}."""
+        return self.get(self._path("runs", _run_id(run), "annotations", ""))
+
+    def annotate(
+        self,
+        run: Any,
+        *,
+        tags: Iterable[str] | None = None,
+        add: Iterable[str] | None = None,
+        remove: Iterable[str] | None = None,
+        note: str | None = None,
+    ) -> dict[str, Any]:
+        """Change a run's tags and note: `tags` replaces the set, `add` and `remove` change
+        it, `note` replaces the note (`""` clears it); what is not given stays. Returns
+        {"run", "tags", "note"}."""
+        body: dict[str, Any] = {}
+        for key, values in (("tags", tags), ("add", add), ("remove", remove)):
+            if values is not None:
+                body[key] = list(values)
+        if note is not None:
+            body["note"] = note
+        path = self._path("runs", _run_id(run), "annotations", "")
+        data: dict[str, Any] = self.request("PUT", path, json=body).json()
+        return data
+
     def forget(self, run: Any = None, step: str | None = None, module: str | None = None) -> int:
         """Forget cached results so later runs recompute them: a run's, one step's of a
         run, or a module version's (`module="name@N"`). Returns how many were forgotten."""
@@ -714,7 +742,15 @@ class Client:
         return self.get(self._path("runs", _run_id(run), "lineage", ""))
 
     def compare(self, a: Any, b: Any) -> dict[str, Any]:
+        """Two runs side by side: modules, params and metrics with b - a deltas."""
         return self.get(self._path("runs", "compare", ""), a=_run_id(a), b=_run_id(b))
+
+    def compare_runs(self, runs: Iterable[Any]) -> dict[str, Any]:
+        """2 to 10 runs side by side: {"runs", "params" (those that differ first), "metrics"
+        (each with its values, `direction` and `best`), "steps" (which runs share each
+        step's cache key), "series" (step-wise metrics), "differences"}."""
+        ids = ",".join(str(_run_id(run)) for run in runs)
+        return self.get(self._path("runs", "compare", ""), runs=ids)
 
     # --- sweeps ----------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from runs_app.models import (
     Metric,
     PipelineRun,
     RetentionPolicy,
+    RunListPrefs,
     RunStatus,
     RunTag,
     StepInput,
@@ -129,6 +130,7 @@ def rows(world: Any) -> dict[type[Model], Model]:
             Event.objects.create(run=run, old_status="", new_status="pending"),
             Metric.objects.create(step=step, name="accuracy", value=0.9),
             RunTag.objects.create(run=run, name="baseline"),
+            RunListPrefs.objects.create(user=world.editor, workspace=ws, columns={"metrics": []}),
             StepLog.objects.create(step=step, attempt=1, offset=0, text="hello\n"),
             WorkerHeartbeat.objects.create(
                 host="box", pid=42, runtime="r" * 64, last_seen=timezone.now()

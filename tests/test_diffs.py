@@ -259,8 +259,14 @@ def test_compare_page_shows_differing_params_unless_asked_for_all(
     differing = client.get(url, {"a": a.pk, "b": b.pk}).content.decode()
     every = client.get(url, {"a": a.pk, "b": b.pk, "params": "all"}).content.decode()
 
-    assert '<tr class="differs"><th scope="row" class="mono">s1.k</th>' in differing
-    assert '<th scope="row" class="mono">s0.k</th>' not in differing
+    # Above, the runs' params: those that differ, then the same ones folded away; below,
+    # the pair in detail shows only those that differ unless asked for all.
+    overview, pair = differing.split('id="pair-title"')
+    assert '<tr class="differs"><th scope="row" class="mono">s1.k</th>' in overview
+    folded = overview.split('<details class="same-params">')[1]
+    assert '<th scope="row" class="mono">s0.k</th>' in folded
+    assert '<tr class="differs"><th scope="row" class="mono">s1.k</th>' in pair
+    assert '<th scope="row" class="mono">s0.k</th>' not in pair
     assert "Show all 2" in differing
     assert '<tr><th scope="row" class="mono">s0.k</th>' in every
     assert "Show only the 1 that differ" in every

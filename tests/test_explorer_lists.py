@@ -14,7 +14,15 @@ from django.utils import timezone
 
 from runs_app import charts, scheduler
 from runs_app.diffs import diff_runs, run_diff
-from runs_app.models import Metric, PipelineRun, RunStatus, StepRun, StepStatus, Sweep
+from runs_app.models import (
+    Metric,
+    PipelineRun,
+    RunStatus,
+    RunTag,
+    StepRun,
+    StepStatus,
+    Sweep,
+)
 from runs_app.selectors import explain_reuse, human_duration, key_changes
 from tests.factories import chain
 from tests.test_explorer_pages import drain, finished_run, text
@@ -108,7 +116,10 @@ def test_runs_list_shows_chosen_metric_columns(client: Any, world: Any) -> None:
 
     html = text(client.get(reverse("runs:list", args=["lab"]), {"metric": "accuracy"}))
 
-    assert '<th scope="col" class="num">accuracy</th>' in html
+    assert (
+        '<th scope="col" class="num" aria-sort="none">'
+        '<a href="?metric=accuracy&amp;sort=-metrics.accuracy"' in html
+    )
     # Four significant digits shown, every digit on hover.
     assert '<td class="num" title="0.5">0.5</td>' in html
     assert '<td class="num" title="0.501">0.501</td>' in html
@@ -130,9 +141,9 @@ def test_runs_list_of_another_workspace_is_404(client: Any, world: Any) -> None:
     assert client.get(reverse("runs:list", args=["lab"])).status_code == 404
 
 
-# Session, user, workspace, pipeline choices, count, page, step counts, reuse sources,
-# metric values,
-# metric names.
+# Session, user, workspace, pipeline choices, count, page, tags, the page's steps (counts,
+# reuse sources, params), metric values, metric names; and without columns in the link, the
+# columns the user picked last time.
 RUN_LIST_QUERIES = 10
 
 
@@ -142,22 +153,28 @@ def test_runs_list_costs_the_same_queries_for_1_or_50_runs(
 ) -> None:
     sweep_version = chain(world.workspace, "swept", length=1)
     sweep = Sweep.objects.create(workspace=world.workspace, name="s", base_version=sweep_version)
-    bare_runs(world.workspace, n, sweep_version, created_by=world.owner, sweep=sweep)
+    runs = bare_runs(world.workspace, n, sweep_version, created_by=world.owner, sweep=sweep)
+    RunTag.objects.bulk_create(RunTag(run=run, name=name) for run in runs for name in ("a", "b"))
+    StepRun.objects.filter(run__in=runs).update(params={"k": 3})
     client.force_login(world.owner)
+    url = reverse("runs:list", args=["lab"])
 
+    with django_assert_num_queries(RUN_LIST_QUERIES + 1):
+        default = client.get(url)
     with django_assert_num_queries(RUN_LIST_QUERIES):
-        response = client.get(reverse("runs:list", args=["lab"]), {"metric": "accuracy"})
-    # A filter expression is part of the same queries, whatever it names.
+        response = client.get(url, {"metric": "accuracy", "param": "s0.k"})
+    # A filter expression and a sort are part of the same queries, whatever they name.
     where = "status != canceled and not tag = x and (metrics.accuracy > 0.1 or version >= 1)"
-    with django_assert_num_queries(RUN_LIST_QUERIES):
-        filtered = client.get(
-            reverse("runs:list", args=["lab"]), {"metric": "accuracy", "q": where}
-        )
+    for sort in ("-metrics.accuracy", "params.s0.k", "duration", "-pipeline"):
+        with django_assert_num_queries(RUN_LIST_QUERIES):
+            filtered = client.get(url, {"metric": "accuracy", "filter": where, "sort": sort})
+        assert text(filtered).count('class="mono">#') == n
 
-    assert response.status_code == 200
+    assert default.status_code == 200 and response.status_code == 200
+    assert '<td class="num" title="0.5">0.5</td>' in text(default)  # the default column
     assert text(response).count('class="mono">#') == n
-    assert filtered.status_code == 200
-    assert text(filtered).count('class="mono">#') == n
+    assert text(response).count('<span class="tag">b</span>') == n
+    assert text(response).count('<td class="num mono">3</td>') == n
 
 
 def test_the_runs_page_finds_runs_by_expression_and_points_at_a_mistake(
@@ -168,7 +185,7 @@ def test_the_runs_page_finds_runs_by_expression_and_points_at_a_mistake(
     client.force_login(world.viewer)
     url = reverse("runs:list", args=["lab"])
 
-    found = text(client.get(url, {"q": "params.s2.k = 3"}))
+    found = text(client.get(url, {"filter": "params.s2.k = 3"}))
     wrong = client.get(url, {"q": "params.s2.k = 3 and metrics.accuracy > lots"})
 
     assert f'class="mono">#{b.pk}<' in found and f'class="mono">#{a.pk}<' not in found
@@ -207,7 +224,7 @@ def test_compare_without_runs_offers_a_form_and_never_500s(client: Any, world: A
     junk = client.get(url, {"a": "../../etc", "b": "1e9"})
     foreign = client.get(url, {"a": run.pk, "b": secret.pk})
 
-    assert form.status_code == 200 and f'<option value="{run.pk}"' in text(form)
+    assert form.status_code == 200 and f'name="runs" value="{run.pk}"' in text(form)
     assert junk.status_code == 200
     assert foreign.status_code == 404
 

@@ -461,10 +461,10 @@ def test_lineage_page_draws_producers_inputs_and_run_links(
 
 # --- query budgets -------------------------------------------------------------------------------
 # Session, user, the run with its workspace and the caller's role (one access query), steps,
-# their metrics, and on the full page who started the run and which of its modules have newer
-# versions.
+# their metrics, and on the full page who started the run, which of its modules have newer
+# versions and its tags.
 LIVE_QUERIES = 5
-EXPLORER_QUERIES = LIVE_QUERIES + 2
+EXPLORER_QUERIES = LIVE_QUERIES + 3
 
 
 @pytest.mark.parametrize("length", [1, 50])

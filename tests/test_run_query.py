@@ -55,6 +55,14 @@ def test_values_are_typed_by_their_field():
     assert parse("  ") is None
 
 
+def test_keywords_are_whole_words_in_any_case():
+    assert parse("tag = a AND NOT tag = b") == Node(
+        "and", (Comparison("tag", "=", "a", 1), Node("not", (Comparison("tag", "=", "b", 17),)))
+    )
+    assert parse("params.s.android = 1") == Comparison("params.s.android", "=", 1, 1)
+    assert parse("tag = 'and'").value == "and"  # quoted, a keyword is text
+
+
 @pytest.mark.parametrize(
     ("text", "column", "says"),
     [
@@ -65,10 +73,15 @@ def test_values_are_typed_by_their_field():
         ("tag > baseline", 5, "tag takes = or !="),
         ("created < yesterday", 11, "a date (YYYY-MM-DD)"),
         ("params.hidden = 3", 1, "params.STEP.PARAM"),
+        ("params.s1.k__gt = 3", 1, "params.STEP.PARAM"),  # a name, never a lookup
         ("tag = a tag = b", 9, "expected 'and', 'or' or the end"),
         ("(tag = a", 9, "expected ')'"),
         ("tag = a and", 12, "expected a field"),
         ("tag ~ a", 5, "unexpected character '~'"),
+        ("tag = and", 7, "expected a value after '='"),
+        ("or = 1", 1, "expected a field"),
+        ("((tag = a) tag = b", 12, "expected ')', found 'tag'"),
+        ("tag baseline", 5, "expected = != > >= < <= after 'tag', found 'baseline'"),
         ("version = 1.5", 11, "a whole number"),
     ],
 )

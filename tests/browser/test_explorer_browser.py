@@ -135,12 +135,15 @@ def test_the_demo_from_login_to_compare(page: Any, demo: str, screenshots: Path)
     assert f"Reused from run {run_id}" in page.inner_text("#why")
 
     page.goto(f"{base}/w/demo/runs/compare/")
-    page.select_option("select[name=a]", str(run_id))
-    page.select_option("select[name=b]", str(second))
+    page.check(f"input[name=runs][value='{run_id}']")
+    page.check(f"input[name=runs][value='{second}']")
     page.click("main button:has-text('Compare')")
-    page.wait_for_selector(f"h1:has-text('Run {run_id} vs run {second}')")
-    differing = page.locator("tr.differs", has_text="train.seed")
+    page.wait_for_selector("h1:has-text('Compare 2 runs')")
+    # Newest first, as the picker lists them; the pair below in detail.
+    assert page.inner_text("#pair-title") == f"Run {second} vs run {run_id}"
+    differing = page.locator("table.compare-params tr.differs", has_text="train.seed")
     assert differing.count() == 1
+    assert page.locator(".pair tr.differs", has_text="train.seed").count() == 1
     page.screenshot(path=screenshots / "08-compare.png", full_page=True)
 
     # The other main pages, for a look.
