@@ -140,6 +140,119 @@ def parent(arguments: argparse.Namespace, passed: list[str]) -> int:
     return 1 if failed else 0
 
 
+# --- the sweep comparison in Chromium ----------------------------------------------------------
+# Installed before any page script (an init script is not subject to the page's CSP): it notes
+# when each figure's plotly SVG first appears in its container, whatever draws it and when.
+_FIGURE_CLOCK = """
+window.__figureDrawn = {};
+new MutationObserver(() => {
+  for (const box of document.querySelectorAll("[data-plotly]")) {
+    const id = box.getAttribute("data-plotly");
+    if (!(id in window.__figureDrawn) && box.querySelector(".main-svg")) {
+      window.__figureDrawn[id] = performance.now();
+    }
+  }
+}).observe(document, {childList: true, subtree: true});
+"""
+_IN_VIEW = """() => [...document.querySelectorAll("[data-plotly]")]
+  .filter((box) => { const r = box.getBoundingClientRect();
+                     return r.height > 0 && r.bottom > 0 && r.top < window.innerHeight; })
+  .map((box) => box.getAttribute("data-plotly"))"""
+_LOADED_AT = "() => performance.getEntriesByType('navigation')[0].loadEventEnd"
+VIEWPORT = {"width": 1280, "height": 800}
+
+
+def _first_view(page: Any, url: str) -> tuple[float, list[str], int]:
+    """(ms from navigation start to the first view drawn, the figures in that view, the
+    figures on the page). The first view is drawn when the load event has ended and every
+    figure that the viewport shows at that moment has its SVG."""
+    page.goto(url, wait_until="load")
+    in_view = page.evaluate(_IN_VIEW)
+    for figure in in_view:
+        page.wait_for_selector(f"[data-plotly='{figure}'] .main-svg", timeout=60_000)
+    drawn = page.evaluate("() => window.__figureDrawn")
+    total = page.locator("[data-plotly]").count()
+    first_view = max([page.evaluate(_LOADED_AT), *(drawn[f] for f in in_view)])
+    _settle(page)
+    return first_view, in_view, total
+
+
+def _settle(page: Any, timeout_s: float = 60) -> None:
+    """Wait for the page to have plotly (it fetches it when idle after its load), so the next
+    navigation does not wait behind this page's script."""
+    deadline = time.monotonic() + timeout_s
+    while page.evaluate("() => typeof Plotly") == "undefined" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    page.wait_for_timeout(200)
+
+
+def _scrolled_figures(page: Any) -> list[tuple[str, float]]:
+    """Each figure not drawn yet, scrolled to in page order: ms from the scroll to its SVG."""
+    out = []
+    figures = page.evaluate(
+        "() => [...document.querySelectorAll('[data-plotly]')]"
+        ".map((box) => box.getAttribute('data-plotly'))"
+    )
+    for figure in figures:
+        if figure in page.evaluate("() => window.__figureDrawn"):
+            continue
+        scrolled = page.evaluate(
+            "(id) => { document.querySelector(`[data-plotly='${id}']`)"
+            ".scrollIntoView({block: 'center'}); return performance.now(); }",
+            figure,
+        )
+        page.wait_for_selector(f"[data-plotly='{figure}'] .main-svg", timeout=60_000)
+        out.append((figure, page.evaluate("(id) => window.__figureDrawn[id]", figure) - scrolled))
+    return out
+
+
+def measure_sweep_first_view(arguments: argparse.Namespace) -> int:
+    """sweep_compare.first_view_ms: the demo sweep's comparison in Chromium, at 1280x800."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _demo_server import CHROMIUM_ARGS, chromium, demo_server, log_in
+
+    executable = chromium()
+    if executable is None:
+        print("# sweep_compare.first_view skipped: no chromium (apt-get install chromium)")
+        return 0
+    from playwright.sync_api import sync_playwright
+
+    with demo_server(sweep=True) as demo, sync_playwright() as playwright:
+        url = f"{demo.url}/w/demo/sweeps/{demo.sweep}/compare/"
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            # The server's first answer imports scipy and compiles templates: not the page's
+            # cost, so one visit from another context (its own cache) comes first.
+            warmup = browser.new_context(viewport=VIEWPORT)
+            log_in(warmup.new_page(), demo.url)
+            started = time.perf_counter()
+            warmup.pages[0].goto(url, wait_until="load")
+            server_first = (time.perf_counter() - started) * 1000
+            warmup.close()
+            # A new context has an empty HTTP cache: the first visit fetches plotly.
+            page = browser.new_context(viewport=VIEWPORT).new_page()
+            page.add_init_script(_FIGURE_CLOCK)
+            log_in(page, demo.url)
+            cold, in_view, total = _first_view(page, url)
+            warm = [_first_view(page, url)[0] for _ in range(arguments.browser_reps)]
+            scrolled = _scrolled_figures(page)
+        finally:
+            browser.close()
+    print(f"sweep_compare.first_view_ms {statistics.median(warm):.0f}", flush=True)
+    print(f"sweep_compare.first_view_cold_ms {cold:.0f}", flush=True)
+    if scrolled:
+        print(f"sweep_compare.scrolled_figure_ms {max(ms for _, ms in scrolled):.0f}")
+    print(
+        f"# sweep_compare first view: {len(in_view)} of {total} figures in the viewport "
+        f"({', '.join(in_view) or 'none'}); warm {min(warm):.0f}-{max(warm):.0f} ms over "
+        f"{len(warm)}; scrolled to, drawn in: "
+        + (", ".join(f"{figure} {ms:.0f} ms" for figure, ms in scrolled) or "none left"),
+        flush=True,
+    )
+    print(f"# sweep_compare: a fresh server's first answer loaded in {server_first:.0f} ms")
+    return 0
+
+
 # --- the child: measuring ----------------------------------------------------------------------
 def _status_kb(field: str) -> int:
     match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
@@ -362,11 +475,23 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--zip-mb", type=int, default=1024)
     parser.add_argument("--profile", action="store_true", help="print where each page's time goes")
+    parser.add_argument("--browser-reps", type=int, default=5)
+    parser.add_argument(
+        "--browser",
+        choices=("yes", "no", "only"),
+        default="yes",
+        help="the sweep comparison's first view in Chromium (~2 min: it runs the demo sweep)",
+    )
     arguments = parser.parse_args()
     # A SIGTERM unwinds through the finally blocks: temp folders removed, databases dropped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     if arguments.mode:
         return child(arguments)
+    failed = 0
+    if arguments.browser != "no":
+        failed = measure_sweep_first_view(arguments)
+    if arguments.browser == "only":
+        return failed
     passed = [
         f"--reps={arguments.reps}",
         f"--steps={arguments.steps}",
@@ -374,7 +499,7 @@ def main() -> int:
         f"--zip-mb={arguments.zip_mb}",
         *(["--profile"] if arguments.profile else []),
     ]
-    return parent(arguments, passed)
+    return parent(arguments, passed) or failed
 
 
 if __name__ == "__main__":
