@@ -11,10 +11,28 @@ Prints `NAME VALUE` lines for `<mode>` in `embedded` (SQLite in a temp data fold
     runs_list_filtered.<mode>.ms / .queries the same with status + pipeline filters and a
                                             metric column
     runs_list_q3.<mode>.queries             the runs list of a workspace with 3 runs
+    run_metrics.<mode>.ms / .queries        the run page (runs:detail) of a run of those
+                                            10,000, with its metrics (accuracy, train_loss)
+    run_metrics_q3.<mode>.queries           the same page for a run of the 3-run workspace
+    runs_list_expression.<mode>.ms / .queries  the runs list of 10,000 filtered by the runs
+                                            language: ?filter=metrics.accuracy > 0.9 (or ?q=,
+                                            whichever the page takes; a `#` line says)
+    runs_list_expression_q3.<mode>.queries  the same filter on the 3-run workspace
+    compare_n10.<mode>.ms / .queries        the N-run compare (runs:compare?runs=...) of 10
+                                            runs of those 10,000; compare_n3 its queries for 3.
+                                            Where ?runs= compares nothing (the N-run compare not
+                                            there yet): `# n-run compare: not on this branch`,
+                                            and compare_2.<mode>.ms / .queries (?a=&b=) instead
     sweep_compare.<mode>.ms / .queries      the comparison page (runs:sweep_compare) of a
                                             500-run sweep (5 x 10 x 10 replicates) on
                                             `accuracy` of `evaluate`, with its `loss` curves
     sweep_compare_q20.<mode>.queries        the same for a 20-run sweep (2 x 2 x 5)
+    sweep_compare.first_view_ms             the demo sweep's comparison in Chromium (1280x800):
+                                            navigation start to the first screen drawn (load
+                                            ended and every figure in view drawn); median of
+                                            --browser-reps; .first_view_cold_ms the first visit
+                                            (empty cache); .scrolled_figure_ms the slowest figure
+                                            from being scrolled to until drawn. --browser no|only
     run_zip.<mode>.mb_per_s                 the whole-run zip (runs:outputs_zip) of 8 outputs
     run_zip.<mode>.peak_rss_mb              of 128 MB (1 GB) streamed and consumed: throughput,
                                             and the process's peak RSS over its baseline
@@ -58,6 +76,8 @@ sys.path.insert(0, str(ROOT))
 MODES = ("embedded", "pg")
 CHILD_TIMEOUT_S = 900
 WARMUP = 2
+SLOW_S = 2.0  # a page slower than this (its first GET) is measured SLOW_REPS times only
+SLOW_REPS = 3
 MB = 1 << 20
 ZIP_FILES = 8
 
@@ -307,8 +327,14 @@ def measure_page(
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    for _ in range(WARMUP):
+    for warmup in range(WARMUP):
+        started = time.perf_counter()
         _get(client, url, params)
+        if warmup == 0 and time.perf_counter() - started > SLOW_S:
+            # Minutes a page: a median of a few says as much, and the bench still ends.
+            print(f"# {name}.{mode}: over {SLOW_S:.0f} s a GET: {SLOW_REPS} reps", flush=True)
+            reps = min(reps, SLOW_REPS)
+            break
     timings, cpu = [], []
     for _ in range(reps):
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -355,6 +381,69 @@ def measure_sweep(client: Any, world: Any, sweeps: dict[str, Any], mode: str, ar
     params = {"metric": "accuracy", "step": "evaluate", "direction": "max"}
     measure_page(client, "sweep_compare", mode, urls["500"], params, args.reps, args.profile)
     count_queries(client, "sweep_compare_q20", mode, urls["20"], params)
+
+
+# The runs language's filter of the runs list: about 1 in 7 of the 10,000 runs match (an
+# `accuracy` drawn from 0.6-0.95 on each run that got to evaluate).
+RUNS_FILTER = "metrics.accuracy > 0.9"
+
+
+def _matches(client: Any, url: str, params: dict[str, Any]) -> int | None:
+    """The runs list's count (its heading, `Runs (1,234)`)."""
+    heading = re.search(r"<h1>Runs <span[^>]*>\(([\d,]+)\)", _get(client, url, params).text)
+    return int(heading.group(1).replace(",", "")) if heading else None
+
+
+def _filtering_query(client: Any, listing: str) -> dict[str, Any]:
+    """{param: RUNS_FILTER} with the parameter the runs page filters by: `filter` (as the
+    API and DECISIONS name it) or `q` (the page's own box); the `#` line says which."""
+    total = _matches(client, listing, {})
+    for key in ("filter", "q"):
+        found = _matches(client, listing, {key: RUNS_FILTER})
+        if found is not None and total is not None and found < total:
+            print(f"# runs_list_expression: ?{key}={RUNS_FILTER!r}: {found:,} of {total:,} runs")
+            return {key: RUNS_FILTER}
+    print(f"# runs_list_expression: neither ?filter= nor ?q= filtered the {total} runs")
+    return {"filter": RUNS_FILTER}
+
+
+def measure_run_pages(client: Any, world: Any, mode: str, args: Any) -> None:
+    """The run page of a run with metrics, the runs list filtered by an expression, and the
+    N-run compare of 10 runs, all in the 10,000-run workspace."""
+    from django.urls import reverse
+
+    from runs_app.models import PipelineRun, RunStatus
+
+    def succeeded(workspace: Any) -> Any:
+        return PipelineRun.objects.filter(workspace=workspace, status=RunStatus.SUCCEEDED)
+
+    runs = world.runs.slug
+    newest = succeeded(world.runs).order_by("-pk").first()
+    small = succeeded(world.small).order_by("-pk").first()
+    detail = reverse("runs:detail", args=[runs, newest.pk])
+    measure_page(client, "run_metrics", mode, detail, {}, args.reps, args.profile)
+    if small is not None:
+        small_detail = reverse("runs:detail", args=["small", small.pk])
+        count_queries(client, "run_metrics_q3", mode, small_detail, {})
+    listing = reverse("runs:list", args=[runs])
+    expression = _filtering_query(client, listing)
+    measure_page(client, "runs_list_expression", mode, listing, expression, args.reps, args.profile)
+    small_list = reverse("runs:list", args=["small"])
+    count_queries(client, "runs_list_expression_q3", mode, small_list, expression)
+
+    # The oldest runs: never among the 30 recent ones the two-run picker lists, so a page
+    # that links all ten compares them.
+    ten = list(succeeded(world.runs).order_by("pk").values_list("pk", flat=True)[:10])
+    compare = reverse("runs:compare", args=[runs])
+    query = {"runs": ",".join(map(str, ten))}
+    page = _get(client, compare, query).content.decode()
+    if all(reverse("runs:detail", args=[runs, pk]) in page for pk in ten):
+        measure_page(client, "compare_n10", mode, compare, query, args.reps, args.profile)
+        count_queries(client, "compare_n3", mode, compare, {"runs": ",".join(map(str, ten[:3]))})
+    else:
+        print("# n-run compare: not on this branch (?runs= compared nothing): ?a=&b= instead")
+        pair = {"a": ten[0], "b": ten[1]}
+        measure_page(client, "compare_2", mode, compare, pair, args.reps, args.profile)
 
 
 def measure_zip(client: Any, world: Any, run: Any, mode: str, expected: int) -> None:
@@ -454,6 +543,7 @@ def child(arguments: argparse.Namespace) -> int:
             arguments.profile,
         )
         count_queries(client, "runs_list_q3", mode, reverse("runs:list", args=["small"]), {})
+        measure_run_pages(client, world, mode, arguments)
         measure_sweep(client, world, sweeps, mode, arguments)
         measure_zip(client, world, big_run, mode, arguments.zip_mb * MB)
 
