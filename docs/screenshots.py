@@ -61,7 +61,6 @@ def shots(run: int, sweep: int) -> list[tuple[str, str, Callable[[Any], None] | 
 
     def lineage(page: Any) -> None:
         page.wait_for_selector("[data-dag='run-lineage'] svg .dag-node")
-        _scroll_to(page, "[data-dag='run-lineage']", offset=40)
 
     return [
         ("01-workspace.png", "/w/demo/", None),
