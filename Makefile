@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: run test install lint bench clean
+.PHONY: run test install lint bench screenshots clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -41,6 +41,10 @@ test: lint
 
 bench: install
 	@for f in bench/bench_*.py; do $(PY) $$f || exit 1; done
+
+# The README's tour: a fresh demo driven by Chromium, docs/screenshots/*.png (about 2 minutes).
+screenshots: install
+	$(PY) docs/screenshots.py
 
 clean:
 	rm -rf $(VENV) var

@@ -11,10 +11,28 @@ Prints `NAME VALUE` lines for `<mode>` in `embedded` (SQLite in a temp data fold
     runs_list_filtered.<mode>.ms / .queries the same with status + pipeline filters and a
                                             metric column
     runs_list_q3.<mode>.queries             the runs list of a workspace with 3 runs
+    run_metrics.<mode>.ms / .queries        the run page (runs:detail) of a run of those
+                                            10,000, with its metrics (accuracy, train_loss)
+    run_metrics_q3.<mode>.queries           the same page for a run of the 3-run workspace
+    runs_list_expression.<mode>.ms / .queries  the runs list of 10,000 filtered by the runs
+                                            language: ?filter=metrics.accuracy > 0.9 (or ?q=,
+                                            whichever the page takes; a `#` line says)
+    runs_list_expression_q3.<mode>.queries  the same filter on the 3-run workspace
+    compare_n10.<mode>.ms / .queries        the N-run compare (runs:compare?runs=...) of 10
+                                            runs of those 10,000; compare_n3 its queries for 3.
+                                            Where ?runs= compares nothing (the N-run compare not
+                                            there yet): `# n-run compare: not on this branch`,
+                                            and compare_2.<mode>.ms / .queries (?a=&b=) instead
     sweep_compare.<mode>.ms / .queries      the comparison page (runs:sweep_compare) of a
                                             500-run sweep (5 x 10 x 10 replicates) on
                                             `accuracy` of `evaluate`, with its `loss` curves
     sweep_compare_q20.<mode>.queries        the same for a 20-run sweep (2 x 2 x 5)
+    sweep_compare.first_view_ms             the demo sweep's comparison in Chromium (1280x800):
+                                            navigation start to the first screen drawn (load
+                                            ended and every figure in view drawn); median of
+                                            --browser-reps; .first_view_cold_ms the first visit
+                                            (empty cache); .scrolled_figure_ms the slowest figure
+                                            from being scrolled to until drawn. --browser no|only
     run_zip.<mode>.mb_per_s                 the whole-run zip (runs:outputs_zip) of 8 outputs
     run_zip.<mode>.peak_rss_mb              of 128 MB (1 GB) streamed and consumed: throughput,
                                             and the process's peak RSS over its baseline
@@ -58,6 +76,8 @@ sys.path.insert(0, str(ROOT))
 MODES = ("embedded", "pg")
 CHILD_TIMEOUT_S = 900
 WARMUP = 2
+SLOW_S = 2.0  # a page slower than this (its first GET) is measured SLOW_REPS times only
+SLOW_REPS = 3
 MB = 1 << 20
 ZIP_FILES = 8
 
@@ -140,6 +160,119 @@ def parent(arguments: argparse.Namespace, passed: list[str]) -> int:
     return 1 if failed else 0
 
 
+# --- the sweep comparison in Chromium ----------------------------------------------------------
+# Installed before any page script (an init script is not subject to the page's CSP): it notes
+# when each figure's plotly SVG first appears in its container, whatever draws it and when.
+_FIGURE_CLOCK = """
+window.__figureDrawn = {};
+new MutationObserver(() => {
+  for (const box of document.querySelectorAll("[data-plotly]")) {
+    const id = box.getAttribute("data-plotly");
+    if (!(id in window.__figureDrawn) && box.querySelector(".main-svg")) {
+      window.__figureDrawn[id] = performance.now();
+    }
+  }
+}).observe(document, {childList: true, subtree: true});
+"""
+_IN_VIEW = """() => [...document.querySelectorAll("[data-plotly]")]
+  .filter((box) => { const r = box.getBoundingClientRect();
+                     return r.height > 0 && r.bottom > 0 && r.top < window.innerHeight; })
+  .map((box) => box.getAttribute("data-plotly"))"""
+_LOADED_AT = "() => performance.getEntriesByType('navigation')[0].loadEventEnd"
+VIEWPORT = {"width": 1280, "height": 800}
+
+
+def _first_view(page: Any, url: str) -> tuple[float, list[str], int]:
+    """(ms from navigation start to the first view drawn, the figures in that view, the
+    figures on the page). The first view is drawn when the load event has ended and every
+    figure that the viewport shows at that moment has its SVG."""
+    page.goto(url, wait_until="load")
+    in_view = page.evaluate(_IN_VIEW)
+    for figure in in_view:
+        page.wait_for_selector(f"[data-plotly='{figure}'] .main-svg", timeout=60_000)
+    drawn = page.evaluate("() => window.__figureDrawn")
+    total = page.locator("[data-plotly]").count()
+    first_view = max([page.evaluate(_LOADED_AT), *(drawn[f] for f in in_view)])
+    _settle(page)
+    return first_view, in_view, total
+
+
+def _settle(page: Any, timeout_s: float = 60) -> None:
+    """Wait for the page to have plotly (it fetches it when idle after its load), so the next
+    navigation does not wait behind this page's script."""
+    deadline = time.monotonic() + timeout_s
+    while page.evaluate("() => typeof Plotly") == "undefined" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    page.wait_for_timeout(200)
+
+
+def _scrolled_figures(page: Any) -> list[tuple[str, float]]:
+    """Each figure not drawn yet, scrolled to in page order: ms from the scroll to its SVG."""
+    out = []
+    figures = page.evaluate(
+        "() => [...document.querySelectorAll('[data-plotly]')]"
+        ".map((box) => box.getAttribute('data-plotly'))"
+    )
+    for figure in figures:
+        if figure in page.evaluate("() => window.__figureDrawn"):
+            continue
+        scrolled = page.evaluate(
+            "(id) => { document.querySelector(`[data-plotly='${id}']`)"
+            ".scrollIntoView({block: 'center'}); return performance.now(); }",
+            figure,
+        )
+        page.wait_for_selector(f"[data-plotly='{figure}'] .main-svg", timeout=60_000)
+        out.append((figure, page.evaluate("(id) => window.__figureDrawn[id]", figure) - scrolled))
+    return out
+
+
+def measure_sweep_first_view(arguments: argparse.Namespace) -> int:
+    """sweep_compare.first_view_ms: the demo sweep's comparison in Chromium, at 1280x800."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _demo_server import CHROMIUM_ARGS, chromium, demo_server, log_in
+
+    executable = chromium()
+    if executable is None:
+        print("# sweep_compare.first_view skipped: no chromium (apt-get install chromium)")
+        return 0
+    from playwright.sync_api import sync_playwright
+
+    with demo_server(sweep=True) as demo, sync_playwright() as playwright:
+        url = f"{demo.url}/w/demo/sweeps/{demo.sweep}/compare/"
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            # The server's first answer imports scipy and compiles templates: not the page's
+            # cost, so one visit from another context (its own cache) comes first.
+            warmup = browser.new_context(viewport=VIEWPORT)
+            log_in(warmup.new_page(), demo.url)
+            started = time.perf_counter()
+            warmup.pages[0].goto(url, wait_until="load")
+            server_first = (time.perf_counter() - started) * 1000
+            warmup.close()
+            # A new context has an empty HTTP cache: the first visit fetches plotly.
+            page = browser.new_context(viewport=VIEWPORT).new_page()
+            page.add_init_script(_FIGURE_CLOCK)
+            log_in(page, demo.url)
+            cold, in_view, total = _first_view(page, url)
+            warm = [_first_view(page, url)[0] for _ in range(arguments.browser_reps)]
+            scrolled = _scrolled_figures(page)
+        finally:
+            browser.close()
+    print(f"sweep_compare.first_view_ms {statistics.median(warm):.0f}", flush=True)
+    print(f"sweep_compare.first_view_cold_ms {cold:.0f}", flush=True)
+    if scrolled:
+        print(f"sweep_compare.scrolled_figure_ms {max(ms for _, ms in scrolled):.0f}")
+    print(
+        f"# sweep_compare first view: {len(in_view)} of {total} figures in the viewport "
+        f"({', '.join(in_view) or 'none'}); warm {min(warm):.0f}-{max(warm):.0f} ms over "
+        f"{len(warm)}; scrolled to, drawn in: "
+        + (", ".join(f"{figure} {ms:.0f} ms" for figure, ms in scrolled) or "none left"),
+        flush=True,
+    )
+    print(f"# sweep_compare: a fresh server's first answer loaded in {server_first:.0f} ms")
+    return 0
+
+
 # --- the child: measuring ----------------------------------------------------------------------
 def _status_kb(field: str) -> int:
     match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
@@ -194,8 +327,14 @@ def measure_page(
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    for _ in range(WARMUP):
+    for warmup in range(WARMUP):
+        started = time.perf_counter()
         _get(client, url, params)
+        if warmup == 0 and time.perf_counter() - started > SLOW_S:
+            # Minutes a page: a median of a few says as much, and the bench still ends.
+            print(f"# {name}.{mode}: over {SLOW_S:.0f} s a GET: {SLOW_REPS} reps", flush=True)
+            reps = min(reps, SLOW_REPS)
+            break
     timings, cpu = [], []
     for _ in range(reps):
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -242,6 +381,69 @@ def measure_sweep(client: Any, world: Any, sweeps: dict[str, Any], mode: str, ar
     params = {"metric": "accuracy", "step": "evaluate", "direction": "max"}
     measure_page(client, "sweep_compare", mode, urls["500"], params, args.reps, args.profile)
     count_queries(client, "sweep_compare_q20", mode, urls["20"], params)
+
+
+# The runs language's filter of the runs list: about 1 in 7 of the 10,000 runs match (an
+# `accuracy` drawn from 0.6-0.95 on each run that got to evaluate).
+RUNS_FILTER = "metrics.accuracy > 0.9"
+
+
+def _matches(client: Any, url: str, params: dict[str, Any]) -> int | None:
+    """The runs list's count (its heading, `Runs (1,234)`)."""
+    heading = re.search(r"<h1>Runs <span[^>]*>\(([\d,]+)\)", _get(client, url, params).text)
+    return int(heading.group(1).replace(",", "")) if heading else None
+
+
+def _filtering_query(client: Any, listing: str) -> dict[str, Any]:
+    """{param: RUNS_FILTER} with the parameter the runs page filters by: `filter` (as the
+    API and DECISIONS name it) or `q` (the page's own box); the `#` line says which."""
+    total = _matches(client, listing, {})
+    for key in ("filter", "q"):
+        found = _matches(client, listing, {key: RUNS_FILTER})
+        if found is not None and total is not None and found < total:
+            print(f"# runs_list_expression: ?{key}={RUNS_FILTER!r}: {found:,} of {total:,} runs")
+            return {key: RUNS_FILTER}
+    print(f"# runs_list_expression: neither ?filter= nor ?q= filtered the {total} runs")
+    return {"filter": RUNS_FILTER}
+
+
+def measure_run_pages(client: Any, world: Any, mode: str, args: Any) -> None:
+    """The run page of a run with metrics, the runs list filtered by an expression, and the
+    N-run compare of 10 runs, all in the 10,000-run workspace."""
+    from django.urls import reverse
+
+    from runs_app.models import PipelineRun, RunStatus
+
+    def succeeded(workspace: Any) -> Any:
+        return PipelineRun.objects.filter(workspace=workspace, status=RunStatus.SUCCEEDED)
+
+    runs = world.runs.slug
+    newest = succeeded(world.runs).order_by("-pk").first()
+    small = succeeded(world.small).order_by("-pk").first()
+    detail = reverse("runs:detail", args=[runs, newest.pk])
+    measure_page(client, "run_metrics", mode, detail, {}, args.reps, args.profile)
+    if small is not None:
+        small_detail = reverse("runs:detail", args=["small", small.pk])
+        count_queries(client, "run_metrics_q3", mode, small_detail, {})
+    listing = reverse("runs:list", args=[runs])
+    expression = _filtering_query(client, listing)
+    measure_page(client, "runs_list_expression", mode, listing, expression, args.reps, args.profile)
+    small_list = reverse("runs:list", args=["small"])
+    count_queries(client, "runs_list_expression_q3", mode, small_list, expression)
+
+    # The oldest runs: never among the 30 recent ones the two-run picker lists, so a page
+    # that links all ten compares them.
+    ten = list(succeeded(world.runs).order_by("pk").values_list("pk", flat=True)[:10])
+    compare = reverse("runs:compare", args=[runs])
+    query = {"runs": ",".join(map(str, ten))}
+    page = _get(client, compare, query).content.decode()
+    if all(reverse("runs:detail", args=[runs, pk]) in page for pk in ten):
+        measure_page(client, "compare_n10", mode, compare, query, args.reps, args.profile)
+        count_queries(client, "compare_n3", mode, compare, {"runs": ",".join(map(str, ten[:3]))})
+    else:
+        print("# n-run compare: not on this branch (?runs= compared nothing): ?a=&b= instead")
+        pair = {"a": ten[0], "b": ten[1]}
+        measure_page(client, "compare_2", mode, compare, pair, args.reps, args.profile)
 
 
 def measure_zip(client: Any, world: Any, run: Any, mode: str, expected: int) -> None:
@@ -341,6 +543,7 @@ def child(arguments: argparse.Namespace) -> int:
             arguments.profile,
         )
         count_queries(client, "runs_list_q3", mode, reverse("runs:list", args=["small"]), {})
+        measure_run_pages(client, world, mode, arguments)
         measure_sweep(client, world, sweeps, mode, arguments)
         measure_zip(client, world, big_run, mode, arguments.zip_mb * MB)
 
@@ -362,11 +565,23 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--zip-mb", type=int, default=1024)
     parser.add_argument("--profile", action="store_true", help="print where each page's time goes")
+    parser.add_argument("--browser-reps", type=int, default=5)
+    parser.add_argument(
+        "--browser",
+        choices=("yes", "no", "only"),
+        default="yes",
+        help="the sweep comparison's first view in Chromium (~2 min: it runs the demo sweep)",
+    )
     arguments = parser.parse_args()
     # A SIGTERM unwinds through the finally blocks: temp folders removed, databases dropped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     if arguments.mode:
         return child(arguments)
+    failed = 0
+    if arguments.browser != "no":
+        failed = measure_sweep_first_view(arguments)
+    if arguments.browser == "only":
+        return failed
     passed = [
         f"--reps={arguments.reps}",
         f"--steps={arguments.steps}",
@@ -374,7 +589,7 @@ def main() -> int:
         f"--zip-mb={arguments.zip_mb}",
         *(["--profile"] if arguments.profile else []),
     ]
-    return parent(arguments, passed)
+    return parent(arguments, passed) or failed
 
 
 if __name__ == "__main__":

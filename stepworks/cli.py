@@ -1523,6 +1523,9 @@ def sweep_compare(
         return
     steps = list(result["axes"])
     best = result["best"]["name"] if result["best"] else None
+    verdict = result.get("verdict") or {}
+    # The star only for a winner the test names; else the best mean is only the best mean.
+    winner = best if verdict.get("clear") else None
     where = f"{result['step']}.{metric}" if result["step"] else metric
     better = "higher" if result["direction"] == "max" else "lower"
     title = f"sweep {sweep_id} · {where} ({result['aggregate']}; {better} is better)"
@@ -1533,7 +1536,7 @@ def sweep_compare(
     for variant in result["variants"]:
         s, c = variant["summary"], variant["counts"]
         notes = [f"{c[k]} {k}" for k in ("failed", "canceled", "unfinished", "missing") if c[k]]
-        is_best = variant["name"] == best
+        is_best = variant["name"] == winner
         table.add_row(
             *(variant["choices"].get(step_name, "") for step_name in steps),
             str(s["n"]),
@@ -1561,10 +1564,13 @@ def sweep_compare(
     out.print(effects)
     if best is not None:
         s = result["best"]["summary"]
+        label = "best" if winner else "best mean"
         out.print(
-            f"best: {best} · mean {_num(s['mean'])}, 95% CI {_ci(s['ci_low'], s['ci_high'])}, "
+            f"{label}: {best} · mean {_num(s['mean'])}, 95% CI {_ci(s['ci_low'], s['ci_high'])}, "
             f"n={s['n']}"
         )
+        if verdict and not winner:
+            out.print(f"no clear winner: {verdict.get('reason', '')}")
     for label, diff in (
         ("vs runner-up", result["best_vs_runner_up"]),
         ("A vs B", result["a_vs_b"]),

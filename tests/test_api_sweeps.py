@@ -344,6 +344,7 @@ def test_compare_names_the_best_variant_with_its_ci_and_tests_a_against_b(
     result = client.get(url).json()
     versus = client.get(f"{url}&a=c%3Dc2&b=c%3Dc").json()
     lowest = client.get(f"{url}&direction=min&aggregate=max").json()
+    strict = client.get(f"{url}&level=0.01").json()
     metrics = client.get(f"{API}/{sweep.pk}/metrics/").json()
 
     # c: 10 * b + replicate; c2: 100 more; replicates 0 and 1.
@@ -366,6 +367,19 @@ def test_compare_names_the_best_variant_with_its_ci_and_tests_a_against_b(
     assert result["marginals"]["c"][1]["effect"] == pytest.approx(50.0)
     assert result["runner_up"]["name"] == "b=b0, c=c2"
     assert result["best_vs_runner_up"]["diff"] == pytest.approx(10.0)
+    # A winner: best vs runner-up, t = 10 / sqrt(0.5/2 + 0.5/2), df = 2, so
+    # p = 1 - t / sqrt(2 + t^2) = 0.00496, under 0.05 / 3 (three other variants); the other
+    # two comparisons are farther apart. At level 0.01 (0.0033 each) it is not clear.
+    t = 10 / math.sqrt(0.5)
+    verdict = result["verdict"]
+    assert verdict["clear"] is True and verdict["correction"] == "bonferroni"
+    assert (verdict["level"], verdict["comparisons"]) == (0.05, 3)
+    assert verdict["threshold"] == pytest.approx(0.05 / 3)
+    assert verdict["against_name"] == "b=b0, c=c2"
+    assert verdict["p_value"] == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-6)
+    assert strict["verdict"]["clear"] is False and strict["verdict"]["level"] == 0.01
+    assert result["value_range"] is None  # "score" has no known range
+    assert best["summary"]["clipped"] is False
     assert result["a_vs_b"] is None
     assert versus["a_vs_b"]["a"] == {"c": "c2"} and versus["a_vs_b"]["diff"] == pytest.approx(100)
     assert versus["a_vs_b"]["n_a"] == 4 and versus["a_vs_b"]["p_value"] < 0.001
@@ -393,6 +407,8 @@ def test_compare_names_what_is_wrong_with_its_query(world, embedded_workers, tmp
         "metric=score&step=c&a=b0&b=b1": "a",
         "metric=score&step=c&a=b%3Db0&b=b%3Db9": "b",
         "metric=score&step=c&a=x%3Dy&b=b%3Db1": "a",
+        "metric=score&step=c&level=0.5": "level",
+        "metric=score&step=c&level=often": "level",
     }
     for query, field in cases.items():
         response = client.get(f"{url}?{query}")

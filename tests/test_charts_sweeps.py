@@ -69,9 +69,10 @@ def test_bars_draw_each_measured_variant_with_its_ci_and_never_a_failed_one_as_z
     bars = figure["data"][0]
     assert bars["y"] == ["std · rf", "std · mlp", "pca · rf", "pca · mlp"]
     assert bars["x"][0] == pytest.approx(0.91)
-    # The CI of std·rf: 0.91 +- t(0.975, 1) * s / sqrt(2), s = 0.01414...
+    # The CI of std·rf: 0.91 +- t(0.975, 1) * s / sqrt(2), s = 0.01414..., = 0.91 +- 0.127;
+    # an accuracy cannot pass 1, so its top is cut there: 0.09 above the mean.
     half = 12.706204736 * math.sqrt(0.0002) / math.sqrt(2)
-    assert bars["error_x"]["array"][0] == pytest.approx(half, rel=1e-6)
+    assert bars["error_x"]["array"][0] == pytest.approx(1.0 - 0.91, rel=1e-6)
     assert bars["error_x"]["arrayminus"][0] == pytest.approx(half, rel=1e-6)
     # std·mlp has one finite sample: a mean, no CI (None, not 0 and not NaN).
     assert bars["x"][1] == pytest.approx(0.80)
@@ -81,14 +82,26 @@ def test_bars_draw_each_measured_variant_with_its_ci_and_never_a_failed_one_as_z
     assert bars["x"][3] is None
     notes = {a["y"]: a["text"] for a in figure["layout"]["annotations"]}
     assert notes == {"pca · mlp": "no value (2 failed)"}
-    # The best variant is the green one.
-    assert bars["marker"]["color"][0] == sweep_charts.BEST_COLOUR
-    assert set(bars["marker"]["color"][1:]) == {sweep_charts.BAR_COLOUR}
+    # std·rf has the best mean but is no clear winner (std·mlp's one value gives no p):
+    # no bar is green.
+    assert comparison["verdict"]["clear"] is False
+    assert set(bars["marker"]["color"]) == {sweep_charts.BAR_COLOUR}
     # Each replicate's value is a dot; the failed ones are not.
     dots = figure["data"][1]
     expected = [("std · rf", 0.9), ("std · rf", 0.92), ("std · mlp", 0.8)]
     expected += [("pca · rf", 0.7), ("pca · rf", 0.74)]
     assert sorted(zip(dots["y"], dots["x"], strict=True)) == sorted(expected)
+
+
+def test_only_a_clear_winners_bar_is_green() -> None:
+    rows = [row(i, "std", "rf", i, v) for i, v in enumerate([0.90, 0.91, 0.92])]
+    rows += [row(10 + i, "pca", "rf", i, v) for i, v in enumerate([0.50, 0.51, 0.52])]
+    clear = stats.compare(rows, axes={"prep": ["std", "pca"]}, metric="accuracy").as_dict()
+
+    bars = valid(sweep_charts.sweep_bars_figure(clear))["data"][0]
+
+    assert clear["verdict"]["clear"] is True
+    assert bars["marker"]["color"] == [sweep_charts.BEST_COLOUR, sweep_charts.BAR_COLOUR]
 
 
 def test_bars_of_a_sweep_without_variants_say_so() -> None:
@@ -199,7 +212,8 @@ def test_curves_without_any_series_say_so() -> None:
 def test_bars_zoom_the_axis_when_zero_is_far_and_say_so(comparison: dict[str, Any]) -> None:
     close = [row(1, "std", "rf", 0, 0.96), row(2, "std", "rf", 1, 0.97)]
     close += [row(3, "pca", "rf", 0, 0.95), row(4, "pca", "rf", 1, 0.951)]
-    zoomed = stats.compare(close, axes={"prep": ["std", "pca"]}, metric="acc").as_dict()
+    # A metric of no known range, so the CIs are not cut at 1.
+    zoomed = stats.compare(close, axes={"prep": ["std", "pca"]}, metric="score").as_dict()
 
     wide = valid(sweep_charts.sweep_bars_figure(comparison))["layout"]["xaxis"]
     near = valid(sweep_charts.sweep_bars_figure(zoomed))["layout"]["xaxis"]
@@ -208,7 +222,7 @@ def test_bars_zoom_the_axis_when_zero_is_far_and_say_so(comparison: dict[str, An
     assert "range" not in wide
     low, high = near["range"]
     assert 0.5 < low < 0.95 and high > 0.97 + 0.06  # the std CI's top end is in view
-    assert near["title"]["text"] == "acc (axis not from 0)"
+    assert near["title"]["text"] == "score (axis not from 0)"
 
 
 def test_curves_of_a_single_value_metric_say_to_pick_a_series(rows: list[dict[str, Any]]) -> None:

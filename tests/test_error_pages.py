@@ -25,7 +25,13 @@ def test_a_missing_run_is_a_404_in_the_sites_layout(client: Any, world: Any) -> 
     html = response.content.decode()
     assert response.status_code == 404
     assert "<h1>Not found</h1>" in html and "/static/css/app.css" in html
-    assert 'aria-label="breadcrumb"' not in html and "Log out" in html  # the site's header
+    assert "Log out" in html  # the site's header
+    # Its trail leads back to the workspaces and names nothing of what was asked for.
+    trail = html[
+        html.index('aria-label="breadcrumb"') : html.index("</nav>", html.index("breadcrumb"))
+    ]
+    assert ">Workspaces</a>" in trail and ">Not found</span>" in trail
+    assert "The lab" not in trail and "987654" not in trail
 
 
 def test_an_action_above_your_role_is_a_403_that_says_so(client: Any, world: Any) -> None:

@@ -28,6 +28,7 @@ from runs_app.models import (
     SweepEvent,
     SweepEventKind,
 )
+from runs_app.sweeps import charts as sweep_charts
 from runs_app.sweeps import services as sweep_services
 from stepworks.context import MetricPoint
 from tests.factories import chain, module_version
@@ -492,7 +493,10 @@ def test_comparison_names_the_best_variant_with_its_ci_and_draws_the_four_charts
     assert comparison.best.name == "s2=two"
     # two: 0.80 and 0.81 -> mean 0.805, s = 0.00707, CI 0.805 +- 12.706 * 0.005
     assert comparison.best.summary.ci_low == pytest.approx(0.805 - 12.7062047 * 0.005)
-    assert '<tr class="best">' in page and "★ best" in page
+    # two beats one (the only other variant): t = 0.2 / 0.00707, df = 2, p = 0.0012 < 0.05.
+    assert comparison.verdict.clear is True
+    assert '<tr class="top best">' in page and "★ best" in page
+    assert "It beats the other variant with a value at p ≤ 0.05 (level 0.05" in page
     # A vs B defaults to the best against the runner-up.
     versus = response.context["versus"]
     assert versus.diff == pytest.approx(0.2) and versus.p_value is not None
@@ -504,7 +508,9 @@ def test_comparison_names_the_best_variant_with_its_ci_and_draws_the_four_charts
     assert figure(page, "sweep-effect-0")["data"][0]["x"] == ["one", "two"]
     curves = figure(page, "sweep-curves")
     assert len(curves["data"]) == 4 and curves["layout"]["yaxis"]["title"]["text"] == "loss"
-    assert 'src="/static/vendor/plotly.min.js"' in page
+    # plotly is not a tag of the page: charts.js loads it when a figure nears the viewport.
+    assert 'data-plotly-src="/static/vendor/plotly.min.js"' in page
+    assert '<script src="/static/vendor/plotly.min.js"' not in page
 
 
 def test_comparison_keeps_the_choices_of_its_url(
@@ -551,7 +557,7 @@ def test_comparison_shows_failed_runs_as_failed_never_as_zeros(
     assert two.summary.n == 0 and two.summary.mean is None and two.counts.failed == 2
     assert response.context["comparison"].best.name == "s2=one"
     assert figure(page, "sweep-bars")["data"][0]["x"][1] is None
-    assert '<td class="num"><span class="error">2</span>' in page
+    assert '<td class="num" data-value="2"><span class="error">2</span>' in page
     assert page.count(">n/a<") >= 3  # mean, std and CI of the failed variant
 
 
@@ -564,6 +570,7 @@ def test_comparison_shows_failed_runs_as_failed_never_as_zeros(
         ({"metric": "accuracy", "direction": "up"}, "is not a direction"),
         ({"a": "s2%3Done", "b": "s9%3Dx"}, "is not a variant of this sweep"),
         ({"a": "s2%3Done", "b": "s2%3Dnine"}, "no run of the sweep is s2=nine"),
+        ({"metric": "accuracy", "level": "0.5"}, "is not a significance level"),
     ],
 )
 def test_comparison_with_bad_input_is_a_400_that_says_why(
@@ -578,6 +585,44 @@ def test_comparison_with_bad_input_is_a_400_that_says_why(
     assert response.status_code == 400
     assert text in html(response)
     assert 'role="alert"' in html(response)
+
+
+def test_no_clear_winner_unless_the_best_mean_beats_every_other_variant_at_the_level(
+    client: Any, world: Any, base: PipelineVersion
+) -> None:
+    pair = start(world, base)
+    # A third variant identical to `one` (its steps reuse one's): one more comparison.
+    three = [{"label": "one"}, {"label": "two", "module": "m2@2"}, {"label": "three"}]
+    triple = start(world, base, name="three", axes={"s2": three})
+    work(pair)
+    work(triple)
+    client.force_login(world.viewer)
+    query = {"metric": "accuracy", "step": "s2", "level": "0.002"}
+
+    alone = html(client.get(compare_url(pair, **query)))
+    response = client.get(compare_url(triple, **query))
+
+    # two (0.80, 0.81) vs one (0.60, 0.61): t = 0.2 / 0.00707, df = 2,
+    # p = 1 - t / sqrt(2 + t^2) = 0.00125. Alone, it must reach 0.002: a winner. With three
+    # variants each comparison must reach 0.002 / 2 = 0.001: no clear winner.
+    assert "★ best" in alone and '<tr class="top best">' in alone
+    assert "at p ≤ 0.002 (level 0.002, Bonferroni over 1 comparison" in alone
+    page = html(response)
+    assert response.status_code == 200
+    assert response.context["comparison"].verdict.clear is False
+    assert "★ best" not in page and "No clear winner</span> at level 0.002" in page
+    assert '<tr class="top">' in page and 'class="top best"' not in page
+    assert 'Against the runner-up, s2=one, p = <span title="0.00124766' in page
+    assert "at p ≤ 0.001 (level 0.002 / 2, Welch" in page
+    assert '<option value="0.002" selected>0.002</option>' in page  # a level of its own
+    assert "level=0.002" in response.context["share_query"]
+    # Nothing is green in the chart either.
+    colours = figure(page, "sweep-bars")["data"][0]["marker"]["color"]
+    assert sweep_charts.BEST_COLOUR not in colours
+    # Each variant's p against the best mean; a sortable table; accuracy's CIs in [0, 1].
+    assert '<table class="variants sortable">' in page
+    assert page.count('data-sort="number"') == 6
+    assert "95% CIs are cut to the range of" in page and "[0, 1]" in page
 
 
 def test_comparison_of_a_sweep_still_running_shows_no_value_yet(

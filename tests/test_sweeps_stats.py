@@ -12,7 +12,15 @@ import math
 
 import pytest
 
-from runs_app.sweeps.stats import aggregate_values, compare, compare_variants, summarise, welch
+from runs_app.sweeps.stats import (
+    aggregate_values,
+    clip_summary,
+    compare,
+    compare_variants,
+    metric_range,
+    summarise,
+    welch,
+)
 from workspaces.errors import DomainError
 
 
@@ -237,3 +245,123 @@ def test_bad_directions_and_unknown_variants_name_their_field():
     with pytest.raises(DomainError) as error:
         compare_variants(ROWS, {"train": "a"}, {"train": "zzz"})
     assert list(error.value.fields) == ["b"]
+
+
+# --- the verdict: a winner only when it beats every other variant -----------------------------
+def three(a, b, c):
+    """Variants a, b, c of one axis with these replicate values."""
+    rows = []
+    for label, values in (("a", a), ("b", b), ("c", c)):
+        rows += [row(len(rows), {"train": label}, v, replicate=i) for i, v in enumerate(values)]
+    return rows
+
+
+THREE = {"train": [{"label": "a"}, {"label": "b"}, {"label": "c"}]}
+
+
+def test_a_clear_winner_beats_every_other_variant_at_the_bonferroni_level():
+    rows = three([0.90, 0.91, 0.92], [0.50, 0.51, 0.52], [0.60, 0.61, 0.62])
+
+    verdict = compare(rows, axes=THREE, metric="accuracy").verdict
+
+    # a vs c: diff 0.30, s = 0.01 on both sides, se = sqrt(2 * 0.0001 / 3), df = 4
+    p_c = two_sided_p(0.30 / math.sqrt(2 * 0.0001 / 3), 4)
+    p_b = two_sided_p(0.40 / math.sqrt(2 * 0.0001 / 3), 4)
+    assert verdict.clear is True
+    assert (verdict.level, verdict.correction, verdict.comparisons) == (0.05, "bonferroni", 2)
+    assert verdict.threshold == pytest.approx(0.025)
+    assert verdict.against_name == "train=c"  # the closer one decides
+    assert verdict.p_value == pytest.approx(p_c, rel=1e-3)
+    assert verdict.p_values == {"train=b": pytest.approx(p_b, rel=1e-3), "train=c": verdict.p_value}
+
+
+def test_the_correction_takes_a_winner_away_that_one_comparison_alone_would_give():
+    a, b = [0.80, 0.82, 0.84], [0.745, 0.765, 0.785]
+    # a vs b: diff 0.055, s = 0.02 on both sides: t = 0.055 / sqrt(2 * 0.0004 / 3), df = 4
+    p = two_sided_p(0.055 / math.sqrt(2 * 0.0004 / 3), 4)
+    assert 0.025 < p < 0.05
+    pair = [row(i, {"train": "a"}, v) for i, v in enumerate(a)]
+    pair += [row(10 + i, {"train": "b"}, v) for i, v in enumerate(b)]
+
+    alone = compare(pair, axes={"train": ["a", "b"]}, metric="accuracy").verdict
+    # A third variant, far behind: two comparisons now, each at 0.05 / 2.
+    corrected = compare(three(a, b, [0.1, 0.11, 0.12]), axes=THREE, metric="accuracy").verdict
+    strict = compare(pair, axes={"train": ["a", "b"]}, metric="accuracy", level=0.01).verdict
+
+    assert alone.clear is True and alone.threshold == 0.05
+    assert corrected.clear is False and corrected.threshold == 0.025
+    assert corrected.against_name == "train=b" and corrected.p_value == pytest.approx(p, rel=1e-3)
+    assert strict.clear is False  # the level is the user's
+
+
+def test_the_deciding_comparison_is_the_hardest_to_beat_not_always_the_runner_up():
+    # b's mean (0.70) is below c's (0.79) but its spread is wide: a beats c more surely.
+    rows = three([0.80, 0.82, 0.84], [0.40, 0.70, 1.00], [0.785, 0.79, 0.795])
+
+    comparison = compare(rows, axes=THREE, metric="score")
+
+    assert comparison.runner_up.name == "train=c"
+    assert comparison.verdict.against_name == "train=b"
+    assert comparison.verdict.p_values["train=b"] > comparison.verdict.p_values["train=c"]
+    assert comparison.verdict.clear is False
+
+
+def test_no_winner_without_a_p_value_or_a_second_variant():
+    undefined = [row(1, {"s": "x"}, 0.9), row(2, {"s": "y"}, 0.5), row(3, {"s": "y"}, 0.6)]
+    single = [row(1, {"s": "x"}, 0.9), row(2, {"s": "x"}, 0.8)]
+
+    one_sample = compare(undefined, axes={"s": ["x", "y"]}).verdict
+    alone = compare(single, axes={"s": ["x", "y"]}).verdict
+    nothing = compare([], axes={"s": ["x"]}).verdict
+
+    assert one_sample.clear is False and one_sample.p_value is None  # x has n = 1
+    assert "not defined" in one_sample.reason
+    assert alone.clear is False and alone.comparisons == 0
+    assert nothing is None
+
+
+def test_a_level_is_a_number_above_0_and_at_most_0_2():
+    assert compare(ROWS, axes=AXES, level="0.1").verdict.level == 0.1
+    for bad in ("0", "-0.05", "0.5", "five", None):
+        with pytest.raises(DomainError) as error:
+            compare(ROWS, axes=AXES, level=bad)
+        assert list(error.value.fields) == ["level"]
+
+
+# --- a metric's known range ------------------------------------------------------------------
+def test_a_range_is_known_from_the_metrics_name_while_every_value_is_inside_it():
+    unit, positive = (0.0, 1.0), (0.0, None)
+
+    assert metric_range("accuracy", [0.5, 1.0]) == unit
+    assert metric_range("val_accuracy", [0.5]) == unit  # its last word
+    assert metric_range("test/F1", [0.5]) == unit
+    assert metric_range("roc_auc", [0.5]) == unit
+    assert metric_range("rmse", [12.5]) == positive
+    assert metric_range("r2", [-3.0, 0.9]) == (None, 1.0)
+    # Not a proportion however it is named: logged in percent, or not the last word.
+    assert metric_range("accuracy", [0.5, 97.0]) is None
+    assert metric_range("accuracy_std", [0.01]) is None
+    assert metric_range("loss", [0.3]) is None  # a loss may be negative (a log-likelihood)
+    assert metric_range("score", [0.3]) is None
+
+
+def test_cis_are_cut_at_the_metrics_range_and_say_so():
+    near_one = [row(i, {"train": "a"}, v, replicate=i) for i, v in enumerate([0.96, 0.99])]
+    axes = {"train": ["a"]}
+
+    accuracy = compare(near_one, axes=axes, metric="accuracy")
+    score = compare(near_one, axes=axes, metric="score")
+
+    # 0.975 +- 12.706 * 0.02121 / sqrt(2) = 0.975 +- 0.1906: [0.784, 1.166]
+    half = t_quantile(0.975, 1) * math.sqrt(0.00045) / math.sqrt(2)
+    assert score.variants[0].summary.ci_high == pytest.approx(0.975 + half, abs=1e-4)
+    assert score.value_range is None and not score.variants[0].summary.clipped
+    cut = accuracy.variants[0].summary
+    assert accuracy.value_range == (0.0, 1.0)
+    assert (cut.ci_low, cut.ci_high, cut.clipped) == (
+        pytest.approx(0.975 - half, abs=1e-4),
+        1.0,
+        True,
+    )
+    assert accuracy.marginals["train"][0].summary.ci_high == 1.0
+    assert clip_summary(score.variants[0].summary, None) == score.variants[0].summary

@@ -355,6 +355,9 @@ class SweepSummarySerializer(serializers.Serializer[Any]):
     std = serializers.FloatField(allow_null=True, help_text="Sample std (n - 1).")
     ci_low = serializers.FloatField(allow_null=True, help_text="95% CI: t(0.975, n - 1) s/sqrt(n)")
     ci_high = serializers.FloatField(allow_null=True)
+    clipped = serializers.BooleanField(
+        help_text="An end of the CI was cut at the metric's known range (value_range)."
+    )
 
 
 class SweepCountsSerializer(serializers.Serializer[Any]):
@@ -400,6 +403,32 @@ class SweepDifferenceSerializer(serializers.Serializer[Any]):
     p_value = serializers.FloatField(allow_null=True, help_text="Welch's two-sided t-test")
 
 
+class SweepVerdictSerializer(serializers.Serializer[Any]):
+    clear = serializers.BooleanField(
+        help_text="The best mean beats every other measured variant: Welch's two-sided p "
+        "<= threshold against each. False: no clear winner."
+    )
+    level = serializers.FloatField(help_text="The chance of naming a wrong winner, at most.")
+    correction = serializers.CharField(
+        help_text="bonferroni: each comparison at level / comparisons (the winner is picked "
+        "by the data, so a step-down such as Holm's does not bound that chance)."
+    )
+    comparisons = serializers.IntegerField(help_text="The other measured variants (k - 1).")
+    threshold = serializers.FloatField(allow_null=True, help_text="level / comparisons")
+    p_value = serializers.FloatField(
+        allow_null=True, help_text="The deciding (largest) p; null when undefined."
+    )
+    against = serializers.DictField(
+        child=serializers.CharField(), allow_null=True, help_text="Its variant, {step: label}."
+    )
+    against_name = serializers.CharField(allow_null=True)
+    p_values = serializers.DictField(
+        child=serializers.FloatField(allow_null=True),
+        help_text="{variant name: Welch's p against the best mean}",
+    )
+    reason = serializers.CharField()
+
+
 def parse_choices(text: str, field: str) -> dict[str, str]:
     """`step=label, step=label` (a variant's `name`) -> {step: label}."""
     choices: dict[str, str] = {}
@@ -417,9 +446,10 @@ def parse_choices(text: str, field: str) -> dict[str, str]:
 
 class SweepCompareApi(ApiMixin, APIView):
     """The sweep's variants compared on one metric: mean, std, 95% CI and n over replicates
-    (failed runs counted, never measured), marginal effects per axis, the best variant
-    against the runner-up, and A vs B (Welch) when `a` and `b` name two variants. Undefined
-    figures are null."""
+    (failed runs counted, never measured), marginal effects per axis, the best mean against
+    the runner-up, the verdict (a winner only when the best mean beats every other variant
+    at `level`, Bonferroni-corrected), and A vs B (Welch) when `a` and `b` name two variants.
+    CIs are cut to the metric's known range. Undefined figures are null."""
 
     class QuerySerializer(serializers.Serializer[Any]):
         metric = serializers.CharField(max_length=200, help_text="A metric the runs log.")
@@ -443,6 +473,13 @@ class SweepCompareApi(ApiMixin, APIView):
             help_text="A variant: 'step=label, step=label' (naming some axes pools the rest).",
         )
         b = serializers.CharField(max_length=1000, required=False, help_text="Another variant.")
+        level = serializers.FloatField(
+            default=stats.DEFAULT_LEVEL,
+            min_value=0.0001,
+            max_value=stats.MAX_LEVEL,
+            help_text="The level the best mean must beat every other variant at to be named "
+            "the winner (Bonferroni over the comparisons).",
+        )
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
             if ("a" in attrs) != ("b" in attrs):
@@ -464,9 +501,18 @@ class SweepCompareApi(ApiMixin, APIView):
         )
         overall = SweepSummarySerializer(help_text="Every measured run.")
         counts = SweepCountsSerializer()
-        best = SweepVariantStatsSerializer(allow_null=True)
+        best = SweepVariantStatsSerializer(
+            allow_null=True, help_text="The best mean; the winner only when verdict.clear."
+        )
         runner_up = SweepVariantStatsSerializer(allow_null=True)
         best_vs_runner_up = SweepDifferenceSerializer(allow_null=True)
+        verdict = SweepVerdictSerializer(allow_null=True, help_text="null: no variant measured")
+        value_range = serializers.ListField(
+            child=serializers.FloatField(allow_null=True),
+            allow_null=True,
+            help_text="[low, high] the metric cannot leave (null: unbounded on that side), "
+            "when known from its name and every value is inside it; CIs are cut to it.",
+        )
         a_vs_b = SweepDifferenceSerializer(allow_null=True, help_text="When `a` and `b` are given.")
 
     @extend_schema(parameters=[QuerySerializer], responses={200: OutputSerializer})
@@ -481,6 +527,7 @@ class SweepCompareApi(ApiMixin, APIView):
             step=args.get("step"),
             aggregate=args["aggregate"],
             direction=args.get("direction") or stats.default_direction(args["metric"]),
+            level=args["level"],
         )
         versus = None
         if "a" in args:

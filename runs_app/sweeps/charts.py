@@ -96,19 +96,27 @@ def _empty_figure(title: str, message: str, height: int = 240) -> dict[str, Any]
     }
 
 
+def _winner(comparison: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The best variant when it is a clear winner (stats.Verdict), else None."""
+    if not (comparison.get("verdict") or {}).get("clear"):
+        return None
+    best: Mapping[str, Any] | None = comparison.get("best")
+    return best
+
+
 def _is_best(variant: Mapping[str, Any], best: Mapping[str, Any] | None) -> bool:
     return best is not None and variant.get("choices") == best.get("choices")
 
 
 def sweep_bars_figure(comparison: Mapping[str, Any]) -> dict[str, Any]:
     """Horizontal bars, one per variant: the mean over its replicates with its 95% CI as an
-    error bar, each replicate's value as a dot, the best variant in green. A variant with no
-    value has no bar: a note says what became of its runs (failed, canceled, ...)."""
+    error bar, each replicate's value as a dot, a clear winner (and only one) in green. A
+    variant with no value has no bar: a note says what became of its runs (failed, ...)."""
     title = _metric_title(comparison)
     variants = list(comparison.get("variants") or [])
     if not variants:
         return _empty_figure(title, "The sweep has no variants yet.")
-    best = comparison.get("best")
+    best = _winner(comparison)
     names, means, plus, minus, colours, texts, hovers = [], [], [], [], [], [], []
     dots_x: list[float | None] = []
     dots_y: list[str] = []

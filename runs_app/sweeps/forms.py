@@ -300,7 +300,7 @@ def variant_param(choices: Mapping[str, str]) -> str:
 
 
 class CompareForm(forms.Form):
-    """The compare page's query (`?metric=&step=&aggregate=&direction=&a=&b=&curve=`), with
+    """The compare page's query (`?metric=&step=&aggregate=&direction=&a=&b=&curve=&level=`), with
     the defaults a first visit gets. The API's query serializer (SweepCompareApi) takes the
     same fields with the same defaults: stats.DEFAULT_AGGREGATE and stats.default_direction.
 
@@ -316,6 +316,7 @@ class CompareForm(forms.Form):
     curve = forms.CharField(required=False, strip=True)
     a = forms.CharField(required=False, strip=True)
     b = forms.CharField(required=False, strip=True)
+    level = forms.CharField(required=False, strip=True)
 
     def __init__(
         self,
@@ -356,4 +357,5 @@ class CompareForm(forms.Form):
             "curve_step": curve_steps.pop() if len(curve_steps) == 1 else None,
             "a_text": data["a"][:500],
             "b_text": data["b"][:500],
+            "level": data["level"][:20] or str(stats.DEFAULT_LEVEL),
         }

@@ -213,6 +213,7 @@ def sweep_comparison(
     step: str | None = None,
     aggregate: str = "last",
     direction: str = "max",
+    level: float = stats.DEFAULT_LEVEL,
 ) -> stats.Comparison:
     """sweep_rows + stats.compare, with the sweep's axes in pipeline order."""
     rows, step = _rows(sweep, metric, step, aggregate)
@@ -223,6 +224,7 @@ def sweep_comparison(
         metric=metric,
         step=step,
         aggregate=aggregate,
+        level=level,
     )
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, TypedDict
 
 from runs_app.numbers import finite
@@ -25,6 +26,10 @@ from workspaces.errors import DomainError
 AGGREGATES = ("last", "min", "max")
 DIRECTIONS = ("max", "min")
 CONFIDENCE = 0.95
+# The levels a winner may be named at (the page offers them; the API takes any in between).
+LEVELS = (0.01, 0.05, 0.1)
+DEFAULT_LEVEL = 0.05
+MAX_LEVEL = 0.2
 # The defaults of a comparison, for the page and the API alike.
 DEFAULT_AGGREGATE = "last"
 LOWER_IS_BETTER = ("loss", "error", "err", "mse", "rmse", "mae", "time", "latency")
@@ -80,6 +85,7 @@ class Summary:
     std: float | None
     ci_low: float | None
     ci_high: float | None
+    clipped: bool = False  # an end of the CI was cut at the metric's known range
 
     @property
     def ci_half_width(self) -> float | None:
@@ -189,6 +195,33 @@ class Difference:
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """Is the variant with the best mean a clear winner?
+
+    Only if it beats every other measured variant by Welch's two-sided test at
+    `level / comparisons` (Bonferroni over the `comparisons` = k - 1 other variants). Why
+    Bonferroni and not Holm: the winner is picked by the data, then compared with the others.
+    Naming a wrong winner needs its comparison with the truly best variant to pass; each of
+    the k - 1 candidates' comparisons with that variant passes with chance at most
+    level / (k - 1) when it is no better, so a wrong winner is named with chance at most
+    `level` whichever variant the data picks. Holm's step-down tests the last comparison at
+    the full level, and its guarantee is for a family of tests fixed in advance, which this
+    one is not. `p_value` and `against` are the deciding comparison's: the largest p (the
+    other variant hardest to beat; an undefined p counts as the largest)."""
+
+    clear: bool
+    level: float
+    correction: str
+    comparisons: int
+    threshold: float | None
+    p_value: float | None
+    against: dict[str, str] | None
+    against_name: str | None
+    p_values: dict[str, float | None]  # {variant name: p against the best mean}
+    reason: str
+
+
+@dataclass(frozen=True)
 class Comparison:
     metric: str
     step: str | None
@@ -199,9 +232,11 @@ class Comparison:
     marginals: dict[str, list[LevelStats]]
     overall: Summary
     counts: RunCounts
-    best: VariantStats | None
+    best: VariantStats | None  # the best mean (a winner only when `verdict.clear`)
     runner_up: VariantStats | None
     best_vs_runner_up: Difference | None
+    verdict: Verdict | None = None
+    value_range: tuple[float | None, float | None] | None = None  # the metric's, when known
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (every float finite or None)."""
@@ -288,6 +323,148 @@ def _better(direction: str, x: float, y: float) -> bool:
     return x > y if direction == "max" else x < y
 
 
+# --- a metric's known range ------------------------------------------------------------------
+# A 95% CI is mean +- t * s / sqrt(n): with few replicates near a bound it runs past values
+# the metric cannot take (an accuracy CI of [0.93, 1.04]). A range is known from the metric's
+# name: its whole name, or its last word (`val_accuracy`, `test/f1`, `roc_auc`), is in the
+# table below; and only while every value the comparison holds lies inside it (an
+# `accuracy` logged in percent is then left alone). CI ends past it are cut to it.
+UNIT_INTERVAL = (0.0, 1.0)
+NON_NEGATIVE = (0.0, None)
+KNOWN_RANGES: dict[str, tuple[float | None, float | None]] = {
+    **dict.fromkeys(
+        (
+            "accuracy",
+            "acc",
+            "precision",
+            "recall",
+            "f1",
+            "f1_score",
+            "auc",
+            "roc_auc",
+            "pr_auc",
+            "average_precision",
+            "balanced_accuracy",
+            "specificity",
+            "sensitivity",
+            "iou",
+            "jaccard",
+            "dice",
+        ),
+        UNIT_INTERVAL,
+    ),
+    **dict.fromkeys(
+        ("mse", "rmse", "mae", "log_loss", "logloss", "cross_entropy", "perplexity"),
+        NON_NEGATIVE,
+    ),
+    "r2": (None, 1.0),
+}
+
+
+def _name_range(metric: str) -> tuple[float | None, float | None] | None:
+    name = metric.strip().lower()
+    if name in KNOWN_RANGES:
+        return KNOWN_RANGES[name]
+    words = [w for w in re.split(r"[^a-z0-9]+", name) if w]
+    for size in (2, 1):  # `roc_auc` before `auc`, `log_loss` before nothing
+        if len(words) >= size and "_".join(words[-size:]) in KNOWN_RANGES:
+            return KNOWN_RANGES["_".join(words[-size:])]
+    return None
+
+
+def metric_range(
+    metric: str, values: Iterable[float | None]
+) -> tuple[float | None, float | None] | None:
+    """(low, high) the metric cannot leave (None: unbounded on that side), or None when no
+    range is known: the name is not in KNOWN_RANGES, or a value lies outside its range."""
+    known = _name_range(metric)
+    if known is None:
+        return None
+    low, high = known
+    for value in values:
+        number = finite(value)
+        if number is None:
+            continue
+        if (low is not None and number < low) or (high is not None and number > high):
+            return None
+    return known
+
+
+def clip_summary(
+    summary: Summary, value_range: tuple[float | None, float | None] | None
+) -> Summary:
+    """The summary with its CI's ends cut to `value_range` (and `clipped` set if one was)."""
+    if value_range is None or summary.ci_low is None or summary.ci_high is None:
+        return summary
+    low, high = value_range
+    ci_low = max(summary.ci_low, low) if low is not None else summary.ci_low
+    ci_high = min(summary.ci_high, high) if high is not None else summary.ci_high
+    if (ci_low, ci_high) == (summary.ci_low, summary.ci_high):
+        return summary
+    return replace(summary, ci_low=ci_low, ci_high=ci_high, clipped=True)
+
+
+# --- the verdict -------------------------------------------------------------------------------
+def parse_level(value: Any) -> float:
+    """The level a winner is named at: a number in (0, MAX_LEVEL]."""
+    try:
+        level = float(value)
+    except (TypeError, ValueError):
+        level = math.nan
+    if not (0 < level <= MAX_LEVEL):
+        raise DomainError(
+            "invalid_level",
+            f"{value!r} is not a significance level.",
+            {"level": [f"a number above 0 and at most {MAX_LEVEL}, e.g. {DEFAULT_LEVEL}"]},
+        )
+    return level
+
+
+def verdict(ranked: Sequence[VariantStats], level: float) -> Verdict | None:
+    """Whether ranked[0] (the best mean) beats every other measured variant: Welch's
+    two-sided test against each, Bonferroni over them (see Verdict). None without a mean."""
+    if not ranked:
+        return None
+    best, others = ranked[0], ranked[1:]
+    k = len(others)
+    if k == 0:
+        return Verdict(
+            False,
+            level,
+            "bonferroni",
+            0,
+            None,
+            None,
+            None,
+            None,
+            {},
+            "only one variant has a value",
+        )
+    threshold = level / k
+    tests = [(other, welch(best.values, other.values).p_value) for other in others]
+    # The deciding comparison: an undefined p first, else the largest.
+    other, p = max(tests, key=lambda test: math.inf if test[1] is None else test[1])
+    clear = p is not None and p <= threshold
+    if clear:
+        reason = f"beats each of the other {k} at p <= {threshold:.3g}"
+    elif p is None:
+        reason = f"p against {other.name} is not defined (n < 2 or no variance)"
+    else:
+        reason = f"against {other.name} p = {p:.3g}, above {threshold:.3g}"
+    return Verdict(
+        clear=clear,
+        level=level,
+        correction="bonferroni",
+        comparisons=k,
+        threshold=threshold,
+        p_value=p,
+        against=dict(other.choices),
+        against_name=other.name,
+        p_values={o.name: value for o, value in tests},
+        reason=reason,
+    )
+
+
 def compare(
     rows: Sequence[Row],
     *,
@@ -296,16 +473,21 @@ def compare(
     metric: str = "",
     step: str | None = None,
     aggregate: str = "last",
+    level: float = DEFAULT_LEVEL,
 ) -> Comparison:
     """The comparison of a sweep's variants on one metric.
 
     `axes` ({step: [variant or label, ...]}, in display order) lists every variant, also those
     without runs. The best variant has the best mean among those measured at least once (ties:
-    the first in axis order); it is compared with the runner-up by Welch's test. Marginal
-    effects pool every run with a given choice of an axis (balanced when nothing failed, so
-    their mean is then the mean over the other axes).
+    the first in axis order); it is compared with the runner-up by Welch's test, and the
+    verdict says whether it is a clear winner at `level` (see Verdict). Marginal effects pool
+    every run with a given choice of an axis (balanced when nothing failed, so their mean is
+    then the mean over the other axes). CIs are cut to the metric's range when one is known
+    (metric_range).
     """
     _check_direction(direction)
+    level = parse_level(level)
+    value_range = metric_range(metric, (row.get("value") for row in rows))
     labels = _axes_labels(rows, axes)
     steps = list(labels)
     by_variant: dict[tuple[str, ...], list[Row]] = {}
@@ -321,19 +503,19 @@ def compare(
             VariantStats(
                 choices,
                 variant_name(choices),
-                summarise(samples),
+                clip_summary(summarise(samples), value_range),
                 _counts(group),
                 [r["run"] for r in group],
                 samples,
             )
         )
-    overall = summarise(_samples(rows))
+    overall = clip_summary(summarise(_samples(rows)), value_range)
     marginals: dict[str, list[LevelStats]] = {}
     for index, s in enumerate(steps):
         marginals[s] = []
         for label in labels[s]:
             group = [r for key, rs in by_variant.items() if key[index] == label for r in rs]
-            summary = summarise(_samples(group))
+            summary = clip_summary(summarise(_samples(group)), value_range)
             effect = (
                 finite(summary.mean - overall.mean)
                 if summary.mean is not None and overall.mean is not None
@@ -371,6 +553,8 @@ def compare(
         best=best,
         runner_up=runner_up,
         best_vs_runner_up=versus,
+        verdict=verdict(ranked, level),
+        value_range=value_range,
     )
 
 

@@ -340,6 +340,7 @@ def sweep_compare(request: HttpRequest, slug: str, sweep_id: int) -> TemplateRes
         "metric_steps": sorted({m["step"] for m in metrics}),
         "aggregates": stats.AGGREGATES,
         "directions": stats.DIRECTIONS,
+        "levels": [str(level) for level in stats.LEVELS],
         "can_edit": role_allows(workspace, Role.EDITOR),
         "variant_options": _variant_options(labels),
         **choice,
@@ -360,6 +361,7 @@ def sweep_compare(request: HttpRequest, slug: str, sweep_id: int) -> TemplateRes
             metric=choice["metric"],
             step=choice["step"],
             aggregate=choice["aggregate"],
+            level=choice["level"],
         )
     except DomainError as error:
         errors.append(error)
@@ -398,12 +400,18 @@ def _comparison_context(
 ) -> dict[str, Any]:
     best = comparison.best.choices if comparison.best else None
     runner = comparison.runner_up.choices if comparison.runner_up else None
+    verdict = comparison.verdict
+    p_values = verdict.p_values if verdict else {}
     variant_rows = [
         {
             "v": v,
             "labels": list(v.choices.values()),
-            "best": v.choices == best,
+            "top": v.choices == best,
+            # The badge and the green row only for a clear winner (stats.Verdict).
+            "best": v.choices == best and verdict is not None and verdict.clear,
             "runner_up": v.choices == runner,
+            "p": p_values.get(v.name),
+            "has_p": v.name in p_values,
             "param": forms.variant_param(v.choices),
             "promote": [(f"variant.{s}", label) for s, label in v.choices.items()],
         }
@@ -428,12 +436,24 @@ def _comparison_context(
             errors.append(error)
     return {
         "comparison": comparison,
+        "range_text": _range_text(comparison.value_range),
+        "any_clipped": any(v.summary.clipped for v in comparison.variants),
         "variant_rows": variant_rows,
         "a_param": a_text,
         "b_param": b_text,
         "versus": versus,
         "share_query": _share_query(request, comparison, a_text, b_text),
     }
+
+
+def _range_text(value_range: tuple[float | None, float | None] | None) -> str:
+    """[0, 1], [0, ∞) or (-∞, 1]: a metric's known range as people write it."""
+    if value_range is None:
+        return ""
+    low, high = value_range
+    left = "(-∞" if low is None else f"[{low:g}"
+    right = "∞)" if high is None else f"{high:g}]"
+    return f"{left}, {right}"
 
 
 def _share_query(
@@ -445,6 +465,8 @@ def _share_query(
         query["step"] = comparison.step
     query["aggregate"] = comparison.aggregate
     query["direction"] = comparison.direction
+    if comparison.verdict is not None:
+        query["level"] = f"{comparison.verdict.level:g}"
     if a_text and b_text:
         query["a"], query["b"] = a_text, b_text
     if request.GET.get("curve"):

@@ -4,7 +4,8 @@
  * Django's json_script): {"nodes": [{id, label, kind, status?, module?, duration_s?,
  * reused_from_run?, href?}], "edges": [{source, target, label?, kind?}]}. After an htmx
  * swap, containers that have no drawing yet are drawn again, so a polled partial that
- * carries new statuses redraws the graph without reloading the page.
+ * carries new statuses redraws the graph without reloading the page. Every graph can be
+ * panned, zoomed and fitted to its box (panZoom below).
  */
 (function () {
   "use strict";
@@ -72,7 +73,7 @@
       ranksep: 48,
       edgesep: 8,
       marginx: 6,
-      marginy: 6,
+      marginy: 12, // a reused step's badge stands 8px above its box
     });
     g.setDefaultEdgeLabel(function () {
       return {};
@@ -159,7 +160,188 @@
         text(b, { x: bw / 2, y: 12, "text-anchor": "middle" }, badge);
       }
     });
-    container.replaceChildren(svg);
+    panZoom(container, svg, Math.ceil(size.width), Math.ceil(size.height));
+  }
+
+  // --- pan, zoom and fit ---------------------------------------------------------------------
+  // The graph is drawn at its natural size; the SVG's viewBox shows a part of it: screen =
+  // graph * k + (tx, ty). It starts fitted to its box (never enlarged past 1:1). A drag pans,
+  // the wheel or a pinch zooms around the pointer, the buttons zoom and fit. A view the user
+  // chose survives the redraws of a polled page (per data-dag id); a click that ended a drag
+  // does not follow a node's link.
+  var MIN_SCALE = 0.05;
+  var MAX_SCALE = 4;
+  var STEP = 1.25;
+  var DRAG_PX = 4;
+  var views = {};
+
+  function clampScale(k) {
+    return Math.min(MAX_SCALE, Math.max(MIN_SCALE, k));
+  }
+
+  function button(label, title, action) {
+    var b = document.createElement("button");
+    b.type = "button";
+    b.className = "dag-tool secondary outline";
+    b.textContent = label;
+    b.title = title;
+    b.setAttribute("aria-label", title);
+    b.setAttribute("data-action", action);
+    return b;
+  }
+
+  function panZoom(container, svg, gw, gh) {
+    var id = container.getAttribute("data-dag");
+    var view = null;
+    var pointers = {};
+    var dragged = false;
+
+    svg.removeAttribute("width");
+    svg.removeAttribute("height");
+    svg.classList.add("dag-zoom");
+    var tools = document.createElement("div");
+    tools.className = "dag-tools";
+    tools.append(
+      button("Fit", "Fit the graph", "fit"),
+      button("+", "Zoom in", "in"),
+      button("−", "Zoom out", "out")
+    );
+    var hint = document.createElement("span");
+    hint.className = "dag-hint";
+    hint.textContent = "drag to move · wheel or pinch to zoom";
+    tools.append(hint);
+    container.replaceChildren(tools, svg);
+    container.classList.add("dag-zoomable");
+
+    function box() {
+      return { w: svg.clientWidth || container.clientWidth, h: svg.clientHeight || gh };
+    }
+    function setHeight() {
+      var width = container.clientWidth || gw;
+      var height = gh * Math.min(1, width / gw);
+      svg.style.height = Math.ceil(Math.max(120, Math.min(height, window.innerHeight * 0.7))) + "px";
+    }
+    function apply() {
+      var b = box();
+      svg.setAttribute(
+        "viewBox",
+        [-view.tx / view.k, -view.ty / view.k, b.w / view.k, b.h / view.k].join(" ")
+      );
+      container.setAttribute("data-scale", view.k.toFixed(3));
+    }
+    function remember() {
+      views[id] = view;
+      container.removeAttribute("data-fitted");
+    }
+    function fit() {
+      var b = box();
+      var k = Math.min(1, b.w / gw, b.h / gh);
+      view = { k: k, tx: (b.w - gw * k) / 2, ty: (b.h - gh * k) / 2 };
+      delete views[id];
+      container.setAttribute("data-fitted", "1");
+      apply();
+    }
+    function zoomAt(factor, x, y) {
+      var k = clampScale(view.k * factor);
+      var f = k / view.k;
+      view = { k: k, tx: x - (x - view.tx) * f, ty: y - (y - view.ty) * f };
+      remember();
+      apply();
+    }
+    function local(event) {
+      var rect = svg.getBoundingClientRect();
+      return { x: event.clientX - rect.left, y: event.clientY - rect.top };
+    }
+
+    setHeight();
+    if (views[id]) {
+      view = views[id];
+      apply();
+    } else {
+      fit();
+    }
+
+    tools.addEventListener("click", function (event) {
+      var action = event.target.getAttribute && event.target.getAttribute("data-action");
+      var b = box();
+      if (action === "fit") fit();
+      else if (action === "in") zoomAt(STEP, b.w / 2, b.h / 2);
+      else if (action === "out") zoomAt(1 / STEP, b.w / 2, b.h / 2);
+    });
+    svg.addEventListener(
+      "wheel",
+      function (event) {
+        event.preventDefault(); // the wheel zooms the graph, not the page
+        var delta = event.deltaY * (event.deltaMode === 1 ? 16 : 1);
+        // A pinch on a touchpad comes as a wheel with ctrlKey: small deltas, zoom faster.
+        var p = local(event);
+        zoomAt(Math.exp(-delta * (event.ctrlKey ? 0.01 : 0.002)), p.x, p.y);
+      },
+      { passive: false }
+    );
+    svg.addEventListener("dragstart", function (event) {
+      event.preventDefault(); // a node's link is not dragged away
+    });
+    svg.addEventListener("pointerdown", function (event) {
+      if (event.pointerType === "mouse" && event.button !== 0) return;
+      pointers[event.pointerId] = { x: event.clientX, y: event.clientY };
+      dragged = false;
+    });
+    svg.addEventListener("pointermove", function (event) {
+      var p = pointers[event.pointerId];
+      if (!p) return;
+      var ids = Object.keys(pointers);
+      var dx = event.clientX - p.x;
+      var dy = event.clientY - p.y;
+      if (ids.length === 1) {
+        if (!dragged && Math.abs(dx) + Math.abs(dy) < DRAG_PX) return;
+        if (!dragged) {
+          dragged = true;
+          svg.setPointerCapture(event.pointerId);
+          svg.classList.add("dag-panning");
+        }
+        view = { k: view.k, tx: view.tx + dx, ty: view.ty + dy };
+        remember();
+        apply();
+      } else if (ids.length === 2) {
+        var other = pointers[ids[0] === String(event.pointerId) ? ids[1] : ids[0]];
+        var before = Math.hypot(p.x - other.x, p.y - other.y);
+        var after = Math.hypot(event.clientX - other.x, event.clientY - other.y);
+        dragged = true;
+        if (before > 0) {
+          var rect = svg.getBoundingClientRect();
+          zoomAt(after / before, (event.clientX + other.x) / 2 - rect.left, (event.clientY + other.y) / 2 - rect.top);
+        }
+      }
+      p.x = event.clientX;
+      p.y = event.clientY;
+    });
+    function release(event) {
+      delete pointers[event.pointerId];
+      if (!Object.keys(pointers).length) svg.classList.remove("dag-panning");
+    }
+    svg.addEventListener("pointerup", release);
+    svg.addEventListener("pointercancel", release);
+    svg.addEventListener(
+      "click",
+      function (event) {
+        if (!dragged) return;
+        event.preventDefault(); // the end of a drag, not a click on a node
+        event.stopPropagation();
+        dragged = false;
+      },
+      true
+    );
+    if (window.ResizeObserver) {
+      var width = container.clientWidth;
+      new ResizeObserver(function () {
+        if (container.clientWidth === width || !svg.isConnected) return;
+        width = container.clientWidth;
+        setHeight();
+        if (views[id]) apply();
+        else fit();
+      }).observe(container);
+    }
   }
 
   function drawAll() {

@@ -2,7 +2,9 @@
 `classify` pipeline (prep x augment x train, `train.seed` = the replicate); with --wait, wait
 for it, print the comparison on evaluate's `accuracy`, and print as the last stdout line one
 line of JSON: {"sweep", "runs", "succeeded", "failed", "executed", "reused", "wall_s",
-"best": {"variant", "mean", "ci", "n"}, "runner_up": {...}, "p_value"}. Run `seed_demo` first.
+"best": {"variant", "mean", "ci", "n"}, "runner_up": {...}, "p_value", "clear_winner"} ("best"
+is the best mean; "clear_winner" whether it beats every other variant: stats.Verdict). Run
+`seed_demo` first.
 """
 
 from __future__ import annotations
@@ -132,6 +134,7 @@ class Command(BaseCommand):
                     "best": _brief(comparison.best),
                     "runner_up": _brief(comparison.runner_up),
                     "p_value": versus.p_value if versus else None,
+                    "clear_winner": bool(comparison.verdict and comparison.verdict.clear),
                 },
                 allow_nan=False,
             )
@@ -144,7 +147,9 @@ class Command(BaseCommand):
         for variant in comparison.variants:
             s, c = variant.summary, variant.counts
             failed = f"  failed {c.failed}" if c.failed else ""
-            mark = " <- best" if comparison.best and variant.name == comparison.best.name else ""
+            top = comparison.best is not None and variant.name == comparison.best.name
+            clear = comparison.verdict is not None and comparison.verdict.clear
+            mark = (" <- best" if clear else " <- best mean") if top else ""
             self.stdout.write(
                 f"  {variant.name:<45} n={s.n}  mean {_fmt(s.mean)}  "
                 f"95% CI [{_fmt(s.ci_low)}, {_fmt(s.ci_high)}]{failed}{mark}"
@@ -157,4 +162,10 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"  best - runner-up ({comparison.runner_up.name}): {_fmt(versus.diff)} "
                 f"[{_fmt(versus.ci_low)}, {_fmt(versus.ci_high)}], Welch p = {_fmt(versus.p_value)}"
+            )
+        verdict = comparison.verdict
+        if verdict is not None:
+            self.stdout.write(
+                f"  {'a clear winner' if verdict.clear else 'no clear winner'} at level "
+                f"{verdict.level:g} (Bonferroni over {verdict.comparisons}): {verdict.reason}"
             )

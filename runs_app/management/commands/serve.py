@@ -2,7 +2,8 @@
 
 Starts the zygotes, the embedded workers (with their heartbeat, reaper and dispatcher),
 then the web server (no autoreloader: it would start the workers twice), and once the
-server listens, enqueues the demo's first run if the demo has none yet.
+server listens, enqueues the demo's first run if the demo has none yet and imports, in the
+background, what the first page views would otherwise wait for (scipy.stats).
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ class ThreadingWSGIServer(WSGIServer):
         return connection, address
 
 
+def _warm_imports() -> None:
+    """Import what the first pages would otherwise import on a user's clock: scipy's t
+    distribution (the sweep comparison's CIs and tests; 1-2 s here), imported late by
+    runs_app.sweeps.stats so that commands and workers do not pay for it."""
+    import scipy.stats  # noqa: F401
+
+
 class Command(BaseCommand):
     help = "Serve the web app with in-process workers (the embedded default)."
 
@@ -68,6 +76,7 @@ class Command(BaseCommand):
         )
         if workers is not None and not options["no_demo_run"]:
             threading.Thread(target=self._first_demo_run, daemon=True).start()
+        threading.Thread(target=_warm_imports, daemon=True).start()
         try:
             httpd.serve_forever()
         except KeyboardInterrupt:
