@@ -9,6 +9,7 @@ Leases are here too: a worker renews all of its leases in one UPDATE per heartbe
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -125,10 +126,20 @@ def _fail_unclaimable(now: Any) -> int:
     return failed
 
 
-def leases_renew(worker: str, now: Any = None) -> list[tuple[int, int]]:
-    """One UPDATE renews every running attempt of `worker`; returns (step, attempt) pairs
-    whose cancel was requested, so the worker can kill them."""
+def leases_renew(
+    worker: str, attempts: Iterable[tuple[int, int]], now: Any = None
+) -> list[tuple[int, int]]:
+    """One UPDATE renews the leases of exactly the attempts a worker is executing now, as
+    (step, attempt) pairs: never a row that merely bears its name (an attempt whose result
+    it could not record, and gave up on, is the reaper's). Returns the pairs whose cancel
+    was requested, so the worker can kill them."""
+    pairs = list(attempts)
+    if not pairs:
+        return []
     now = now or timezone.now()
-    running = StepRun.objects.filter(worker=worker, status=StepStatus.RUNNING)
+    mine = Q()
+    for step_id, attempt in pairs:
+        mine |= Q(pk=step_id, attempt=attempt)
+    running = StepRun.objects.filter(mine, worker=worker, status=StepStatus.RUNNING)
     running.update(lease_expires_at=now + timedelta(seconds=engine().lease_s))
     return list(running.filter(cancel_requested=True).values_list("pk", "attempt"))

@@ -17,12 +17,19 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+)
 from django.utils import timezone
 
 from artifacts.models import Artifact, ArtifactKind
@@ -39,7 +46,7 @@ from pipelines_app.models import ModuleVersion
 from runs_app import gc as collector
 from runs_app import reaper, retention, scheduler
 from runs_app.executor.codecache import materialise_code
-from runs_app.executor.runner import StepExecutor, StepJob
+from runs_app.executor.runner import StepExecutor, StepJob, StepResult
 from runs_app.executor.runtime import runtime_fingerprint
 from runs_app.executor.sandbox import NetworkMode, SandboxMode, SandboxPolicy
 from runs_app.executor.scratch import STEP_DIR, ScratchFolders
@@ -52,6 +59,10 @@ from workspaces.models import Workspace
 log = logging.getLogger(__name__)
 
 LOG_FLUSH_BYTES = 64 * 1024
+# An attempt's result is reported again after these, doubling, while the database is away.
+REPORT_BACKOFF_S = 0.05
+REPORT_BACKOFF_MAX_S = 1.0
+T = TypeVar("T")
 
 
 class StepLogWriter:
@@ -63,6 +74,7 @@ class StepLogWriter:
         self.offset = 0
         self.cap = engine().log_max_bytes
         self.truncated = False
+        self.pending = ""  # written text the database did not take yet
 
     def write(self, text: str) -> None:
         if self.truncated or not text:
@@ -74,10 +86,19 @@ class StepLogWriter:
             marker = f"\n[log truncated at {self.cap} bytes]\n"
             text = head + marker
             self.truncated = True
-        StepLog.objects.create(
-            step_id=self.step_id, attempt=self.attempt, offset=self.offset, text=text
-        )
-        self.offset += len(text.encode("utf-8"))
+        self.pending += text
+        try:
+            StepLog.objects.create(
+                step_id=self.step_id, attempt=self.attempt, offset=self.offset, text=self.pending
+            )
+        except DatabaseError:
+            # The database is away: keep the text (it is within the cap) and write it with
+            # the next batch; the step goes on.
+            log.warning("step %s: log not stored yet", self.step_id, exc_info=True)
+            connection.close()
+            return
+        self.offset += len(self.pending.encode("utf-8"))
+        self.pending = ""
 
 
 class StepMetricWriter:
@@ -149,6 +170,9 @@ class WorkerServices:
         self.cache_root.mkdir(parents=True, exist_ok=True)
         self.scratch = ScratchFolders(self.cache_root)
         self.cancels: set[tuple[int, int]] = set()
+        # The attempts this process executes now, (step, attempt) -> when their lease was
+        # last renewed (monotonic): the heartbeat renews exactly these.
+        self.running: dict[tuple[int, int], float] = {}
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
         self.with_reaper = reaper
@@ -187,9 +211,15 @@ class WorkerServices:
             pid=os.getpid(),
             defaults={"runtime": self.runtime, "sandbox": self.sandbox.mode, "last_seen": now},
         )
-        for pair in reaper.leases_renew(self.name, now):
-            with self.lock:
-                self.cancels.add(pair)
+        with self.lock:
+            attempts = list(self.running)
+        renewed = time.monotonic()
+        cancels = reaper.leases_renew(self.name, attempts, now)
+        with self.lock:
+            for pair in attempts:
+                if pair in self.running:
+                    self.running[pair] = renewed
+            self.cancels.update(cancels)
 
     def _heartbeat_loop(self) -> None:
         while not self.stopping.wait(engine().heartbeat_s):
@@ -234,80 +264,149 @@ class WorkerServices:
         self, step: StepRun, pinned: dict[str, Artifact] | None = None
     ) -> tuple[StepRun | None, dict[str, Artifact] | None]:
         """Run one claimed attempt (its inputs, when the claim knew them, as `pinned`);
-        returns the next step its success claimed for us, and that step's inputs."""
-        attempt = step.attempt
-        logs = StepLogWriter(step.pk, attempt)
-        live_metrics = StepMetricWriter(step.pk, attempt)
-        version = module_version(step.module_version_id)
+        returns the next step its success claimed for us, and that step's inputs. While it
+        runs, the heartbeat renews its lease, and only then."""
+        key = (step.pk, step.attempt)
+        with self.lock:
+            self.running[key] = time.monotonic()  # its claim just set its lease
         work = self.scratch.take()
         try:
-            code_dir = materialise_code(
-                version.files, version.code_digest, self.cache_root / "code"
-            )
-            if pinned is None:
-                pinned = {
-                    item.name: item.artifact for item in step.inputs.select_related("artifact")
-                }
-            inputs = {
-                name: self._local_input(artifact, work / "inputs" / name)
-                for name, artifact in pinned.items()
-            }
-            output_dir = work / STEP_DIR
-            job = StepJob(
-                code_dir=code_dir,
-                entrypoint=version.entrypoint,
-                inputs=inputs,
-                params=step.params,
-                output_dir=output_dir,
-                timeout_s=step.timeout_s,
-                declared_outputs=list(version.interface.get("outputs", [])),
-                scientific=bool(STEP_PACKAGES & set(version.imports)),
-                run_id=step.run_id,
-                step_name=step.name,
-                sandbox=sandbox_policy(),  # the settings now, as engine() reads them
-            )
-            result = self.executor.run(
-                job,
-                on_log=logs.write,
-                should_cancel=lambda: self.cancel_requested(step.pk, attempt),
-                on_metric=live_metrics.write,
-            )
+            return self._attempt(step, pinned, work)
+        finally:
+            with self.lock:
+                self.running.pop(key, None)
+                self.cancels.discard(key)
+            self.scratch.give_back(work)
+
+    def _attempt(
+        self, step: StepRun, pinned: dict[str, Artifact] | None, work: Path
+    ) -> tuple[StepRun | None, dict[str, Artifact] | None]:
+        attempt = step.attempt
+        key = (step.pk, attempt)
+        logs = StepLogWriter(step.pk, attempt)
+        live_metrics = StepMetricWriter(step.pk, attempt)
+        try:
+            try:
+                result = self._execute(step, pinned, work, logs, live_metrics)
+            except _GaveUp:
+                return None, None
             if result.status == "succeeded":
                 try:
-                    artifacts = {
-                        name: self._store_output(step, name, out, logs)
-                        for name, out in result.outputs.items()
-                    }
-                except OutputError as error:
-                    scheduler.step_fail(step, attempt, FailureReason.OUTPUT_INVALID, str(error))
+                    artifacts = self._report(
+                        key,
+                        lambda: {
+                            name: self._store_output(step, name, out, logs)
+                            for name, out in result.outputs.items()
+                        },
+                    )
+                except (OutputError, OSError) as error:
+                    why = (
+                        FailureReason.OUTPUT_INVALID
+                        if isinstance(error, OutputError)
+                        else FailureReason.STORAGE_FULL
+                    )
+                    text = str(error)
+                    self._report(key, lambda: scheduler.step_fail(step, attempt, why, text))
                     return None, None
-                except OSError as error:
-                    scheduler.step_fail(step, attempt, FailureReason.STORAGE_FULL, str(error))
-                    return None, None
-                recorded = scheduler.step_succeed(
-                    step,
-                    attempt,
-                    artifacts,
-                    result.metrics,
-                    claim_next=(self.name, self.runtime),
-                    replace_live=live_metrics.wrote,
+                if artifacts is None:
+                    return None, None  # given up: the reaper owns the attempt
+                recorded = self._report(
+                    key,
+                    lambda: scheduler.step_succeed(
+                        step,
+                        attempt,
+                        artifacts,
+                        result.metrics,
+                        claim_next=(self.name, self.runtime),
+                        replace_live=live_metrics.wrote,
+                    ),
                 )
+                if recorded is None:
+                    return None, None
                 return recorded.claimed, recorded.claimed_inputs
             if result.status == "canceled":
-                scheduler.step_cancel_running(step, attempt)
+                self._report(key, lambda: scheduler.step_cancel_running(step, attempt))
                 return None, None
-            scheduler.step_fail(
-                step, attempt, result.reason or FailureReason.INTERNAL_ERROR, result.message
-            )
+            reason = result.reason or FailureReason.INTERNAL_ERROR
+            self._report(key, lambda: scheduler.step_fail(step, attempt, reason, result.message))
             return None, None
         except Exception as error:
             log.exception("step %s attempt %s failed inside the worker", step.pk, attempt)
-            scheduler.step_fail(step, attempt, FailureReason.INTERNAL_ERROR, repr(error))
+            text = repr(error)
+            self._report(
+                key,
+                lambda: scheduler.step_fail(step, attempt, FailureReason.INTERNAL_ERROR, text),
+            )
             return None, None
-        finally:
-            with self.lock:
-                self.cancels.discard((step.pk, attempt))
-            self.scratch.give_back(work)
+
+    def _execute(
+        self,
+        step: StepRun,
+        pinned: dict[str, Artifact] | None,
+        work: Path,
+        logs: StepLogWriter,
+        live_metrics: StepMetricWriter,
+    ) -> StepResult:
+        """The step's body in a fresh child: its code and inputs made local, then run."""
+        key = (step.pk, step.attempt)
+        version = self._report(key, lambda: module_version(step.module_version_id))
+        if pinned is None:
+            pinned = self._report(
+                key,
+                lambda: {i.name: i.artifact for i in step.inputs.select_related("artifact")},
+            )
+        if version is None or pinned is None:
+            raise _GaveUp  # the database stayed away for a lease: the reaper has the step
+        code_dir = materialise_code(version.files, version.code_digest, self.cache_root / "code")
+        inputs = {
+            name: self._local_input(artifact, work / "inputs" / name)
+            for name, artifact in pinned.items()
+        }
+        job = StepJob(
+            code_dir=code_dir,
+            entrypoint=version.entrypoint,
+            inputs=inputs,
+            params=step.params,
+            output_dir=work / STEP_DIR,
+            timeout_s=step.timeout_s,
+            declared_outputs=list(version.interface.get("outputs", [])),
+            scientific=bool(STEP_PACKAGES & set(version.imports)),
+            run_id=step.run_id,
+            step_name=step.name,
+            sandbox=sandbox_policy(),  # the settings now, as engine() reads them
+        )
+        return self.executor.run(
+            job,
+            on_log=logs.write,
+            should_cancel=lambda: self.cancel_requested(step.pk, step.attempt),
+            on_metric=live_metrics.write,
+        )
+
+    def _report(self, key: tuple[int, int], call: Callable[[], T]) -> T | None:
+        """Record what an attempt did (`call`, a transaction of the scheduler's, fenced by
+        the attempt), again and again with backoff while the database does not answer:
+        until it does, or until the attempt's lease has surely lapsed (no renewal for a
+        lease), when it is given up (None): the reaper then owns the attempt, and a late
+        report could not count anyway."""
+        delay = REPORT_BACKOFF_S
+        while True:
+            try:
+                return call()
+            except (OperationalError, InterfaceError):
+                connection.close()  # the next try connects afresh
+                with self.lock:
+                    renewed = self.running.get(key)
+                if renewed is None or time.monotonic() - renewed > engine().lease_s:
+                    log.warning(
+                        "step %s attempt %s: the database did not take its result within "
+                        "its lease; the reaper retries the step",
+                        *key,
+                    )
+                    return None
+                log.warning("step %s attempt %s: result not recorded yet; retrying", *key)
+                if self.stopping.wait(delay):
+                    return None
+                delay = min(delay * 2, REPORT_BACKOFF_MAX_S)
 
     def _local_input(self, artifact: Artifact, target: Path) -> tuple[Path, str, str]:
         """A local path for an input: the stored file itself on the filesystem backend."""
@@ -369,6 +468,10 @@ class WorkerServices:
             media_type = OCTET_STREAM
         with open(out.path, "rb") as handle:
             return artifact_store_file(workspace, handle, media_type)
+
+
+class _GaveUp(Exception):
+    """An attempt could not read what it needs before its lease lapsed: left to the reaper."""
 
 
 @functools.lru_cache(maxsize=256)

@@ -31,6 +31,7 @@ from runs_app.models import (
     StepRun,
     StepStatus,
 )
+from tests.faults import TcpProxy
 from workspaces.models import Workspace
 
 pytestmark = [
@@ -231,3 +232,63 @@ def test_a_step_whose_worker_dies_on_every_attempt_fails_with_worker_lost_repeat
     assert step.status == StepStatus.FAILED
     assert step.failure_reason == FailureReason.WORKER_LOST_REPEATEDLY
     assert run.status == RunStatus.FAILED
+
+
+@pytest.mark.skipif(
+    not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"),
+    reason="the database is taken away through a TCP proxy: PostgreSQL's",
+)
+def test_runs_end_when_the_database_goes_away_mid_step_and_comes_back(world, fleet, tmp_path):
+    """Issue 14's first broken promise: a step that ended while the database was away could
+    not record its result, and the worker's heartbeat then renewed the lease of every row
+    bearing its name, so the run hung until the worker restarted."""
+    db = connection.settings_dict
+    proxy = TcpProxy((db.get("HOST") or "127.0.0.1", int(db.get("PORT") or 5432))).start()
+    try:
+        through_proxy = _database_url().replace(f":{db.get('PORT') or 5432}/", f":{proxy.port}/")
+        markers = tmp_path / "markers"  # beside the workers' data folder, which no step may touch
+        markers.mkdir()
+        marker = markers / "bodies.txt"
+        module_version_create(
+            world.workspace,
+            "blink",
+            {
+                "step.py": "import time\n\ndef main(ctx, *, i: int = 0, marker: str = ''):\n"
+                "    time.sleep(1.0)\n"
+                "    with open(marker, 'a') as handle:\n"
+                "        handle.write('%d\\n' % i)\n"
+                "    return {'out': str(i)}\n"
+            },
+            "step.py:main",
+        )
+        version = pipeline_version_create(
+            world.workspace,
+            "blink",
+            {"steps": {"s": {"module": "blink@1", "params": {"marker": str(marker)}}}},
+        )
+        # A lease longer than the outage: what the worker finishes meanwhile is recorded
+        # when the database is back, not lost and retried.
+        fleet.start_worker(
+            DATABASE_URL=through_proxy,
+            STEPWORKS_LEASE_S="6",
+            STEPWORKS_STEP_WRITE_DIRS=str(markers),  # the bodies count themselves there
+        )
+        runs = [scheduler.run_create(version, param_overrides={"s.i": i}) for i in range(4)]
+        wait_until(
+            lambda: StepRun.objects.filter(run__in=runs, status=StepStatus.RUNNING).count() == 2,
+            60,
+            fleet,
+            "two steps to run",
+        )
+        proxy.cut()  # the bodies end while the database is away
+        time.sleep(2.5)
+        proxy.restore()
+        for run in runs:
+            wait_until(lambda r=run: run_finished(r), 90, fleet, f"run {run.pk} to end")
+    finally:
+        proxy.close()
+
+    ended = list(StepRun.objects.filter(run__in=runs).values_list("status", "failure_message"))
+    assert {run.status for run in runs} == {RunStatus.SUCCEEDED}, (ended, fleet.logs())
+    bodies = sorted(marker.read_text().split())
+    assert bodies == ["0", "1", "2", "3"], bodies  # each ran once: nothing lost, no retry

@@ -239,7 +239,9 @@ def test_cancel_stops_pending_steps_now_and_running_ones_through_their_worker(ve
     assert scheduler.run_cancel(run.pk)
 
     assert statuses(run) == {"s0": S.RUNNING, "s1": S.CANCELED, "s2": S.CANCELED}
-    assert reaper.leases_renew("w1") == [(running.pk, running.attempt)]
+    assert reaper.leases_renew("w1", [(running.pk, running.attempt)]) == [
+        (running.pk, running.attempt)
+    ]
     scheduler.step_cancel_running(running, running.attempt)
     run.refresh_from_db()
     assert run.status == RunStatus.CANCELED
@@ -434,3 +436,18 @@ def test_a_step_completion_costs_the_same_queries_in_a_3_and_a_300_step_run(
     assert recorded.claimed is not None and recorded.claimed.name == "s2"
     assert statuses(run)["s2"] == S.RUNNING
     assert recorded.queued == (recorded.claimed.pk,)
+
+
+def test_a_heartbeat_renews_only_the_attempts_its_worker_executes_now(version, settings):
+    run = scheduler.run_create(version)
+    step = scheduler.step_claim(steps_of(run)["s0"].pk, "w1")
+    lapsed = timezone.now() - timedelta(seconds=60)
+    StepRun.objects.filter(pk=step.pk).update(lease_expires_at=lapsed)
+
+    # The worker's name on the row is not enough: the attempt it gave up on is the reaper's.
+    reaper.leases_renew("w1", [])
+    reaper.leases_renew("w1", [(step.pk, step.attempt + 1)])
+    assert StepRun.objects.get(pk=step.pk).lease_expires_at == lapsed
+
+    reaper.leases_renew("w1", [(step.pk, step.attempt)])
+    assert StepRun.objects.get(pk=step.pk).lease_expires_at > timezone.now()
