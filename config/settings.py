@@ -371,6 +371,8 @@ STEPWORKS = {
     "STEP_READ_DIRS": env.list("STEPWORKS_STEP_READ_DIRS", default=[]),
     "STEP_WRITE_DIRS": env.list("STEPWORKS_STEP_WRITE_DIRS", default=[]),
     "GC_S": env.float("STEPWORKS_GC_S", default=3600.0),  # 0: only `manage.py gc`
+    # On SIGTERM a worker lets its running steps finish this long, then gives them back.
+    "DRAIN_S": env.float("STEPWORKS_DRAIN_S", default=30.0),
     # The team (README, "Teams"): who may make workspaces, invites, datasets, webhooks.
     "WORKSPACE_CREATION": env.str("STEPWORKS_WORKSPACE_CREATION", default="anyone"),
     "INVITE_DAYS": env.int("STEPWORKS_INVITE_DAYS", default=7),

@@ -18,6 +18,13 @@ class WorkerServicesMiddleware(dramatiq.Middleware):
         services()
 
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        # Running steps may finish (dramatiq now waits for its threads, up to its
+        # --worker-shutdown-timeout); the zygotes must outlive them.
+        from runs_app.worker import services_drain
+
+        services_drain()
+
+    def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
         from runs_app.worker import services_stop
 
         services_stop()

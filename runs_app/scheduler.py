@@ -66,6 +66,7 @@ STEP_CLAIM = ((S.QUEUED,), S.RUNNING)
 STEP_SUCCEED = ((S.RUNNING,), S.SUCCEEDED)
 STEP_FAIL = ((S.RUNNING,), S.FAILED)
 STEP_REQUEUE = ((S.RUNNING,), S.QUEUED)  # lease expired or worker lost, attempts left
+STEP_RELEASE = ((S.RUNNING,), S.QUEUED)  # its worker is shutting down: not an attempt lost
 STEP_FAIL_UNSTARTED = ((S.PENDING, S.QUEUED, S.FOLLOWING), S.FAILED)  # dependency, runtime
 STEP_CANCEL = ((S.PENDING, S.QUEUED, S.FOLLOWING), S.CANCELED)
 STEP_CANCEL_RUNNING = ((S.RUNNING,), S.CANCELED)  # the worker killed it, or its lease lapsed
@@ -85,6 +86,7 @@ STEP_TRANSITIONS = {
     "succeed": STEP_SUCCEED,
     "fail": STEP_FAIL,
     "requeue": STEP_REQUEUE,
+    "release": STEP_RELEASE,
     "fail_unstarted": STEP_FAIL_UNSTARTED,
     "cancel": STEP_CANCEL,
     "cancel_running": STEP_CANCEL_RUNNING,
@@ -215,7 +217,7 @@ def _step_move(
     old = step.status
     step.status = target
     for name, value in fields.items():
-        if not hasattr(value, "resolve_expression"):
+        if not isinstance(value, sql.Raw):
             setattr(step, name, value)
     _record(
         Event(
@@ -1354,6 +1356,26 @@ def run_cancel(run_id: int, by: Any = None) -> bool:
 
 
 # --- recovery (runs_app/reaper.py finds what needs it) ---------------------------------------
+@retry_on_conflict
+def step_release(step: StepRun, attempt: int, worker: str) -> bool:
+    """A worker shutting down gives back an attempt it could not finish in its drain time:
+    queued again at once, for another worker, and not counted against the step (its
+    max_attempts grows by one: the attempt number is the fencing token and only grows)."""
+    with transaction.atomic():
+        if not _step_move(
+            step,
+            STEP_RELEASE,
+            attempt=attempt,
+            message=f"{worker} shut down before it finished; given back, not counted",
+            queued_at=timezone.now(),
+            lease_expires_at=None,
+            max_attempts=sql.Raw("max_attempts + 1"),
+        ):
+            return False
+        _dispatch([step.pk])
+    return True
+
+
 @retry_on_conflict
 def step_lease_lost(step: StepRun, now: Any) -> str | None:
     """A running step's lease expired (its worker died or stopped answering): canceled if a

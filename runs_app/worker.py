@@ -173,6 +173,10 @@ class WorkerServices:
         # The attempts this process executes now, (step, attempt) -> when their lease was
         # last renewed (monotonic): the heartbeat renews exactly these.
         self.running: dict[tuple[int, int], float] = {}
+        # Shutting down: no step is chained on, and the attempts in `releasing` (still
+        # running when the drain time ran out) are stopped and given back.
+        self.draining = threading.Event()
+        self.releasing: set[tuple[int, int]] = set()
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
         self.with_reaper = reaper
@@ -248,8 +252,36 @@ class WorkerServices:
                 connection.close()
 
     def cancel_requested(self, step_id: int, attempt: int) -> bool:
+        """Whether to stop the attempt: its cancel was asked, or it is being given back."""
         with self.lock:
-            return (step_id, attempt) in self.cancels
+            return (step_id, attempt) in self.cancels or (step_id, attempt) in self.releasing
+
+    def drain(self, within_s: float) -> None:
+        """Shutting down: take no step on from a finished one, let running attempts finish
+        for `within_s`, then stop those still running and give them back (requeued, not
+        counted). Returns at once; `drained()` says when no attempt runs any more."""
+        self.draining.set()
+        deadline = time.monotonic() + within_s
+
+        def give_back_late() -> None:
+            while time.monotonic() < deadline:
+                with self.lock:
+                    if not self.running:
+                        return
+                time.sleep(0.05)
+            with self.lock:
+                self.releasing.update(self.running)
+
+        self._spawn(give_back_late, "stepworks-drain")
+
+    def drained(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if not self.running:
+                    return True
+            time.sleep(0.05)
+        return False
 
     # --- one step -------------------------------------------------------------------
     def step_execute(self, step_id: int) -> None:
@@ -276,6 +308,7 @@ class WorkerServices:
             with self.lock:
                 self.running.pop(key, None)
                 self.cancels.discard(key)
+                self.releasing.discard(key)
             self.scratch.give_back(work)
 
     def _attempt(
@@ -317,7 +350,8 @@ class WorkerServices:
                         attempt,
                         artifacts,
                         result.metrics,
-                        claim_next=(self.name, self.runtime),
+                        # Shutting down: the successor goes to another worker.
+                        claim_next=None if self.draining.is_set() else (self.name, self.runtime),
                         replace_live=live_metrics.wrote,
                     ),
                 )
@@ -325,7 +359,12 @@ class WorkerServices:
                     return None, None
                 return recorded.claimed, recorded.claimed_inputs
             if result.status == "canceled":
-                self._report(key, lambda: scheduler.step_cancel_running(step, attempt))
+                with self.lock:
+                    given_back = key in self.releasing
+                if given_back:
+                    self._report(key, lambda: scheduler.step_release(step, attempt, self.name))
+                else:
+                    self._report(key, lambda: scheduler.step_cancel_running(step, attempt))
                 return None, None
             reason = result.reason or FailureReason.INTERNAL_ERROR
             self._report(key, lambda: scheduler.step_fail(step, attempt, reason, result.message))
@@ -500,10 +539,22 @@ def services() -> WorkerServices:
         return _services
 
 
+def services_drain() -> None:
+    """The process is shutting down: let running steps finish (STEPWORKS_DRAIN_S), then
+    give back what still runs. Returns at once; services_stop waits for it."""
+    with _services_lock:
+        if _services is not None:
+            _services.drain(engine().drain_s)
+
+
 def services_stop() -> None:
     global _services
     with _services_lock:
         if _services is not None:
+            # Steps still running are given back first (the drain), never killed as failed.
+            if not _services.draining.is_set():
+                _services.drain(0.0)
+            _services.drained(engine().drain_s + 10)
             _services.stop()
             _services = None
 

@@ -46,6 +46,7 @@ def _fast_intervals(settings: Any) -> None:
         # A sweep's runs all start in the call that makes it, however slow the machine: a
         # test that needs the expand_sweep actor sets this to 0 (test_sweeps_services.py).
         "SWEEP_INLINE_S": 600.0,
+        "DRAIN_S": 1.0,  # a test's workers stop within a second, giving back what still runs
     }
 
 

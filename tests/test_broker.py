@@ -67,6 +67,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "STEPWORKS_HEARTBEAT_S": str(intervals["HEARTBEAT_S"]),
         "STEPWORKS_LEASE_S": str(intervals["LEASE_S"]),
         "STEPWORKS_REAPER_S": str(intervals["REAPER_S"]),
+        "STEPWORKS_DRAIN_S": "2",
         # The workers must write artifacts where this test process reads them.
         "STEPWORKS_ARTIFACTS_ROOT": str(settings.STORAGES["artifacts"]["OPTIONS"]["location"]),
         **extra,
@@ -292,3 +293,55 @@ def test_runs_end_when_the_database_goes_away_mid_step_and_comes_back(world, fle
     assert {run.status for run in runs} == {RunStatus.SUCCEEDED}, (ended, fleet.logs())
     bodies = sorted(marker.read_text().split())
     assert bodies == ["0", "1", "2", "3"], bodies  # each ran once: nothing lost, no retry
+
+
+def _running(*runs: PipelineRun) -> int:
+    return StepRun.objects.filter(run__in=runs, status=StepStatus.RUNNING).count()
+
+
+def test_a_graceful_deploy_lets_running_steps_finish(world, fleet):
+    """Issue 14's second broken promise: on SIGTERM the executor was stopped (its steps
+    killed) before dramatiq waited for its threads, so every running step failed with
+    internal_error although it needed less than the shutdown timeout."""
+    version = slow_pipeline(world.workspace, 2)
+    worker = fleet.start_worker(STEPWORKS_DRAIN_S="10")
+    # Two runs of the same step: the second may not follow the first (it would not run).
+    runs = [scheduler.run_create(version), scheduler.run_create(version, reuse=False)]
+    wait_until(lambda: _running(*runs) == 2, 60, fleet, "both steps to run")
+
+    # A deploy: SIGTERM to rundramatiq's main process, which passes it on once (a second
+    # SIGTERM makes dramatiq's worker process exit at once: systemd needs KillMode=mixed).
+    os.kill(worker.pid, signal.SIGTERM)
+    for run in runs:
+        wait_until(lambda r=run: run_finished(r), 60, fleet, f"run {run.pk} to end")
+    assert worker.wait(timeout=60) is not None
+
+    assert {run.status for run in runs} == {RunStatus.SUCCEEDED}, fleet.logs()
+    for step in StepRun.objects.filter(run__in=runs):
+        assert step.attempt == 1 and step.failure_reason == ""
+
+
+def test_a_step_longer_than_the_drain_is_given_back_uncounted_and_runs_elsewhere(world, fleet):
+    version = slow_pipeline(world.workspace, 6)
+    worker = fleet.start_worker(STEPWORKS_DRAIN_S="1")
+    run = scheduler.run_create(version)
+    step = run.steps.get()
+    wait_until(lambda: _running(run) == 1, 60, fleet, "the step to run")
+
+    os.kill(worker.pid, signal.SIGTERM)
+    wait_until(
+        lambda: StepRun.objects.filter(pk=step.pk, status=StepStatus.QUEUED).exists(),
+        30,
+        fleet,
+        "the step to be given back",
+    )
+    assert worker.wait(timeout=60) is not None
+    fleet.start_worker()
+    wait_until(lambda: run_finished(run), 90, fleet, "the run to end on another worker")
+
+    assert run.status == RunStatus.SUCCEEDED, fleet.logs()
+    step.refresh_from_db()
+    assert step.attempt == 2
+    assert step.max_attempts == settings.STEPWORKS["MAX_ATTEMPTS"] + 1  # not counted
+    assert Event.objects.filter(step=step, message__contains="given back").exists()
+    assert not Event.objects.filter(step=step, reason=FailureReason.WORKER_LOST).exists()

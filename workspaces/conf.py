@@ -29,6 +29,7 @@ class Engine:
     step_read_dirs: tuple[str, ...]  # folders every sandboxed step may also read
     step_write_dirs: tuple[str, ...]  # folders every sandboxed step may also write
     gc_s: float  # how often a worker process collects unreferenced bytes (0: never)
+    drain_s: float  # on shutdown, how long running steps may finish before given back
 
 
 def engine() -> Engine:
@@ -50,6 +51,7 @@ def engine() -> Engine:
         step_read_dirs=tuple(raw["STEP_READ_DIRS"]),
         step_write_dirs=tuple(raw["STEP_WRITE_DIRS"]),
         gc_s=float(raw["GC_S"]),
+        drain_s=float(raw["DRAIN_S"]),
     )
 
 
