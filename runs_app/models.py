@@ -234,6 +234,9 @@ class StepRun(models.Model):
     # The runtime fingerprint its cache key was made with (key_parts["runtime"]): a claim
     # checks it in its one UPDATE.
     runtime = models.CharField(max_length=64, blank=True)
+    # The workers ("host:pid") that died while running it: the evidence the reaper weighs
+    # before it counts a lost worker against this step (scheduler.step_lease_lost).
+    lost_workers = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["run", "position"]

@@ -1382,16 +1382,23 @@ def step_lease_lost(step: StepRun, now: Any) -> str | None:
     cancel was asked, requeued while attempts remain (a killed worker counts as an attempt),
     else failed with worker_lost_repeatedly. Returns "requeued", "failed" or None (it had
     moved on already)."""
-    if not step.cancel_requested and step.attempt < step.max_attempts:
+    blamed, why = _blame(step)
+    if not step.cancel_requested and (step.attempt < step.max_attempts or not blamed):
+        fields: dict[str, Any] = {
+            "queued_at": now,
+            "lease_expires_at": None,
+            "lost_workers": [*step.lost_workers, step.worker],
+        }
+        if not blamed:  # the attempt is given back, as a drained worker's would be
+            fields["max_attempts"] = sql.Raw("max_attempts + 1")
         with transaction.atomic():
             if not _step_move(
                 step,
                 STEP_REQUEUE,
                 attempt=step.attempt,
                 reason=FailureReason.WORKER_LOST,
-                message=f"lease of {step.worker} expired; retrying",
-                queued_at=now,
-                lease_expires_at=None,
+                message=f"lease of {step.worker} expired; retrying ({why})",
+                **fields,
             ):
                 return None
             _dispatch([step.pk])
@@ -1410,10 +1417,34 @@ def step_lease_lost(step: StepRun, now: Any) -> str | None:
             step.attempt,
             STEP_FAIL,
             reason=FailureReason.WORKER_LOST_REPEATEDLY,
-            message=f"worker lost on all {step.attempt} attempts",
+            message=f"worker lost on all {step.attempt} attempts ({why})",
             finished_at=now,
+            lost_workers=[*step.lost_workers, step.worker],
         )
     return "failed" if moved else None
+
+
+def _blame(step: StepRun) -> tuple[bool, str]:
+    """Whether the death of `step`'s worker counts as one of its attempts, and why.
+
+    A worker dies with every step it ran: only evidence counts against a step. It was alone
+    on that worker; or it lost a worker on another host before (it travels with the
+    deaths); or it was on dying workers as often as it may have attempts (a step that kills
+    its worker but never runs alone still ends). Otherwise its attempt is given back.
+    """
+    companions = (
+        StepRun.objects.filter(worker=step.worker, status__in=(S.RUNNING, S.QUEUED))
+        .exclude(pk=step.pk)
+        .count()
+    )
+    if companions == 0:
+        return True, "counted: it was the only step on that worker"
+    host = step.worker.rpartition(":")[0]
+    if any(lost.rpartition(":")[0] != host for lost in step.lost_workers):
+        return True, "counted: it lost a worker on another host before"
+    if len(step.lost_workers) + 1 >= step.max_attempts:
+        return True, f"counted: on {len(step.lost_workers) + 1} workers that died"
+    return False, f"not counted: {companions} other step(s) ran on that worker"
 
 
 def step_unclaimable(step: StepRun, runtime: str, now: Any) -> bool:

@@ -185,12 +185,15 @@ class WorkerServices:
     def start(self) -> None:
         if self.sandbox.mode == "off":
             log.warning(NOT_ISOLATED)
+        self.executor.check_sandbox()  # a worker that may not run steps starts nothing
+        # The reaper first: booting the zygotes takes seconds (the scientific one imports
+        # scikit-learn), and a fleet whose workers all restart must not stop reaping.
+        if self.with_reaper:
+            self._spawn(self._reaper_loop, "stepworks-reaper")
         self.executor.start()
         self.scratch.start()
         self._beat()
         self._spawn(self._heartbeat_loop, "stepworks-heartbeat")
-        if self.with_reaper:
-            self._spawn(self._reaper_loop, "stepworks-reaper")
 
     def stop(self) -> None:
         self.stopping.set()

@@ -548,6 +548,22 @@ def test_a_segfault_is_process_died_with_its_signal(executor: StepExecutor, tmp_
     assert "Segmentation fault" in "".join(logs)  # faulthandler's stack, for the user
 
 
+def test_a_step_killed_by_sigkill_says_so_and_out_of_memory_only_with_the_kernels_word(
+    executor: StepExecutor, tmp_path: Path
+) -> None:
+    source = """
+        import os, signal
+
+        def main(ctx):
+            os.kill(os.getpid(), signal.SIGKILL)
+    """
+    result = run_step(executor, tmp_path, source)
+
+    assert (result.status, result.reason) == ("failed", "process_died")
+    # No OOM kill happened in this cgroup meanwhile: the message says only what is known.
+    assert result.message == "killed by signal 9 (SIGKILL)"
+
+
 @pytest.mark.parametrize("call", ["os._exit(3)", "sys.exit(3)"])
 def test_exiting_is_process_died_with_its_code(
     executor: StepExecutor, tmp_path: Path, call: str

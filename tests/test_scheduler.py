@@ -451,3 +451,56 @@ def test_a_heartbeat_renews_only_the_attempts_its_worker_executes_now(version, s
 
     reaper.leases_renew("w1", [(step.pk, step.attempt)])
     assert StepRun.objects.get(pk=step.pk).lease_expires_at > timezone.now()
+
+
+def _lose(step: StepRun, worker: str) -> StepRun:
+    """The step is claimed by `worker`, which dies: its lease lapses and the reaper acts."""
+    claimed = scheduler.step_claim(step.pk, worker)
+    assert claimed is not None
+    return claimed
+
+
+def _reap_lapsed(*steps: StepRun) -> None:
+    StepRun.objects.filter(pk__in=[s.pk for s in steps]).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=60)
+    )
+    reaper.reap()
+
+
+def test_a_worker_that_dies_running_several_steps_counts_against_none_of_them(world):
+    from tests.factories import module_version, pipeline_version
+
+    mv = module_version(world.workspace, "leaf")
+    version = pipeline_version(
+        world.workspace, "two", {"a": {"module_version": mv}, "b": {"module_version": mv}}
+    )
+    run = scheduler.run_create(version, reuse=False)  # a and b: the same code, both run
+    a, b = steps_of(run)["a"], steps_of(run)["b"]
+    _lose(a, "host1:10")
+    _lose(b, "host1:10")
+
+    _reap_lapsed(a, b)
+
+    for step in (a, b):
+        step.refresh_from_db()
+        assert step.status == S.QUEUED
+        assert step.max_attempts == 4  # the attempt was given back: 3 still to go
+        assert step.lost_workers == ["host1:10"]
+        assert Event.objects.filter(step=step, message__contains="not counted").exists()
+
+
+def test_a_step_alone_on_a_dying_worker_is_counted_and_a_poison_step_still_ends(version):
+    run = scheduler.run_create(version)
+    step = steps_of(run)["s0"]
+    _lose(step, "host1:1")
+    _reap_lapsed(step)
+    step.refresh_from_db()
+    assert step.max_attempts == 3 and step.status == S.QUEUED  # alone on it: counted
+
+    for pid in (2, 3):  # and twice more, alone each time: its attempts are spent
+        _lose(step, f"host1:{pid}")
+        _reap_lapsed(step)
+    step.refresh_from_db()
+    assert step.status == S.FAILED
+    assert step.failure_reason == FailureReason.WORKER_LOST_REPEATEDLY
+    assert step.lost_workers == ["host1:1", "host1:2", "host1:3"]

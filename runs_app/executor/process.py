@@ -10,6 +10,7 @@ import ctypes
 import os
 import signal
 import sys
+from pathlib import Path
 
 # <linux/prctl.h>
 _PR_SET_PDEATHSIG = 1
@@ -69,6 +70,32 @@ def process_group_exists(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def oom_kills() -> int | None:
+    """How many processes the kernel's out-of-memory killer has killed in this process's
+    memory cgroup (v2 `memory.events`, v1 `memory.oom_control`); None where unreadable."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    places = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            places.append(Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.events")
+        elif "memory" in controllers.split(","):
+            root = Path("/sys/fs/cgroup/memory")
+            places += [root / path.lstrip("/") / "memory.oom_control", root / "memory.oom_control"]
+    for place in places:
+        try:
+            for entry in place.read_text().splitlines():
+                name, _, value = entry.partition(" ")
+                if name == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def describe_returncode(returncode: int) -> str:

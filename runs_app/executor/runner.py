@@ -40,6 +40,7 @@ from runs_app.executor import protocol
 from runs_app.executor.process import (
     describe_returncode,
     kill_process_group,
+    oom_kills,
     process_group_exists,
 )
 from runs_app.executor.sandbox import SandboxPolicy, step_rules, unavailable_reason
@@ -396,6 +397,10 @@ class StepExecutor:
             environment.setdefault(name, "1")
         return environment
 
+    def check_sandbox(self) -> None:
+        """Raise SandboxUnavailable if steps must be sandboxed and this kernel cannot."""
+        self._refuse_without_sandbox()
+
     def _refuse_without_sandbox(self) -> None:
         if self._sandbox_missing:
             raise SandboxUnavailable(
@@ -468,6 +473,7 @@ class StepExecutor:
             ),
         }
         kind = "scientific" if job.scientific else "light"
+        oom_before = oom_kills()  # a SIGKILL says "out of memory" only if this count rose
         pipes = _Pipes()
         spill = output_dir / ".job.json"
         try:
@@ -482,7 +488,8 @@ class StepExecutor:
             raise
         # Only the child may hold the write ends: ours would keep end of file from coming.
         pipes.close_write_ends()
-        result = _Watch(child, pipes, output_dir).watch(job, on_log, should_cancel, on_metric)
+        watch = _Watch(child, pipes, output_dir, oom_before)
+        result = watch.watch(job, on_log, should_cancel, on_metric)
         spill.unlink(missing_ok=True)
         result.duration_s = time.monotonic() - started
         return result
@@ -620,10 +627,13 @@ def _flush_due(now: float, log: _LogBatcher, metrics: _MetricBatcher) -> None:
 class _Watch:
     """One running step child, watched by the thread that called `run()`."""
 
-    def __init__(self, child: _Child, pipes: _Pipes, output_dir: Path) -> None:
+    def __init__(
+        self, child: _Child, pipes: _Pipes, output_dir: Path, oom_before: int | None
+    ) -> None:
         self.child = child
         self.pipes = pipes
         self.output_dir = output_dir
+        self.oom_before = oom_before  # the cgroup's OOM kills when the step started
 
     def watch(
         self,
@@ -740,7 +750,13 @@ class _Watch:
             return StepResult("failed", "internal_error", "it ended without an exit status")
         message = describe_returncode(self.child.returncode)
         if self.child.returncode == -9:
-            message += "; out of memory?"
+            after = oom_kills()
+            if self.oom_before is not None and after is not None and after > self.oom_before:
+                message += (
+                    "; the kernel's out-of-memory killer killed in this worker's memory cgroup "
+                    f"while the step ran (oom_kill {self.oom_before} -> {after}): most likely "
+                    "the step, out of memory"
+                )
         elif self.child.returncode == 0:
             message += " before returning from the step"
         return StepResult("failed", "process_died", message)
