@@ -371,6 +371,9 @@ STEPWORKS = {
     "STEP_READ_DIRS": env.list("STEPWORKS_STEP_READ_DIRS", default=[]),
     "STEP_WRITE_DIRS": env.list("STEPWORKS_STEP_WRITE_DIRS", default=[]),
     "GC_S": env.float("STEPWORKS_GC_S", default=3600.0),  # 0: only `manage.py gc`
+    # A step's retries and their first backoff when its spec says none (pipelines_app.specs).
+    "STEP_RETRIES": env.int("STEPWORKS_STEP_RETRIES", default=0),
+    "STEP_RETRY_BACKOFF_S": env.float("STEPWORKS_STEP_RETRY_BACKOFF_S", default=10.0),
     # On SIGTERM a worker lets its running steps finish this long, then gives them back.
     "DRAIN_S": env.float("STEPWORKS_DRAIN_S", default=30.0),
     # The team (README, "Teams"): who may make workspaces, invites, datasets, webhooks.

@@ -40,7 +40,14 @@ NAME_RE = re.compile(NAME_PATTERN)
 MODULE_REF_RE = re.compile(MODULE_REF_PATTERN)
 DATASET_REF_RE = re.compile(DATASET_REF_PATTERN)
 STEP_OUTPUT_RE = re.compile(STEP_OUTPUT_PATTERN)
-STEP_KEYS = ("module", "params", "inputs")
+STEP_KEYS = ("module", "params", "inputs", "timeout", "retries")
+# A step's policies (`timeout: 600`, `retries: 2` or `{count, backoff, on}`): how long it may
+# run and which failures run it again. They change how a step is run, never what it makes,
+# so they are not in its cache key.
+RETRY_REASONS = ("user_error", "timeout", "process_died")
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+MAX_RETRIES = 20
+MAX_BACKOFF_S = 3600.0
 DATASET_PREFIX = "dataset:"
 
 SPEC_JSON_SCHEMA: dict[str, Any] = {
@@ -75,6 +82,43 @@ SPEC_JSON_SCHEMA: dict[str, Any] = {
                                 {"pattern": DATASET_REF_PATTERN},
                             ],
                         },
+                    },
+                    "timeout": {
+                        "type": "number",
+                        "exclusiveMinimum": 0,
+                        "maximum": 7 * 24 * 3600,
+                        "description": "The step's time limit in seconds.",
+                    },
+                    "retries": {
+                        "description": (
+                            "How often a failed attempt runs again: a count, or count, backoff "
+                            "(seconds, doubling) and on (the failure reasons that retry)."
+                        ),
+                        "anyOf": [
+                            {"type": "integer", "minimum": 0, "maximum": 20},
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "count": {"type": "integer", "minimum": 0, "maximum": 20},
+                                    "backoff": {"type": "number", "minimum": 0, "maximum": 3600},
+                                    "on": {
+                                        "anyOf": [
+                                            {"enum": ["user_error", "timeout", "process_died"]},
+                                            {
+                                                "type": "array",
+                                                "items": {
+                                                    "enum": [
+                                                        "user_error",
+                                                        "timeout",
+                                                        "process_died",
+                                                    ]
+                                                },
+                                            },
+                                        ]
+                                    },
+                                },
+                            },
+                        ],
                     },
                 },
             },
@@ -284,6 +328,7 @@ class _Step:
     inputs: dict[str, str] = field(default_factory=dict)
     # (input name, upstream step, output) for each `step.output` binding
     upstream: list[tuple[str, str, str]] = field(default_factory=list)
+    policies: dict[str, Any] = field(default_factory=dict)  # timeout, retries, as given
 
 
 def _resolve_number(versions: Mapping[int, Any], wanted: str) -> int | None:
@@ -372,8 +417,12 @@ def _check_step(name: Any, raw: Any, catalogue: Catalogue, problems: Problems) -
         return None
     for key in raw:
         if key not in STEP_KEYS:
-            problems.add(f"{path}.{key}", "unknown key (a step has module, params and inputs)")
+            problems.add(
+                f"{path}.{key}",
+                "unknown key (a step has module, params, inputs, timeout and retries)",
+            )
     step = _Step(name)
+    step.policies = check_policies(raw, path, problems)
     _check_module(step, raw.get("module"), catalogue, problems)
     if step.info is not None:
         interface = step.info.interface
@@ -594,8 +643,75 @@ def _canonical(steps: dict[str, _Step], order: list[str]) -> dict[str, Any]:
             "module_version": step.info.id,
             "params": dict(sorted(step.params.items())),
             "inputs": dict(sorted(step.inputs.items())),
+            **step.policies,  # only when given: older specs keep their digests
         }
     return {"steps": resolved}
+
+
+def check_policies(raw: Mapping[str, Any], path: str, problems: Problems) -> dict[str, Any]:
+    """A step's `timeout` (seconds) and `retries` (a count, or {count, backoff, on}), in
+    their canonical form ({"timeout": 600.0, "retries": {"count", "backoff", "on"}}); what
+    is not given is left out (the settings' defaults apply)."""
+    policies: dict[str, Any] = {}
+    if raw.get("timeout") is not None:
+        timeout = raw["timeout"]
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            problems.add(f"{path}.timeout", f"seconds, a number; got {timeout!r}")
+        elif not 0 < timeout <= MAX_TIMEOUT_S:
+            problems.add(f"{path}.timeout", f"above 0 and at most {MAX_TIMEOUT_S:g} s (7 days)")
+        else:
+            policies["timeout"] = float(timeout)
+    if raw.get("retries") is not None:
+        retries = _check_retries(raw["retries"], f"{path}.retries", problems)
+        if retries is not None:
+            policies["retries"] = retries
+    return policies
+
+
+def describe_policies(spec_step: Mapping[str, Any]) -> str:
+    """A step's policies for people: "timeout 600 s · 2 retries on timeout (backoff 10 s)";
+    "" when it has none of its own (the settings' defaults apply)."""
+    parts = []
+    if spec_step.get("timeout") is not None:
+        parts.append(f"timeout {spec_step['timeout']:g} s")
+    retries = spec_step.get("retries")
+    if retries is not None:
+        count = retries["count"]
+        parts.append(
+            f"{count} retr{'y' if count == 1 else 'ies'} on {', '.join(retries['on'])} "
+            f"(backoff {retries['backoff']:g} s, doubling)"
+        )
+    return " · ".join(parts)
+
+
+def _check_retries(raw: Any, path: str, problems: Problems) -> dict[str, Any] | None:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = {"count": raw}
+    if not isinstance(raw, Mapping):
+        problems.add(path, f"a count, or a mapping with count, backoff and on; got {raw!r}")
+        return None
+    if True in raw:  # YAML 1.1 reads the key `on` as true (as in GitHub Actions' `on:`)
+        raw = {("on" if key is True else key): value for key, value in raw.items()}
+    unknown = sorted(str(key) for key in set(raw) - {"count", "backoff", "on"})
+    if unknown:
+        problems.add(f"{path}.{unknown[0]}", "unknown key (retries has count, backoff and on)")
+    count, backoff, on = raw.get("count", 1), raw.get("backoff", 10), raw.get("on", RETRY_REASONS)
+    before = sum(map(len, problems.fields.values()))
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_RETRIES:
+        problems.add(f"{path}.count", f"a whole number from 0 to {MAX_RETRIES}; got {count!r}")
+    if (
+        isinstance(backoff, bool)
+        or not isinstance(backoff, int | float)
+        or not (0 <= backoff <= MAX_BACKOFF_S)
+    ):
+        problems.add(f"{path}.backoff", f"seconds from 0 to {MAX_BACKOFF_S:g}; got {backoff!r}")
+    if isinstance(on, str):
+        on = [on]
+    if not isinstance(on, list | tuple) or not on or any(r not in RETRY_REASONS for r in on):
+        problems.add(f"{path}.on", f"failure reasons among {', '.join(RETRY_REASONS)}")
+    if sum(map(len, problems.fields.values())) != before:
+        return None
+    return {"count": count, "backoff": float(backoff), "on": sorted(set(on))}
 
 
 def spec_digest(resolved: Mapping[str, Any]) -> str:
@@ -639,6 +755,9 @@ def editable_spec(resolved: Mapping[str, Any]) -> dict[str, Any]:
             entry["params"] = dict(step["params"])
         if step.get("inputs"):
             entry["inputs"] = dict(step["inputs"])
+        for policy in ("timeout", "retries"):
+            if step.get(policy) is not None:
+                entry[policy] = step[policy]
         out[name] = entry
     return {"steps": out}
 

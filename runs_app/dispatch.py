@@ -15,6 +15,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import Q
+from django.utils import timezone
 
 from runs_app import wakeups
 from workspaces.conf import engine
@@ -22,15 +24,15 @@ from workspaces.conf import engine
 log = logging.getLogger(__name__)
 
 
-def send_steps(ids: list[int]) -> None:
-    """Hint that these steps may be ready."""
+def send_steps(ids: list[int], delay_ms: int = 0) -> None:
+    """Hint that these steps may be ready (`delay_ms` from now)."""
     if settings.BROKER_URL:
         from runs_app.tasks import execute_step
 
         for step_id in ids:
-            execute_step.send(step_id)
+            execute_step.send_with_options(args=(step_id,), delay=delay_ms or None)
     elif _embedded is not None:
-        _embedded.send(ids)
+        _embedded.send(ids, delay_ms)
     # else: embedded without workers in this process; the hosting process polls the rows.
 
 
@@ -42,9 +44,9 @@ def send_sweeps(ids: list[int]) -> None:
         expand_sweep.send(sweep_id)
 
 
-def on_steps_queued(sender: Any, step_ids: list[int], **kwargs: Any) -> None:
+def on_steps_queued(sender: Any, step_ids: list[int], delay_ms: int = 0, **kwargs: Any) -> None:
     """The receiver of scheduler.steps_queued (sent after the queuing transaction commits)."""
-    send_steps(step_ids)
+    send_steps(step_ids, delay_ms)
 
 
 class EmbeddedWorkers:
@@ -92,15 +94,16 @@ class EmbeddedWorkers:
             m for m in self.broker.middleware if getattr(m, "worker", None) is not self.worker
         ]
 
-    def send(self, step_ids: list[int]) -> None:
-        """Send now; the dispatcher then adopts the row's queued_at as already sent."""
+    def send(self, step_ids: list[int], delay_ms: int = 0) -> None:
+        """Send now (or `delay_ms` later); the dispatcher then adopts the row's queued_at as
+        already sent."""
         from runs_app.tasks import execute_step
 
         with self.lock:
             for step_id in step_ids:
                 self.sent[step_id] = None
         for step_id in step_ids:
-            execute_step.send(step_id)
+            execute_step.send_with_options(args=(step_id,), delay=delay_ms or None)
 
     def _dispatch_loop(self) -> None:
         hooks_checked = 0.0
@@ -128,8 +131,11 @@ class EmbeddedWorkers:
         from runs_app.models import StepRun, StepStatus
         from runs_app.tasks import execute_step
 
-        queued = dict(
-            StepRun.objects.filter(status=StepStatus.QUEUED).values_list("pk", "queued_at")
+        due = Q(not_before__isnull=True) | Q(not_before__lte=timezone.now())
+        queued = dict(  # a retry waiting out its backoff is not due yet
+            StepRun.objects.filter(due, status=StepStatus.QUEUED)
+            .order_by()
+            .values_list("pk", "queued_at")
         )
         to_send = []
         with self.lock:

@@ -237,6 +237,15 @@ class StepRun(models.Model):
     # The workers ("host:pid") that died while running it: the evidence the reaper weighs
     # before it counts a lost worker against this step (scheduler.step_lease_lost).
     lost_workers = models.JSONField(default=list, blank=True)
+    # Its retry policy (the spec's `retries`, else the settings'): a failed attempt whose
+    # reason is in `retry_on` runs again, `retries` times at most, after `retry_backoff_s`
+    # doubling; `retried` counts those so far.
+    retries = models.PositiveIntegerField(default=0)
+    retry_on = models.JSONField(default=list, blank=True)
+    retry_backoff_s = models.FloatField(default=10.0)
+    retried = models.PositiveIntegerField(default=0)
+    # A retry waits out its backoff: no claim before this (null: no wait).
+    not_before = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["run", "position"]

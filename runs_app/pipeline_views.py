@@ -20,7 +20,7 @@ from django.views.decorators.http import require_POST
 from pipelines_app import selectors as design
 from pipelines_app.forms import RunForm
 from pipelines_app.models import PipelineVersion
-from pipelines_app.specs import effective_params
+from pipelines_app.specs import describe_policies, effective_params
 from runs_app import selectors, services
 from workspaces.errors import DomainError
 from workspaces.models import Role
@@ -65,6 +65,7 @@ def _pipeline_version_page(
             "step": step,
             "params": _as_json(step.params),
             "inputs": sorted((step.inputs or {}).items()),
+            "policies": describe_policies(version.spec["steps"].get(step.name, {})),
         }
         for step in step_rows
     ]

@@ -56,8 +56,9 @@ def reap(now: Any = None) -> dict[str, int]:
             counts[outcome] += 1
     counts["runtime_mismatch"] = _fail_unclaimable(now)  # before the redispatch renews them
     stale = now - timedelta(seconds=engine().lease_s)
+    due = Q(not_before__isnull=True) | Q(not_before__lt=stale)  # a retry's backoff is no loss
     lost = list(
-        StepRun.objects.filter(status=StepStatus.QUEUED, queued_at__lt=stale).values_list(
+        StepRun.objects.filter(due, status=StepStatus.QUEUED, queued_at__lt=stale).values_list(
             "pk", flat=True
         )
     )

@@ -32,7 +32,7 @@ from django.utils import timezone
 from artifacts.models import Artifact, ArtifactState
 from artifacts.store import artifacts_missing
 from pipelines_app.models import DatasetVersion, ModuleVersion, PipelineVersion
-from pipelines_app.specs import StepGraph, effective_params, step_graph
+from pipelines_app.specs import RETRY_REASONS, StepGraph, effective_params, step_graph
 from runs_app import sql, wakeups
 from runs_app.executor.runtime import runtime_fingerprint
 from runs_app.models import (
@@ -67,6 +67,7 @@ STEP_SUCCEED = ((S.RUNNING,), S.SUCCEEDED)
 STEP_FAIL = ((S.RUNNING,), S.FAILED)
 STEP_REQUEUE = ((S.RUNNING,), S.QUEUED)  # lease expired or worker lost, attempts left
 STEP_RELEASE = ((S.RUNNING,), S.QUEUED)  # its worker is shutting down: not an attempt lost
+STEP_RETRY = ((S.RUNNING,), S.QUEUED)  # it failed for a reason its retry policy names
 STEP_FAIL_UNSTARTED = ((S.PENDING, S.QUEUED, S.FOLLOWING), S.FAILED)  # dependency, runtime
 STEP_CANCEL = ((S.PENDING, S.QUEUED, S.FOLLOWING), S.CANCELED)
 STEP_CANCEL_RUNNING = ((S.RUNNING,), S.CANCELED)  # the worker killed it, or its lease lapsed
@@ -87,6 +88,7 @@ STEP_TRANSITIONS = {
     "fail": STEP_FAIL,
     "requeue": STEP_REQUEUE,
     "release": STEP_RELEASE,
+    "retry": STEP_RETRY,
     "fail_unstarted": STEP_FAIL_UNSTARTED,
     "cancel": STEP_CANCEL,
     "cancel_running": STEP_CANCEL_RUNNING,
@@ -306,14 +308,18 @@ def _run_move(
 # broker, so the state machine knows no broker. Without a receiver the hints go nowhere, and
 # nothing is lost: the rows are the truth, and the reaper (or the embedded dispatcher) finds
 # queued steps without them.
-steps_queued = Signal()  # send(sender, step_ids=[...])
+steps_queued = Signal()  # send(sender, step_ids=[...], delay_ms=0)
 
 
-def _dispatch(step_ids: Iterable[int]) -> None:
-    """Hint these steps once the transaction that queued them commits."""
+def _dispatch(step_ids: Iterable[int], delay_s: float = 0.0) -> None:
+    """Hint these steps once the transaction that queued them commits (`delay_s` later:
+    a retry after its backoff, which the claim refuses before then)."""
     ids = list(step_ids)
     if ids:
-        transaction.on_commit(functools.partial(steps_queued.send, __name__, step_ids=ids))
+        send = functools.partial(
+            steps_queued.send, __name__, step_ids=ids, delay_ms=int(delay_s * 1000)
+        )
+        transaction.on_commit(send)
 
 
 # "This run has ended" goes out the same way, once its transaction commits; runs_app.webhooks
@@ -484,8 +490,8 @@ def run_create(
                 params=step_params[step.name],
                 reuse_allowed=reuse and step.name not in forced,
                 max_attempts=engine().max_attempts,
-                timeout_s=engine().step_timeout_s,
                 waiting=len(graph.upstream[step.name]),
+                **_policies(version.spec["steps"][step.name]),
             )
             for step in steps
         }
@@ -505,6 +511,23 @@ def run_create(
         tx.flush()
         _dispatch(queued)
     return run
+
+
+def _policies(spec_step: dict[str, Any]) -> dict[str, Any]:
+    """A step's time limit and retry policy: its spec's (`timeout`, `retries`), else the
+    settings' defaults."""
+    conf = engine()
+    retries = spec_step.get("retries") or {
+        "count": conf.step_retries,
+        "backoff": conf.step_retry_backoff_s,
+        "on": list(RETRY_REASONS),
+    }
+    return {
+        "timeout_s": float(spec_step.get("timeout") or conf.step_timeout_s),
+        "retries": retries["count"],
+        "retry_backoff_s": retries["backoff"],
+        "retry_on": retries["on"],
+    }
 
 
 @dataclass(frozen=True)
@@ -1033,15 +1056,20 @@ def _step_ended(run: PipelineRun | None, step: StepRun, tx: _Tx) -> list[int]:
 # read through a per-process cache: versions never change).
 _CLAIMED = (
     "id", "workspace_id", "run_id", "name", "module_version_id", "params", "attempt",
-    "timeout_s", "max_attempts", "started_at", "runtime",
+    "timeout_s", "max_attempts", "started_at", "runtime", "retries", "retry_on",
+    "retry_backoff_s", "retried",
 )  # fmt: skip
 
 
 def _claim_update(step_id: int, worker: str, runtime: str | None, now: Any) -> StepRun | None:
     """The claim itself: one conditional UPDATE ... RETURNING the row (PostgreSQL, and
     SQLite from 3.35): a new attempt, the fencing token of everything it reports."""
-    where = "id = %s AND status = %s AND NOT cancel_requested"
-    params: list[Any] = [step_id, S.QUEUED]
+    # Not before its time: a retry waits out its backoff.
+    where = (
+        "id = %s AND status = %s AND NOT cancel_requested "
+        "AND (not_before IS NULL OR not_before <= %s)"
+    )
+    params: list[Any] = [step_id, S.QUEUED, sql.prep(StepRun, "not_before", now)]
     if runtime is not None:
         where += " AND runtime IN ('', %s)"
         params.append(runtime)
@@ -1057,7 +1085,12 @@ def _claim_update(step_id: int, worker: str, runtime: str | None, now: Any) -> S
         return None
     claimed = dict(zip(_CLAIMED, rows[0], strict=True))
     return StepRun(
-        **{**claimed, "params": sql.from_json(claimed["params"]), "started_at": now},
+        **{
+            **claimed,
+            "params": sql.from_json(claimed["params"]),
+            "retry_on": sql.from_json(claimed["retry_on"]),
+            "started_at": now,
+        },
         status=S.RUNNING,
         worker=worker,
     )
@@ -1227,7 +1260,26 @@ def _end_step(step: StepRun, attempt: int, transition: Any, **move: Any) -> bool
 
 @retry_on_conflict
 def step_fail(step: StepRun, attempt: int, reason: str, message: str) -> bool:
-    """A finished attempt failed with a reason; a stale attempt changes nothing."""
+    """A finished attempt failed with a reason; a stale attempt changes nothing. A reason
+    the step's retry policy names, with retries left, queues it again after its backoff
+    (doubling each time) instead: the failure is an event, the attempt's log stays."""
+    if reason in (step.retry_on or ()) and step.retried < step.retries:
+        delay = step.retry_backoff_s * 2**step.retried
+        with transaction.atomic():
+            if not _step_move(
+                step,
+                STEP_RETRY,
+                attempt=attempt,
+                reason=reason,
+                message=f"retry {step.retried + 1} of {step.retries} in {delay:g} s: {message}",
+                queued_at=timezone.now(),
+                not_before=timezone.now() + timedelta(seconds=delay),
+                lease_expires_at=None,
+                retried=sql.Raw("retried + 1"),
+            ):
+                return False
+            _dispatch([step.pk], delay_s=delay)
+        return True
     return _end_step(
         step, attempt, STEP_FAIL, reason=reason, message=message, finished_at=timezone.now()
     )

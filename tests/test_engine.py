@@ -16,6 +16,7 @@ from pipelines_app.services import module_version_create, pipeline_version_creat
 from runs_app import scheduler
 from runs_app.dispatch import EmbeddedWorkers
 from runs_app.models import (
+    Event,
     FailureReason,
     Metric,
     PipelineRun,
@@ -351,3 +352,78 @@ def test_a_directory_output_is_stored_as_a_manifest_of_its_files(world, embedded
     with artifact_open(artifact) as handle:
         manifest = json.load(handle)
     assert [(f["path"], f["size"]) for f in manifest["files"]] == [("a.txt", 1), ("sub/b.txt", 1)]
+
+
+# --- step policies: the spec's timeout and retries ---------------------------------------------
+FLAKY = """
+def main(ctx, *, marker: str = ""):
+    with open(marker, "a") as handle:
+        handle.write("ran\\n")
+    with open(marker) as handle:
+        if len(handle.read().splitlines()) < 2:
+            raise RuntimeError("flaky: the first try fails")
+    return {"out": "ok"}
+"""
+
+
+def test_a_step_whose_policy_retries_user_errors_runs_again_and_succeeds(
+    world, embedded_workers, tmp_path
+):
+    marker = tmp_path / "flaky.txt"
+    module_version_create(world.workspace, "flaky", {"step.py": FLAKY}, "step.py:main")
+    version = pipeline_version_create(
+        world.workspace,
+        "flaky",
+        {
+            "steps": {
+                "f": {
+                    "module": "flaky@1",
+                    "params": {"marker": str(marker)},
+                    "retries": {"count": 2, "backoff": 0.2, "on": ["user_error"]},
+                }
+            }
+        },
+    )
+
+    run = scheduler.run_create(version)
+    wait_runs(run)
+
+    step = steps_of(run)["f"]
+    assert run.status == RunStatus.SUCCEEDED
+    assert (step.attempt, step.retried, step.retries) == (2, 1, 2)
+    assert bodies(marker) == ["ran", "ran"]
+    retry = Event.objects.get(step=step, new_status=StepStatus.QUEUED, reason="user_error")
+    assert retry.message.startswith("retry 1 of 2 in 0.2 s") and "flaky" in retry.message
+
+
+def test_a_step_past_its_own_timeout_is_retried_as_its_policy_says_then_fails(
+    world, embedded_workers
+):
+    module_version_create(
+        world.workspace,
+        "sleepy",
+        {"step.py": "import time\n\ndef main(ctx):\n    time.sleep(30)\n    return {'out': 1}\n"},
+        "step.py:main",
+    )
+    version = pipeline_version_create(
+        world.workspace,
+        "sleepy",
+        {
+            "steps": {
+                "s": {
+                    "module": "sleepy@1",
+                    "timeout": 0.5,
+                    "retries": {"count": 1, "backoff": 0, "on": "timeout"},
+                }
+            }
+        },
+    )
+
+    run = scheduler.run_create(version)
+    wait_runs(run)
+
+    step = steps_of(run)["s"]
+    assert step.timeout_s == 0.5  # the spec's, not the settings' 60 s
+    assert (step.status, step.failure_reason) == (StepStatus.FAILED, FailureReason.TIMEOUT)
+    assert (step.attempt, step.retried) == (2, 1)
+    assert "0.5 s" in step.failure_message

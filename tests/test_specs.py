@@ -12,6 +12,7 @@ from pipelines_app.specs import (
     SPEC_JSON_SCHEMA,
     Catalogue,
     ModuleInfo,
+    editable_spec,
     effective_params,
     render_spec_yaml,
     resolve_spec,
@@ -338,8 +339,8 @@ def test_unknown_keys_in_a_step() -> None:
         with_step("t", "{module: prep@1, inputs: {raw: prep.train}, param: {}, image: x}")
     )
     assert error.fields == {
-        "steps.t.param": ["unknown key (a step has module, params and inputs)"],
-        "steps.t.image": ["unknown key (a step has module, params and inputs)"],
+        "steps.t.param": ["unknown key (a step has module, params, inputs, timeout and retries)"],
+        "steps.t.image": ["unknown key (a step has module, params, inputs, timeout and retries)"],
     }
 
 
@@ -358,7 +359,7 @@ def test_every_problem_is_reported_at_once_with_its_path() -> None:
     error = problems(yaml_text(text))
     assert error.fields == {
         "steps.Bad": ["a step name is lowercase letters, digits and '_', starting a letter"],
-        "steps.Bad.extra": ["unknown key (a step has module, params and inputs)"],
+        "steps.Bad.extra": ["unknown key (a step has module, params, inputs, timeout and retries)"],
         "steps.Bad.module": ["no module 'nope' in this workspace"],
         "steps.train.params.hidden": ["expected int, got 'x'"],
         "steps.train.params.nope": ["unknown param (the module's params: act, hidden, seed)"],
@@ -370,3 +371,57 @@ def test_every_problem_is_reported_at_once_with_its_path() -> None:
         ],
     }
     assert error.message == "The pipeline spec has 9 problems."
+
+
+def test_a_step_takes_a_timeout_and_retries_in_their_canonical_form() -> None:
+    spec = with_step(
+        "train",
+        "{module: train_mlp@1, inputs: {train: prep.train}, params: {seed: 0}, "
+        "timeout: 600, retries: 2}",
+    )
+    resolved = resolve_spec(spec, CATALOGUE).spec["steps"]
+
+    assert resolved["train"]["timeout"] == 600.0
+    assert resolved["train"]["retries"] == {
+        "count": 2,
+        "backoff": 10.0,
+        "on": ["process_died", "timeout", "user_error"],
+    }
+    assert "timeout" not in resolved["prep"] and "retries" not in resolved["prep"]
+    assert editable_spec({"steps": resolved})["steps"]["train"]["timeout"] == 600.0
+
+
+def test_retries_may_name_their_backoff_and_reasons() -> None:
+    spec = with_step(
+        "train",
+        "{module: train_mlp@1, inputs: {train: prep.train}, params: {seed: 0}, "
+        "retries: {count: 3, backoff: 0.5, on: timeout}}",  # YAML reads `on` as true: fine
+    )
+    resolved = resolve_spec(spec, CATALOGUE).spec["steps"]
+
+    assert resolved["train"]["retries"] == {"count": 3, "backoff": 0.5, "on": ["timeout"]}
+
+
+@pytest.mark.parametrize(
+    ("policy", "path"),
+    [
+        ("timeout: 0", "steps.train.timeout"),
+        ("timeout: ten", "steps.train.timeout"),
+        ("timeout: 99999999", "steps.train.timeout"),
+        ("retries: -1", "steps.train.retries.count"),
+        ("retries: 21", "steps.train.retries.count"),
+        ("retries: yes", "steps.train.retries"),
+        ("retries: {count: 1, on: [oops]}", "steps.train.retries.on"),
+        ("retries: {count: 1, backoff: -2}", "steps.train.retries.backoff"),
+        ("retries: {count: 1, wait: 2}", "steps.train.retries.wait"),
+    ],
+)
+def test_a_bad_policy_is_named_by_its_path(policy: str, path: str) -> None:
+    error = problems(
+        with_step(
+            "train",
+            "{module: train_mlp@1, inputs: {train: prep.train}, params: {seed: 0}, " + policy + "}",
+        )
+    )
+
+    assert path in error.fields, error.fields

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('runs_app', '0001_squashed_0002_layered'),
+        ("runs_app", "0001_squashed_0002_layered"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='workerheartbeat',
-            name='sandbox',
-            field=models.CharField(default='required', max_length=16),
+            model_name="workerheartbeat",
+            name="sandbox",
+            field=models.CharField(default="required", max_length=16),
         ),
     ]

@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('runs_app', '0003_worker_sandbox'),
+        ("runs_app", "0003_worker_sandbox"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='steprun',
-            name='reuse_forgotten_at',
+            model_name="steprun",
+            name="reuse_forgotten_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='steprun',
-            name='reuse_note',
+            model_name="steprun",
+            name="reuse_note",
             field=models.CharField(blank=True, max_length=500),
         ),
     ]

@@ -4,24 +4,23 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('runs_app', '0004_reuse_notes_and_forget'),
+        ("runs_app", "0004_reuse_notes_and_forget"),
     ]
 
     operations = [
         migrations.RemoveConstraint(
-            model_name='steprun',
-            name='step_reused_has_source',
+            model_name="steprun",
+            name="step_reused_has_source",
         ),
         migrations.AddField(
-            model_name='pipelinerun',
-            name='archived_at',
+            model_name="pipelinerun",
+            name="archived_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='pipelinerun',
-            name='pinned',
+            model_name="pipelinerun",
+            name="pinned",
             field=models.BooleanField(default=False),
         ),
     ]

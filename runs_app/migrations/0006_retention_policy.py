@@ -6,27 +6,69 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('runs_app', '0005_run_archive_pin'),
-        ('workspaces', '0003_api_tokens'),
+        ("runs_app", "0005_run_archive_pin"),
+        ("workspaces", "0003_api_tokens"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='RetentionPolicy',
+            name="RetentionPolicy",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('enabled', models.BooleanField(default=False)),
-                ('keep_last', models.PositiveIntegerField(blank=True, help_text='Keep the newest N runs of each pipeline version.', null=True)),
-                ('keep_days', models.PositiveIntegerField(blank=True, help_text='Keep every run of the last D days.', null=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('updated_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('workspace', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='retention', to='workspaces.workspace')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("enabled", models.BooleanField(default=False)),
+                (
+                    "keep_last",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        help_text="Keep the newest N runs of each pipeline version.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "keep_days",
+                    models.PositiveIntegerField(
+                        blank=True, help_text="Keep every run of the last D days.", null=True
+                    ),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "updated_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "workspace",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="retention",
+                        to="workspaces.workspace",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.CheckConstraint(condition=models.Q(('enabled', False), ('keep_last__isnull', False), ('keep_days__isnull', False), _connector='OR'), name='retention_keeps_something')],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("enabled", False),
+                            ("keep_last__isnull", False),
+                            ("keep_days__isnull", False),
+                            _connector="OR",
+                        ),
+                        name="retention_keeps_something",
+                    )
+                ],
             },
         ),
     ]
