@@ -7,6 +7,9 @@ from django.urls import include, path
 from config import health
 from workspaces import account_views
 
+# A path no route matches: the site's 404 page, or the API's JSON error under /api/.
+handler404 = "workspaces.errors.not_found"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("config.api_urls")),

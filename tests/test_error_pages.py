@@ -55,3 +55,18 @@ def test_the_500_and_400_pages_render_without_a_context() -> None:
     assert failed.status_code == 500 and b"Something went wrong on our side" in failed.content
     assert b"/static/css/app.css" in failed.content
     assert bad.status_code == 400 and b"<h1>Bad request</h1>" in bad.content
+
+
+def test_a_path_no_route_matches_is_the_sites_404_and_under_the_api_a_json_one(
+    client: Any, world: Any
+) -> None:
+    client.force_login(world.owner)
+
+    page = client.get("/no-such-page/")
+    api = client.post("/api/v1/workspaces/lab/invites/null,null/revoke/")
+
+    assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
+    assert api.status_code == 404 and api["Content-Type"] == "application/json"
+    assert api.json() == {
+        "error": {"code": "not_found", "message": "No such API route.", "fields": {}}
+    }

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -122,3 +123,12 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         body = {"code": "error", "message": "Request failed.", "fields": {}}
     response.data = {"error": body}
     return response
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's 404 for a path no route matches: the site's page, or under /api/ the API's
+    error shape (a client of the API never gets an HTML page)."""
+    if request.path.startswith("/api/"):
+        body = {"code": "not_found", "message": "No such API route.", "fields": {}}
+        return JsonResponse({"error": body}, status=404)
+    return defaults.page_not_found(request, exception)
