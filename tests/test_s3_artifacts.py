@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import pandas as pd
 import pytest
+from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
@@ -27,9 +28,11 @@ from artifacts.models import Artifact, ArtifactState
 from artifacts.previews import PREVIEW_TEXT_BYTES, artifact_preview
 from artifacts.s3 import MAX_WINDOW, MIN_WINDOW
 from artifacts.store import artifact_open, artifact_store_bytes, artifact_store_file
+from pipelines_app.models import PipelineVersion
 from runs_app import scheduler
 from runs_app.gc import collect
-from runs_app.models import RunStatus, StepStatus
+from runs_app.inputcache import input_cache
+from runs_app.models import RunStatus, StepInput, StepStatus
 from runs_app.selectors import reuse_explanation
 from tests.helpers import wait_runs
 from tests.test_api_support import api_client
@@ -335,3 +338,44 @@ def test_a_stored_file_is_read_back_whole_through_the_store(world: Any, s3_bucke
         assert handle.read() == data
         handle.seek(-10, io.SEEK_END)
         assert handle.read() == data[-10:]
+
+
+# --- the demo, for real, with its artifacts in the bucket -------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_demo_runs_on_the_bucket_and_its_workers_read_inputs_from_their_cache(
+    s3_bucket: Any, settings: Any, tmp_path_factory: Any
+) -> None:
+    from runs_app.dispatch import EmbeddedWorkers
+
+    settings.DATA_DIR = tmp_path_factory.mktemp("data")  # the workers' cache folder
+    call_command("seed_demo", stdout=io.StringIO())  # its dataset goes to the bucket
+    version = PipelineVersion.objects.filter(pipeline__name="classify").latest("number")
+    cache = input_cache(Path(settings.DATA_DIR) / "worker-cache" / "inputs")
+    workers = EmbeddedWorkers(threads=2)
+    workers.start()
+    try:
+        run = scheduler.run_create(version)
+        wait_runs(run, timeout=240)
+        hits, misses = cache.stats.hits, cache.stats.misses
+        forced = scheduler.run_create(version, reuse=False)
+        wait_runs(forced, timeout=240)
+    finally:
+        workers.stop()
+
+    assert run.status == forced.status == RunStatus.SUCCEEDED
+    inputs = list(StepInput.objects.filter(step__run=run).select_related("artifact"))
+    assert len(inputs) == 5  # data, train (twice), model, test
+    digests = {i.artifact.sha256 for i in inputs}
+    cached = {p.name for p in cache.root.iterdir() if not p.name.startswith(".")}
+    assert digests <= cached  # each downloaded once into the host's cache
+    assert misses == len(digests) and hits == len(inputs) - len(digests)
+    assert cache.stats.hits - hits == len(inputs)  # the forced run downloaded nothing
+    assert cache.stats.misses == misses
+    keys = set(s3_bucket.object_keys())
+    outputs = Artifact.objects.filter(producers__step__run__in=[run, forced]).distinct()
+    assert outputs.count() >= 6
+    assert {s3_bucket.key_of(a.storage_name) for a in outputs} <= keys  # only in the bucket
+    accuracy = forced.steps.get(name="evaluate").metrics.get(name="accuracy").value
+    assert 0.8 < accuracy <= 1.0
