@@ -379,3 +379,19 @@ def test_the_demo_runs_on_the_bucket_and_its_workers_read_inputs_from_their_cach
     assert {s3_bucket.key_of(a.storage_name) for a in outputs} <= keys  # only in the bucket
     accuracy = forced.steps.get(name="evaluate").metrics.get(name="accuracy").value
     assert 0.8 < accuracy <= 1.0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_python_client_follows_a_presigned_download_to_the_bucket(
+    world: Any, s3_presigned: Any, live_server: Any, tmp_path: Path
+) -> None:
+    from stepworks.client import Client as StepworksClient
+    from tests.helpers import api_token
+
+    data = np.random.default_rng(3).bytes(300_000)
+    artifact = artifact_store_bytes(world.workspace, data, "application/octet-stream")
+
+    with StepworksClient(live_server.url, api_token(world.viewer), "lab") as client:
+        saved = client.download_artifact(artifact.sha256, tmp_path / "weights.bin")
+
+    assert saved.read_bytes() == data  # verified against its sha256 on the way
