@@ -16,6 +16,7 @@ from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseBase,
+    HttpResponseRedirect,
     StreamingHttpResponse,
 )
 from django.utils.http import content_disposition_header
@@ -26,12 +27,14 @@ from artifacts.store import (
     CHUNK,
     INLINE_IMAGE_TYPES,
     ArtifactMissing,
+    PresigningStorage,
     artifact_filename,
     artifact_open,
     artifact_storage,
     artifacts_missing,
     directory_manifest,
     media_base,
+    presigning_storage,
     storage_name_for,
     valid_media_type,
 )
@@ -126,7 +129,9 @@ def artifact_download_response(
     """Stream an artifact as an attachment: ETag = its sha256, one `Range`, nosniff.
 
     A directory artifact is streamed as a zip of its files. Memory stays flat: the bytes
-    are read in CHUNK pieces as the client takes them.
+    are read in CHUNK pieces as the client takes them. On a bucket with presigned downloads
+    (STEPWORKS_S3_PRESIGNED=1) a file is a 302 to a short-lived URL of the bucket instead,
+    whose answer carries the same Content-Disposition and type (Range is the bucket's).
     """
     filename = filename or artifact_filename(artifact)
     if artifact.kind == ArtifactKind.DIRECTORY:
@@ -135,6 +140,9 @@ def artifact_download_response(
         not_modified = HttpResponse(status=304)
         not_modified["ETag"] = _etag(artifact.sha256)
         return not_modified
+    presigning = presigning_storage()
+    if presigning is not None:
+        return _presigned_redirect(presigning, artifact, filename)
     size = artifact.size
     wanted = None
     range_header = request.headers.get("Range")
@@ -163,6 +171,25 @@ def artifact_download_response(
         response["Content-Length"] = str(size)
     response["Accept-Ranges"] = "bytes"
     _download_headers(response, artifact, filename)
+    return response
+
+
+def _presigned_redirect(
+    storage: PresigningStorage, artifact: Artifact, filename: str
+) -> HttpResponseRedirect:
+    """A 302 to the bucket. The bytes are checked first (a HEAD, or the existence check's
+    recent answer), so a lost object is our 404 naming the artifact, not the bucket's XML."""
+    if artifacts_missing([artifact]):
+        raise ArtifactMissing(artifact)
+    url = storage.presigned_download_url(
+        artifact.storage_name,
+        disposition=content_disposition_header(True, filename) or "attachment",
+        content_type=_download_type(artifact),
+    )
+    response = HttpResponseRedirect(url)
+    # The URL expires within a minute or so: neither the browser nor a proxy may keep it.
+    response["Cache-Control"] = "no-store"
+    response["Referrer-Policy"] = "no-referrer"
     return response
 
 

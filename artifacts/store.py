@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol, cast
 
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage, storages
@@ -39,6 +39,16 @@ CHUNK = 1024 * 1024
 # its source's outputs; a sweep reuses the same ones many times in a second).
 PRESENT_TTL_S = 5.0
 _seen_present: dict[tuple[str, str], float] = {}  # (the store's location, name) -> when
+
+
+class PresigningStorage(Protocol):
+    """A store that can hand a download to its own server (artifacts.s3.ArtifactS3Storage
+    with STEPWORKS_S3_PRESIGNED=1)."""
+
+    presigned: bool
+
+    def presigned_download_url(self, name: str, *, disposition: str, content_type: str) -> str:
+        """A short-lived GET URL whose response carries these headers."""
 
 
 class ArtifactGone(DomainError):
@@ -217,8 +227,18 @@ def artifact_open(artifact: Artifact) -> IO[bytes]:
         raise ArtifactMissing(artifact) from None
 
 
+def presigning_storage() -> PresigningStorage | None:
+    """The artifact store, when downloads are to be redirected to it (presigned URLs)."""
+    storage = artifact_storage()
+    if getattr(storage, "presigned", False):
+        return cast(PresigningStorage, storage)
+    return None
+
+
 def _seen_key(storage: Storage, name: str) -> tuple[str, str]:
-    return str(getattr(storage, "location", "")), name
+    # A folder, or a bucket and its key prefix.
+    where = f"{getattr(storage, 'bucket_name', '')}/{getattr(storage, 'location', '')}"
+    return where, name
 
 
 def mark_missing(storage_names: Iterable[str]) -> None:

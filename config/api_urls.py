@@ -176,4 +176,5 @@ urlpatterns = [
     path("workspaces/", teams.WorkspaceListApi.as_view(), name="workspace-list"),
     path("workspaces/create/", teams.WorkspaceCreateApi.as_view(), name="workspace-create"),
     path("workspaces/<slug:workspace>/", include(workspace_patterns)),
+    path("workers/", runtime.WorkerListApi.as_view(), name="worker-list"),
 ]

@@ -197,15 +197,21 @@ if ARTIFACTS_BACKEND == "filesystem":
         "OPTIONS": {"location": str(ARTIFACTS_ROOT)},
     }
 elif ARTIFACTS_BACKEND == "s3":
+    # django-storages over boto3 (artifacts/s3.py). Credentials come the usual AWS way:
+    # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (/ AWS_SESSION_TOKEN), a profile, or the
+    # machine's role; boto3 needs a region even for MinIO.
     _artifact_storage = {
-        "BACKEND": "storages.backends.s3.S3Storage",
+        "BACKEND": "artifacts.s3.ArtifactS3Storage",
         "OPTIONS": {
             "bucket_name": env.str("STEPWORKS_S3_BUCKET"),
             "endpoint_url": env.str("STEPWORKS_S3_ENDPOINT_URL", default=None),
-            "access_key": env.str("AWS_ACCESS_KEY_ID", default=None),
-            "secret_key": env.str("AWS_SECRET_ACCESS_KEY", default=None),
+            "region_name": env.str(
+                "STEPWORKS_S3_REGION", default=env.str("AWS_DEFAULT_REGION", default="us-east-1")
+            ),
             "location": env.str("STEPWORKS_S3_PREFIX", default="artifacts"),
-            "file_overwrite": False,
+            "presigned": env.bool("STEPWORKS_S3_PRESIGNED", default=False),
+            "presigned_expires_s": env.int("STEPWORKS_S3_PRESIGNED_EXPIRES_S", default=60),
+            "presigned_endpoint_url": env.str("STEPWORKS_S3_PUBLIC_ENDPOINT_URL", default=None),
         },
     }
 else:
@@ -386,6 +392,10 @@ STEPWORKS = {
     "WEBHOOK_TIMEOUT_S": env.float("STEPWORKS_WEBHOOK_TIMEOUT_S", default=10.0),
     "WEBHOOK_ATTEMPTS": env.int("STEPWORKS_WEBHOOK_ATTEMPTS", default=6),
     "WEBHOOK_BACKOFF_S": env.float("STEPWORKS_WEBHOOK_BACKOFF_S", default=15.0),
+    # Operations (README, "Scaling out"): the workers' input cache and /metrics.
+    "INPUT_CACHE_BYTES": env.int("STEPWORKS_INPUT_CACHE_BYTES", default=10 * 1024**3),
+    "METRICS_TOKEN": env.str("STEPWORKS_METRICS_TOKEN", default=""),
+    "METRICS_WINDOW": env.int("STEPWORKS_METRICS_WINDOW", default=1000),
 }
 if STEPWORKS["WORKSPACE_CREATION"] not in ("anyone", "staff"):
     raise ImproperlyConfigured(

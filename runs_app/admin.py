@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import admin, messages
-from django.db.models import Count, Q, QuerySet
+from django.db.models import CharField, Count, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Cast, Coalesce, Concat
 from django.http import HttpRequest, HttpResponse
 from django.template.defaultfilters import filesizeformat, truncatechars
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 
 from artifacts.models import Artifact, DeletedArtifact
 from runs_app.models import (
@@ -29,6 +33,7 @@ from runs_app.models import (
     StepLog,
     StepOutput,
     StepRun,
+    StepStatus,
     Sweep,
     SweepEvent,
     Webhook,
@@ -414,10 +419,34 @@ class RetentionPolicyAdmin(admin.ModelAdmin[RetentionPolicy]):
 class WorkerHeartbeatAdmin(ViewOnlyMixin, admin.ModelAdmin[WorkerHeartbeat]):
     """Written by the workers; a stale row may be deleted."""
 
-    list_display = ["__str__", "runtime_short", "isolated", "started_at", "last_seen", "alive"]
+    list_display = [
+        "__str__",
+        "runtime_short",
+        "isolated",
+        "started_at",
+        "last_seen",
+        "alive",
+        "running",
+    ]
     list_filter = ["sandbox"]
     search_fields = ["host", "^runtime"]
     ordering = ["-last_seen"]
+    readonly_fields = ["running_steps"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[WorkerHeartbeat]:
+        # The count of its running steps in the list's one query: a step names its worker
+        # "host:pid" (StepRun.worker); running steps are few (the reaper's index).
+        running = (
+            StepRun.objects.filter(
+                status=StepStatus.RUNNING,
+                worker=Concat(OuterRef("host"), Value(":"), Cast(OuterRef("pid"), CharField())),
+            )
+            .order_by()
+            .values("worker")
+            .annotate(n=Count("pk"))
+            .values("n")
+        )
+        return super().get_queryset(request).annotate(running_count=Coalesce(Subquery(running), 0))
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
@@ -446,6 +475,38 @@ class WorkerHeartbeatAdmin(ViewOnlyMixin, admin.ModelAdmin[WorkerHeartbeat]):
         # The same freshness the reaper uses: seen within one lease.
         lease = timedelta(seconds=engine().lease_s)
         return obj.last_seen >= timezone.now() - lease
+
+    @admin.display(description="running steps", ordering="running_count")
+    def running(self, obj: WorkerHeartbeat) -> str:
+        count = int(getattr(obj, "running_count", 0))
+        if not count:
+            return "0"
+        url = reverse("admin:runs_app_steprun_changelist")
+        query = urlencode({"status__exact": StepStatus.RUNNING, "worker": str(obj)})
+        return format_html('<a href="{}?{}">{}</a>', url, query, count)
+
+    @admin.display(description="running steps")
+    def running_steps(self, obj: WorkerHeartbeat) -> str:
+        steps = (
+            StepRun.objects.filter(status=StepStatus.RUNNING, worker=str(obj))
+            .select_related("workspace")
+            .order_by("started_at", "id")
+        )
+        items = format_html_join(
+            "",
+            '<li><a href="{}">{}</a> ({}, attempt {}, since {})</li>',
+            (
+                (
+                    reverse("admin:runs_app_steprun_change", args=[step.pk]),
+                    step,
+                    step.workspace.slug,
+                    step.attempt,
+                    step.started_at,
+                )
+                for step in steps
+            ),
+        )
+        return format_html("<ul>{}</ul>", items) if items else "none"
 
 
 # --- webhooks ------------------------------------------------------------------------------

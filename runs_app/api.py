@@ -24,6 +24,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import generics, serializers, status
 from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -36,7 +37,7 @@ from pipelines_app.selectors import (
     pipeline_version_by_ref,
 )
 from pipelines_app.serializers import ArtifactSerializer
-from runs_app import query, retention, selectors, services, wakeups
+from runs_app import fleet, query, retention, selectors, services, wakeups
 from runs_app.diffs import compare_ids, run_diff, runs_compare
 from runs_app.downloads import audited, run_zip_response
 from runs_app.models import (
@@ -993,6 +994,9 @@ class ArtifactDownloadApi(ApiMixin, APIView):
         responses={
             (200, "*/*"): OpenApiTypes.BINARY,
             (206, "*/*"): OpenApiTypes.BINARY,
+            302: OpenApiResponse(
+                description="With STEPWORKS_S3_PRESIGNED=1: to a short-lived URL of the bucket."
+            ),
             304: OpenApiResponse(description="Not modified (If-None-Match matched)."),
             416: OpenApiResponse(description="The range cannot be satisfied."),
         },
@@ -1000,3 +1004,51 @@ class ArtifactDownloadApi(ApiMixin, APIView):
     def get(self, request: Request, workspace: str, sha256: str) -> HttpResponseBase:
         artifact = selectors.get_artifact_for_user(request.user, workspace, sha256)
         return audited(artifact_download_response(request, artifact), request.user, artifact)
+
+
+class _RunningStepSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    workspace = serializers.CharField()
+    run_id = serializers.IntegerField()
+    pipeline = serializers.CharField()
+    name = serializers.CharField()
+    attempt = serializers.IntegerField()
+    started_at = serializers.DateTimeField(allow_null=True)
+
+
+class _WorkerSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField(help_text='"host:pid", as a step names its worker')
+    host = serializers.CharField()
+    pid = serializers.IntegerField()
+    runtime = serializers.CharField(help_text="runtime fingerprint (a step's cache key part)")
+    sandbox = serializers.CharField(help_text='"required" (steps isolated) or "off"')
+    started_at = serializers.DateTimeField()
+    last_seen = serializers.DateTimeField(help_text="last heartbeat")
+    alive = serializers.BooleanField(help_text="a heartbeat within one lease")
+    steps = _RunningStepSerializer(many=True, help_text="the steps it runs now")
+
+
+class _QueueSerializer(serializers.Serializer[Any]):
+    queue = serializers.CharField()
+    queued = serializers.IntegerField(help_text="steps queued, from the database")
+    broker = serializers.IntegerField(
+        allow_null=True, help_text="messages waiting in the broker (null when embedded)"
+    )
+    broker_error = serializers.CharField(allow_blank=True)
+
+
+class WorkerListApi(ApiMixin, APIView):
+    """Every worker process (staff only): host, pid, runtime, sandbox, started, last
+    heartbeat, alive or not, and the steps it runs now; and each step queue's depth."""
+
+    permission_classes = [IsAdminUser]
+    pagination_class = None
+
+    class OutputSerializer(serializers.Serializer[Any]):
+        workers = _WorkerSerializer(many=True)
+        queues = _QueueSerializer(many=True)
+
+    @extend_schema(responses={200: OutputSerializer})
+    def get(self, request: Request) -> Response:
+        body = {"workers": fleet.workers_overview(), "queues": fleet.queue_depths()}
+        return Response(self.OutputSerializer(body).data)

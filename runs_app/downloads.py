@@ -111,12 +111,13 @@ def run_zip_response(run: Any, steps: list[str] | None = None) -> StreamingHttpR
 def audited(
     response: HttpResponseBase, user: Any, artifact: Any = None, run: Any = None
 ) -> HttpResponseBase:
-    """Record the download `response` answers in the audit trail: a whole one (200) or the
-    first piece of a ranged one (206 from byte 0). A 304, a 416 or a later piece of a
+    """Record the download `response` answers in the audit trail: a whole one (200), the
+    first piece of a ranged one (206 from byte 0), or a redirect to a presigned URL of the
+    bucket (302: the URL is the bytes, for a minute). A 304, a 416 or a later piece of a
     resumed download hands out nothing new and records nothing."""
     status = response.status_code
     first_piece = status == 206 and response.get("Content-Range", "").startswith("bytes 0-")
-    if status != 200 and not first_piece:
+    if status not in (200, 302) and not first_piece:
         return response
     if run is not None:
         audit_record(run.workspace_id, user, AuditVerb.RUN_ZIP_DOWNLOADED, f"run {run.pk}")

@@ -59,6 +59,11 @@ class FailureReason(models.TextChoices):
     INTERNAL_ERROR = "internal_error", "Internal error"
 
 
+# The reasons of the events of a step whose worker stopped renewing its lease (requeued, or
+# failed for good): /metrics counts them as lease expiries.
+LEASE_LOST_REASONS = (FailureReason.WORKER_LOST, FailureReason.WORKER_LOST_REPEATEDLY)
+
+
 class Sweep(models.Model):
     """A base pipeline version, axes of variants, and replicates; expands into runs.
 
@@ -340,7 +345,16 @@ class Event(models.Model):
 
     class Meta:
         ordering = ["at", "id"]
-        indexes = [models.Index(fields=["run", "at"], name="event_run_idx")]
+        indexes = [
+            models.Index(fields=["run", "at"], name="event_run_idx"),
+            # /metrics' lease expiries: a count over the few events of lost workers (the
+            # condition is the query's), never a scan of every transition ever made.
+            models.Index(
+                fields=["reason"],
+                condition=Q(reason__in=["worker_lost", "worker_lost_repeatedly"]),
+                name="event_lease_lost_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.old_status or '-'} -> {self.new_status}"

@@ -7,7 +7,7 @@ path-like from a URL reaches a view, let alone the filesystem.
 
 from django.urls import path, register_converter
 
-from runs_app import dataset_views, pipeline_views, views, workbench_views
+from runs_app import dataset_views, pipeline_views, views, workbench_views, worker_views
 from runs_app.sweeps import views as sweep_views
 from runs_app.webhooks import views as webhook_views
 
@@ -34,6 +34,8 @@ sweep = "w/<slug:slug>/sweeps/<int:sweep_id>/"
 version = "w/<slug:slug>/pipelines/<slug:name>/<int:number>/"
 
 urlpatterns = [
+    path("workers/", worker_views.workers_page, name="workers"),
+    path("metrics", worker_views.metrics, name="metrics"),
     path("w/<slug:slug>/", pipeline_views.workspace_home, name="workspace"),
     path(version, pipeline_views.pipeline_version_detail, name="pipeline_version"),
     path(version + "run/", pipeline_views.pipeline_run, name="pipeline_run"),

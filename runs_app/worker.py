@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from django.conf import settings
+from django.core.files.storage import FileSystemStorage
 from django.db import (
     DatabaseError,
     InterfaceError,
@@ -50,10 +51,11 @@ from runs_app.executor.runner import StepExecutor, StepJob, StepResult
 from runs_app.executor.runtime import runtime_fingerprint
 from runs_app.executor.sandbox import NetworkMode, SandboxMode, SandboxPolicy
 from runs_app.executor.scratch import STEP_DIR, ScratchFolders
+from runs_app.inputcache import input_cache
 from runs_app.models import FailureReason, StepLog, StepRun, WorkerHeartbeat
 from stepworks.context import MetricPoint
 from stepworks.outputs import OCTET_STREAM, OutputError, directory_files
-from workspaces.conf import engine
+from workspaces.conf import engine, operations
 from workspaces.models import Workspace
 
 log = logging.getLogger(__name__)
@@ -130,9 +132,9 @@ def sandbox_policy() -> SandboxPolicy:
     data folder (database, secret key, code cache, other steps) or the artifact store."""
     conf = engine()
     private = [settings.DATA_DIR, settings.MEDIA_ROOT, settings.STATIC_ROOT]
-    store = getattr(artifact_storage(), "location", None)
-    if store:
-        private.append(store)
+    storage = artifact_storage()
+    if isinstance(storage, FileSystemStorage):  # on S3, `location` is a key prefix, no folder
+        private.append(Path(storage.location))
     return _policy(
         conf.step_sandbox,
         conf.step_network,
@@ -451,14 +453,20 @@ class WorkerServices:
                 delay = min(delay * 2, REPORT_BACKOFF_MAX_S)
 
     def _local_input(self, artifact: Artifact, target: Path) -> tuple[Path, str, str]:
-        """A local path for an input: the stored file itself on the filesystem backend."""
+        """A local path for an input: the stored file itself on the filesystem backend; from
+        a remote store (S3), a link to this host's cached copy (runs_app/inputcache.py) at
+        `target`, in the step's own scratch folder."""
         storage = artifact_storage()
+        remote = not _local_storage(storage)
         if artifact.kind == ArtifactKind.DIRECTORY:
             target.mkdir(parents=True, exist_ok=True)
             with artifact_open(artifact) as handle:
                 manifest = json.load(handle)
             for entry in manifest["files"]:
                 dest = target / entry["path"]
+                if remote:
+                    self._cached_input(entry["sha256"], int(entry["size"]), dest)
+                    continue
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 with (
                     storage.open(storage_name_for(entry["sha256"]), "rb") as src,
@@ -466,17 +474,23 @@ class WorkerServices:
                 ):
                     shutil.copyfileobj(src, out)
             return target, artifact.media_type, artifact.kind
-        try:
-            return Path(storage.path(artifact.storage_name)), artifact.media_type, artifact.kind
-        except NotImplementedError:  # remote storage: download once per digest
-            cached = self.cache_root / "inputs" / artifact.sha256
-            if not cached.exists():
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                temp = cached.with_suffix(f".tmp-{os.getpid()}-{threading.get_ident()}")
-                with artifact_open(artifact) as src, open(temp, "wb") as out:
-                    shutil.copyfileobj(src, out)
-                os.replace(temp, cached)
-            return cached, artifact.media_type, artifact.kind
+        if remote:
+            path = self._cached_input(artifact.sha256, artifact.size, target)
+            return path, artifact.media_type, artifact.kind
+        return Path(storage.path(artifact.storage_name)), artifact.media_type, artifact.kind
+
+    def _cached_input(self, sha256: str, size: int, target: Path) -> Path:
+        """`target`: a link to the bytes of `sha256` in this host's input cache, downloaded
+        once per digest whichever worker process or thread asks first."""
+        cache = input_cache(self.cache_root / "inputs")
+        name = storage_name_for(sha256)
+        return cache.provide(
+            sha256,
+            size,
+            lambda: artifact_storage().open(name, "rb"),
+            target,
+            cap_bytes=operations().input_cache_bytes,
+        )
 
     def _store_output(self, step: StepRun, name: str, out: Any, logs: StepLogWriter) -> Artifact:
         workspace = Workspace(pk=step.workspace_id)  # the store needs only its id
@@ -522,6 +536,15 @@ def module_version(pk: int) -> ModuleVersion:
     return ModuleVersion.objects.only(
         "files", "code_digest", "entrypoint", "interface", "imports"
     ).get(pk=pk)
+
+
+def _local_storage(storage: Any) -> bool:
+    """Whether the store's files are on this machine (they have a path)."""
+    try:
+        storage.path("")
+    except NotImplementedError:
+        return False
+    return True
 
 
 def _no_follow(path: str, flags: int) -> int:

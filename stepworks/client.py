@@ -925,7 +925,9 @@ class Client:
         digest = hashlib.sha256()
         size = 0
         try:
-            with self._http.stream("GET", path, params=params) as response:
+            # A server with presigned downloads (STEPWORKS_S3_PRESIGNED=1) answers 302 to
+            # its bucket; httpx drops our Authorization header on the way to another host.
+            with self._http.stream("GET", path, params=params, follow_redirects=True) as response:
                 if not response.is_success:
                     response.read()
                     self._raise_for(response)

@@ -3,8 +3,11 @@ and a stranger who owns another workspace. Artifacts go to a temp folder per tes
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -103,3 +106,149 @@ def embedded_workers(transactional_db: None) -> Any:
     workers.start()
     yield workers
     workers.stop()
+
+
+# --- a real S3 API on loopback (moto's standalone server), for the S3 artifact store -------
+
+
+@dataclass
+class S3Request:
+    method: str
+    key: str  # the object key ("" for a bucket-level request)
+    range: str | None  # the Range header, as sent
+
+
+@dataclass
+class S3Bucket:
+    """A fresh bucket on the test S3 server, and what the tests look at in it."""
+
+    endpoint: str
+    name: str
+    prefix: str
+    client: Any
+
+    def object_keys(self) -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", ()))
+
+    def key_of(self, storage_name: str) -> str:
+        return f"{self.prefix}/{storage_name}"
+
+    def delete(self, storage_name: str) -> None:
+        """What an S3 lifecycle rule or a careless operator does: the object goes."""
+        self.client.delete_object(Bucket=self.name, Key=self.key_of(storage_name))
+
+    @contextmanager
+    def recording(self) -> Iterator[list[S3Request]]:
+        """The requests the server answered for this bucket while the block ran (moto's own
+        recorder: observed at the server, whichever client or thread sent them)."""
+        import json
+        import urllib.request
+
+        def call(action: str, method: str = "POST") -> bytes:
+            url = f"{self.endpoint}/moto-api/recorder/{action}"
+            with urllib.request.urlopen(urllib.request.Request(url, method=method)) as reply:
+                data: bytes = reply.read()
+                return data
+
+        call("reset-recording")
+        call("start-recording")
+        seen: list[S3Request] = []
+        try:
+            yield seen
+        finally:
+            call("stop-recording")
+            for line in call("download-recording", "GET").decode().splitlines():
+                entry = json.loads(line)
+                path = urlsplit(entry["url"]).path.lstrip("/")
+                bucket, _, key = path.partition("/")
+                if bucket == self.name:
+                    headers = {k.lower(): v for k, v in entry.get("headers", {}).items()}
+                    seen.append(S3Request(entry["method"], unquote(key), headers.get("range")))
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: Any) -> Iterator[str]:
+    """moto's S3 server on a free loopback port for the whole session (started on first
+    use, stopped at the end): a real HTTP S3 API, nothing to install or configure."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path_factory.mktemp("moto") / "server.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=log.parent,  # its recorder writes a file into the current folder
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
+                break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"moto's S3 server did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+    try:
+        yield endpoint
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+S3_CREDENTIALS = {"access_key": "testing", "secret_key": "testing", "region_name": "us-east-1"}
+
+
+@pytest.fixture
+def s3_bucket(settings: Any, s3_server: str) -> S3Bucket:
+    """The artifact store is a new bucket on the test S3 server (this test's alone)."""
+    import uuid
+
+    import boto3
+
+    name = f"stepworks-test-{uuid.uuid4().hex[:16]}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        region_name=S3_CREDENTIALS["region_name"],
+        aws_access_key_id=S3_CREDENTIALS["access_key"],
+        aws_secret_access_key=S3_CREDENTIALS["secret_key"],
+    )
+    client.create_bucket(Bucket=name)
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "artifacts": {
+            "BACKEND": "artifacts.s3.ArtifactS3Storage",
+            "OPTIONS": {
+                "bucket_name": name,
+                "endpoint_url": s3_server,
+                "location": "artifacts",
+                **S3_CREDENTIALS,
+            },
+        },
+    }
+    return S3Bucket(endpoint=s3_server, name=name, prefix="artifacts", client=client)
+
+
+@pytest.fixture
+def s3_presigned(settings: Any, s3_bucket: S3Bucket) -> S3Bucket:
+    """The same bucket with presigned downloads on (STEPWORKS_S3_PRESIGNED=1)."""
+    artifacts = settings.STORAGES["artifacts"]
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "artifacts": {**artifacts, "OPTIONS": {**artifacts["OPTIONS"], "presigned": True}},
+    }
+    return s3_bucket

@@ -43,6 +43,7 @@ def _directives(header: str) -> dict[str, str]:
         "/w/lab/datasets/",
         "/w/lab/webhooks/",
         "/admin/",
+        "/workers/",
         "/api/v1/docs/",
     ],
 )

@@ -5,6 +5,10 @@
 - `workspace`: one workspace's objects. Anonymous -> 401 (API) or the login page; a member
   of another workspace -> 404 (never 403: that would say the object exists); and an unsafe
   method needs the least role named here (`None`: the route takes no unsafe method).
+- `staff`: the operator's view of the workers (page and API): anonymous -> 401 or the login
+  page, a signed-in user who is not staff -> 403, staff -> 200; read-only.
+- `token`: `/metrics`, for Prometheus: 404 while STEPWORKS_METRICS_TOKEN is unset; then 401
+  to anyone without `Authorization: Bearer <token>` (a session is not enough).
 - The admin (`admin:*`) is staff only; anonymous requests go to its login page.
 
 A new route that is not in ROUTES fails `test_every_route_is_classified`: whoever adds it
@@ -32,6 +36,7 @@ from workspaces.models import Role
 pytestmark = pytest.mark.django_db
 
 PUBLIC, AUTHENTICATED, WORKSPACE = "public", "authenticated", "workspace"
+STAFF, TOKEN = "staff", "token"
 VIEWER, EDITOR, OWNER = Role.VIEWER, Role.EDITOR, Role.OWNER
 
 ROUTES: dict[str, tuple[str, str | None]] = {
@@ -52,6 +57,10 @@ ROUTES: dict[str, tuple[str, str | None]] = {
     "api:workspace-list": (AUTHENTICATED, None),
     "api:workspace-create": (AUTHENTICATED, None),
     "workspaces:new": (AUTHENTICATED, None),
+    # the operator's view
+    "runs:workers": (STAFF, None),
+    "api:worker-list": (STAFF, None),
+    "runs:metrics": (TOKEN, None),
     # one workspace: pages
     "runs:workspace": (WORKSPACE, None),
     "workspaces:members": (WORKSPACE, OWNER),
@@ -267,7 +276,9 @@ def test_a_public_route_answers_anyone(world: Any, lab: Any, name: str, pattern:
     assert response.status_code == 200, (name, response.status_code)
 
 
-@pytest.mark.parametrize(("name", "pattern"), _cases(AUTHENTICATED) + _cases(WORKSPACE))
+@pytest.mark.parametrize(
+    ("name", "pattern"), _cases(AUTHENTICATED) + _cases(WORKSPACE) + _cases(STAFF)
+)
 def test_anonymous_gets_401_or_the_login_page(
     world: Any, lab: Any, name: str, pattern: str
 ) -> None:
@@ -347,6 +358,44 @@ def test_a_read_only_api_route_takes_no_unsafe_method(
     for method in ("post", "put", "patch", "delete"):
         response = getattr(client, method)(url)
         assert response.status_code == 405, (name, method, response.status_code)
+
+
+@pytest.mark.parametrize(("name", "pattern"), _cases(STAFF))
+def test_a_staff_route_is_403_to_everyone_else_and_read_only(
+    world: Any, lab: Any, name: str, pattern: str
+) -> None:
+    url = _url(pattern, lab)
+    api = name.startswith("api:")
+    for user in (world.owner, world.editor, world.viewer, world.stranger):
+        assert _client(user, api).get(url).status_code == 403, (name, user.username)
+
+    world.viewer.is_staff = True
+    world.viewer.save()
+    staff = _client(world.viewer, api)
+    assert staff.get(url).status_code == 200, name
+    for method in ("post", "put", "patch", "delete"):
+        assert getattr(staff, method)(url).status_code == 405, (name, method)
+
+
+@pytest.mark.parametrize(("name", "pattern"), _cases(TOKEN))
+def test_a_token_route_is_off_without_its_token_and_needs_it_when_on(
+    world: Any, lab: Any, settings: Any, name: str, pattern: str
+) -> None:
+    url = _url(pattern, lab)
+    world.owner.is_staff = world.owner.is_superuser = True
+    world.owner.save()
+    staff = _client(world.owner, api=False)
+    assert Client().get(url).status_code == 404, name
+    assert staff.get(url).status_code == 404, name
+
+    settings.STEPWORKS = {**settings.STEPWORKS, "METRICS_TOKEN": "s3cret-scrape"}
+
+    assert Client().get(url).status_code == 401, name
+    assert staff.get(url).status_code == 401, name  # a session is not a token
+    assert Client().get(url, HTTP_AUTHORIZATION="Bearer wrong").status_code == 401, name
+    right = Client().get(url, HTTP_AUTHORIZATION="Bearer s3cret-scrape")
+    assert right.status_code == 200, name
+    assert Client().post(url, HTTP_AUTHORIZATION="Bearer s3cret-scrape").status_code == 405
 
 
 def test_the_admin_is_staff_only(world: Any) -> None:

@@ -87,3 +87,19 @@ def team() -> Team:
         webhook_backoff_s=float(raw["WEBHOOK_BACKOFF_S"]),
         mail=bool(getattr(settings, "EMAIL_URL", "")),
     )
+
+
+@dataclass(frozen=True)
+class Operations:
+    input_cache_bytes: int  # a worker host's cache of inputs from a remote store, at most
+    metrics_token: str  # the bearer token of /metrics; empty: /metrics is off (404)
+    metrics_window: int  # /metrics' durations and reuse ratio: over this many recent steps
+
+
+def operations() -> Operations:
+    raw = settings.STEPWORKS
+    return Operations(
+        input_cache_bytes=int(raw["INPUT_CACHE_BYTES"]),
+        metrics_token=str(raw["METRICS_TOKEN"]),
+        metrics_window=max(1, int(raw["METRICS_WINDOW"])),
+    )
