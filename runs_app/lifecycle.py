@@ -15,7 +15,7 @@ class WorkerServicesMiddleware(dramatiq.Middleware):
     def after_worker_boot(self, broker: Any, worker: Any) -> None:
         from runs_app.worker import services
 
-        services()
+        services(threads=getattr(worker, "worker_threads", 1))
 
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
         # Running steps may finish (dramatiq now waits for its threads, up to its

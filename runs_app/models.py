@@ -401,6 +401,9 @@ class WorkerHeartbeat(models.Model):
     runtime = models.CharField(max_length=64)
     # "required" (its steps run in the Landlock sandbox) or "off" (they are not isolated).
     sandbox = models.CharField(max_length=16, default="required")
+    # How many steps it runs at once (its dramatiq threads): the fleet's capacity, by which
+    # the reaper tells a queued step that waits its turn from one whose message was lost.
+    threads = models.PositiveIntegerField(default=1)
     started_at = models.DateTimeField(auto_now_add=True)
     last_seen = models.DateTimeField()
 

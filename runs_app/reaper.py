@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import Q
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from artifacts.store import artifact_storage
@@ -55,13 +55,7 @@ def reap(now: Any = None) -> dict[str, int]:
         if outcome is not None:
             counts[outcome] += 1
     counts["runtime_mismatch"] = _fail_unclaimable(now)  # before the redispatch renews them
-    stale = now - timedelta(seconds=engine().lease_s)
-    due = Q(not_before__isnull=True) | Q(not_before__lt=stale)  # a retry's backoff is no loss
-    lost = list(
-        StepRun.objects.filter(due, status=StepStatus.QUEUED, queued_at__lt=stale).values_list(
-            "pk", flat=True
-        )
-    )
+    lost = _lost_messages(now)
     if lost:
         scheduler.steps_redispatch(lost, now)
         counts["redispatched"] = len(lost)
@@ -94,6 +88,24 @@ def _resume_sweeps(now: Any) -> int:
         Sweep.objects.filter(pk__in=ids).update(expanding_at=now)
         dispatch.send_sweeps(ids)
     return len(ids)
+
+
+def _lost_messages(now: Any) -> list[int]:
+    """Queued steps whose message can be presumed lost: queued longer than the dispatch
+    horizon, a lease while the fleet keeps up, longer as the queue outgrows what the live
+    workers run at once (each waits its turn: a lease per round of the queue). A step that
+    merely waits behind busy workers is not sent again (on RabbitMQ a kill storm once
+    re-sent hundreds, whose duplicates then queued ahead of real work)."""
+    lease = engine().lease_s
+    due = Q(not_before__isnull=True) | Q(not_before__lt=now)  # a retry's backoff is no loss
+    queued = StepRun.objects.filter(due, status=StepStatus.QUEUED).order_by()
+    fresh = now - timedelta(seconds=3 * engine().heartbeat_s)
+    capacity = (
+        WorkerHeartbeat.objects.filter(last_seen__gte=fresh).aggregate(n=Sum("threads"))["n"] or 1
+    )
+    rounds = max(1.0, queued.count() / capacity)
+    horizon = now - timedelta(seconds=lease * rounds)
+    return list(queued.filter(queued_at__lt=horizon).values_list("pk", flat=True))
 
 
 def _collect_orphans() -> int:

@@ -163,7 +163,8 @@ def _policy(
 class WorkerServices:
     """One per worker process: the executor's zygotes, the heartbeat and the reaper."""
 
-    def __init__(self, *, reaper: bool = True) -> None:
+    def __init__(self, *, reaper: bool = True, threads: int = 1) -> None:
+        self.threads_count = threads
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.runtime = runtime_fingerprint()
         self.sandbox = sandbox_policy()
@@ -218,7 +219,12 @@ class WorkerServices:
         WorkerHeartbeat.objects.update_or_create(
             host=socket.gethostname(),
             pid=os.getpid(),
-            defaults={"runtime": self.runtime, "sandbox": self.sandbox.mode, "last_seen": now},
+            defaults={
+                "runtime": self.runtime,
+                "sandbox": self.sandbox.mode,
+                "threads": self.threads_count,
+                "last_seen": now,
+            },
         )
         with self.lock:
             attempts = list(self.running)
@@ -555,12 +561,13 @@ _services: WorkerServices | None = None
 _services_lock = threading.Lock()
 
 
-def services() -> WorkerServices:
-    """This process's worker services, started on first use (worker boot)."""
+def services(threads: int | None = None) -> WorkerServices:
+    """This process's worker services, started on first use (worker boot, which says how
+    many steps the process runs at once)."""
     global _services
     with _services_lock:
         if _services is None:
-            _services = WorkerServices()
+            _services = WorkerServices(threads=threads or 1)
             _services.start()
         return _services
 

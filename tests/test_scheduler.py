@@ -504,3 +504,27 @@ def test_a_step_alone_on_a_dying_worker_is_counted_and_a_poison_step_still_ends(
     assert step.status == S.FAILED
     assert step.failure_reason == FailureReason.WORKER_LOST_REPEATEDLY
     assert step.lost_workers == ["host1:1", "host1:2", "host1:3"]
+
+
+def test_the_reaper_resends_only_when_a_step_waited_longer_than_its_turn(world, settings):
+    from runs_app.executor.runtime import runtime_fingerprint
+    from runs_app.models import WorkerHeartbeat
+    from tests.factories import module_version, pipeline_version
+
+    mv = module_version(world.workspace, "leaf")
+    steps = {f"s{i}": {"module_version": mv, "params": {}} for i in range(6)}
+    run = scheduler.run_create(pipeline_version(world.workspace, "six", steps), reuse=False)
+    assert StepRun.objects.filter(run=run, status=S.QUEUED).count() == 6
+    # One live worker running 2 steps at once: 6 queued steps are 3 rounds of the queue.
+    WorkerHeartbeat.objects.create(
+        host="h", pid=1, runtime=runtime_fingerprint(), threads=2, last_seen=timezone.now()
+    )
+    lease = settings.STEPWORKS["LEASE_S"]
+
+    waited = timezone.now() - timedelta(seconds=2 * lease)
+    StepRun.objects.filter(run=run).update(queued_at=waited)
+    assert reaper.reap()["redispatched"] == 0  # waiting its turn, not lost
+
+    lost = timezone.now() - timedelta(seconds=3 * lease + 1)
+    StepRun.objects.filter(run=run).update(queued_at=lost)
+    assert reaper.reap()["redispatched"] == 6  # longer than 3 rounds: the messages are gone
