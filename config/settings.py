@@ -365,6 +365,9 @@ STEPWORKS = {
     "REAPER_S": env.float("STEPWORKS_REAPER_S", default=5.0),
     "EMBEDDED_POLL_S": env.float("STEPWORKS_EMBEDDED_POLL_S", default=0.2),
     "EMBEDDED_WORKERS": env.int("STEPWORKS_EMBEDDED_WORKERS", default=2),
+    # The queues a step's `resources: {queue: ...}` may name (each a dramatiq queue
+    # `<STEPWORKS_QUEUE_PREFIX>.<name>`; `rundramatiq --queues` picks what a machine serves).
+    "QUEUES": env.list("STEPWORKS_QUEUES", default=[]),
     "STEP_TIMEOUT_S": env.float("STEPWORKS_STEP_TIMEOUT_S", default=3600.0),
     "MAX_ATTEMPTS": env.int("STEPWORKS_MAX_ATTEMPTS", default=3),
     "LOG_MAX_BYTES": env.int("STEPWORKS_LOG_MAX_BYTES", default=10 * 1024 * 1024),

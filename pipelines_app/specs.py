@@ -40,7 +40,12 @@ NAME_RE = re.compile(NAME_PATTERN)
 MODULE_REF_RE = re.compile(MODULE_REF_PATTERN)
 DATASET_REF_RE = re.compile(DATASET_REF_PATTERN)
 STEP_OUTPUT_RE = re.compile(STEP_OUTPUT_PATTERN)
-STEP_KEYS = ("module", "params", "inputs", "timeout", "retries")
+STEP_KEYS = ("module", "params", "inputs", "timeout", "retries", "resources")
+# `resources: {queue: gpu, cpus: 4, memory: 16G, gpus: 1}`: the queue routes the step to the
+# workers that serve it; the rest is said for people (shown, not enforced).
+QUEUE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+RESERVED_QUEUES = ("steps", "sweeps", "webhooks")
+MEMORY_RE = re.compile(r"^\d+(\.\d+)?\s*[KMGT]i?B?$", re.IGNORECASE)
 # A step's policies (`timeout: 600`, `retries: 2` or `{count, backoff, on}`): how long it may
 # run and which failures run it again. They change how a step is run, never what it makes,
 # so they are not in its cache key.
@@ -419,7 +424,7 @@ def _check_step(name: Any, raw: Any, catalogue: Catalogue, problems: Problems) -
         if key not in STEP_KEYS:
             problems.add(
                 f"{path}.{key}",
-                "unknown key (a step has module, params, inputs, timeout and retries)",
+                "unknown key (a step has module, params, inputs, timeout, retries, resources)",
             )
     step = _Step(name)
     step.policies = check_policies(raw, path, problems)
@@ -665,7 +670,42 @@ def check_policies(raw: Mapping[str, Any], path: str, problems: Problems) -> dic
         retries = _check_retries(raw["retries"], f"{path}.retries", problems)
         if retries is not None:
             policies["retries"] = retries
+    if raw.get("resources") is not None:
+        resources = _check_resources(raw["resources"], f"{path}.resources", problems)
+        if resources:
+            policies["resources"] = resources
     return policies
+
+
+def _check_resources(raw: Any, path: str, problems: Problems) -> dict[str, Any]:
+    if not isinstance(raw, Mapping):
+        problems.add(path, f"a mapping with queue, cpus, memory and gpus; got {raw!r}")
+        return {}
+    checked: dict[str, Any] = {}
+    for key, value in raw.items():
+        where = f"{path}.{key}"
+        if key == "queue":
+            if not isinstance(value, str) or not QUEUE_NAME_RE.match(value):
+                problems.add(where, "a queue name: lowercase letters, digits, _ and -")
+            elif value in RESERVED_QUEUES:
+                problems.add(where, f"{value!r} is Stepworks' own queue")
+            else:
+                checked["queue"] = value
+        elif key in ("cpus", "gpus"):
+            whole = key == "gpus"
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+            if not ok or (whole and not isinstance(value, int)) or value > 1024:
+                problems.add(where, f"a {'whole ' if whole else ''}number from 0 to 1024")
+            else:
+                checked[key] = value
+        elif key == "memory":
+            if not (isinstance(value, str) and MEMORY_RE.match(value.strip())):
+                problems.add(where, "an amount like 512M or 16G")
+            else:
+                checked["memory"] = value.strip()
+        else:
+            problems.add(where, "unknown key (resources has queue, cpus, memory and gpus)")
+    return checked
 
 
 def describe_policies(spec_step: Mapping[str, Any]) -> str:
@@ -681,6 +721,12 @@ def describe_policies(spec_step: Mapping[str, Any]) -> str:
             f"{count} retr{'y' if count == 1 else 'ies'} on {', '.join(retries['on'])} "
             f"(backoff {retries['backoff']:g} s, doubling)"
         )
+    resources = spec_step.get("resources") or {}
+    if resources.get("queue"):
+        parts.append(f"queue {resources['queue']}")
+    for key, unit in (("cpus", "CPUs"), ("memory", ""), ("gpus", "GPUs")):
+        if key in resources:
+            parts.append(f"{resources[key]} {unit}".strip())
     return " · ".join(parts)
 
 
@@ -755,7 +801,7 @@ def editable_spec(resolved: Mapping[str, Any]) -> dict[str, Any]:
             entry["params"] = dict(step["params"])
         if step.get("inputs"):
             entry["inputs"] = dict(step["inputs"])
-        for policy in ("timeout", "retries"):
+        for policy in ("timeout", "retries", "resources"):
             if step.get(policy) is not None:
                 entry[policy] = step[policy]
         out[name] = entry

@@ -838,9 +838,23 @@ class StepDetailApi(ApiMixin, APIView):
         )
         inputs = serializers.SerializerMethodField()
         reuse = serializers.SerializerMethodField()
+        waiting_for = serializers.SerializerMethodField(
+            help_text='Why a queued step waits: "waiting for a worker on queue gpu" when no '
+            'live worker consumes its queue, else "".'
+        )
 
         class Meta(StepRunSerializer.Meta):
-            fields = ["run", *StepRunSerializer.Meta.fields, "key_parts", "inputs", "reuse"]
+            fields = [
+                "run",
+                *StepRunSerializer.Meta.fields,
+                "key_parts",
+                "inputs",
+                "reuse",
+                "waiting_for",
+            ]
+
+        def get_waiting_for(self, obj: StepRun) -> str:
+            return fleet.waiting_for(obj)
 
         @extend_schema_field(InputRowSerializer(many=True))
         def get_inputs(self, obj: StepRun) -> Any:

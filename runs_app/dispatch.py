@@ -27,12 +27,26 @@ log = logging.getLogger(__name__)
 def send_steps(ids: list[int], delay_ms: int = 0) -> None:
     """Hint that these steps may be ready (`delay_ms` from now)."""
     if settings.BROKER_URL:
-        from runs_app.tasks import execute_step
-
-        for step_id in ids:
-            execute_step.send_with_options(args=(step_id,), delay=delay_ms or None)
+        _send(ids, delay_ms)
     elif _embedded is not None:
         _embedded.send(ids, delay_ms)
+
+
+def _send(ids: list[int], delay_ms: int = 0) -> None:
+    """Each step's message, on its queue (a step of a resource queue goes to that queue's
+    actor: one query for the batch, only where resource queues are configured)."""
+    from runs_app.models import StepRun
+    from runs_app.tasks import step_actor
+
+    queues: dict[int, str] = {}
+    if engine().queues:
+        queues = dict(
+            StepRun.objects.filter(pk__in=ids).exclude(queue="").values_list("pk", "queue")
+        )
+    for step_id in ids:
+        step_actor(queues.get(step_id, "")).send_with_options(
+            args=(step_id,), delay=delay_ms or None
+        )
     # else: embedded without workers in this process; the hosting process polls the rows.
 
 
@@ -97,13 +111,10 @@ class EmbeddedWorkers:
     def send(self, step_ids: list[int], delay_ms: int = 0) -> None:
         """Send now (or `delay_ms` later); the dispatcher then adopts the row's queued_at as
         already sent."""
-        from runs_app.tasks import execute_step
-
         with self.lock:
             for step_id in step_ids:
                 self.sent[step_id] = None
-        for step_id in step_ids:
-            execute_step.send_with_options(args=(step_id,), delay=delay_ms or None)
+        _send(step_ids, delay_ms)
 
     def _dispatch_loop(self) -> None:
         hooks_checked = 0.0
@@ -129,7 +140,6 @@ class EmbeddedWorkers:
         """Send every queued row not yet sent at its current queued_at (a requeue, or a row
         another process committed)."""
         from runs_app.models import StepRun, StepStatus
-        from runs_app.tasks import execute_step
 
         due = Q(not_before__isnull=True) | Q(not_before__lte=timezone.now())
         queued = dict(  # a retry waiting out its backoff is not due yet
@@ -148,8 +158,8 @@ class EmbeddedWorkers:
                 elif mark != queued_at:
                     self.sent[step_id] = queued_at
                     to_send.append(step_id)
-        for step_id in to_send:
-            execute_step.send(step_id)
+        if to_send:
+            _send(to_send)
 
 
 _UNSENT = object()

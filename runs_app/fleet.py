@@ -13,9 +13,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
+from django.db.models import Count
 from django.utils import timezone
 
 from runs_app.models import StepRun, StepStatus, WorkerHeartbeat
@@ -119,18 +121,31 @@ def steps_queue() -> str:
 
 
 def queue_depths(with_broker: bool = True) -> list[QueueDepth]:
-    """Each step queue's depth: one COUNT over the queued steps (the reaper's index), and,
+    """Each step queue's depth (the default one, and every resource queue of the settings or
+    with steps queued): one grouped COUNT over the queued steps (the reaper's index), and,
     with a real broker and `with_broker`, the broker's own count."""
-    queued = StepRun.objects.filter(status=StepStatus.QUEUED).count()
-    queue = steps_queue()
-    broker: int | None = None
-    error = ""
-    if with_broker and settings.BROKER_URL:
-        try:
-            broker = broker_depth(settings.BROKER_URL, queue)
-        except Exception as failure:  # an operator's view shows the broker's trouble
-            error = f"{type(failure).__name__}: {failure}"[:200]
-    return [QueueDepth(queue=queue, queued=queued, broker=broker, broker_error=error)]
+    counts = dict(
+        StepRun.objects.filter(status=StepStatus.QUEUED)
+        .order_by()
+        .values_list("queue")
+        .annotate(n=Count("id"))
+        .values_list("queue", "n")
+    )
+    names = ["", *sorted(set(engine().queues) | (set(counts) - {""}))]
+    depths = []
+    for name in names:
+        queue = f"{settings.QUEUE_PREFIX}.{name}" if name else steps_queue()
+        broker: int | None = None
+        error = ""
+        if with_broker and settings.BROKER_URL:
+            try:
+                broker = broker_depth(settings.BROKER_URL, queue)
+            except Exception as failure:  # an operator's view shows the broker's trouble
+                error = f"{type(failure).__name__}: {failure}"[:200]
+        depths.append(
+            QueueDepth(queue=queue, queued=counts.get(name, 0), broker=broker, broker_error=error)
+        )
+    return depths
 
 
 def broker_depth(url: str, queue: str) -> int:
@@ -157,3 +172,28 @@ def broker_depth(url: str, queue: str) -> int:
         return int(declared.method.message_count)
     finally:
         connection.close()
+
+
+# --- which workers serve which queue (the reaper and the step page ask) ---------------------
+def live_servers(now: Any = None) -> list[tuple[str, list[str]]]:
+    """(runtime, queues) of each live worker (queues empty: it consumes all)."""
+    fresh = (now or timezone.now()) - timedelta(seconds=3 * engine().heartbeat_s)
+    rows = WorkerHeartbeat.objects.filter(last_seen__gte=fresh).values_list("runtime", "queues")
+    return [(runtime, list(queues or [])) for runtime, queues in rows]
+
+
+def serves(queues: list[str], queue: str) -> bool:
+    """Whether a worker consuming `queues` (empty: all) takes the steps of `queue` ("":
+    the default queue)."""
+    name = f"{settings.QUEUE_PREFIX}.{queue or 'steps'}"
+    return not queues or name in queues
+
+
+def waiting_for(step: StepRun) -> str:
+    """Why a queued step of a resource queue waits: no live worker serves its queue ("" when
+    one does, or the step is not waiting)."""
+    if step.status != StepStatus.QUEUED or not step.queue:
+        return ""
+    if any(serves(queues, step.queue) for _, queues in live_servers()):
+        return ""
+    return f"waiting for a worker on queue {step.queue}"

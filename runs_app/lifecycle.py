@@ -15,7 +15,8 @@ class WorkerServicesMiddleware(dramatiq.Middleware):
     def after_worker_boot(self, broker: Any, worker: Any) -> None:
         from runs_app.worker import services
 
-        services(threads=getattr(worker, "worker_threads", 1))
+        queues = sorted(getattr(worker, "queues", None) or ())  # none given: all of them
+        services(threads=getattr(worker, "worker_threads", 1), queues=queues)
 
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
         # Running steps may finish (dramatiq now waits for its threads, up to its

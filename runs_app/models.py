@@ -251,6 +251,10 @@ class StepRun(models.Model):
     retried = models.PositiveIntegerField(default=0)
     # A retry waits out its backoff: no claim before this (null: no wait).
     not_before = models.DateTimeField(null=True, blank=True)
+    # The spec's `resources`: `queue` routes it to the workers that serve that queue ("":
+    # every worker); cpus, memory and gpus are shown.
+    queue = models.CharField(max_length=40, blank=True)
+    resources = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["run", "position"]
@@ -404,6 +408,8 @@ class WorkerHeartbeat(models.Model):
     # How many steps it runs at once (its dramatiq threads): the fleet's capacity, by which
     # the reaper tells a queued step that waits its turn from one whose message was lost.
     threads = models.PositiveIntegerField(default=1)
+    # The dramatiq queues it consumes (`rundramatiq --queues ...`); empty: all of them.
+    queues = models.JSONField(default=list, blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
     last_seen = models.DateTimeField()
 

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from artifacts.store import artifact_storage
 from runs_app import dispatch, scheduler
+from runs_app.fleet import live_servers, serves
 from runs_app.models import (
     STEP_IN_FLIGHT,
     STEP_TERMINAL,
@@ -123,18 +124,18 @@ def _collect_orphans() -> int:
 
 
 def _fail_unclaimable(now: Any) -> int:
-    """Fail queued steps that no live worker's runtime can take (after a lease of grace)."""
-    fresh = now - timedelta(seconds=3 * engine().heartbeat_s)
-    runtimes = set(
-        WorkerHeartbeat.objects.filter(last_seen__gte=fresh).values_list("runtime", flat=True)
-    )
-    if not runtimes:
+    """Fail queued steps that the live workers serving their queue can all not take (their
+    runtime differs), after a lease of grace. A step whose queue no live worker serves is
+    not failed: it waits for one (its page says so)."""
+    live = live_servers(now)
+    if not live:
         return 0  # nobody is alive to judge; the steps wait for a worker
     stale = now - timedelta(seconds=engine().lease_s)
     failed = 0
     for step in StepRun.objects.filter(status=StepStatus.QUEUED, queued_at__lt=stale):
-        runtime = step.key_parts.get("runtime")
-        if runtime is not None and runtime not in runtimes:
+        runtimes = {runtime for runtime, queues in live if serves(queues, step.queue)}
+        runtime = step.runtime or step.key_parts.get("runtime")
+        if runtimes and runtime and runtime not in runtimes:
             failed += scheduler.step_unclaimable(step, runtime, now)
     return failed
 

@@ -460,6 +460,7 @@ def run_create(
         .order_by("position")
     )
     step_params = _step_params(version, steps, overrides)
+    _check_queues(version)
     graph = _graph(version)
     unknown = set(force_steps) - {s.name for s in steps}
     if unknown:
@@ -522,12 +523,30 @@ def _policies(spec_step: dict[str, Any]) -> dict[str, Any]:
         "backoff": conf.step_retry_backoff_s,
         "on": list(RETRY_REASONS),
     }
+    resources = spec_step.get("resources") or {}
     return {
         "timeout_s": float(spec_step.get("timeout") or conf.step_timeout_s),
         "retries": retries["count"],
         "retry_backoff_s": retries["backoff"],
         "retry_on": retries["on"],
+        "queue": resources.get("queue", ""),
+        "resources": resources,
     }
+
+
+def _check_queues(version: PipelineVersion) -> None:
+    """Every queue the steps name is one this deployment has (STEPWORKS_QUEUES)."""
+    known = set(engine().queues)
+    problems = {
+        f"steps.{name}.resources.queue": [
+            f"no queue {queue!r} here: STEPWORKS_QUEUES names "
+            + (", ".join(sorted(known)) if known else "none")
+        ]
+        for name, step in version.spec["steps"].items()
+        if (queue := (step.get("resources") or {}).get("queue")) and queue not in known
+    }
+    if problems:
+        raise DomainError("invalid_queue", "A step names a queue no worker serves.", problems)
 
 
 @dataclass(frozen=True)

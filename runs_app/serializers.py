@@ -105,6 +105,8 @@ class StepRunSerializer(serializers.ModelSerializer[StepRun]):
             "retries",
             "retried",
             "retry_on",
+            "queue",
+            "resources",
             "cache_key",
             "reused_from",
             "following",

@@ -15,16 +15,45 @@ import dramatiq
 from django.conf import settings
 
 
-@dramatiq.actor(
-    queue_name=f"{settings.QUEUE_PREFIX}.steps",
-    max_retries=0,
-    time_limit=float("inf"),
-)
-def execute_step(step_id: int) -> None:
+def _execute_step(step_id: int) -> None:
     """Claim step `step_id` and run it; a no-op when it is not queued any more."""
     from runs_app.worker import services
 
     services().step_execute(step_id)
+
+
+execute_step = dramatiq.actor(
+    actor_name="execute_step",
+    queue_name=f"{settings.QUEUE_PREFIX}.steps",
+    max_retries=0,
+    time_limit=float("inf"),
+)(_execute_step)
+
+
+# One actor per resource queue (STEPWORKS_QUEUES): a step whose spec names `queue: gpu` is
+# sent to `<prefix>.gpu`, which only the workers started with `--queues <prefix>.gpu` (or with
+# no --queues at all) consume.
+def _queue_actor(name: str) -> dramatiq.Actor[[int], None]:
+    return dramatiq.actor(
+        actor_name=f"execute_step_{name.replace('-', '_')}",
+        queue_name=f"{settings.QUEUE_PREFIX}.{name}",
+        max_retries=0,
+        time_limit=float("inf"),
+    )(_execute_step)
+
+
+queue_actors = {name: _queue_actor(name) for name in settings.STEPWORKS["QUEUES"]}
+
+
+def step_actor(queue: str) -> dramatiq.Actor[[int], None]:
+    """The actor that runs a step of `queue` ("": the default). A queue the settings name
+    but this process has not declared yet is declared now (a running worker then consumes
+    it too, unless its --queues leave it out)."""
+    if not queue:
+        return execute_step
+    if queue not in queue_actors and queue in settings.STEPWORKS["QUEUES"]:
+        queue_actors[queue] = _queue_actor(queue)
+    return queue_actors.get(queue, execute_step)
 
 
 @dramatiq.actor(

@@ -36,7 +36,7 @@ from pipelines_app.selectors import (
     module_version_refs,
     newer_modules,
 )
-from runs_app import charts, downloads, query, retention, selectors, services
+from runs_app import charts, downloads, fleet, query, retention, selectors, services
 from runs_app.diffs import (
     COMPARE_MAX,
     COMPARE_MIN,
@@ -657,6 +657,7 @@ def step_detail(request: HttpRequest, slug: str, run_id: int, name: str) -> Temp
         "metrics": metrics,
         "figures": charts.metric_figures(metrics["series"]),
         "explanation": selectors.reuse_explanation(step),
+        "waiting_for": fleet.waiting_for(step),
         "can_edit": role_allows(workspace, Role.EDITOR),
         "run_finished": step.run.status in RUN_TERMINAL,
         "poll": LOG_POLL,

@@ -163,8 +163,11 @@ def _policy(
 class WorkerServices:
     """One per worker process: the executor's zygotes, the heartbeat and the reaper."""
 
-    def __init__(self, *, reaper: bool = True, threads: int = 1) -> None:
+    def __init__(
+        self, *, reaper: bool = True, threads: int = 1, queues: list[str] | None = None
+    ) -> None:
         self.threads_count = threads
+        self.queues = queues or []
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.runtime = runtime_fingerprint()
         self.sandbox = sandbox_policy()
@@ -223,6 +226,7 @@ class WorkerServices:
                 "runtime": self.runtime,
                 "sandbox": self.sandbox.mode,
                 "threads": self.threads_count,
+                "queues": self.queues,
                 "last_seen": now,
             },
         )
@@ -561,13 +565,13 @@ _services: WorkerServices | None = None
 _services_lock = threading.Lock()
 
 
-def services(threads: int | None = None) -> WorkerServices:
+def services(threads: int | None = None, queues: list[str] | None = None) -> WorkerServices:
     """This process's worker services, started on first use (worker boot, which says how
-    many steps the process runs at once)."""
+    many steps the process runs at once, and from which queues: none, all)."""
     global _services
     with _services_lock:
         if _services is None:
-            _services = WorkerServices(threads=threads or 1)
+            _services = WorkerServices(threads=threads or 1, queues=queues or [])
             _services.start()
         return _services
 

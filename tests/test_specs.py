@@ -338,10 +338,8 @@ def test_unknown_keys_in_a_step() -> None:
     error = problems(
         with_step("t", "{module: prep@1, inputs: {raw: prep.train}, param: {}, image: x}")
     )
-    assert error.fields == {
-        "steps.t.param": ["unknown key (a step has module, params, inputs, timeout and retries)"],
-        "steps.t.image": ["unknown key (a step has module, params, inputs, timeout and retries)"],
-    }
+    unknown = "unknown key (a step has module, params, inputs, timeout, retries, resources)"
+    assert error.fields == {"steps.t.param": [unknown], "steps.t.image": [unknown]}
 
 
 def test_a_step_must_be_a_mapping() -> None:
@@ -359,7 +357,9 @@ def test_every_problem_is_reported_at_once_with_its_path() -> None:
     error = problems(yaml_text(text))
     assert error.fields == {
         "steps.Bad": ["a step name is lowercase letters, digits and '_', starting a letter"],
-        "steps.Bad.extra": ["unknown key (a step has module, params, inputs, timeout and retries)"],
+        "steps.Bad.extra": [
+            "unknown key (a step has module, params, inputs, timeout, retries, resources)"
+        ],
         "steps.Bad.module": ["no module 'nope' in this workspace"],
         "steps.train.params.hidden": ["expected int, got 'x'"],
         "steps.train.params.nope": ["unknown param (the module's params: act, hidden, seed)"],

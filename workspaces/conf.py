@@ -18,6 +18,7 @@ class Engine:
     reaper_s: float  # how often a worker (or `manage.py reaper`) recovers what others lost
     embedded_poll_s: float  # the embedded dispatcher's poll of queued steps
     embedded_workers: int  # in-process worker threads without a broker
+    queues: tuple[str, ...]  # the resource queues steps may name (STEPWORKS_QUEUES)
     step_timeout_s: float  # a step's default time limit
     max_attempts: int  # attempts of a step whose worker was lost
     log_max_bytes: int  # a step attempt's log is cut here
@@ -42,6 +43,7 @@ def engine() -> Engine:
         reaper_s=float(raw["REAPER_S"]),
         embedded_poll_s=float(raw["EMBEDDED_POLL_S"]),
         embedded_workers=int(raw["EMBEDDED_WORKERS"]),
+        queues=tuple(str(q) for q in raw["QUEUES"]),
         step_timeout_s=float(raw["STEP_TIMEOUT_S"]),
         max_attempts=int(raw["MAX_ATTEMPTS"]),
         log_max_bytes=int(raw["LOG_MAX_BYTES"]),

@@ -1,0 +1,97 @@
+"""Queues by resource: a step's spec names a queue; only the workers serving it take it, and
+while none does the step waits (said on its page and in the API), never failed."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import dramatiq
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from pipelines_app.services import module_version_create, pipeline_version_create
+from runs_app import dispatch, fleet, reaper, scheduler
+from runs_app.executor.runtime import runtime_fingerprint
+from runs_app.models import StepRun, StepStatus, WorkerHeartbeat
+from workspaces.errors import DomainError
+
+
+@pytest.fixture
+def gpu(settings: Any) -> None:
+    settings.STEPWORKS = {**settings.STEPWORKS, "QUEUES": ["gpu"]}
+
+
+def gpu_pipeline(workspace: Any) -> Any:
+    module_version_create(
+        workspace, "fit", {"step.py": "def main(ctx):\n    return {'out': 1}\n"}, "step.py:main"
+    )
+    return pipeline_version_create(
+        workspace,
+        "fit",
+        {"steps": {"fit": {"module": "fit@1", "resources": {"queue": "gpu", "gpus": 1}}}},
+    )
+
+
+def beat(queues: list[str]) -> None:
+    """A live worker consuming `queues`."""
+    WorkerHeartbeat.objects.create(
+        host="h", pid=WorkerHeartbeat.objects.count() + 1, runtime=runtime_fingerprint(),
+        queues=queues, last_seen=timezone.now(),
+    )  # fmt: skip
+
+
+def test_a_step_naming_a_queue_no_worker_knows_is_refused_with_its_path(world: Any) -> None:
+    version = gpu_pipeline(world.workspace)
+
+    with pytest.raises(DomainError) as caught:
+        scheduler.run_create(version)
+
+    assert caught.value.code == "invalid_queue"
+    assert "steps.fit.resources.queue" in caught.value.fields
+    assert StepRun.objects.count() == 0
+
+
+def test_a_step_of_a_resource_queue_is_sent_to_that_queue(world: Any, gpu: None) -> None:
+    run = scheduler.run_create(gpu_pipeline(world.workspace))
+    step = run.steps.get()
+    assert (step.queue, step.resources) == ("gpu", {"queue": "gpu", "gpus": 1})
+    broker = dramatiq.get_broker()
+    gpu_queue = f"{settings.QUEUE_PREFIX}.gpu"
+
+    dispatch._send([step.pk])
+
+    assert broker.queues[gpu_queue].qsize() >= 1
+    message = broker.queues[gpu_queue].get_nowait()
+    assert dramatiq.Message.decode(message).args == (step.pk,)
+
+
+def test_a_step_waits_for_a_worker_on_its_queue_and_is_not_failed(world: Any, gpu: None) -> None:
+    run = scheduler.run_create(gpu_pipeline(world.workspace))
+    step = run.steps.get()
+    beat([f"{settings.QUEUE_PREFIX}.steps"])  # a live worker, but not on the gpu queue
+    StepRun.objects.filter(pk=step.pk).update(queued_at=timezone.now() - timedelta(seconds=60))
+    step.refresh_from_db()
+
+    assert fleet.waiting_for(step) == "waiting for a worker on queue gpu"
+    reaper.reap()
+    step.refresh_from_db()
+    assert step.status == StepStatus.QUEUED
+
+    beat([f"{settings.QUEUE_PREFIX}.gpu"])
+    assert fleet.waiting_for(step) == ""
+
+
+def test_the_step_page_and_api_say_what_a_step_waits_for(
+    client: Any, world: Any, gpu: None
+) -> None:
+    run = scheduler.run_create(gpu_pipeline(world.workspace))
+    client.force_login(world.owner)
+
+    page = client.get(f"/w/lab/runs/{run.pk}/steps/fit/")
+    api = client.get(f"/api/v1/workspaces/lab/runs/{run.pk}/steps/fit/")
+
+    assert "Waiting for a worker on queue gpu" in page.content.decode()
+    assert api.json()["waiting_for"] == "waiting for a worker on queue gpu"
+    assert api.json()["resources"] == {"queue": "gpu", "gpus": 1}
