@@ -368,6 +368,10 @@ STEPWORKS = {
     # The queues a step's `resources: {queue: ...}` may name (each a dramatiq queue
     # `<STEPWORKS_QUEUE_PREFIX>.<name>`; `rundramatiq --queues` picks what a machine serves).
     "QUEUES": env.list("STEPWORKS_QUEUES", default=[]),
+    # Fair sharing: at most this many steps of one workspace run at once (0: no cap).
+    "MAX_RUNNING_STEPS_PER_WORKSPACE": env.int(
+        "STEPWORKS_MAX_RUNNING_STEPS_PER_WORKSPACE", default=0
+    ),
     "STEP_TIMEOUT_S": env.float("STEPWORKS_STEP_TIMEOUT_S", default=3600.0),
     "MAX_ATTEMPTS": env.int("STEPWORKS_MAX_ATTEMPTS", default=3),
     "LOG_MAX_BYTES": env.int("STEPWORKS_LOG_MAX_BYTES", default=10 * 1024 * 1024),

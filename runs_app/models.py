@@ -89,6 +89,9 @@ class Sweep(models.Model):
     # when every combination has its run, and cleared when the axes grow.
     expanding_at = models.DateTimeField(null=True, blank=True)
     expanded_at = models.DateTimeField(null=True, blank=True)
+    # Fair sharing: at most this many of its runs unfinished at once (null: no cap); the
+    # next one starts as one ends, so one big sweep cannot take every worker.
+    max_parallel_runs = models.PositiveIntegerField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

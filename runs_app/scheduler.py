@@ -49,6 +49,7 @@ from runs_app.models import (
 )
 from workspaces.conf import engine
 from workspaces.errors import DomainError
+from workspaces.models import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -1092,6 +1093,18 @@ def _claim_update(step_id: int, worker: str, runtime: str | None, now: Any) -> S
     if runtime is not None:
         where += " AND runtime IN ('', %s)"
         params.append(runtime)
+    cap = engine().max_running_steps_per_workspace
+    if cap:
+        # Fair sharing: no more than `cap` steps of one workspace run at once. Its claims
+        # queue on the workspace's row, so two cannot both take the last place.
+        workspace_id = _workspace_lock(step_id)
+        if workspace_id is None:
+            return None
+        where += (
+            f" AND (SELECT COUNT(*) FROM {sql.table(StepRun)} r WHERE r.workspace_id = %s"
+            " AND r.status = %s) < %s"
+        )
+        params += [workspace_id, S.RUNNING, cap]
     values = {
         "status": S.RUNNING,
         "attempt": sql.Raw("attempt + 1"),
@@ -1113,6 +1126,30 @@ def _claim_update(step_id: int, worker: str, runtime: str | None, now: Any) -> S
         status=S.RUNNING,
         worker=worker,
     )
+
+
+def _workspace_lock(step_id: int) -> int | None:
+    """Lock the row of the step's workspace until the transaction ends; its id."""
+    rows = sql.execute(
+        f"SELECT w.id FROM {sql.table(Workspace)} w JOIN {sql.table(StepRun)} s "
+        f"ON s.workspace_id = w.id WHERE s.id = %s{sql.for_update('w')}",
+        [step_id],
+    )
+    return rows[0][0] if rows else None
+
+
+def _hint_capped(workspace_id: int) -> None:
+    """A step of a capped workspace ended: hint its oldest queued step, which a claim may
+    have refused while the workspace was at its cap (its message was then spent)."""
+    if not engine().max_running_steps_per_workspace:
+        return
+    due = Q(not_before__isnull=True) | Q(not_before__lte=timezone.now())
+    waiting = (
+        StepRun.objects.filter(due, workspace_id=workspace_id, status=S.QUEUED)
+        .order_by("queued_at", "pk")
+        .values_list("pk", flat=True)[:1]
+    )
+    _dispatch(list(waiting))
 
 
 @retry_on_conflict
@@ -1241,6 +1278,8 @@ def step_succeed(
                 claimed = _claim_in(queued[0], *claim_next, timezone.now(), tx)
             if not queued:  # a step just queued is open: the run goes on
                 _finish_if_done(run, tx)
+        if claimed is None:
+            _hint_capped(step.workspace_id)  # its place is free: another step may take it
         tx.flush()
         _dispatch(queued[1:] if claimed is not None else queued)
     _advance_runs(run_id for run_id in follower_runs if run_id != step.run_id)
@@ -1272,6 +1311,7 @@ def _end_step(step: StepRun, attempt: int, transition: Any, **move: Any) -> bool
         if not _step_move(step, transition, attempt=attempt, tx=tx, **move):
             return False
         follower_runs = _step_ended(run, step, tx)
+        _hint_capped(step.workspace_id)
         tx.flush()
     _advance_runs(follower_runs)
     return True

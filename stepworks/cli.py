@@ -1404,6 +1404,10 @@ def sweep_create(
     no_reuse: Annotated[
         bool, typer.Option("--no-reuse", help="Run every step again; reuse nothing.")
     ] = False,
+    max_parallel: Annotated[
+        int | None,
+        typer.Option("--max-parallel", min=1, help="At most N of its runs at once (fair share)."),
+    ] = None,
     watch: Annotated[
         bool, typer.Option("--watch", help="Show progress live until every run finished.")
     ] = False,
@@ -1415,7 +1419,13 @@ def sweep_create(
     axes = parse_axes(axis)
     with client_for(workspace) as client:
         sweep = client.sweep_create(
-            pipeline, name, axes, replicates, seed_params=seed or (), reuse=not no_reuse
+            pipeline,
+            name,
+            axes,
+            replicates,
+            seed_params=seed or (),
+            reuse=not no_reuse,
+            max_parallel_runs=max_parallel,
         )
         if watch:
             sweep = _watch_sweep(client, sweep, as_json)

@@ -773,10 +773,12 @@ class Client:
         reuse: bool = True,
         wait: bool = False,
         timeout: float | None = None,
+        max_parallel_runs: int | None = None,
     ) -> dict[str, Any]:
         """Start a sweep of `pipeline` (`name`, `name@N`): axes are {step: [{"label",
         "module"?: "name@N", "params"?: {...}}]}; replicate r sets each seed param
-        (`step.param`) to r. With wait=True, return it once every run has finished."""
+        (`step.param`) to r; at most `max_parallel_runs` of its runs at once (None: no
+        cap). With wait=True, return it once every run has finished."""
         body = {
             "pipeline": pipeline,
             "name": name,
@@ -784,6 +786,7 @@ class Client:
             "replicates": replicates,
             "seed_params": list(seed_params),
             "reuse": reuse,
+            "max_parallel_runs": max_parallel_runs,
         }
         sweep = self.post(self._path("sweeps", "create", ""), body)
         return self.sweep_wait(sweep, timeout=timeout) if wait else sweep

@@ -95,3 +95,41 @@ def test_the_step_page_and_api_say_what_a_step_waits_for(
     assert "Waiting for a worker on queue gpu" in page.content.decode()
     assert api.json()["waiting_for"] == "waiting for a worker on queue gpu"
     assert api.json()["resources"] == {"queue": "gpu", "gpus": 1}
+
+
+def test_a_workspace_at_its_cap_runs_no_more_steps_until_one_ends(
+    world: Any, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from artifacts.store import artifact_store_bytes
+    from tests.factories import module_version, pipeline_version
+
+    settings.STEPWORKS = {**settings.STEPWORKS, "MAX_RUNNING_STEPS_PER_WORKSPACE": 1}
+    mv = module_version(world.workspace, "leaf")
+    version = pipeline_version(world.workspace, "one", {"s": {"module_version": mv}})
+    first, second = (scheduler.run_create(version, reuse=False).steps.get() for _ in range(2))
+    other_mv = module_version(world.other_workspace, "leaf")
+    elsewhere = scheduler.run_create(
+        pipeline_version(world.other_workspace, "one", {"s": {"module_version": other_mv}})
+    ).steps.get()
+    hinted: list[int] = []
+
+    def record(sender: Any, step_ids: list[int], **kwargs: Any) -> None:
+        hinted.extend(step_ids)
+
+    claimed = scheduler.step_claim(first.pk, "w")
+    assert claimed is not None
+    assert scheduler.step_claim(second.pk, "w") is None  # the workspace's one place is taken
+    assert scheduler.step_claim(elsewhere.pk, "w") is not None  # another workspace's is not
+    second.refresh_from_db()
+    assert second.status == StepStatus.QUEUED
+
+    scheduler.steps_queued.connect(record)
+    try:
+        out = {"out": artifact_store_bytes(world.workspace, b"1", "application/json")}
+        with django_capture_on_commit_callbacks(execute=True):
+            scheduler.step_succeed(claimed, claimed.attempt, out, [])
+    finally:
+        scheduler.steps_queued.disconnect(record)
+
+    assert hinted == [second.pk]  # its message was spent on the refusal: hinted again
+    assert scheduler.step_claim(second.pk, "w") is not None

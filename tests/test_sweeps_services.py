@@ -550,3 +550,37 @@ def test_an_extension_reopens_the_expansion_for_its_new_combinations(world, tmp_
     assert len(added) == 4  # 1 new b x 2 c x 2 replicates, started within the inline time
     assert Sweep.objects.get(pk=sweep.pk).expanded_at is not None
     assert PipelineRun.objects.filter(sweep=sweep).count() == 16
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_paced_sweep_has_at_most_its_cap_of_runs_unfinished_and_still_ends(
+    world, tmp_path, embedded_workers
+):
+    base = sweep_world(world.workspace, tmp_path / "bodies.txt")
+    sweep = sweep_services.sweep_create(
+        base,
+        name="paced",
+        axes={"b": b_axis(0, 1, 2), "c": c_axis(tmp_path / "bodies.txt")},
+        max_parallel_runs=2,
+    )
+    most = 0
+
+    def done() -> bool:
+        nonlocal most
+        runs = PipelineRun.objects.filter(sweep=sweep)
+        unfinished = runs.exclude(status__in=(RunStatus.SUCCEEDED, RunStatus.FAILED)).count()
+        most = max(most, unfinished)
+        return runs.count() == 6 and unfinished == 0
+
+    assert wait_until(done, 120, every=0.02), sweep_progress(sweep)
+    assert most <= 2
+    assert Sweep.objects.get(pk=sweep.pk).expanded_at is not None
+    assert {r.status for r in PipelineRun.objects.filter(sweep=sweep)} == {RunStatus.SUCCEEDED}
+
+
+def test_a_cap_below_one_is_refused_by_name(world, tmp_path):
+    base = sweep_world(world.workspace, tmp_path / "bodies.txt")
+    with pytest.raises(DomainError) as caught:
+        sweep_services.sweep_create(base, name="x", axes={"b": b_axis(0, 1)}, max_parallel_runs=0)
+    assert "max_parallel_runs" in caught.value.fields
+    assert Sweep.objects.count() == 0

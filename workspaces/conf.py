@@ -19,6 +19,7 @@ class Engine:
     embedded_poll_s: float  # the embedded dispatcher's poll of queued steps
     embedded_workers: int  # in-process worker threads without a broker
     queues: tuple[str, ...]  # the resource queues steps may name (STEPWORKS_QUEUES)
+    max_running_steps_per_workspace: int  # fair sharing (0: no cap)
     step_timeout_s: float  # a step's default time limit
     max_attempts: int  # attempts of a step whose worker was lost
     log_max_bytes: int  # a step attempt's log is cut here
@@ -44,6 +45,7 @@ def engine() -> Engine:
         embedded_poll_s=float(raw["EMBEDDED_POLL_S"]),
         embedded_workers=int(raw["EMBEDDED_WORKERS"]),
         queues=tuple(str(q) for q in raw["QUEUES"]),
+        max_running_steps_per_workspace=int(raw["MAX_RUNNING_STEPS_PER_WORKSPACE"]),
         step_timeout_s=float(raw["STEP_TIMEOUT_S"]),
         max_attempts=int(raw["MAX_ATTEMPTS"]),
         log_max_bytes=int(raw["LOG_MAX_BYTES"]),

@@ -203,6 +203,13 @@ class SweepCreateApi(ApiMixin, APIView):
             help_text="`step.param`s (int) that replicate r sets to r.",
         )
         reuse = serializers.BooleanField(default=True)
+        max_parallel_runs = serializers.IntegerField(
+            min_value=1,
+            required=False,
+            allow_null=True,
+            default=None,
+            help_text="At most this many of its runs unfinished at once (none: no cap).",
+        )
 
         def validate_replicates(self, value: int) -> int:
             limit = engine().sweep_max_runs
@@ -224,6 +231,7 @@ class SweepCreateApi(ApiMixin, APIView):
             seed_params=data.validated_data["seed_params"],
             user=request.user,
             reuse=data.validated_data["reuse"],
+            max_parallel_runs=data.validated_data["max_parallel_runs"],
         )
         return Response(sweep_detail(sweep), status=status.HTTP_201_CREATED)
 

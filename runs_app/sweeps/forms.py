@@ -108,6 +108,12 @@ class SweepForm(_DomainErrorsMixin, forms.Form):
         initial=True,
         label="Reuse steps whose code, params and inputs did not change",
     )
+    max_parallel_runs = forms.IntegerField(
+        required=False,
+        min_value=1,
+        label="At most this many runs at once",
+        help_text="Leave empty for no cap; a cap leaves workers to others' runs meanwhile.",
+    )
 
     def __init__(
         self,
@@ -204,6 +210,7 @@ class SweepForm(_DomainErrorsMixin, forms.Form):
             "replicates": data["replicates"],
             "seed_params": list(data.get("seed_params") or []),
             "reuse": bool(data.get("reuse")),
+            "max_parallel_runs": data.get("max_parallel_runs"),
         }
 
     def add_domain_errors(self, fields: Mapping[str, Sequence[str]]) -> None:

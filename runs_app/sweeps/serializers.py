@@ -62,6 +62,7 @@ class SweepSerializer(serializers.ModelSerializer[Sweep]):
             "replicates",
             "seed_params",
             "reuse",
+            "max_parallel_runs",
             "expected_runs",
             "created_by",
             "created_at",

@@ -149,6 +149,11 @@ def sweep_expand(
         versions = _variant_versions(base, sweep.name, resolved, labels, starter)
         recent: list[PipelineRun] = []
         for index, (combination, change) in enumerate(zip(missing, changes, strict=True)):
+            if sweep.max_parallel_runs and _unfinished(sweep) >= sweep.max_parallel_runs:
+                # At its cap: the end of one of its runs sends the expander again.
+                Sweep.objects.filter(pk=sweep.pk).update(expanding_at=timezone.now())
+                _canceled_meanwhile(sweep, recent)
+                return runs
             if index % _EXPAND_BATCH == 0:
                 if _canceled_meanwhile(sweep, recent):
                     return runs
@@ -165,6 +170,27 @@ def sweep_expand(
             return runs
     Sweep.objects.filter(pk=sweep.pk, expanded_at__isnull=True).update(expanded_at=timezone.now())
     return runs
+
+
+def _unfinished(sweep: Sweep) -> int:
+    return PipelineRun.objects.filter(sweep=sweep).exclude(status__in=RUN_TERMINAL).count()
+
+
+def on_run_finished(sender: Any, run_id: int, status: str, **kwargs: Any) -> None:
+    """The receiver of scheduler.run_finished: a run of a sweep that paces its runs
+    (max_parallel_runs) ended, so the next may start (the expand_sweep actor)."""
+    paced = (
+        PipelineRun.objects.filter(
+            pk=run_id,
+            sweep__max_parallel_runs__isnull=False,
+            sweep__expanded_at__isnull=True,
+            sweep__canceled_at__isnull=True,
+        )
+        .values_list("sweep_id", flat=True)
+        .first()
+    )
+    if paced is not None:
+        dispatch.send_sweeps([paced])
 
 
 def _canceled_meanwhile(sweep: Sweep, recent: list[PipelineRun]) -> bool:
@@ -210,6 +236,7 @@ def sweep_create(
     seed_params: Iterable[str] = (),
     user: Any = None,
     reuse: bool = True,
+    max_parallel_runs: int | None = None,
 ) -> Sweep:
     """Check a sweep whole, then start one run per combination of its axes x replicates:
     those it can within STEPWORKS_SWEEP_INLINE_S here, the rest in the expand_sweep actor
@@ -219,7 +246,14 @@ def sweep_create(
     param (`step.param`, an int param) to r. Any problem is a DomainError naming its field
     (`axes.train.1.module`) and nothing is written. Runs that swap modules run on a version
     of the base pipeline per distinct swap (parent: the base; an identical one is reused).
+    With `max_parallel_runs`, at most that many of its runs are unfinished at once.
     """
+    if max_parallel_runs is not None and max_parallel_runs < 1:
+        raise DomainError(
+            "invalid_sweep",
+            "The sweep is not valid.",
+            {"max_parallel_runs": ["at least 1 (or none: no cap)"]},
+        )
     workspace = base_version.pipeline.workspace
     catalogue = _sweep_catalogue(workspace, base_version.spec, axes)
     checked = plan.sweep_plan(
@@ -251,6 +285,7 @@ def sweep_create(
             reuse=reuse,
             created_by=_user_or_none(user),
             expanding_at=timezone.now(),
+            max_parallel_runs=max_parallel_runs,
         )
         SweepEvent.objects.create(
             sweep=sweep,
