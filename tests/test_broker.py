@@ -6,6 +6,7 @@ Run only when BROKER_URL is set (`pytest -m broker`, the Postgres leg of CI).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from runs_app.models import (
     FailureReason,
     PipelineRun,
     RunStatus,
+    StepOutput,
     StepRun,
     StepStatus,
 )
@@ -81,20 +83,28 @@ class Fleet:
         self.tmp_path = tmp_path
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start_worker(self, **env: str) -> subprocess.Popen[bytes]:
+    def start_worker(self, _private: str = "", **env: str) -> subprocess.Popen[bytes]:
+        """A `rundramatiq` group; with `_private` (a folder), a 'host' of its own: a mount
+        namespace in which a fresh tmpfs covers that folder (its data folder), which no
+        other process sees."""
         log = open(self.tmp_path / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        command = [
+            sys.executable,
+            "manage.py",
+            "rundramatiq",
+            "--processes",
+            "1",
+            "--threads",
+            "2",
+            "--worker-shutdown-timeout",
+            "5000",
+        ]
+        if _private:
+            mount = 'mount -t tmpfs -o size=2g tmpfs "$0" && exec "$@"'
+            unshare = ["unshare", "-m", "--propagation", "private", "sh", "-c", mount, _private]
+            command = [*unshare, *command]
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "manage.py",
-                "rundramatiq",
-                "--processes",
-                "1",
-                "--threads",
-                "2",
-                "--worker-shutdown-timeout",
-                "5000",
-            ],
+            command,
             cwd=ROOT,
             env=_env(self.tmp_path, **env),
             stdout=log,
@@ -345,3 +355,90 @@ def test_a_step_longer_than_the_drain_is_given_back_uncounted_and_runs_elsewhere
     assert step.max_attempts == settings.STEPWORKS["MAX_ATTEMPTS"] + 1  # not counted
     assert Event.objects.filter(step=step, message__contains="given back").exists()
     assert not Event.objects.filter(step=step, reason=FailureReason.WORKER_LOST).exists()
+
+
+def _can_make_mount_namespaces() -> str:
+    """'' where a worker 'host' can get a private data folder (root, unshare, tmpfs), else why
+    not."""
+    if os.geteuid() != 0:
+        return "not root"
+    if shutil.which("unshare") is None:
+        return "no unshare(1)"
+    mount = 'd=$(mktemp -d) && mount -t tmpfs -o size=1m tmpfs "$d" && umount "$d"'
+    probe = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", mount],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    return "" if probe.returncode == 0 else f"unshare -m failed: {probe.stderr.strip()[:200]}"
+
+
+@pytest.mark.skipif(
+    not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"),
+    reason="worker hosts reach the database by address: PostgreSQL's",
+)
+def test_workers_on_hosts_that_share_no_disk_run_the_demo_and_a_sweep_through_the_bucket(
+    world, fleet, tmp_path, s3_bucket
+):
+    """Issue 15: two worker 'hosts', each with its own data folder (a tmpfs in a mount
+    namespace of its own, where this machine lets the test make one), share nothing with
+    the web side but the database, the broker and the bucket. One host's workers die
+    mid-step; every run still succeeds, every output is in the bucket, and nothing reached
+    the data folders as this process sees them."""
+    from runs_app.sweeps import services as sweep_services
+
+    why_not = _can_make_mount_namespaces()
+    storage = settings.STORAGES["artifacts"]["OPTIONS"]
+    s3 = {
+        "STEPWORKS_ARTIFACTS_BACKEND": "s3",
+        "STEPWORKS_S3_BUCKET": storage["bucket_name"],
+        "STEPWORKS_S3_ENDPOINT_URL": storage["endpoint_url"],
+        "STEPWORKS_S3_PREFIX": storage["location"],
+        "AWS_ACCESS_KEY_ID": storage["access_key"],
+        "AWS_SECRET_ACCESS_KEY": storage["secret_key"],
+        "AWS_DEFAULT_REGION": storage["region_name"],
+    }
+    hosts = []
+    for name in ("host-a", "host-b"):
+        data = tmp_path / name
+        data.mkdir()
+        env = {"STEPWORKS_DATA_DIR": str(data), **s3}
+        if why_not:
+            hosts.append(fleet.start_worker(**env))
+        else:
+            hosts.append(fleet.start_worker(_private=str(data), **env))
+    if why_not:
+        print(f"no mount namespaces here ({why_not}): the hosts have separate data folders")
+
+    call_command("seed_demo", verbosity=0)
+    demo = Workspace.objects.get(slug="demo")
+    version = pipeline_version_by_ref(demo, "classify")
+    run = scheduler.run_create(version)
+    train = run.steps.get(name="train")
+    wait_until(
+        lambda: StepRun.objects.filter(pk=train.pk, status=StepStatus.RUNNING).exists(),
+        180,
+        fleet,
+        "train to run",
+    )
+    victim = worker_pid(train)
+    os.killpg(os.getpgid(victim), signal.SIGKILL)  # that host's workers, mid-step
+    fleet.start_worker(STEPWORKS_DATA_DIR=str(tmp_path / "host-c"), **s3)
+    sweep = sweep_services.sweep_create(
+        version,
+        name="across hosts",
+        axes={"train": [{"label": "h16", "params": {"hidden": 16}}, {"label": "h32"}]},
+    )
+    runs = [run, *PipelineRun.objects.filter(sweep=sweep)]
+    for each in runs:
+        wait_until(lambda r=each: run_finished(r), 300, fleet, f"run {each.pk}")
+
+    assert {r.status for r in runs} == {RunStatus.SUCCEEDED}, fleet.logs()
+    assert Event.objects.filter(step=train, reason=FailureReason.WORKER_LOST).exists()
+    keys = set(s3_bucket.object_keys())
+    outputs = StepOutput.objects.filter(step__run__in=runs).select_related("artifact")
+    assert outputs and all(s3_bucket.key_of(o.artifact.storage_name) in keys for o in outputs)
+    if not why_not:
+        for name in ("host-a", "host-b"):  # their tmpfs is theirs: this side sees nothing
+            assert list((tmp_path / name).iterdir()) == []
