@@ -185,7 +185,9 @@ class Workers:
     def stop(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
+                # The main process only: it passes the signal on, and a worker process that
+                # gets a second one is killed without its drain (or its closing log lines).
+                os.kill(proc.pid, signal.SIGTERM)
         for proc in self.procs:
             try:
                 proc.wait(timeout=20)

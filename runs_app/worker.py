@@ -207,6 +207,17 @@ class WorkerServices:
             thread.join(timeout=5)
         self.executor.stop()
         self.scratch.stop()
+        stats = input_cache(self.cache_root / "inputs").stats
+        if stats.hits + stats.misses:
+            # What this process's steps found in the host's cache of remote inputs.
+            log.info(
+                "input cache: %d hits, %d misses (hit ratio %.3f), %d evicted (%d bytes)",
+                stats.hits,
+                stats.misses,
+                stats.hit_ratio,
+                stats.evicted,
+                stats.evicted_bytes,
+            )
         try:
             WorkerHeartbeat.objects.filter(host=socket.gethostname(), pid=os.getpid()).delete()
         finally:

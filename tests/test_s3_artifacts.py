@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import urllib.request
 import zipfile
 from datetime import timedelta
@@ -345,7 +346,7 @@ def test_a_stored_file_is_read_back_whole_through_the_store(world: Any, s3_bucke
 
 @pytest.mark.django_db(transaction=True)
 def test_the_demo_runs_on_the_bucket_and_its_workers_read_inputs_from_their_cache(
-    s3_bucket: Any, settings: Any, tmp_path_factory: Any
+    s3_bucket: Any, settings: Any, tmp_path_factory: Any, caplog: Any
 ) -> None:
     from runs_app.dispatch import EmbeddedWorkers
 
@@ -362,7 +363,8 @@ def test_the_demo_runs_on_the_bucket_and_its_workers_read_inputs_from_their_cach
         forced = scheduler.run_create(version, reuse=False)
         wait_runs(forced, timeout=240)
     finally:
-        workers.stop()
+        with caplog.at_level(logging.INFO, logger="runs_app.worker"):
+            workers.stop()
 
     assert run.status == forced.status == RunStatus.SUCCEEDED
     inputs = list(StepInput.objects.filter(step__run=run).select_related("artifact"))
@@ -373,6 +375,9 @@ def test_the_demo_runs_on_the_bucket_and_its_workers_read_inputs_from_their_cach
     assert misses == len(digests) and hits == len(inputs) - len(digests)
     assert cache.stats.hits - hits == len(inputs)  # the forced run downloaded nothing
     assert cache.stats.misses == misses
+    # The process says what its cache did as it stops (bench/bench_scale.py reads it).
+    said = f"input cache: {cache.stats.hits} hits, {misses} misses"
+    assert any(said in r.getMessage() for r in caplog.records), caplog.text
     keys = set(s3_bucket.object_keys())
     outputs = Artifact.objects.filter(producers__step__run__in=[run, forced]).distinct()
     assert outputs.count() >= 6
