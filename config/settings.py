@@ -389,6 +389,8 @@ STEPWORKS = {
     "STEP_RETRY_BACKOFF_S": env.float("STEPWORKS_STEP_RETRY_BACKOFF_S", default=10.0),
     # On SIGTERM a worker lets its running steps finish this long, then gives them back.
     "DRAIN_S": env.float("STEPWORKS_DRAIN_S", default=30.0),
+    # A worker silent this long leaves the workers page (its heartbeat row is deleted).
+    "WORKER_FORGET_S": env.float("STEPWORKS_WORKER_FORGET_S", default=86400.0),
     # The team (README, "Teams"): who may make workspaces, invites, datasets, webhooks.
     "WORKSPACE_CREATION": env.str("STEPWORKS_WORKSPACE_CREATION", default="anyone"),
     "INVITE_DAYS": env.int("STEPWORKS_INVITE_DAYS", default=7),

@@ -46,7 +46,9 @@ def reap(now: Any = None) -> dict[str, int]:
     - running runs with no step in flight: advanced (a crash between a step's end and the
       run's advance);
     - sweeps whose expander stopped before every combination had its run: sent to the
-      expand_sweep actor again.
+      expand_sweep actor again;
+    - heartbeat rows of workers silent for STEPWORKS_WORKER_FORGET_S: deleted (a killed
+      worker never deletes its own; the steps it ran keep their `lost_workers`).
     """
     now = now or timezone.now()
     counts = {"requeued": 0, "failed": 0, "redispatched": 0, "released": 0, "advanced": 0}
@@ -74,6 +76,8 @@ def reap(now: Any = None) -> dict[str, int]:
         scheduler.run_advance(run_id)
         counts["advanced"] += 1
     counts["sweeps_resumed"] = _resume_sweeps(now)
+    forget = now - timedelta(seconds=engine().worker_forget_s)
+    counts["workers_forgotten"] = WorkerHeartbeat.objects.filter(last_seen__lt=forget).delete()[0]
     return counts
 
 

@@ -103,6 +103,27 @@ def test_the_workers_page_shows_who_is_alive_what_each_runs_and_the_queue(
     assert [w.name for w in response.context["workers"]] == ["gpu-box:11", "old-box:7"]
 
 
+def test_the_reaper_forgets_workers_silent_for_a_day_and_keeps_their_steps_blame(
+    staff: Any, one_step: Any, settings: Any
+) -> None:
+    from runs_app import reaper
+
+    settings.STEPWORKS = {**settings.STEPWORKS, "WORKER_FORGET_S": 3600}
+    worker("gpu-box:11", seen_s_ago=60)  # gone a minute: still shown, as gone
+    worker("old-box:7", seen_s_ago=3601)  # gone over the setting: forgotten
+    step = running_on(one_step, "old-box:7")
+
+    counts = reaper.reap()
+
+    assert counts["workers_forgotten"] == 1
+    assert list(WorkerHeartbeat.objects.values_list("host", flat=True)) == ["gpu-box"]
+    page = Client()
+    page.force_login(staff)
+    assert [w.name for w in page.get("/workers/").context["workers"]] == ["gpu-box:11"]
+    step.refresh_from_db()
+    assert step.worker == "old-box:7"  # what it ran still names it
+
+
 def test_the_workers_api_lists_workers_with_their_steps_and_queue_depths(
     staff: Any, one_step: Any
 ) -> None:

@@ -32,6 +32,7 @@ class Engine:
     step_write_dirs: tuple[str, ...]  # folders every sandboxed step may also write
     gc_s: float  # how often a worker process collects unreferenced bytes (0: never)
     drain_s: float  # on shutdown, how long running steps may finish before given back
+    worker_forget_s: float  # a worker without a heartbeat this long is forgotten
     step_retries: int  # a step's retries when its spec gives none
     step_retry_backoff_s: float  # ... and the first wait before one
 
@@ -58,6 +59,7 @@ def engine() -> Engine:
         step_write_dirs=tuple(raw["STEP_WRITE_DIRS"]),
         gc_s=float(raw["GC_S"]),
         drain_s=float(raw["DRAIN_S"]),
+        worker_forget_s=float(raw["WORKER_FORGET_S"]),
         step_retries=int(raw["STEP_RETRIES"]),
         step_retry_backoff_s=float(raw["STEP_RETRY_BACKOFF_S"]),
     )
