@@ -8,12 +8,14 @@ import threading
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:<port> to `upstream` until `cut()`, which closes every connection
-    and refuses new ones (the service is "down"); `restore()` listens again on the same
-    port. Workers given the proxy's address lose their database exactly as in an outage."""
+    """Forwards <host>:<port> (127.0.0.1 unless told) to `upstream` until `cut()`, which
+    closes every connection and refuses new ones (the service is "down"); `restore()` listens
+    again on the same port. Workers given the proxy's address lose their database exactly as
+    in an outage."""
 
-    def __init__(self, upstream: tuple[str, int]) -> None:
+    def __init__(self, upstream: tuple[str, int], host: str = "127.0.0.1") -> None:
         self.upstream = upstream
+        self.host = host  # the address it listens on
         self._listener: socket.socket | None = None
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -22,7 +24,7 @@ class TcpProxy:
     def start(self) -> TcpProxy:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        listener.bind((self.host, self.port))
         listener.listen(64)
         self.port = listener.getsockname()[1]
         self._listener = listener

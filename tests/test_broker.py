@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.conf import settings
@@ -83,10 +84,8 @@ class Fleet:
         self.tmp_path = tmp_path
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start_worker(self, _private: str = "", **env: str) -> subprocess.Popen[bytes]:
-        """A `rundramatiq` group; with `_private` (a folder), a 'host' of its own: a mount
-        namespace in which a fresh tmpfs covers that folder (its data folder), which no
-        other process sees."""
+    def start_worker(self, _host: WorkerHost | None = None, **env: str) -> subprocess.Popen[bytes]:
+        """A `rundramatiq` group; with `_host`, on a 'host' of its own (WorkerHost)."""
         log = open(self.tmp_path / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
         command = [
             sys.executable,
@@ -99,18 +98,20 @@ class Fleet:
             "--worker-shutdown-timeout",
             "5000",
         ]
-        if _private:
-            mount = 'mount -t tmpfs -o size=2g tmpfs "$0" && exec "$@"'
-            unshare = ["unshare", "-m", "--propagation", "private", "sh", "-c", mount, _private]
-            command = [*unshare, *command]
+        environment = _env(self.tmp_path, **env)
+        if _host is not None:
+            command = _host.command(command)
+            environment.update(_host.env(environment))
         proc = subprocess.Popen(
             command,
             cwd=ROOT,
-            env=_env(self.tmp_path, **env),
+            env=environment,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        if _host is not None:
+            _host.started(proc.pid)
         self.procs.append(proc)
         return proc
 
@@ -357,13 +358,13 @@ def test_a_step_longer_than_the_drain_is_given_back_uncounted_and_runs_elsewhere
     assert not Event.objects.filter(step=step, reason=FailureReason.WORKER_LOST).exists()
 
 
-def _can_make_mount_namespaces() -> str:
-    """'' where a worker 'host' can get a private data folder (root, unshare, tmpfs), else why
-    not."""
+def _can_make_namespaces() -> tuple[str, str]:
+    """Why a worker 'host' cannot have a private data folder (root, unshare, tmpfs), and
+    why not a network of its own (a veth link into a network namespace); '' when it can."""
     if os.geteuid() != 0:
-        return "not root"
+        return "not root", "not root"
     if shutil.which("unshare") is None:
-        return "no unshare(1)"
+        return "no unshare(1)", "no unshare(1)"
     mount = 'd=$(mktemp -d) && mount -t tmpfs -o size=1m tmpfs "$d" && umount "$d"'
     probe = subprocess.run(
         ["unshare", "-m", "--propagation", "private", "sh", "-c", mount],
@@ -371,7 +372,100 @@ def _can_make_mount_namespaces() -> str:
         capture_output=True,
         text=True,
     )
-    return "" if probe.returncode == 0 else f"unshare -m failed: {probe.stderr.strip()[:200]}"
+    if probe.returncode != 0:
+        why = f"unshare -m failed: {probe.stderr.strip()[:200]}"
+        return why, why
+    if shutil.which("ip") is None:
+        return "", "no ip(8)"
+    name = f"swp{os.getpid() % 100000}"
+    net = subprocess.run(
+        f"unshare -n true && ip link add {name} type veth peer name {name}p && ip link del {name}",
+        shell=True,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    return "", "" if net.returncode == 0 else f"no veth link: {net.stderr.strip()[:200]}"
+
+
+class WorkerHost:
+    """A worker 'host' on this machine: a mount namespace in which a fresh tmpfs covers its
+    data folder (which no other process sees), and, with `network`, a network namespace
+    whose one link is a veth pair to this process's side, where TCP forwarders take the
+    database, the broker and the bucket to their real addresses. Its workers reach them by
+    an address, as on another machine; nothing on this machine's loopback is theirs."""
+
+    def __init__(self, index: int, data: Path, network: bool) -> None:
+        self.data = data
+        self.network = network
+        tag = os.getpid() % 10000
+        self.outer, self.inner = f"swh{tag}x{index}", f"swn{tag}x{index}"
+        base = 4 * index
+        self.address = f"10.213.{tag % 250}.{base + 1}"  # this side of the link
+        self.own = f"10.213.{tag % 250}.{base + 2}"
+        self.proxies: list[TcpProxy] = []
+        self.pid = 0
+
+    def command(self, command: list[str]) -> list[str]:
+        setup = 'mount -t tmpfs -o size=2g tmpfs "$0" && exec "$@"'
+        unshare = ["unshare", "-m", "--propagation", "private"]
+        if self.network:
+            # Wait for this side to hand the link in, then bring it and loopback up.
+            setup = (
+                f"while ! ip link show {self.inner} >/dev/null 2>&1; do sleep 0.05; done; "
+                f"ip addr add {self.own}/30 dev {self.inner} && ip link set {self.inner} up "
+                f"&& ip link set lo up && {setup}"
+            )
+            unshare.append("-n")
+        return [*unshare, "sh", "-c", setup, str(self.data), *command]
+
+    def env(self, environment: dict[str, str]) -> dict[str, str]:
+        """The services' URLs as this host reaches them: the forwarders' addresses, on this
+        side of a link made now (its other end goes into the namespace once it exists)."""
+        if not self.network:
+            return {}
+        for command in (
+            f"ip link add {self.outer} type veth peer name {self.inner}",
+            f"ip addr add {self.address}/30 dev {self.outer}",
+            f"ip link set {self.outer} up",
+        ):
+            subprocess.run(command.split(), check=True, capture_output=True)
+        urls = {
+            key: environment[key]
+            for key in ("DATABASE_URL", "BROKER_URL", "STEPWORKS_S3_ENDPOINT_URL")
+            if environment.get(key)
+        }
+        return {key: self._forwarded(url) for key, url in urls.items()}
+
+    def started(self, pid: int) -> None:
+        """Hand the link's other end into the new namespace (its shell waits for it)."""
+        self.pid = pid
+        # unshare(1) makes the namespaces and then runs the shell: wait for it to have.
+        kind = "net" if self.network else "mnt"
+        ours = os.readlink(f"/proc/self/ns/{kind}")
+        deadline = time.monotonic() + 30
+        while os.readlink(f"/proc/{pid}/ns/{kind}") == ours:
+            assert time.monotonic() < deadline, f"worker {pid} got no namespace of its own"
+            time.sleep(0.01)
+        if self.network:
+            command = ["ip", "link", "set", self.inner, "netns", str(pid)]
+            subprocess.run(command, check=True, capture_output=True)
+
+    def close(self) -> None:
+        for proxy in self.proxies:
+            proxy.close()
+        if self.network:  # gone with its namespace, unless the namespace lingers
+            subprocess.run(["ip", "link", "del", self.outer], check=False, capture_output=True)
+
+    def _forwarded(self, url: str) -> str:
+        parts = urlsplit(url)
+        assert parts.hostname in ("127.0.0.1", "localhost"), url
+        default = {"postgres": 5432, "redis": 6379, "amqp": 5672, "http": 80}[parts.scheme]
+        proxy = TcpProxy(("127.0.0.1", parts.port or default), host=self.address).start()
+        self.proxies.append(proxy)
+        user = parts.netloc.rpartition("@")[0]
+        netloc = f"{user}@" if user else ""
+        return urlunsplit(parts._replace(netloc=f"{netloc}{self.address}:{proxy.port}"))
 
 
 @pytest.mark.skipif(
@@ -385,10 +479,9 @@ def test_workers_on_hosts_that_share_no_disk_run_the_demo_and_a_sweep_through_th
     namespace of its own, where this machine lets the test make one), share nothing with
     the web side but the database, the broker and the bucket. One host's workers die
     mid-step; every run still succeeds, every output is in the bucket, and nothing reached
-    the data folders as this process sees them."""
-    from runs_app.sweeps import services as sweep_services
-
-    why_not = _can_make_mount_namespaces()
+    the data folders as this process sees them. Where the machine lets it, each host also
+    has a network of its own and reaches PostgreSQL, the broker and the bucket by address."""
+    no_mounts, no_network = _can_make_namespaces()
     storage = settings.STORAGES["artifacts"]["OPTIONS"]
     s3 = {
         "STEPWORKS_ARTIFACTS_BACKEND": "s3",
@@ -400,16 +493,39 @@ def test_workers_on_hosts_that_share_no_disk_run_the_demo_and_a_sweep_through_th
         "AWS_DEFAULT_REGION": storage["region_name"],
     }
     hosts = []
-    for name in ("host-a", "host-b"):
+    for index, name in enumerate(("host-a", "host-b")):
         data = tmp_path / name
         data.mkdir()
         env = {"STEPWORKS_DATA_DIR": str(data), **s3}
-        if why_not:
-            hosts.append(fleet.start_worker(**env))
-        else:
-            hosts.append(fleet.start_worker(_private=str(data), **env))
-    if why_not:
-        print(f"no mount namespaces here ({why_not}): the hosts have separate data folders")
+        host = None if no_mounts else WorkerHost(index, data, network=not no_network)
+        if host is not None:
+            hosts.append(host)
+        fleet.start_worker(_host=host, **env)
+    if no_mounts:
+        print(f"no mount namespaces here ({no_mounts}): the hosts have separate data folders")
+    elif no_network:
+        print(f"no network namespaces here ({no_network}): the hosts use this loopback")
+    ours = os.readlink("/proc/self/ns/net")
+    for host in hosts:  # a host of its own: its mounts, and its network where it can
+        assert os.readlink(f"/proc/{host.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+        assert (os.readlink(f"/proc/{host.pid}/ns/net") != ours) == host.network
+    try:
+        _demo_and_sweep_across_hosts(fleet, tmp_path, s3, s3_bucket)
+    finally:
+        fleet.stop()
+        for host in hosts:
+            host.close()
+    if not no_mounts:
+        for name in ("host-a", "host-b"):  # their tmpfs is theirs: this side sees nothing
+            assert list((tmp_path / name).iterdir()) == []
+
+
+def _demo_and_sweep_across_hosts(
+    fleet: Fleet, tmp_path: Path, s3: dict[str, str], s3_bucket: Any
+) -> None:
+    """The demo's run, one host's workers killed mid-step, then a sweep: all succeed, every
+    output in the bucket."""
+    from runs_app.sweeps import services as sweep_services
 
     call_command("seed_demo", verbosity=0)
     demo = Workspace.objects.get(slug="demo")
@@ -439,6 +555,3 @@ def test_workers_on_hosts_that_share_no_disk_run_the_demo_and_a_sweep_through_th
     keys = set(s3_bucket.object_keys())
     outputs = StepOutput.objects.filter(step__run__in=runs).select_related("artifact")
     assert outputs and all(s3_bucket.key_of(o.artifact.storage_name) in keys for o in outputs)
-    if not why_not:
-        for name in ("host-a", "host-b"):  # their tmpfs is theirs: this side sees nothing
-            assert list((tmp_path / name).iterdir()) == []
