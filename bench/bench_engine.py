@@ -27,7 +27,6 @@ mode prints `# pg_redis skipped: <why>`.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import secrets
 import shutil
@@ -38,7 +37,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REDIS_URL, bench_database, postgres_ready, redis_forget  # bench/ is on sys.path
+from _common import (  # bench/ is on sys.path
+    REDIS_URL,
+    bench_database,
+    postgres_ready,
+    redis_forget,
+    run_child,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -73,37 +78,6 @@ def _base_env(data_dir: Path, prefix: str) -> dict[str, str]:
     return env
 
 
-def _run_child(mode: str, env: dict[str, str], arguments: list[str], data_dir: Path) -> int:
-    """Run this script for one mode; its stdout is ours. Sweep up its worker groups after."""
-    child = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--mode", mode, *arguments],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,  # one group to end if it hangs
-    )
-    try:
-        return child.wait(timeout=CHILD_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        print(f"# {mode} timed out after {CHILD_TIMEOUT_S} s", flush=True)
-        return 1
-    finally:
-        # Timed out, or we were interrupted: SIGTERM first, so the child's handler stops its
-        # workers and closes its connections (the database is dropped after this).
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGTERM)
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
-        # The worker groups the child started and could not stop (it crashed or was killed).
-        pids = data_dir / "worker-groups"
-        if pids.exists():
-            for line in pids.read_text().split():
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.killpg(int(line), signal.SIGKILL)
-
-
 def parent(arguments: argparse.Namespace, passed: list[str]) -> int:
     failed = 0
     for mode in arguments.modes:
@@ -112,7 +86,8 @@ def parent(arguments: argparse.Namespace, passed: list[str]) -> int:
         env = _base_env(data_dir, prefix)
         try:
             if mode == "embedded":
-                failed |= _run_child(mode, env, passed, data_dir) != 0
+                code = run_child(__file__, "mode", mode, env, passed, CHILD_TIMEOUT_S, data_dir)
+                failed |= code != 0
                 continue
             why = postgres_ready()
             if why is not None:
@@ -125,7 +100,8 @@ def parent(arguments: argparse.Namespace, passed: list[str]) -> int:
                     SECRET_KEY=secrets.token_urlsafe(32),
                 )
                 try:
-                    failed |= _run_child(mode, env, passed, data_dir) != 0
+                    code = run_child(__file__, "mode", mode, env, passed, CHILD_TIMEOUT_S, data_dir)
+                    failed |= code != 0
                 finally:
                     redis_forget(prefix)
         finally:

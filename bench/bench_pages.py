@@ -60,7 +60,6 @@ import secrets
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -68,7 +67,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import PG_ADMIN_URL, bench_database  # bench/ is on sys.path when run
+from _common import PG_ADMIN_URL, bench_database, run_child  # bench/ is on sys.path when run
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -112,29 +111,6 @@ def _postgres_ready() -> str | None:
     return None
 
 
-def _run_child(mode: str, env: dict[str, str], arguments: list[str]) -> int:
-    """Run this script for one mode; its stdout is ours."""
-    child = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--mode", mode, *arguments],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,  # one group to end if it hangs
-    )
-    try:
-        return child.wait(timeout=CHILD_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        print(f"# {mode} timed out after {CHILD_TIMEOUT_S} s", flush=True)
-        return 1
-    finally:
-        if child.poll() is None:  # timed out, or we were interrupted
-            os.killpg(child.pid, signal.SIGTERM)
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
-
-
 def parent(arguments: argparse.Namespace, passed: list[str]) -> int:
     failed = False
     artifacts_dir = Path(tempfile.mkdtemp(prefix="bench-pages-artifacts-"))
@@ -144,7 +120,7 @@ def parent(arguments: argparse.Namespace, passed: list[str]) -> int:
             env = _base_env(data_dir, artifacts_dir)
             try:
                 if mode == "embedded":
-                    failed |= _run_child(mode, env, passed) != 0
+                    failed |= run_child(__file__, "mode", mode, env, passed, CHILD_TIMEOUT_S) != 0
                     continue
                 why = _postgres_ready()
                 if why is not None:
@@ -152,7 +128,7 @@ def parent(arguments: argparse.Namespace, passed: list[str]) -> int:
                     continue
                 with bench_database(f"stepworks_bench_pages_{os.getpid()}") as database_url:
                     env.update(DATABASE_URL=database_url, SECRET_KEY=secrets.token_urlsafe(32))
-                    failed |= _run_child(mode, env, passed) != 0
+                    failed |= run_child(__file__, "mode", mode, env, passed, CHILD_TIMEOUT_S) != 0
             finally:
                 shutil.rmtree(data_dir, ignore_errors=True)
     finally:

@@ -44,7 +44,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from _common import REDIS_URL, bench_database, postgres_ready, redis_forget  # bench/ on sys.path
+from _common import (  # bench/ on sys.path
+    REDIS_URL,
+    bench_database,
+    postgres_ready,
+    redis_forget,
+    run_child,
+)
 from bench_engine import CHILD_TIMEOUT_S, Workers, _base_env, _markers
 
 if TYPE_CHECKING:
@@ -97,33 +103,6 @@ def moto_server(log_dir: Path) -> Iterator[str]:
         server.wait(timeout=10)
 
 
-def _run_child(leg: str, env: dict[str, str], arguments: list[str], data_dir: Path) -> int:
-    child = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--leg", leg, *arguments],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        return child.wait(timeout=CHILD_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        print(f"# {leg} timed out after {CHILD_TIMEOUT_S} s", flush=True)
-        return 1
-    finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGTERM)
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
-        pids = data_dir / "worker-groups"
-        if pids.exists():
-            for line in pids.read_text().split():
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.killpg(int(line), signal.SIGKILL)
-
-
 def parent(arguments: argparse.Namespace, passed: list[str]) -> int:
     why = postgres_ready()
     if why is not None:
@@ -154,7 +133,8 @@ def parent(arguments: argparse.Namespace, passed: list[str]) -> int:
                         AWS_SECRET_ACCESS_KEY="bench",
                     )
                 try:
-                    failed |= _run_child(leg, env, passed, data_dir) != 0
+                    code = run_child(__file__, "leg", leg, env, passed, CHILD_TIMEOUT_S, data_dir)
+                    failed |= code != 0
                 finally:
                     redis_forget(prefix)
         finally:
