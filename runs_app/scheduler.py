@@ -1487,6 +1487,11 @@ def step_release(step: StepRun, attempt: int, worker: str) -> bool:
     return True
 
 
+# A step on dying workers this many times its attempts (never alone, never on another host)
+# is a poison step that ends: twice, so that a step merely unlucky in a kill storm is not.
+LOST_WORKERS_LIMIT = 2
+
+
 @retry_on_conflict
 def step_lease_lost(step: StepRun, now: Any) -> str | None:
     """A running step's lease expired (its worker died or stopped answering): canceled if a
@@ -1494,7 +1499,12 @@ def step_lease_lost(step: StepRun, now: Any) -> str | None:
     else failed with worker_lost_repeatedly. Returns "requeued", "failed" or None (it had
     moved on already)."""
     blamed, why = _blame(step)
-    if not step.cancel_requested and (step.attempt < step.max_attempts or not blamed):
+    exhausted = len(step.lost_workers) + 1 >= LOST_WORKERS_LIMIT * engine().max_attempts
+    if (
+        not step.cancel_requested
+        and not exhausted
+        and (step.attempt < step.max_attempts or not blamed)
+    ):
         fields: dict[str, Any] = {
             "queued_at": now,
             "lease_expires_at": None,
@@ -1541,7 +1551,9 @@ def _blame(step: StepRun) -> tuple[bool, str]:
     A worker dies with every step it ran: only evidence counts against a step. It was alone
     on that worker; or it lost a worker on another host before (it travels with the
     deaths); or it was on dying workers as often as it may have attempts (a step that kills
-    its worker but never runs alone still ends). Otherwise its attempt is given back.
+    its worker but never runs alone still ends: LOST_WORKERS_LIMIT times its attempts, a
+    fixed budget, since each attempt given back raises `max_attempts`). Otherwise its
+    attempt is given back.
     """
     companions = (
         StepRun.objects.filter(worker=step.worker, status__in=(S.RUNNING, S.QUEUED))
@@ -1553,7 +1565,7 @@ def _blame(step: StepRun) -> tuple[bool, str]:
     host = step.worker.rpartition(":")[0]
     if any(lost.rpartition(":")[0] != host for lost in step.lost_workers):
         return True, "counted: it lost a worker on another host before"
-    if len(step.lost_workers) + 1 >= step.max_attempts:
+    if len(step.lost_workers) + 1 >= LOST_WORKERS_LIMIT * engine().max_attempts:
         return True, f"counted: on {len(step.lost_workers) + 1} workers that died"
     return False, f"not counted: {companions} other step(s) ran on that worker"
 

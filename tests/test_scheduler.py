@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -528,3 +529,30 @@ def test_the_reaper_resends_only_when_a_step_waited_longer_than_its_turn(world, 
     lost = timezone.now() - timedelta(seconds=3 * lease + 1)
     StepRun.objects.filter(run=run).update(queued_at=lost)
     assert reaper.reap()["redispatched"] == 6  # longer than 3 rounds: the messages are gone
+
+
+def test_a_poison_step_that_never_runs_alone_ends_after_twice_its_attempts(world):
+    """The fault suite's poison scenario: each death gave the attempt back (others ran on
+    the worker too) and raised max_attempts, which the 'as often as its attempts' rule
+    compared against: the step ran forever. Now its budget is fixed."""
+    from tests.factories import module_version, pipeline_version
+
+    mv = module_version(world.workspace, "leaf")
+    steps = {f"s{i}": {"module_version": mv, "params": {}} for i in range(8)}
+    run = scheduler.run_create(pipeline_version(world.workspace, "eight", steps), reuse=False)
+    by_name = steps_of(run)
+    poison = by_name["s0"]
+    limit = scheduler.LOST_WORKERS_LIMIT * settings.STEPWORKS["MAX_ATTEMPTS"]
+    for death in range(1, limit + 1):  # each time with a new companion on the worker
+        companion = by_name[f"s{death}"]
+        _lose(poison, f"host1:{death}")
+        _lose(companion, f"host1:{death}")
+        _reap_lapsed(poison, companion)
+        poison.refresh_from_db()
+        assert poison.status == (S.FAILED if death == limit else S.QUEUED), death
+
+    assert poison.failure_reason == FailureReason.WORKER_LOST_REPEATEDLY
+    assert len(poison.lost_workers) == limit
+    for name in ("s1", f"s{limit - 1}"):  # the companions' attempts were given back
+        companion = StepRun.objects.get(pk=by_name[name].pk)
+        assert companion.status == S.QUEUED and companion.max_attempts == 4
