@@ -30,6 +30,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from artifacts.models import Artifact, ArtifactKind, ArtifactState
+from workspaces import faultpoints
 from workspaces.errors import DomainError
 from workspaces.models import Workspace
 
@@ -189,6 +190,7 @@ def artifact_store_file(
     name = storage_name_for(sha256)
     if not storage.exists(name):
         storage.save(name, File(handle))  # the slow part, outside any transaction
+    faultpoints.reach("output_saved")
     with transaction.atomic():
         # Under the name's lock the collector cannot delete these bytes between our look
         # and our row (it takes the same lock to check for rows and delete the bytes).

@@ -19,6 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from runs_app import wakeups
+from workspaces import faultpoints
 from workspaces.conf import engine
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,20 @@ def send_sweeps(ids: list[int]) -> None:
 
 
 def on_steps_queued(sender: Any, step_ids: list[int], delay_ms: int = 0, **kwargs: Any) -> None:
-    """The receiver of scheduler.steps_queued (sent after the queuing transaction commits)."""
-    send_steps(step_ids, delay_ms)
+    """The receiver of scheduler.steps_queued (sent after the queuing transaction commits).
+
+    A broker that cannot take the hint (down, restarting) fails nothing: what was queued is
+    committed, and the reaper sends queued steps whose message never went out again. The
+    request or step that queued them goes on."""
+    faultpoints.reach("queued_not_sent")
+    try:
+        send_steps(step_ids, delay_ms)
+    except Exception:
+        log.warning(
+            "the broker did not take %d step message(s); the reaper resends them",
+            len(step_ids),
+            exc_info=True,
+        )
 
 
 class EmbeddedWorkers:

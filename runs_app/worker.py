@@ -55,6 +55,7 @@ from runs_app.inputcache import input_cache
 from runs_app.models import FailureReason, StepLog, StepRun, WorkerHeartbeat
 from stepworks.context import MetricPoint
 from stepworks.outputs import OCTET_STREAM, OutputError, directory_files
+from workspaces import faultpoints
 from workspaces.conf import engine, operations
 from workspaces.models import Workspace
 
@@ -314,6 +315,9 @@ class WorkerServices:
         """Claim and run a step; then run the successor its success claimed for us, if any
         (its inputs on hand, the zygote warm), and so on down a chain."""
         step = scheduler.step_claim(step_id, self.name, self.runtime)
+        if step is not None:
+            faultpoints.attempt.set(step.attempt)
+            faultpoints.reach("after_claim")
         inputs = None
         while step is not None:
             step, inputs = self._run_attempt(step, inputs)
@@ -325,6 +329,7 @@ class WorkerServices:
         returns the next step its success claimed for us, and that step's inputs. While it
         runs, the heartbeat renews its lease, and only then."""
         key = (step.pk, step.attempt)
+        faultpoints.attempt.set(step.attempt)
         with self.lock:
             self.running[key] = time.monotonic()  # its claim just set its lease
         work = self.scratch.take()

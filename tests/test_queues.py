@@ -133,3 +133,33 @@ def test_a_workspace_at_its_cap_runs_no_more_steps_until_one_ends(
 
     assert hinted == [second.pk]  # its message was spent on the refusal: hinted again
     assert scheduler.step_claim(second.pk, "w") is not None
+
+
+def test_a_broker_that_refuses_the_messages_fails_no_request(
+    world: Any,
+    settings: Any,
+    monkeypatch: Any,
+    caplog: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    """A broker restarting when a run is created: the run and its queued steps are
+    committed, the request succeeds, and the reaper sends the messages that never went."""
+    module_version_create(
+        world.workspace, "fit", {"step.py": "def main(ctx):\n    return {'out': 1}\n"},
+        "step.py:main",
+    )  # fmt: skip
+    version = pipeline_version_create(world.workspace, "one", {"steps": {"s": {"module": "fit@1"}}})
+    settings.BROKER_URL = "redis://127.0.0.1:9/0"  # a real broker's path: dispatch._send
+    broker = dramatiq.get_broker()
+
+    def refuse(message: Any, *, delay: Any = None) -> None:
+        raise dramatiq.errors.ConnectionClosed(OSError("connection refused"))
+
+    monkeypatch.setattr(broker, "enqueue", refuse)
+
+    with django_capture_on_commit_callbacks(execute=True) as sent:
+        run = scheduler.run_create(version)
+
+    assert sent  # the hint was tried, and refused
+    assert run.steps.get().status == StepStatus.QUEUED
+    assert "the reaper resends them" in caplog.text
