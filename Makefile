@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: run test install lint bench screenshots clean
+.PHONY: run test install lint bench faults soak screenshots clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -41,6 +41,17 @@ test: lint
 
 bench: install
 	@for f in bench/bench_*.py; do $(PY) $$f || exit 1; done
+
+# The fault suite (README "Reliability"): every scenario on Redis and on RabbitMQ at full size,
+# then the soak seeds kept in faults/SEEDS (about 30 minutes). Needs PostgreSQL (DATABASE_URL's
+# server, else 127.0.0.1:5432), redis-server on PATH and RabbitMQ at 127.0.0.1:5672.
+faults: install
+	$(PY) -m faults
+	$(PY) -m faults --regressions
+
+# A seeded random mix of every fault for SOAK_MINUTES (30); SEED=n replays one.
+soak: install
+	$(PY) -m faults --soak $${SOAK_MINUTES:-30} $${SEED:+--seed $$SEED}
 
 # The README's tour: a fresh demo driven by Chromium, docs/screenshots/*.png (about 2 minutes).
 screenshots: install

@@ -68,11 +68,11 @@ def on_steps_queued(sender: Any, step_ids: list[int], delay_ms: int = 0, **kwarg
     faultpoints.reach("queued_not_sent")
     try:
         send_steps(step_ids, delay_ms)
-    except Exception:
+    except Exception as error:  # whichever broker's connection error: the rows are the truth
         log.warning(
-            "the broker did not take %d step message(s); the reaper resends them",
+            "the broker did not take %d step message(s) (%s); the reaper resends them",
             len(step_ids),
-            exc_info=True,
+            error,
         )
 
 

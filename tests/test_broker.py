@@ -21,6 +21,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
 
+from faults.proxy import TcpProxy
 from pipelines_app.selectors import pipeline_version_by_ref
 from pipelines_app.services import module_version_create, pipeline_version_create
 from runs_app import scheduler
@@ -34,7 +35,6 @@ from runs_app.models import (
     StepRun,
     StepStatus,
 )
-from tests.faults import TcpProxy
 from workspaces.models import Workspace
 
 pytestmark = [
