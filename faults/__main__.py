@@ -143,7 +143,9 @@ def _leg(args: argparse.Namespace, seed: int) -> int:
     """One broker's scenarios, in this process (Django is set up for its services)."""
     kind = args.leg
     workdir = Path(tempfile.mkdtemp(prefix=f"stepworks-faults-{kind}-"))
-    database = Database(os.environ.get("DATABASE_URL", ""), f"stepworks_faults_{kind}")
+    database = Database(
+        os.environ.get("DATABASE_URL", ""), f"stepworks_faults_{kind}_{os.getpid()}"
+    )
     prefix = f"swf-{kind}-{os.getpid()}"
     broker = Broker(kind, prefix, workdir)
     rows: list[dict[str, Any]] = []

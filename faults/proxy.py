@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import threading
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel picks for outgoing connections (Linux; else 32768)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as handle:
+            return int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 class TcpProxy:
@@ -22,14 +32,30 @@ class TcpProxy:
         self.port = 0
 
     def start(self) -> TcpProxy:
+        """Listen: first on a free port below the kernel's ephemeral range (a port the OS
+        hands out could be taken by some outgoing connection while the proxy is cut, and
+        `restore()` could not listen there again), then on the same port."""
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((self.host, self.port))
+        if self.port:
+            listener.bind((self.host, self.port))
+        else:
+            self._bind_fixed(listener)
         listener.listen(64)
         self.port = listener.getsockname()[1]
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
         return self
+
+    def _bind_fixed(self, listener: socket.socket) -> None:
+        low = _ephemeral_low()
+        for port in random.sample(range(max(1024, low - 12000), low), 200):
+            try:
+                listener.bind((self.host, port))
+                return
+            except OSError:
+                continue
+        listener.bind((self.host, 0))  # nothing free there: any port
 
     def cut(self) -> None:
         """The service is gone: its connections reset, new ones refused."""

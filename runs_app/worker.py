@@ -336,6 +336,7 @@ class WorkerServices:
         try:
             return self._attempt(step, pinned, work)
         finally:
+            faultpoints.attempt.set(0)  # no step runs on this thread now
             with self.lock:
                 self.running.pop(key, None)
                 self.cancels.discard(key)

@@ -3,8 +3,9 @@
 A process started with `STEPWORKS_FAULT_POINTS=after_claim@0.3,output_saved` dies by SIGKILL
 when it reaches a named point (each time, or with the given probability), exactly as a
 machine that loses power there would; only during a step's first attempt (`attempt`, set by
-the worker), so a fault strikes a step once: a step that dies on every attempt is the fault
-suite's poison scenario. Unset, as everywhere but in the fault suite, `reach()` costs one
+the worker thread that runs it), so a fault strikes a step once (a step that dies on every
+attempt is the fault suite's poison scenario), and never in a thread that runs no step (the
+reaper's re-sends, a web request). Unset, as everywhere but in the fault suite, `reach()` costs one
 dictionary look-up. The points (where each sits says what it tests):
 
 - `after_claim`: a worker's claim of a step has committed; the step never runs.
@@ -38,7 +39,7 @@ def _parse(text: str) -> dict[str, float]:
 
 
 _armed = _parse(os.environ.get("STEPWORKS_FAULT_POINTS", ""))
-attempt: contextvars.ContextVar[int] = contextvars.ContextVar("attempt", default=1)
+attempt: contextvars.ContextVar[int] = contextvars.ContextVar("attempt", default=0)
 
 
 def reach(name: str) -> None:
