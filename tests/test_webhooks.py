@@ -21,7 +21,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from runs_app import scheduler
+from runs_app import retention, scheduler
 from runs_app.dispatch import EmbeddedWorkers
 from runs_app.models import (
     DeliveryStatus,
@@ -379,6 +379,57 @@ def test_the_webhook_list_and_delivery_log_apis_cost_a_pinned_number_of_queries(
     assert hooks["count"] == n
     assert log["count"] == n
     assert sum(len(d["tries"]) for d in log["results"]) == n + 1
+
+
+# --- the delivery log is pruned -------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_periodic_pass_prunes_finished_deliveries_past_the_log_days(
+    world: Any, private_allowed: None, settings: Any
+) -> None:
+    settings.STEPWORKS = {**settings.STEPWORKS, "WEBHOOK_LOG_DAYS": 30}
+    webhook = hook(world, "http://127.0.0.1:9/hook", ["run.finished"])
+    now = timezone.now()
+
+    def delivery(status: str, finished_days_ago: float | None) -> WebhookDelivery:
+        finished = None if finished_days_ago is None else now - timedelta(days=finished_days_ago)
+        made = WebhookDelivery.objects.create(
+            webhook=webhook, event="ping", payload={}, status=status, finished_at=finished
+        )
+        WebhookAttempt.objects.create(delivery=made, number=1, status_code=500)
+        return made
+
+    old_delivered = delivery(DeliveryStatus.DELIVERED, 31)
+    old_failed = delivery(DeliveryStatus.FAILED, 45)
+    recent = delivery(DeliveryStatus.DELIVERED, 29)
+    pending = delivery(DeliveryStatus.PENDING, None)
+    WebhookDelivery.objects.filter(pk=pending.pk).update(created_at=now - timedelta(days=60))
+
+    retention.retention_apply_all()  # what each worker runs every STEPWORKS_GC_S
+
+    kept = set(WebhookDelivery.objects.values_list("pk", flat=True))
+    assert kept == {recent.pk, pending.pk}
+    assert not WebhookAttempt.objects.filter(delivery_id__in=[old_delivered.pk, old_failed.pk])
+    assert WebhookAttempt.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_with_log_days_0_no_delivery_is_pruned(
+    world: Any, private_allowed: None, settings: Any
+) -> None:
+    settings.STEPWORKS = {**settings.STEPWORKS, "WEBHOOK_LOG_DAYS": 0}
+    webhook = hook(world, "http://127.0.0.1:9/hook", ["run.finished"])
+    WebhookDelivery.objects.create(
+        webhook=webhook,
+        event="ping",
+        payload={},
+        status=DeliveryStatus.DELIVERED,
+        finished_at=timezone.now() - timedelta(days=3650),
+    )
+
+    assert services.deliveries_prune() == 0
+    assert WebhookDelivery.objects.count() == 1
 
 
 # --- the outbound request ---------------------------------------------------------------------
