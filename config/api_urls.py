@@ -15,6 +15,7 @@ from drf_spectacular.views import (
 from pipelines_app import api as design
 from runs_app import api as runtime
 from runs_app.sweeps import api as sweep_api
+from runs_app.webhooks import api as webhook_api
 from workspaces import api as teams
 
 app_name = "api"
@@ -143,6 +144,18 @@ sweep_patterns: list[URLPattern | URLResolver] = [
     ),
 ]
 
+webhook_patterns: list[URLPattern | URLResolver] = [
+    path("", webhook_api.WebhookListApi.as_view(), name="webhook-list"),
+    path("create/", webhook_api.WebhookCreateApi.as_view(), name="webhook-create"),
+    path("<int:webhook_id>/delete/", webhook_api.WebhookDeleteApi.as_view(), name="webhook-delete"),
+    path("<int:webhook_id>/test/", webhook_api.WebhookTestApi.as_view(), name="webhook-test"),
+    path(
+        "<int:webhook_id>/deliveries/",
+        webhook_api.WebhookDeliveryListApi.as_view(),
+        name="webhook-delivery-list",
+    ),
+]
+
 artifact_patterns: list[URLPattern | URLResolver] = [
     path("<str:sha256>/", runtime.ArtifactDetailApi.as_view(), name="artifact-detail"),
     path("<str:sha256>/download/", runtime.ArtifactDownloadApi.as_view(), name="artifact-download"),
@@ -165,6 +178,7 @@ workspace_patterns: list[URLPattern | URLResolver] = [
     path("datasets/", include(dataset_patterns)),
     path("runs/", include(run_patterns)),
     path("sweeps/", include(sweep_patterns)),
+    path("webhooks/", include(webhook_patterns)),
     path("artifacts/", include(artifact_patterns)),
 ]
 

@@ -401,6 +401,7 @@ STEPWORKS = {
     "WEBHOOK_TIMEOUT_S": env.float("STEPWORKS_WEBHOOK_TIMEOUT_S", default=10.0),
     "WEBHOOK_ATTEMPTS": env.int("STEPWORKS_WEBHOOK_ATTEMPTS", default=6),
     "WEBHOOK_BACKOFF_S": env.float("STEPWORKS_WEBHOOK_BACKOFF_S", default=15.0),
+    "WEBHOOK_LOG_DAYS": env.int("STEPWORKS_WEBHOOK_LOG_DAYS", default=30),
     # Operations (README, "Scaling out"): the workers' input cache and /metrics.
     "INPUT_CACHE_BYTES": env.int("STEPWORKS_INPUT_CACHE_BYTES", default=10 * 1024**3),
     "METRICS_TOKEN": env.str("STEPWORKS_METRICS_TOKEN", default=""),

@@ -294,6 +294,13 @@ class StepRun(models.Model):
             # the scheduler: a run's ready steps (pending, waiting 0) and whether any step of
             # a run is still open (its finish)
             models.Index(fields=["run", "status", "waiting"], name="step_run_status_idx"),
+            # the runs filter's `metrics.NAME`: the runs whose step reused a matching step
+            # (runs_app.query), read from the index alone
+            models.Index(
+                fields=["reused_from", "run"],
+                condition=Q(reused_from__isnull=False),
+                name="step_reused_by_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -376,7 +383,11 @@ class Metric(models.Model):
 
     class Meta:
         ordering = ["step", "name", "index", "id"]
-        indexes = [models.Index(fields=["name", "step"], name="metric_name_idx")]
+        indexes = [
+            # a metric of some steps (the runs list's columns, the compare page), and the runs
+            # filter's final value of a metric: no later `index` of the same step and name
+            models.Index(fields=["name", "step", "index"], name="metric_name_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name}={self.value}"

@@ -302,11 +302,15 @@ def _comparison(c: Comparison) -> Q:
         matching = final.filter(_compare("value", c.op if c.op != "!=" else "=", c.value))
         # The steps whose final value matches, then their runs and the runs that reused
         # them: uncorrelated subqueries, each read once (a subquery per run took a minute
-        # at 10,000 runs on SQLite).
-        step_ids = matching.values("step_id")
-        found = Q(pk__in=StepRun.objects.filter(pk__in=step_ids).values("run_id")) | Q(
-            pk__in=StepRun.objects.filter(reused_from_id__in=step_ids).values("run_id")
-        )
+        # at 10,000 runs on SQLite). The own runs are read through the metric's join to its
+        # step (one primary-key probe per match); `StepRun.id IN (matching)` instead made
+        # Postgres hash all the steps of every workspace (128 ms for the page at 10,000
+        # runs; bench/README.md, bench_pages). Neither side yields a NULL run id, so `!=`
+        # (NOT IN) stays right.
+        own_runs = matching.values("step__run_id")
+        sources = matching.values("step_id")
+        reusing_runs = StepRun.objects.filter(reused_from_id__in=sources).values("run_id")
+        found = Q(pk__in=own_runs) | Q(pk__in=reusing_runs)
         return ~found if c.op == "!=" else found
     if c.field.startswith("params."):
         step, param = c.field[len("params.") :].split(".", 1)

@@ -31,6 +31,7 @@ from runs_app.models import (
     SweepEvent,
     SweepEventKind,
 )
+from runs_app.webhooks.services import deliveries_prune
 from workspaces.audit import audit_record
 from workspaces.errors import DomainError
 from workspaces.models import AuditVerb, Workspace
@@ -130,10 +131,13 @@ def retention_apply(workspace: Workspace, user: Any = None) -> Plan:
 
 
 def retention_apply_all() -> int:
-    """Apply every workspace's policy that is on (the worker's periodic pass)."""
+    """Apply every workspace's policy that is on, and prune the webhook delivery logs past
+    STEPWORKS_WEBHOOK_LOG_DAYS (the worker's periodic pass, every STEPWORKS_GC_S). The
+    number of runs deleted."""
     deleted = 0
     for policy in RetentionPolicy.objects.filter(enabled=True).select_related("workspace"):
         deleted += len(retention_apply(policy.workspace).runs)
+    deliveries_prune()
     return deleted
 
 

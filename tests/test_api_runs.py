@@ -507,6 +507,45 @@ def test_the_runs_list_costs_the_same_for_1_and_50_and_filters(world, django_ass
     assert client.get(f"{API}/runs/?status=failed&status=succeeded").json()["count"] == 50
 
 
+def add_measured_runs(version: PipelineVersion, user: Any, n: int) -> list[PipelineRun]:
+    """n finished one-step runs whose step logged `accuracy` 0.2 then 0.9 (final 0.9), each
+    followed by a run whose step reused it (its accuracy is its source's), as rows."""
+    add_runs(version, user, 2 * n)
+    runs = list(PipelineRun.objects.filter(pipeline_version=version).order_by("-pk")[: 2 * n])
+    for measured, reusing in zip(runs[1::2], runs[0::2], strict=True):
+        step = measured.steps.get()
+        Metric.objects.create(step=step, name="accuracy", value=0.2, index=0)
+        Metric.objects.create(step=step, name="accuracy", value=0.9, index=1)
+        reusing.steps.update(status=StepStatus.REUSED, reused_from=step)
+    return runs
+
+
+# the token (knox reads it twice), workspace with role, count, one page of runs with their
+# pipeline versions, their tags, their steps counted by status: however many runs match.
+RUNS_FILTERED_BY_METRIC_QUERIES = 7
+
+
+@db
+@pytest.mark.parametrize("n", [1, 25])
+def test_the_runs_list_filtered_by_a_metric_costs_a_pinned_number_of_queries(
+    world, django_assert_num_queries, n
+):
+    mv = factories.module_version(world.workspace, "m")
+    version = factories.pipeline_version(world.workspace, "p", {"a": {"module_version": mv}})
+    runs = add_measured_runs(version, world.owner, n)
+    add_runs(version, world.owner, 3)  # no metric: never listed
+    client = api_client(world.viewer)
+    url = f"{API}/runs/?limit=100&filter=metrics.accuracy > 0.5&sort=-metrics.accuracy"
+
+    with django_assert_num_queries(RUNS_FILTERED_BY_METRIC_QUERIES):
+        body = client.get(url).json()
+
+    assert body["count"] == 2 * n
+    assert sorted(r["id"] for r in body["results"]) == sorted(r.pk for r in runs)
+    # The final value decides: 0.2 was logged first and is no match on its own.
+    assert client.get(f"{API}/runs/?filter=metrics.accuracy < 0.5").json()["count"] == 0
+
+
 @db
 def test_event_and_metric_lists_cost_the_same_for_1_and_50(world, django_assert_num_queries):
     mv = factories.module_version(world.workspace, "m")

@@ -27,7 +27,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from artifacts.store import artifact_store_bytes
 from pipelines_app.models import Dataset, DatasetVersion
 from runs_app import scheduler
-from runs_app.models import Sweep
+from runs_app.models import Sweep, Webhook
 from tests.factories import module_version, pipeline_version
 from tests.test_api_support import api_client
 from workspaces.invites import invite_create
@@ -172,6 +172,11 @@ ROUTES: dict[str, tuple[str, str | None]] = {
     "api:sweep-promote": (WORKSPACE, EDITOR),
     "api:sweep-compare": (WORKSPACE, None),
     "api:sweep-metric-list": (WORKSPACE, None),
+    "api:webhook-list": (WORKSPACE, None),
+    "api:webhook-create": (WORKSPACE, OWNER),
+    "api:webhook-delete": (WORKSPACE, OWNER),
+    "api:webhook-test": (WORKSPACE, OWNER),
+    "api:webhook-delivery-list": (WORKSPACE, None),
     "api:artifact-detail": (WORKSPACE, None),
     "api:artifact-download": (WORKSPACE, None),
 }
@@ -183,6 +188,8 @@ READ_ROLE: dict[str, str] = {
     "runs:webhooks": OWNER,
     "api:audit-list": OWNER,
     "api:invite-list": OWNER,
+    "api:webhook-list": OWNER,
+    "api:webhook-delivery-list": OWNER,
 }
 
 RANK = {VIEWER: 0, EDITOR: 1, OWNER: 2}
@@ -218,7 +225,15 @@ def lab(world: Any) -> dict[str, Any]:
     run = scheduler.run_create(version)
     sweep = Sweep.objects.create(workspace=ws, name="lr", base_version=version)
     invite, token = invite_create(ws, VIEWER, actor=world.owner, max_uses=100)
-    return {"run": run, "sweep": sweep, "sha256": artifact.sha256, "token": token, "invite": invite}
+    hook = Webhook.objects.create(workspace=ws, url="https://hooks.example.com/x", events=[])
+    return {
+        "run": run,
+        "sweep": sweep,
+        "sha256": artifact.sha256,
+        "token": token,
+        "invite": invite,
+        "webhook": hook,
+    }
 
 
 def _url(pattern: str, lab: dict[str, Any]) -> str:
@@ -241,6 +256,8 @@ def _url(pattern: str, lab: dict[str, Any]) -> str:
             return lab["token"]
         if argument == "invite_id":
             return str(lab["invite"].pk)
+        if argument == "webhook_id":
+            return str(lab["webhook"].pk)
         if argument == "step" or before.endswith("steps/"):
             return "s"
         collection = before.rstrip("/").rsplit("/", 1)[-1]

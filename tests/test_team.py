@@ -220,6 +220,37 @@ def test_the_api_sets_a_member_by_email_and_records_who_did_it(world: Any) -> No
     assert AuditEntry.objects.get(verb=AuditVerb.MEMBER_ADDED).actor == world.owner
 
 
+def test_the_api_refuses_to_demote_or_remove_the_last_owner_naming_the_field_and_why(
+    world: Any,
+) -> None:
+    client = api_client(world.owner)
+    url = f"{API}/lab/members/set/"
+
+    demoted = client.post(url, {"username": "olivia", "role": "viewer"}, format="json")
+    removed = client.post(url, {"username": "olivia", "role": None}, format="json")
+
+    for response in (demoted, removed):
+        assert response.status_code == 409
+        assert error_of(response) == {
+            "code": "last_owner",
+            "message": "A workspace keeps at least one owner: make someone else owner first.",
+            "fields": {"role": ["this is the workspace's last owner"]},
+        }
+    assert Membership.objects.get(workspace=world.workspace, user=world.owner).role == Role.OWNER
+    assert not AuditEntry.objects.filter(verb__startswith="member.").exists()
+
+
+def test_with_a_second_owner_the_first_may_step_down_through_the_api(world: Any) -> None:
+    client = api_client(world.owner)
+    url = f"{API}/lab/members/set/"
+
+    promoted = client.post(url, {"username": "eddie", "role": "owner"}, format="json")
+    stepped_down = client.post(url, {"username": "olivia", "role": "editor"}, format="json")
+
+    assert (promoted.status_code, stepped_down.status_code) == (200, 200)
+    assert Membership.objects.get(workspace=world.workspace, user=world.owner).role == Role.EDITOR
+
+
 def test_the_api_renames_for_owners_only(world: Any) -> None:
     refused = api_client(world.editor).post(f"{API}/lab/rename/", {"name": "X"}, format="json")
     done = api_client(world.owner).post(f"{API}/lab/rename/", {"name": "Renamed"}, format="json")
@@ -252,6 +283,29 @@ def test_the_members_page_costs_the_same_for_1_or_50_members(
 
 # session, user, workspace with role, members with users
 MEMBERS_PAGE_QUERIES = 4
+
+
+@pytest.mark.parametrize("n", [1, 50])
+def test_the_members_api_costs_a_pinned_number_of_queries_for_1_or_50_members(
+    world: Any, django_assert_num_queries: Any, n: int
+) -> None:
+    users = get_user_model()
+    for i in range(n):
+        Membership.objects.create(
+            user=users.objects.create_user(f"member{i}"), workspace=world.workspace
+        )
+    client = api_client(world.viewer)
+
+    with django_assert_num_queries(MEMBERS_API_QUERIES):
+        body = client.get(f"{API}/lab/members/?limit=100").json()
+
+    assert body["count"] == n + 3  # and olivia, eddie, vera
+    assert {m["username"] for m in body["results"]} >= {f"member{n - 1}", "olivia"}
+    assert all(m["role"] for m in body["results"])
+
+
+# the token (knox reads it twice), workspace with role, count, members with their users
+MEMBERS_API_QUERIES = 5
 
 
 # --- invites ----------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from runs_app import scheduler
+from runs_app import retention, scheduler
 from runs_app.dispatch import EmbeddedWorkers
 from runs_app.models import (
     DeliveryStatus,
@@ -33,7 +33,7 @@ from runs_app.models import (
 from runs_app.sweeps import services as sweep_services
 from runs_app.webhooks import outbound, services
 from tests.helpers import wait_runs, wait_until
-from tests.test_api_support import small_pipeline
+from tests.test_api_support import api_client, error_of, small_pipeline
 from workspaces.models import AuditEntry, AuditVerb
 
 FAST = {"WEBHOOK_BACKOFF_S": 0.05, "WEBHOOK_TIMEOUT_S": 5.0, "WEBHOOK_ATTEMPTS": 5}
@@ -224,6 +224,212 @@ def test_the_webhooks_page_costs_the_same_for_1_or_20_webhooks_with_deliveries(
         response = client.get("/w/lab/webhooks/")
 
     assert response.content.decode().count('data-status-code="500"') == 3 * n
+
+
+# --- the API ----------------------------------------------------------------------------------
+
+API = "/api/v1/workspaces/lab/webhooks"
+
+
+@pytest.mark.django_db
+def test_an_owner_adds_lists_and_deletes_a_webhook_through_the_api(world: Any) -> None:
+    client = api_client(world.owner)
+
+    made = client.post(
+        f"{API}/create/",
+        {"url": "https://hooks.example.com/x", "events": ["run.failed", "sweep.finished"]},
+        format="json",
+    )
+    listed = client.get(f"{API}/")
+    webhook = Webhook.objects.get()
+    deleted = client.post(f"{API}/{webhook.pk}/delete/")
+    again = client.post(f"{API}/{webhook.pk}/delete/")
+
+    assert made.status_code == 201
+    assert made.json()["secret"] == webhook.secret and len(webhook.secret) == 64
+    assert (made.json()["url"], made.json()["events"]) == (
+        "https://hooks.example.com/x",
+        ["run.failed", "sweep.finished"],
+    )
+    assert listed.json()["count"] == 1
+    assert listed.json()["results"][0]["created_by"] == "olivia"
+    assert "secret" not in listed.json()["results"][0]  # shown once, and on the page
+    assert (deleted.status_code, deleted.json()) == (200, {"deleted": webhook.pk})
+    assert again.status_code == 404
+    assert not Webhook.objects.exists()
+    assert verbs_of(world) == [AuditVerb.WEBHOOK_CREATED, AuditVerb.WEBHOOK_DELETED]
+
+
+def verbs_of(world: Any) -> list[str]:
+    entries = AuditEntry.objects.filter(workspace=world.workspace, verb__startswith="webhook.")
+    entries = entries.order_by("id")
+    return list(entries.values_list("verb", flat=True))
+
+
+@pytest.mark.django_db
+def test_the_api_refuses_a_private_url_and_unknown_events_naming_the_field(world: Any) -> None:
+    client = api_client(world.owner)
+
+    private = client.post(
+        f"{API}/create/", {"url": "http://10.1.2.3/hook", "events": ["run.finished"]}, format="json"
+    )
+    unknown = client.post(
+        f"{API}/create/", {"url": "https://h.example.com/", "events": ["x"]}, format="json"
+    )
+    none = client.post(
+        f"{API}/create/", {"url": "https://h.example.com/", "events": []}, format="json"
+    )
+
+    assert private.status_code == 400
+    assert list(error_of(private)["fields"]) == ["url"]
+    assert error_of(private)["fields"]["url"][0].startswith("10.1.2.3 is a private address: ")
+    assert (unknown.status_code, none.status_code) == (400, 400)
+    assert error_of(unknown)["fields"] == {"events.0": ['"x" is not a valid choice.']}
+    assert "events" in error_of(none)["fields"]
+    assert not Webhook.objects.exists()
+
+
+@pytest.mark.django_db
+def test_editors_viewers_and_strangers_reach_no_webhook_through_the_api(world: Any) -> None:
+    mine = hook(world, "https://hooks.example.com/x", ["run.finished"])
+    theirs = services.webhook_create(
+        world.other_workspace, "https://h.example.com/", ["run.finished"], actor=world.stranger
+    )
+    body = {"url": "https://h.example.com/y", "events": ["run.finished"]}
+
+    for user in (world.editor, world.viewer):
+        client = api_client(user)
+        assert client.get(f"{API}/").status_code == 403
+        assert client.post(f"{API}/create/", body, format="json").status_code == 403
+        assert client.post(f"{API}/{mine.pk}/delete/").status_code == 403
+        assert client.post(f"{API}/{mine.pk}/test/").status_code == 403
+        assert client.get(f"{API}/{mine.pk}/deliveries/").status_code == 403
+    stranger = api_client(world.stranger)
+    assert stranger.get(f"{API}/").status_code == 404
+    assert stranger.post(f"{API}/{mine.pk}/delete/").status_code == 404
+    owner = api_client(world.owner)  # another workspace's webhook, by its id: not here
+    assert owner.post(f"{API}/{theirs.pk}/delete/").status_code == 404
+    assert owner.post(f"{API}/{theirs.pk}/test/").status_code == 404
+    assert owner.get(f"{API}/{theirs.pk}/deliveries/").status_code == 404
+    assert Webhook.objects.count() == 2
+    assert not WebhookDelivery.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_test_through_the_api_is_queued_and_shows_in_the_delivery_log(
+    world: Any, private_allowed: None
+) -> None:
+    webhook = hook(world, "http://127.0.0.1:9/hook", ["run.finished"])
+    client = api_client(world.owner)
+
+    sent = client.post(f"{API}/{webhook.pk}/test/")
+    log = client.get(f"{API}/{webhook.pk}/deliveries/").json()
+
+    assert sent.status_code == 202
+    assert (sent.json()["event"], sent.json()["status"], sent.json()["tries"]) == (
+        "ping",
+        "pending",
+        [],
+    )
+    assert [d["id"] for d in log["results"]] == [sent.json()["id"]]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_test_sent_through_the_api_arrives_signed_with_the_secret_it_answered(
+    world: Any, embedded_workers: Any, receiver: Receiver, private_allowed: None
+) -> None:
+    client = api_client(world.owner)
+    made = client.post(
+        f"{API}/create/", {"url": receiver.url, "events": ["run.finished"]}, format="json"
+    ).json()
+
+    sent = client.post(f"{API}/{made['id']}/test/").json()
+    delivered(WebhookDelivery.objects.get(pk=sent["id"]))
+    log = client.get(f"{API}/{made['id']}/deliveries/").json()
+
+    assert verified(receiver.requests[0], made["secret"])["event"] == "ping"
+    assert log["results"][0]["status"] == "delivered"
+    assert log["results"][0]["tries"][0]["status_code"] == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("n", [1, 20])
+def test_the_webhook_list_and_delivery_log_apis_cost_a_pinned_number_of_queries(
+    world: Any, django_assert_num_queries: Any, private_allowed: None, n: int
+) -> None:
+    for i in range(n):
+        webhook = hook(world, f"http://127.0.0.1:9/{i}", ["run.finished"])
+        delivery = WebhookDelivery.objects.create(webhook=webhook, event="ping", payload={})
+        WebhookAttempt.objects.create(delivery=delivery, number=1, status_code=500)
+        WebhookAttempt.objects.create(delivery=delivery, number=2, status_code=200)
+    first = Webhook.objects.order_by("id").first()
+    assert first is not None
+    for _ in range(n - 1):
+        delivery = WebhookDelivery.objects.create(webhook=first, event="ping", payload={})
+        WebhookAttempt.objects.create(delivery=delivery, number=1, status_code=200)
+    client = api_client(world.owner)
+
+    # the token (knox reads it twice), workspace with role, count, webhooks with makers
+    with django_assert_num_queries(5):
+        hooks = client.get(f"{API}/?limit=100").json()
+    # the token twice, workspace with role, the webhook, count, deliveries, their attempts
+    with django_assert_num_queries(7):
+        log = client.get(f"{API}/{first.pk}/deliveries/?limit=100").json()
+
+    assert hooks["count"] == n
+    assert log["count"] == n
+    assert sum(len(d["tries"]) for d in log["results"]) == n + 1
+
+
+# --- the delivery log is pruned -------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_periodic_pass_prunes_finished_deliveries_past_the_log_days(
+    world: Any, private_allowed: None, settings: Any
+) -> None:
+    settings.STEPWORKS = {**settings.STEPWORKS, "WEBHOOK_LOG_DAYS": 30}
+    webhook = hook(world, "http://127.0.0.1:9/hook", ["run.finished"])
+    now = timezone.now()
+
+    def delivery(status: str, finished_days_ago: float | None) -> WebhookDelivery:
+        finished = None if finished_days_ago is None else now - timedelta(days=finished_days_ago)
+        made = WebhookDelivery.objects.create(
+            webhook=webhook, event="ping", payload={}, status=status, finished_at=finished
+        )
+        WebhookAttempt.objects.create(delivery=made, number=1, status_code=500)
+        return made
+
+    old_delivered = delivery(DeliveryStatus.DELIVERED, 31)
+    old_failed = delivery(DeliveryStatus.FAILED, 45)
+    recent = delivery(DeliveryStatus.DELIVERED, 29)
+    pending = delivery(DeliveryStatus.PENDING, None)
+    WebhookDelivery.objects.filter(pk=pending.pk).update(created_at=now - timedelta(days=60))
+
+    retention.retention_apply_all()  # what each worker runs every STEPWORKS_GC_S
+
+    kept = set(WebhookDelivery.objects.values_list("pk", flat=True))
+    assert kept == {recent.pk, pending.pk}
+    assert not WebhookAttempt.objects.filter(delivery_id__in=[old_delivered.pk, old_failed.pk])
+    assert WebhookAttempt.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_with_log_days_0_no_delivery_is_pruned(
+    world: Any, private_allowed: None, settings: Any
+) -> None:
+    settings.STEPWORKS = {**settings.STEPWORKS, "WEBHOOK_LOG_DAYS": 0}
+    webhook = hook(world, "http://127.0.0.1:9/hook", ["run.finished"])
+    WebhookDelivery.objects.create(
+        webhook=webhook,
+        event="ping",
+        payload={},
+        status=DeliveryStatus.DELIVERED,
+        finished_at=timezone.now() - timedelta(days=3650),
+    )
+
+    assert services.deliveries_prune() == 0
+    assert WebhookDelivery.objects.count() == 1
 
 
 # --- the outbound request ---------------------------------------------------------------------

@@ -76,6 +76,7 @@ class Team:
     webhook_timeout_s: float  # one delivery attempt's connect + read timeout
     webhook_attempts: int  # attempts of one delivery before it is given up
     webhook_backoff_s: float  # the first retry's delay; each later one doubles it
+    webhook_log_days: int  # finished deliveries older than this are pruned (0: kept)
     mail: bool  # EMAIL_URL is set: invites are mailed too
 
 
@@ -91,6 +92,7 @@ def team() -> Team:
         webhook_timeout_s=float(raw["WEBHOOK_TIMEOUT_S"]),
         webhook_attempts=max(1, int(raw["WEBHOOK_ATTEMPTS"])),
         webhook_backoff_s=float(raw["WEBHOOK_BACKOFF_S"]),
+        webhook_log_days=max(0, int(raw["WEBHOOK_LOG_DAYS"])),
         mail=bool(getattr(settings, "EMAIL_URL", "")),
     )
 

@@ -55,6 +55,7 @@ MAX_WEBHOOKS = 20  # per workspace
 DELIVERIES_SHOWN = 20  # per webhook, on the page
 MAX_BACKOFF_S = 3600.0
 USER_AGENT = "Stepworks-Webhook/1"
+PRUNE_BATCH = 1000  # deliveries deleted per statement by deliveries_prune
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -322,6 +323,26 @@ def delivery_attempt(delivery_id: int) -> float | None:
         next_attempt_at=timezone.now() + timedelta(seconds=delay)
     )
     return delay
+
+
+def deliveries_prune(now: datetime | None = None) -> int:
+    """Delete the deliveries (and their attempts) that finished, delivered or given up,
+    over STEPWORKS_WEBHOOK_LOG_DAYS ago: without this every run's end left rows forever.
+    Pending ones stay whatever their age. The number of deliveries deleted."""
+    days = team().webhook_log_days
+    if days <= 0:
+        return 0
+    before = (now or timezone.now()) - timedelta(days=days)
+    old = WebhookDelivery.objects.exclude(status=DeliveryStatus.PENDING).filter(
+        finished_at__lt=before
+    )
+    deleted = 0
+    while True:  # in batches: one short transaction each, however big the backlog
+        ids = list(old.order_by().values_list("pk", flat=True)[:PRUNE_BATCH])
+        if not ids:
+            return deleted
+        WebhookDelivery.objects.filter(pk__in=ids).delete()
+        deleted += len(ids)
 
 
 def redeliver_overdue(grace_s: float, limit: int = 100) -> int:

@@ -73,3 +73,19 @@ def test_a_missing_page_is_the_sites_own(page: Any, world: Any, live_server: Any
     assert page.locator("nav a:has-text('Log out'), nav button:has-text('Log out')").count() >= 1
     sheets = page.evaluate("[...document.styleSheets].map(s => s.href || '')")
     assert any(href.endswith("/static/css/app.css") for href in sheets)  # the site's styles
+
+
+def test_a_page_above_your_role_is_the_sites_own_403(
+    page: Any, world: Any, live_server: Any
+) -> None:
+    page.set_default_timeout(15_000)
+    log_in(page, live_server.url, "vera", "pw-vera-1")
+
+    response = page.goto(f"{live_server.url}/w/lab/webhooks/")  # owners only
+
+    assert response.status == 403
+    assert page.inner_text("h1") == "Not allowed"
+    assert "owner" in page.inner_text("main")
+    assert page.locator("nav a:has-text('Log out'), nav button:has-text('Log out')").count() >= 1
+    sheets = page.evaluate("[...document.styleSheets].map(s => s.href || '')")
+    assert any(href.endswith("/static/css/app.css") for href in sheets)
