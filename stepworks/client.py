@@ -23,7 +23,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -501,30 +501,90 @@ class Client:
         path). The pipeline is named after the file; a new version is made only if a pin
         changed. Returns the pipeline version (`created`) with `modules`: [{"step", "ref",
         "created"}] for the folders pushed."""
-        import yaml
-
         source = Path(path)
-        spec = yaml.safe_load(source.read_text(encoding="utf-8"))
-        if not isinstance(spec, dict) or not isinstance(spec.get("steps"), dict):
-            raise ValidationError(f"{source}: a pipeline file has a `steps:` mapping")
+        spec, folders = _pipeline_file(source)
         pushed = []
-        for step_name, step in spec["steps"].items():
-            module = step.get("module") if isinstance(step, dict) else None
-            if not isinstance(module, str) or not module.startswith(("./", "../", "/")):
-                continue
-            folder = (source.parent / module).resolve()
-            entrypoint = step.pop("entrypoint", None)
-            if not entrypoint:
-                raise ValidationError(
-                    f"{source}: step {step_name!r} names the folder {module}: give its "
-                    "`entrypoint: file.py:function` too"
-                )
-            name = step.pop("name", None) or folder.name
+        for step_name, (folder, name, entrypoint) in folders.items():
             version = self.module_push(folder, name, entrypoint, message)
-            step["module"] = version["ref"]
+            spec["steps"][step_name]["module"] = version["ref"]
             pushed.append({"step": step_name, "ref": version["ref"], "created": version["created"]})
         result = self.pipeline_push(spec, source.stem, message)
         return {**result, "modules": pushed}
+
+    def run_file(
+        self,
+        path: str | Path,
+        params: Mapping[str, Any] | None = None,
+        reuse: bool = True,
+        message: str = "",
+    ) -> dict[str, Any]:
+        """pipeline_push_file and run in one request (the server's runs/from-source/): the
+        started run, with `pushed` ({"modules": [{"step", "ref", "created"}],
+        "pipeline_version": {"ref", "created"}}) and `previous_run` (the pipeline's newest
+        run before it, or None).
+
+        Each module folder goes by its code digest alone when this machine last saw the
+        server hold that digest as the module's latest version (the cache folder's
+        pushed.json), else with its files; the server answers 409 for a digest it lacks, and
+        the request is made again with those files."""
+        source = Path(path)
+        spec, folders = _pipeline_file(source)
+        endpoint = self._path("runs", "from-source", "")  # resolves the workspace first
+        known_path = self.cache_dir / "pushed.json"
+        place = f"{self.url} {self.workspace}"
+        try:
+            known = json.loads(known_path.read_text()).get(place, {})
+        except (OSError, ValueError, AttributeError):
+            known = {}
+        modules: dict[str, dict[str, Any]] = {}
+        texts: dict[str, dict[str, str]] = {}
+        pushed_apart = []
+        for step_name, (folder, name, entrypoint) in folders.items():
+            files = module_files(folder)
+            try:
+                texts[step_name] = {rel: content.decode("utf-8") for rel, content in files}
+            except UnicodeDecodeError:  # bytes JSON cannot carry: the upload path names them
+                version = self.module_push(folder, name, entrypoint, message)
+                spec["steps"][step_name]["module"] = version["ref"]
+                pushed_apart.append({"step": step_name, **version})
+                continue
+            digest = code_digest(files, entrypoint)
+            modules[step_name] = {"name": name, "entrypoint": entrypoint, "digest": digest}
+            if known.get(name) != digest:
+                modules[step_name]["files"] = texts[step_name]
+        body = {
+            "pipeline": source.stem,
+            "spec": spec,
+            "modules": modules,
+            "message": message,
+            "params": dict(params or {}),
+            "reuse": reuse,
+        }
+        try:
+            run = self.post(endpoint, body)
+        except StepworksError as error:
+            if error.code != "module_files_needed":
+                raise
+            for field in error.fields:  # "modules.<step>.files"
+                step_name = field.split(".")[1]
+                modules[step_name]["files"] = texts[step_name]
+            run = self.post(endpoint, body)
+        rows = {row["step"]: row for row in run["pushed"]["modules"]}
+        for row in pushed_apart:
+            rows[row["step"]] = {"step": row["step"], "ref": row["ref"], "created": row["created"]}
+        run["pushed"]["modules"] = [rows[step] for step in folders if step in rows]
+        known.update({m["name"]: m["digest"] for m in modules.values()})
+        with suppress(OSError, ValueError, AttributeError):
+            known_path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                places = json.loads(known_path.read_text())
+            except (OSError, ValueError):
+                places = {}
+            places[place] = known
+            temp = known_path.with_name(f".{known_path.name}.{os.getpid()}")
+            temp.write_text(json.dumps(places))
+            os.replace(temp, known_path)
+        return run
 
     def pipeline_update(
         self, name: str, number: int | None = None, step: str | None = None
@@ -631,15 +691,26 @@ class Client:
         poll_s: float = 0.5,
         timeout: float | None = None,
         on_update: Callable[[dict[str, Any]], None] | None = None,
+        compare_with: Any = None,
     ) -> dict[str, Any]:
         """Wait for a run to finish; `on_update` sees every state read.
 
         Each read after the first is a long-poll the server answers at the run's next
-        change (or after LONG_POLL_S), so the end is known within a round trip of it; a
-        server without long-polls (no `last_event`) is read every `poll_s`."""
+        change (or after LONG_POLL_S), so the end is known within a round trip of it;
+        without `on_update` it is answered only at the run's end. A server without
+        long-polls (no `last_event`) is read every `poll_s`. A run given as the unfinished
+        state a start returned (with its `last_event`) is not read again first. With
+        `compare_with` (a run), the finished run comes with `comparison`: the steps that
+        ran and why, and the metric rows against that run."""
         deadline = None if timeout is None else time.monotonic() + timeout
         path = self._path("runs", _run_id(run), "")
-        current = self.get(path)
+        extra = {} if compare_with is None else {"compare_with": _run_id(compare_with)}
+        until = "change" if on_update is not None else "end"
+        given = isinstance(run, Mapping) and run.get("last_event") is not None
+        if given and run.get("status") not in RUN_TERMINAL:
+            current = dict(run)
+        else:
+            current = self.get(path, **extra)
         while True:
             if on_update is not None:
                 on_update(current)
@@ -651,10 +722,10 @@ class Client:
             last = current.get("last_event")
             if last is None:
                 time.sleep(poll_s)
-                current = self.get(path)
+                current = self.get(path, **extra)
                 continue
             wait_s = LONG_POLL_S if remaining is None else min(LONG_POLL_S, math.ceil(remaining))
-            current = self.get(path, wait=wait_s, after_event=last)
+            current = self.get(path, wait=wait_s, after_event=last, until=until, **extra)
 
     def cancel(self, run: Any) -> dict[str, Any]:
         return self.post(self._path("runs", _run_id(run), "cancel", ""))
@@ -1072,6 +1143,38 @@ def _newest(versions: list[dict[str, Any]], what: str) -> int:
     if not versions:
         raise NotFoundError(f"{what} has no versions")
     return max(int(v["number"]) for v in versions)
+
+
+def _pipeline_file(source: Path) -> tuple[dict[str, Any], dict[str, tuple[Path, str, str]]]:
+    """A pipeline file's spec, less the `entrypoint:` and `name:` of each step that names a
+    module folder by path, and those steps: {step: (folder, module name, entrypoint)}."""
+    import yaml
+
+    spec = yaml.safe_load(source.read_text(encoding="utf-8"))
+    if not isinstance(spec, dict) or not isinstance(spec.get("steps"), dict):
+        raise ValidationError(f"{source}: a pipeline file has a `steps:` mapping")
+    folders = {}
+    for step_name, step in spec["steps"].items():
+        module = step.get("module") if isinstance(step, dict) else None
+        if not isinstance(module, str) or not module.startswith(("./", "../", "/")):
+            continue
+        folder = (source.parent / module).resolve()
+        entrypoint = step.pop("entrypoint", None)
+        if not entrypoint:
+            raise ValidationError(
+                f"{source}: step {step_name!r} names the folder {module}: give its "
+                "`entrypoint: file.py:function` too"
+            )
+        folders[step_name] = (folder, step.pop("name", None) or folder.name, entrypoint)
+    return spec, folders
+
+
+def code_digest(files: Iterable[tuple[str, bytes]], entrypoint: str) -> str:
+    """A module version's code digest, as the server computes it: sha256 over the sorted
+    `relpath\\0sha256(bytes)` lines plus `entrypoint\\0<entrypoint>`."""
+    lines = sorted(f"{rel}\0{hashlib.sha256(content).hexdigest()}" for rel, content in files)
+    lines.append(f"entrypoint\0{entrypoint}")
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
 
 
 def _folder_files(folder: Path) -> list[tuple[str, Path]]:

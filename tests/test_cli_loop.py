@@ -89,3 +89,22 @@ def test_runs_filter_takes_the_runs_language(cli, world, embedded_workers, tmp_p
 
     assert [r["id"] for r in found] == [second["id"]] and first["id"] != second["id"]
     assert "at column 17: metrics.score compares with a number, not 'ten'" in wrong.output
+
+
+def test_the_console_script_builds_only_the_command_it_runs_and_reads_as_before():
+    from typer.main import get_command
+    from typer.testing import CliRunner
+
+    from stepworks.cli import app, app_for
+
+    run_only = get_command(app_for(["run", "x.yaml"]))
+    group_only = get_command(app_for(["pipeline", "list"]))
+    runner = CliRunner()
+
+    assert list(run_only.commands) == ["run"]  # type: ignore[attr-defined]
+    assert list(group_only.commands) == ["pipeline"]  # type: ignore[attr-defined]
+    for args in (["--help"], [], ["no-such-command"]):
+        assert app_for(args) is app
+    for args in (["run", "--help"], ["run"], ["pipeline"], ["pipeline", "show", "--help"]):
+        slim, whole = runner.invoke(app_for(args), args), runner.invoke(app, args)
+        assert (slim.exit_code, slim.output) == (whole.exit_code, whole.output), args
