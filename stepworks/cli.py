@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -623,11 +625,12 @@ def run(
             # One request pushes the changed folders and the spec and starts the run.
             started = client.run_file(local, params=params, reuse=not no_reuse)
             pushed = started["pushed"]
+            # Plain lines: rich need not load before the run is followed (see watch_run).
             for module in pushed["modules"]:
                 verb = "pushed" if module["created"] else "unchanged:"
-                err.print(f"{verb} {module['ref']} (step {module['step']})", highlight=False)
+                typer.echo(f"{verb} {module['ref']} (step {module['step']})", err=True)
             verb = "pushed" if pushed["pipeline_version"]["created"] else "unchanged:"
-            err.print(f"{verb} {pushed['pipeline_version']['ref']}", highlight=False)
+            typer.echo(f"{verb} {pushed['pipeline_version']['ref']}", err=True)
             previous = started["previous_run"]
         else:
             started = client.run(pipeline, params=params, reuse=not no_reuse)
@@ -657,10 +660,16 @@ def watch_run(
     """Wait for a run to finish: a live table of its steps on a terminal, else the final
     table once (nothing with --json: the caller prints the run). With `compare_with`, the
     finished run comes with its `comparison` to that run."""
-    if as_json or not sys.stdout.isatty():
+    if as_json:
+        return client.wait(run)
+    if not sys.stdout.isatty():
+        # The table needs rich (~20 ms to import): a thread imports it while this one
+        # waits on the long-poll's socket, so the run's end is printed without that wait.
+        loading = threading.Thread(target=_load_rich, daemon=True)
+        loading.start()
         final = client.wait(run, compare_with=compare_with)
-        if not as_json:
-            out.print(steps_table(final))
+        loading.join()
+        out.print(steps_table(final))
         return final
     from rich.live import Live
 
@@ -668,6 +677,13 @@ def watch_run(
         return client.wait(
             run, on_update=lambda r: live.update(steps_table(r)), compare_with=compare_with
         )
+
+
+def _load_rich() -> None:
+    time.sleep(0.002)  # the long-poll's request goes out first, not after a GIL hand-off
+    import rich.table  # noqa: F401
+
+    out.console  # noqa: B018  (made here, not on the critical path)
 
 
 def print_loop_summary(client: Client, previous: int, final: dict[str, Any]) -> None:

@@ -108,3 +108,62 @@ def test_the_console_script_builds_only_the_command_it_runs_and_reads_as_before(
     for args in (["run", "--help"], ["run"], ["pipeline"], ["pipeline", "show", "--help"]):
         slim, whole = runner.invoke(app_for(args), args), runner.invoke(app, args)
         assert (slim.exit_code, slim.output) == (whole.exit_code, whole.output), args
+
+
+def test_plain_http_serves_only_plain_http_without_a_proxy(monkeypatch):
+    from stepworks.client import Client, PlainHttp
+
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    plain = PlainHttp.for_url("http://127.0.0.1:8000/base", {}, 5)
+    tls = PlainHttp.for_url("https://stepworks.example", {}, 5)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    proxied = PlainHttp.for_url("http://127.0.0.1:8000", {}, 5)
+
+    assert plain is not None and (plain.host, plain.port, plain.base) == (
+        "127.0.0.1",
+        8000,
+        "/base",
+    )
+    assert tls is None and proxied is None  # httpx serves TLS and proxies, as before
+    with Client("https://stepworks.example", "t", "lab") as client:
+        assert client._plain is None
+
+
+def test_the_plain_client_reads_and_writes_as_httpx_did_and_reconnects_for_a_read(
+    world, live_server, monkeypatch
+):
+    import socket
+
+    from stepworks.client import Client, NotFoundError, ServerError, ValidationError
+    from tests.helpers import api_token
+
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    monkeypatch.delenv("http_proxy", raising=False)
+    monkeypatch.delenv("ALL_PROXY", raising=False)
+    monkeypatch.delenv("all_proxy", raising=False)
+    with Client(live_server.url, api_token(world.owner), "lab") as client:
+        assert client._plain is not None
+        runs = client.get(client._path("runs", ""), archived=False, limit=5)
+        # The server has closed the kept-alive connection: a read is sent again, once.
+        client._plain._connection.sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
+        again = client.get(client._path("runs", ""), archived=True)
+        try:
+            client.get(client._path("runs", 999999, ""))
+        except NotFoundError as error:
+            missing = error
+        try:
+            client.post(client._path("runs", "create", ""), {"pipeline": "nope", "reuse": True})
+        except ValidationError as error:
+            refused_body = error
+        assert client._httpx is None  # JSON requests never made the httpx client
+    with Client("http://127.0.0.1:9", "t", "lab") as nowhere:
+        try:
+            nowhere.get("/api/v1/workspaces/")
+        except ServerError as error:
+            refused = error
+
+    assert runs["count"] == 0 and again["count"] == 0
+    assert missing.status == 404
+    assert refused_body.status == 400 and "pipeline" in refused_body.fields
+    assert "Cannot reach http://127.0.0.1:9" in str(refused)
