@@ -167,3 +167,36 @@ def test_the_plain_client_reads_and_writes_as_httpx_did_and_reconnects_for_a_rea
     assert missing.status == 404
     assert refused_body.status == 400 and "pipeline" in refused_body.fields
     assert "Cannot reach http://127.0.0.1:9" in str(refused)
+
+
+def test_the_console_script_exits_with_the_commands_code_its_output_and_exit_handlers(
+    tmp_path,
+):
+    """main() ends the process itself (skipping the interpreter's teardown): the exit code,
+    everything printed and the exit handlers are as at a normal exit."""
+    import subprocess
+    import sys
+
+    script = (
+        "import atexit, pathlib, sys\n"
+        f"atexit.register(pathlib.Path({str(tmp_path / 'ran')!r}).write_text, 'yes')\n"
+        "from stepworks.cli import main\n"
+        "sys.argv[0] = 'stepworks'\n"
+        "main()\n"
+    )
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "STEPWORKS_TOKEN": "t"}
+    unreachable = {**env, "STEPWORKS_URL": "http://127.0.0.1:9", "STEPWORKS_WORKSPACE": "w"}
+
+    def stepworks(environ: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-c", script, *args]
+        return subprocess.run(command, check=False, env=environ, capture_output=True, text=True)
+
+    helped = stepworks(env, "--help")
+    usage = stepworks(env, "run")
+    down = stepworks(unreachable, "runs")
+
+    assert helped.returncode == 0 and helped.stdout.rstrip().endswith("─╯")
+    assert "Commands" in helped.stdout and "sweep" in helped.stdout
+    assert usage.returncode == 2 and "Missing argument 'PIPELINE'" in usage.stderr
+    assert down.returncode == 4 and "Cannot reach http://127.0.0.1:9" in down.stderr
+    assert (tmp_path / "ran").read_text() == "yes"
