@@ -2,11 +2,11 @@
 
     python bench/_iterate_trace.py TRACE.json run PIPELINE.yaml --watch
 
-Runs the CLI's own `main()` with httpx.Client.send wrapped; at exit writes
-{"started", "exited", "requests": [[method, path, query, sent, answered, status], ...]}
-(wall-clock seconds, the clock the server's timestamps use). Importing httpx here moves
-its import before the CLI's: these runs say where the time goes, the figures come from
-the plain console script.
+Runs the CLI's own `main()` with stepworks.client.PlainHttp.request wrapped (the JSON
+requests to a plain-HTTP server with no proxy, which is every request of the bench's loop);
+at exit writes {"started", "exited", "requests": [[method, path, query, sent, answered,
+status], ...]} (wall-clock seconds, the clock the server's timestamps use). The clock
+starts before the CLI's imports, as the console script's would.
 """
 
 from __future__ import annotations
@@ -18,18 +18,21 @@ import time
 
 STARTED = time.time()
 
-import httpx  # noqa: E402  (after the clock starts)
+from urllib.parse import urlencode  # noqa: E402
+
+from stepworks import client  # noqa: E402  (the CLI imports it first thing too)
 
 requests: list[list[object]] = []
-original_send = httpx.Client.send
+original_request = client.PlainHttp.request
 
 
-def timed_send(self: httpx.Client, request: httpx.Request, **kwargs: object) -> httpx.Response:
+def timed_request(
+    self: client.PlainHttp, method: str, path: str, query: dict[str, object], body: object
+) -> tuple[int, bytes]:
     sent = time.time()
-    response = original_send(self, request, **kwargs)  # type: ignore[arg-type]
-    row = [request.method, request.url.path, request.url.query.decode(), sent, time.time()]
-    requests.append([*row, response.status_code])
-    return response
+    status, content = original_request(self, method, path, query, body)
+    requests.append([method, path, urlencode(query), sent, time.time(), status])
+    return status, content
 
 
 def write_trace(path: str) -> None:
@@ -37,7 +40,7 @@ def write_trace(path: str) -> None:
         json.dump({"started": STARTED, "exited": time.time(), "requests": requests}, handle)
 
 
-httpx.Client.send = timed_send  # type: ignore[method-assign]
+client.PlainHttp.request = timed_request  # type: ignore[method-assign,assignment]
 atexit.register(write_trace, sys.argv.pop(1))
 
 from stepworks.cli import main  # noqa: E402

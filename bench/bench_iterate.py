@@ -6,15 +6,15 @@ a one-step edit, against a real server, minus the time the steps themselves took
 A temp project holds three modules named by path (`module: ./prep`, `./train`, `./eval`;
 light pure-python bodies of a few ms each) in `iterate.yaml`. Each repetition edits
 train/main.py (a constant its output depends on), so the CLI pushes train as a new
-version, leaves prep and eval unchanged, pushes a new pipeline version, runs it (prep
-reused; train and eval execute), follows it by long-poll and ends by comparing it with the
-previous run. Prints, medians over --reps:
+version, leaves prep and eval unchanged, makes a new pipeline version and starts it in one
+request (prep reused; train and eval execute), follows it by a long-poll that answers at
+its end with the comparison with the previous run. Prints, medians over --reps:
 
     iterate.<mode>.wall_ms       the command's wall time, from its start to its exit
     iterate.<mode>.overhead_ms   wall_ms minus the executed steps' own time (each step's
                                  started_at -> finished_at from the API: train and eval)
     cli.<mode>.end_latency_ms    the run's finished_at (from the API) to the CLI's exit:
-                                 the long-poll's answer, the final comparison, the exit
+                                 the long-poll's answer (the comparison in it), the exit
 
 Modes: `embedded` (SQLite in a temp data folder, `manage.py serve`: the web server and
 in-process workers in one process, as `make run` starts it) and `pg` (a fresh database on
@@ -286,34 +286,33 @@ def timings(client: Any, result: dict[str, Any]) -> dict[str, Any]:
 def profile(rep: dict[str, Any], trace: dict[str, Any]) -> dict[str, float]:
     """Split one traced repetition into consecutive phases (ms) that add up to its wall time,
     from the CLI's requests (client clock) and the run's timestamps (server clock, the same
-    machine's)."""
+    machine's). The CLI pushes and starts the run in one request (runs/from-source/, made
+    twice when the server lacks a module's code) and learns of its end, with the
+    comparison, from the run's long-poll."""
     requests = trace["requests"]
     steps = {s["name"]: s for s in rep["detail"]["steps"]}
     run_end = _when(rep["detail"]["finished_at"])
-    push = max(i for i, r in enumerate(requests) if "/pipelines/" in r[1])
-    create = next(r for r in requests if r[1].endswith("/runs/create/"))
-    # The read that saw the run finished is the last read of the run before the comparison.
+    source = [r for r in requests if r[1].endswith("/runs/from-source/")]
+    # The read that saw the run finished is the last read of the run.
     known = max(i for i, r in enumerate(requests) if r[1].endswith(f"/runs/{rep['run']}/"))
     marks = [
         ("startup", trace["started"]),
-        ("pushes", requests[0][3]),  # 3 module pushes, then the pipeline's
-        ("previous_run", requests[push][4]),
-        ("create_to_first_body", create[3]),
+        ("push_and_start", requests[0][3]),  # to the run's row: modules, spec, run
+        ("run_start_to_first_body", _when(rep["detail"]["created_at"])),
         ("train_body", _when(steps["train"]["started_at"])),
         ("between_steps", _when(steps["train"]["finished_at"])),
         ("eval_body", _when(steps["eval"]["started_at"])),
         ("last_step_to_run_end", _when(steps["eval"]["finished_at"])),
-        ("run_end_to_cli_knows", run_end),
-        ("comparison", requests[known][4]),
-        ("exit", requests[-1][4]),
+        ("run_end_to_cli_knows", run_end),  # the long-poll's answer, comparison included
+        ("exit", requests[known][4]),  # the final table and summary printed, the exit
         ("", trace["exited"]),
     ]
     phases = {name: (marks[i + 1][1] - when) * 1000 for i, (name, when) in enumerate(marks[:-1])}
     return {
         **phases,
         "requests": len(requests),
-        "comparison_requests": len(requests) - known - 1,
-        "request_ms_median": _median([(r[4] - r[3]) * 1000 for r in requests[: push + 1]]),
+        "source_request_ms": _median([(r[4] - r[3]) * 1000 for r in source]),
+        "source_answer_to_poll_ms": (requests[known][3] - source[-1][4]) * 1000,
     }
 
 

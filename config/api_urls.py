@@ -114,6 +114,7 @@ step_patterns: list[URLPattern | URLResolver] = [
 run_patterns: list[URLPattern | URLResolver] = [
     path("", runtime.RunListApi.as_view(), name="run-list"),
     path("create/", runtime.RunCreateApi.as_view(), name="run-create"),
+    path("from-source/", runtime.RunFromSourceApi.as_view(), name="run-from-source"),
     path("compare/", runtime.RunCompareApi.as_view(), name="run-compare"),
     path("delete/", runtime.RunDeleteApi.as_view(), name="run-delete"),
     path("archive/", runtime.RunArchiveApi.as_view(), name="run-archive"),

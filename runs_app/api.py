@@ -30,6 +30,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from artifacts.http import artifact_download_response
+from pipelines_app.interfaces import ENTRYPOINT_RE
 from pipelines_app.models import PipelineVersion
 from pipelines_app.selectors import (
     get_module_version_for_user,
@@ -37,8 +38,9 @@ from pipelines_app.selectors import (
     pipeline_version_by_ref,
 )
 from pipelines_app.serializers import ArtifactSerializer
+from pipelines_app.specs import NAME_PATTERN
 from runs_app import fleet, query, retention, selectors, services, wakeups
-from runs_app.diffs import compare_ids, run_diff, runs_compare
+from runs_app.diffs import compare_ids, loop_comparison, run_diff, runs_compare
 from runs_app.downloads import audited, run_zip_response
 from runs_app.models import (
     RUN_TERMINAL,
@@ -419,6 +421,102 @@ class RunCreateApi(ApiMixin, APIView):
         return Response(run_detail(run), status=status.HTTP_201_CREATED)
 
 
+class RunFromSourceApi(ApiMixin, APIView):
+    """The edit-run loop in one request (`stepworks run FILE.yaml`): push each changed
+    module, store the spec as the pipeline's next version if a pin changed, start a run.
+
+    `modules` names, per step, the module of a local folder: its name, entrypoint and code
+    digest (sha256 over the sorted `relpath\\0sha256(bytes)` lines plus
+    `entrypoint\\0<entrypoint>`), and its `files` when the code may be new. A step given by
+    digest alone pins its module's latest version when that version has the digest; else
+    nothing is written and the answer is 409 `module_files_needed` with a
+    `modules.<step>.files` field for each step whose files must be sent. The spec's other
+    steps are taken as written. The answer is the run (as the run detail) with `pushed`
+    (the module and pipeline versions, each with `created`) and `previous_run`, the
+    pipeline's newest run before this one (null for its first): what the loop compares
+    with (`compare_with` on the run detail)."""
+
+    class InputSerializer(serializers.Serializer[Any]):
+        class ModuleSourceSerializer(serializers.Serializer[Any]):
+            name = serializers.RegexField(NAME_PATTERN, help_text="The module's name.")
+            entrypoint = serializers.RegexField(
+                ENTRYPOINT_RE, max_length=300, help_text="file.py:function"
+            )
+            digest = serializers.RegexField(
+                r"^[0-9a-f]{64}$", help_text="The code digest of the files (see above)."
+            )
+            files = serializers.DictField(
+                child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+                allow_empty=False,
+                required=False,
+                help_text='{"relative/path.py": "file text", ...}; left out: known by digest.',
+            )
+
+        pipeline = serializers.RegexField(NAME_PATTERN, help_text="The pipeline's name.")
+        spec = JsonObjectField(help_text="The spec as an object (see /api/v1/spec-schema.json).")
+        modules = serializers.DictField(
+            child=ModuleSourceSerializer(),
+            required=False,
+            default=dict,
+            help_text="{step: module}: the steps whose module comes from these files.",
+        )
+        message = serializers.CharField(allow_blank=True, required=False, default="")
+        params = JsonObjectField(
+            required=False, default=dict, help_text='Overrides: {"step.param": value}'
+        )
+        reuse = serializers.BooleanField(
+            default=True, help_text="false: every step runs again, none reused or followed."
+        )
+
+    class OutputSerializer(RunDetailSerializer):
+        class PushedSerializer(serializers.Serializer[Any]):
+            class ModuleRowSerializer(serializers.Serializer[Any]):
+                step = serializers.CharField()
+                ref = serializers.CharField(help_text="NAME@N, now pinned by the step")
+                created = serializers.BooleanField(help_text="false: the code was unchanged")
+
+            class VersionSerializer(serializers.Serializer[Any]):
+                ref = serializers.CharField(help_text="NAME@N, the version the run runs")
+                created = serializers.BooleanField(help_text="false: no pin changed")
+
+            modules = ModuleRowSerializer(many=True)
+            pipeline_version = VersionSerializer()
+
+        pushed = PushedSerializer(read_only=True)
+        previous_run = serializers.IntegerField(read_only=True, allow_null=True)
+
+        class Meta(RunDetailSerializer.Meta):
+            fields = [*RunDetailSerializer.Meta.fields, "pushed", "previous_run"]
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            201: OutputSerializer,
+            409: OpenApiResponse(description="module_files_needed: send those modules' files"),
+        },
+    )
+    def post(self, request: Request, workspace: str) -> Response:
+        space = workspace_of(request, workspace, Role.EDITOR)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        done = services.run_from_source(
+            space,
+            data.validated_data["pipeline"],
+            data.validated_data["spec"],
+            data.validated_data["modules"],
+            user=request.user,
+            message=data.validated_data["message"],
+            params=data.validated_data["params"],
+            reuse=data.validated_data["reuse"],
+        )
+        pushed = {
+            "modules": done.modules,
+            "pipeline_version": {"ref": done.version.ref, "created": done.version_created},
+        }
+        body = {**run_detail(done.run), "pushed": pushed, "previous_run": done.previous_run}
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
 MAX_WAIT_S = 25
 
 
@@ -428,7 +526,12 @@ class RunDetailApi(ApiMixin, APIView):
     With `wait=S&after_event=N` it is a long-poll: it answers as soon as the run has an
     event newer than N (a status change of the run or a step), at once when the run has
     finished, and after S seconds at the latest, with the run as it then is either way.
-    Pass the `last_event` of the previous answer as the next `after_event`."""
+    Pass the `last_event` of the previous answer as the next `after_event`. With
+    `until=end` it answers only when the run has finished (or after S seconds).
+
+    `compare_with=RUN` adds `comparison` to an answer whose run has finished: which steps
+    ran and why, and every metric row against RUN (`same` false where one moved); null
+    while the run goes on."""
 
     class QuerySerializer(serializers.Serializer[Any]):
         wait = serializers.IntegerField(
@@ -444,6 +547,18 @@ class RunDetailApi(ApiMixin, APIView):
             help_text="The last_event already seen: any newer event answers the wait.",
         )
 
+        until = serializers.ChoiceField(
+            choices=["change", "end"],
+            default="change",
+            help_text="change: a newer event answers the wait; end: only the run's end does.",
+        )
+        compare_with = serializers.IntegerField(
+            min_value=1,
+            max_value=MAX_INT,
+            required=False,
+            help_text="A run to compare with once this one has finished (`comparison`).",
+        )
+
         def validate(self, data: dict[str, Any]) -> dict[str, Any]:
             if data["wait"] and "after_event" not in data:
                 raise serializers.ValidationError(
@@ -451,16 +566,49 @@ class RunDetailApi(ApiMixin, APIView):
                 )
             return data
 
-    @extend_schema(parameters=[QuerySerializer], responses={200: RunDetailSerializer})
+    class ComparedSerializer(RunDetailSerializer):
+        class ComparisonSerializer(serializers.Serializer[Any]):
+            class RanSerializer(serializers.Serializer[Any]):
+                step = serializers.CharField()
+                why = serializers.CharField(help_text="Why it ran (the step's reuse summary).")
+
+            run = serializers.IntegerField(help_text="The run compared with.")
+            ran = RanSerializer(many=True, help_text="This run's steps that were not reused.")
+            metrics = serializers.ListField(
+                child=serializers.DictField(),
+                help_text='The comparison\'s metric rows: {"key", "a", "b", "same", "delta"}.',
+            )
+
+        comparison = ComparisonSerializer(
+            read_only=True,
+            allow_null=True,
+            help_text="With compare_with, once the run has finished; else null.",
+        )
+
+        class Meta(RunDetailSerializer.Meta):
+            fields = [*RunDetailSerializer.Meta.fields, "comparison"]
+
+    @extend_schema(parameters=[QuerySerializer], responses={200: ComparedSerializer})
     def get(self, request: Request, workspace: str, run_id: int) -> Response:
         run = run_for(request, workspace, run_id)
         query = self.QuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        if query.validated_data["wait"] and run.status not in RUN_TERMINAL:
-            after = query.validated_data["after_event"]
-            newer = Event.objects.filter(run_id=run.pk, pk__gt=after)
-            wakeups.wait(run.pk, newer.exists, timeout=query.validated_data["wait"])
-        return Response(run_detail(run))
+        options = query.validated_data
+        other = (
+            run_for(request, workspace, options["compare_with"])
+            if "compare_with" in options
+            else None
+        )
+        if options["wait"] and run.status not in RUN_TERMINAL:
+            if options["until"] == "end":
+                ready = PipelineRun.objects.filter(pk=run.pk, status__in=RUN_TERMINAL).exists
+            else:
+                ready = Event.objects.filter(run_id=run.pk, pk__gt=options["after_event"]).exists
+            wakeups.wait(run.pk, ready, timeout=options["wait"])
+        body = run_detail(run)
+        finished = body["status"] in RUN_TERMINAL
+        body["comparison"] = loop_comparison(other, run) if other and finished else None
+        return Response(body)
 
 
 class RunCancelApi(ApiMixin, APIView):

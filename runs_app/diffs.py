@@ -26,7 +26,8 @@ from artifacts.previews import artifact_preview
 from artifacts.store import INLINE_IMAGE_TYPES, PARQUET_TYPE, artifact_open, media_base
 from pipelines_app.diffs import files_diff, steps_diff, text_diff
 from pipelines_app.models import ModuleVersion
-from runs_app.models import Metric, PipelineRun, StepOutput, StepRun
+from runs_app.models import Metric, PipelineRun, StepOutput, StepRun, StepStatus
+from runs_app.selectors import reuse_explanation
 from runs_app.sweeps.stats import default_direction
 from workspaces.errors import DomainError
 
@@ -113,6 +114,27 @@ def _facts(
         ],
         "metrics": {s.name: metrics[s.name] for s in steps if s.name in metrics},
         "series": {s.name: series[s.name] for s in steps if s.name in series},
+    }
+
+
+def loop_comparison(previous: PipelineRun, run: PipelineRun) -> dict[str, Any]:
+    """What `stepworks run FILE.yaml --watch` ends with, against the pipeline's previous
+    run: {"run": previous's id, "ran": [{"step", "why"}] for each step of `run` that was not
+    reused (why: the step page's reuse summary), "metrics": diff_runs' metric rows (`same`
+    False where a metric moved)}. Four queries and one per step that ran."""
+    both = PipelineRun.objects.select_related("pipeline_version__pipeline", "created_by")
+    rows = {row.pk: row for row in both.filter(pk__in=[previous.pk, run.pk])}
+    before, after = runs_facts([rows[previous.pk], rows[run.pk]])
+    ran = (
+        StepRun.objects.filter(run_id=run.pk)
+        .exclude(status=StepStatus.REUSED)
+        .select_related("run__pipeline_version__pipeline", "module_version__module")
+        .order_by("position")
+    )
+    return {
+        "run": previous.pk,
+        "ran": [{"step": step.name, "why": reuse_explanation(step)["summary"]} for step in ran],
+        "metrics": diff_runs(before, after)["metrics"],
     }
 
 

@@ -5,6 +5,8 @@ Sweeps (at the end): create, extend, cancel and promote, starting runs the same 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
@@ -12,8 +14,12 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from artifacts.models import Artifact
-from pipelines_app.models import PipelineVersion
-from pipelines_app.services import pipeline_version_clone
+from pipelines_app.models import InterfaceSource, ModuleVersion, PipelineVersion
+from pipelines_app.services import (
+    module_version_create,
+    pipeline_version_clone,
+    pipeline_version_create,
+)
 from runs_app import scheduler
 from runs_app.models import (
     NOTE_MAX,
@@ -79,6 +85,123 @@ def run_start(version: PipelineVersion, *, user: Any, how: str = "", **options: 
     data = {"pipeline": version.ref, **({"how": how} if how else {})}
     audit_record(run.workspace_id, user, AuditVerb.RUN_STARTED, f"run {run.pk}", data)
     return run
+
+
+@dataclass
+class SourceRun:
+    """What run_from_source did: the run, the module versions its steps now pin
+    ([{"step", "ref", "created"}]), the pipeline version (and whether it is new), and the
+    pipeline's newest run before this one (None for its first)."""
+
+    run: PipelineRun
+    modules: list[dict[str, Any]]
+    version: PipelineVersion
+    version_created: bool
+    previous_run: int | None
+
+
+def run_from_source(
+    workspace: Any,
+    pipeline_name: str,
+    spec: Mapping[str, Any],
+    modules: Mapping[str, Mapping[str, Any]],
+    *,
+    user: Any,
+    message: str = "",
+    params: Mapping[str, Any] | None = None,
+    reuse: bool = True,
+) -> SourceRun:
+    """The edit-run loop in one call (`stepworks run FILE.yaml`): push the module of each
+    step in `modules` ({step: {"name", "entrypoint", "digest", "files"?}}) as a new version
+    only if its code changed, store `spec` with those steps pinned to them as the pipeline's
+    next version only if a pin changed, and start a run of it.
+
+    A module given by `digest` alone is the module's latest version when that version has
+    this code digest (entrypoint included) and an interface read from the code; otherwise
+    nothing is written and a DomainError (409, `module_files_needed`) names each such step's
+    `modules.<step>.files`: the caller sends those files and asks again. A module given
+    with `files` is pushed as module_version_create pushes it (unchanged code is a no-op)."""
+    steps = spec.get("steps")
+    if not isinstance(steps, Mapping):
+        raise DomainError("invalid_spec", "A spec has a `steps` mapping.", {"spec": ["no steps"]})
+    unknown = [step for step in modules if not isinstance(steps.get(step), Mapping)]
+    if unknown:
+        raise DomainError(
+            "invalid_spec",
+            "A module was given for a step the spec does not have.",
+            {f"modules.{step}": ["no such step in the spec"] for step in unknown},
+        )
+    latest: dict[str, ModuleVersion] = {}
+    for row in (
+        ModuleVersion.objects.filter(
+            module__workspace=workspace, module__name__in={m["name"] for m in modules.values()}
+        )
+        .select_related("module")
+        .only("pk", "number", "code_digest", "interface_source", "module__name")
+        .order_by("-number")
+    ):
+        latest.setdefault(row.module.name, row)
+
+    def known(source: Mapping[str, Any]) -> ModuleVersion | None:
+        found = latest.get(source["name"])
+        if (
+            found is not None
+            and found.code_digest == source.get("digest")
+            and found.interface_source == InterfaceSource.INFERRED
+        ):
+            return found
+        return None
+
+    missing = [step for step, m in modules.items() if "files" not in m and known(m) is None]
+    if missing:
+        raise DomainError(
+            "module_files_needed",
+            "Send the files of the modules whose code the server does not have.",
+            {
+                f"modules.{step}.files": [f"no latest version of {modules[step]['name']} has it"]
+                for step in missing
+            },
+            status_code=409,
+        )
+    pinned = {name: dict(step) for name, step in steps.items()}
+    pushed = []
+    for step, source in modules.items():
+        module = known(source) if "files" not in source else None
+        created = False
+        if module is None:
+            before = latest.get(source["name"])
+            module = module_version_create(
+                workspace,
+                source["name"],
+                dict(source["files"]),
+                source["entrypoint"],
+                message,
+                user=user,
+            )
+            created = before is None or module.pk > before.pk
+        pinned[step]["module"] = module.ref
+        pushed.append({"step": step, "ref": module.ref, "created": created})
+    newest = (
+        PipelineVersion.objects.filter(pipeline__workspace=workspace, pipeline__name=pipeline_name)
+        .order_by("-pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    version = pipeline_version_create(
+        workspace, pipeline_name, {**spec, "steps": pinned}, message, user=user
+    )
+    previous = (
+        PipelineRun.objects.filter(
+            workspace=workspace,
+            pipeline_version__pipeline_id=version.pipeline_id,
+            archived_at__isnull=True,
+        )
+        .order_by("-created_at", "-id")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    run = run_start(version, user=user, param_overrides=dict(params or {}), reuse=reuse)
+    return SourceRun(run, pushed, version, version.pk > (newest or 0), previous)
 
 
 def run_cancel(run: PipelineRun, *, user: Any) -> bool:

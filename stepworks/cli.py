@@ -8,9 +8,14 @@ stdout). The workspace comes from --workspace, else STEPWORKS_WORKSPACE, else th
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
 import json
+import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -29,13 +34,18 @@ from stepworks.client import (
     save_config,
 )
 
-app = typer.Typer(
-    name="stepworks",
-    help="Push step code and pipelines, run them, watch, download and compare results.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+
+def _new_app() -> typer.Typer:
+    return typer.Typer(
+        name="stepworks",
+        help="Push step code and pipelines, run them, watch, download and compare results.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+
+
+app = _new_app()
 module_app = typer.Typer(help="Versioned step code.", no_args_is_help=True)
 pipeline_app = typer.Typer(help="Pipeline specs.", no_args_is_help=True)
 dataset_app = typer.Typer(
@@ -615,16 +625,18 @@ def run(
     with client_for(workspace) as client:
         previous = None
         if local.suffix in (".yaml", ".yml", ".json") and local.is_file():
-            version = client.pipeline_push_file(local)
-            for module in version["modules"]:
+            # One request pushes the changed folders and the spec and starts the run.
+            started = client.run_file(local, params=params, reuse=not no_reuse)
+            pushed = started["pushed"]
+            # Plain lines: rich need not load before the run is followed (see watch_run).
+            for module in pushed["modules"]:
                 verb = "pushed" if module["created"] else "unchanged:"
-                err.print(f"{verb} {module['ref']} (step {module['step']})", highlight=False)
-            verb = "pushed" if version["created"] else "unchanged:"
-            err.print(f"{verb} {version['ref']}", highlight=False)
-            earlier = client.runs(limit=1, pipeline=version["pipeline"])
-            previous = earlier[0] if earlier else None
-            pipeline = version["ref"]
-        started = client.run(pipeline, params=params, reuse=not no_reuse)
+                typer.echo(f"{verb} {module['ref']} (step {module['step']})", err=True)
+            verb = "pushed" if pushed["pipeline_version"]["created"] else "unchanged:"
+            typer.echo(f"{verb} {pushed['pipeline_version']['ref']}", err=True)
+            previous = started["previous_run"]
+        else:
+            started = client.run(pipeline, params=params, reuse=not no_reuse)
         warn_newer_modules(started)
         if not watch:
             if as_json:
@@ -634,7 +646,8 @@ def run(
                     f"started run {started['id']} ({started['pipeline']}@{started['version']})"
                 )
             return
-        final = watch_run(client, started, as_json)
+        compare_with = previous if not as_json else None
+        final = watch_run(client, started, as_json, compare_with)
         if as_json:
             print_json(final)
         if previous is not None and not as_json:
@@ -644,32 +657,59 @@ def run(
     raise typer.Exit(run_exit_code(final))
 
 
-def watch_run(client: Client, run: dict[str, Any], as_json: bool) -> dict[str, Any]:
+def watch_run(
+    client: Client, run: dict[str, Any], as_json: bool, compare_with: int | None = None
+) -> dict[str, Any]:
     """Wait for a run to finish: a live table of its steps on a terminal, else the final
-    table once (nothing with --json: the caller prints the run)."""
-    if as_json or not sys.stdout.isatty():
-        final = client.wait(run)
-        if not as_json:
-            out.print(steps_table(final))
+    table once (nothing with --json: the caller prints the run). With `compare_with`, the
+    finished run comes with its `comparison` to that run."""
+    if as_json:
+        return client.wait(run)
+    if not sys.stdout.isatty():
+        # The table needs rich (~20 ms to import): a thread imports it while this one
+        # waits on the long-poll's socket, so the run's end is printed without that wait.
+        loading = threading.Thread(target=_load_rich, daemon=True)
+        loading.start()
+        final = client.wait(run, compare_with=compare_with)
+        loading.join()
+        out.print(steps_table(final))
         return final
     from rich.live import Live
 
     with Live(steps_table(run), console=out.console, refresh_per_second=8) as live:
-        return client.wait(run, on_update=lambda r: live.update(steps_table(r)))
+        return client.wait(
+            run, on_update=lambda r: live.update(steps_table(r)), compare_with=compare_with
+        )
 
 
-def print_loop_summary(client: Client, previous: dict[str, Any], final: dict[str, Any]) -> None:
+def _load_rich() -> None:
+    time.sleep(0.002)  # the long-poll's request goes out first, not after a GIL hand-off
+    import rich.table  # noqa: F401
+
+    out.console  # noqa: B018  (made here, not on the critical path)
+
+
+def print_loop_summary(client: Client, previous: int, final: dict[str, Any]) -> None:
     """After `run FILE.yaml --watch`: which steps ran (and why) and which metrics moved,
-    against the pipeline's previous run."""
-    ran = [s for s in final["steps"] if s["status"] not in ("reused",)]
-    out.print(f"compared with run {previous['id']}:")
-    for step in ran:
-        why = client.step(final["id"], step["name"]).get("reuse", {}).get("summary", "")
-        out.print(f"  ran {step['name']}: {why}", highlight=False)
-    if not ran:
+    against the pipeline's previous run (from the final answer's `comparison`; read apart
+    from a server that does not fold it in)."""
+    comparison = final.get("comparison")
+    if comparison is None:
+        ran_steps = [s["name"] for s in final["steps"] if s["status"] != "reused"]
+        reasons = [
+            {
+                "step": name,
+                "why": client.step(final["id"], name).get("reuse", {}).get("summary", ""),
+            }
+            for name in ran_steps
+        ]
+        comparison = {"ran": reasons, "metrics": client.compare(previous, final["id"])["metrics"]}
+    out.print(f"compared with run {previous}:")
+    for step in comparison["ran"]:
+        out.print(f"  ran {step['step']}: {step['why']}", highlight=False)
+    if not comparison["ran"]:
         out.print("  every step was reused")
-    diff = client.compare(previous["id"], final["id"])
-    moved = [row for row in diff["metrics"] if not row["same"]]
+    moved = [row for row in comparison["metrics"] if not row["same"]]
     for row in moved:
         delta = row.get("delta")
         change = f" ({delta:+.4g})" if isinstance(delta, int | float) else ""
@@ -1671,13 +1711,56 @@ def sweep_promote(
     out.print(f"{verb} {version['ref']} (parent {version['parent']}): {version['message']}")
 
 
+def app_for(args: list[str]) -> typer.Typer:
+    """The app with only the command, or the command group, that `args` starts with: click
+    builds each command's parameters from its signature when the app runs, and the whole
+    tree (~55 commands) costs more than any one command's start-up. No command, an option
+    first (--help) or a name that is none of ours get the whole app, so help and "No such
+    command" read as they always did."""
+    name = args[0] if args and not args[0].startswith("-") else None
+    commands = [
+        c
+        for c in app.registered_commands
+        if name == (c.name or typer.main.get_command_name(getattr(c.callback, "__name__", "")))
+    ]
+    groups = [g for g in app.registered_groups if g.name == name]
+    if not commands and not groups:
+        return app
+    slim = _new_app()
+    slim.registered_commands = commands
+    slim.registered_groups = groups
+    # A callback keeps it a group (one command alone would become the whole program, its
+    # name then read as its first argument): `stepworks NAME ...` parses as in the full app.
+    slim.callback()(_group)
+    return slim
+
+
+def _group() -> None:
+    pass
+
+
 def main() -> None:
     """The console script `stepworks`."""
     # httpx imports its own command line client (click, pygments, rich.syntax: ~23 ms) when
     # those are installed, as typer's dependencies make them; this process never calls it.
     # Imported as None, httpx falls back to a stub `httpx.main`; nothing else changes.
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-    app()
+    try:
+        app_for(sys.argv[1:])()
+    except SystemExit as done:
+        if done.code is not None and not isinstance(done.code, int):
+            raise
+        code = done.code or 0
+    else:
+        code = 0
+    # The interpreter's own teardown (collecting every module typer, rich, yaml and ours
+    # loaded: ~20 ms here, after the command's last line) is skipped: the exit handlers
+    # run and the streams are flushed as at a normal exit, then the process ends.
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe, a closed stream
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,11 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from http.client import HTTPConnection, HTTPException, RemoteDisconnected
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode, urlsplit
 
 from stepworks.outputs import KIND_DIRECTORY, PICKLE, load_input
 
@@ -198,6 +199,105 @@ def _safe_member(dest: Path, name: str) -> Path:
     return target
 
 
+def _raise_status(status: int, content: bytes, url: str) -> None:
+    """The StepworksError an error answer stands for, its message and fields from the
+    API's error body when it has one."""
+    try:
+        body = json.loads(content).get("error", {})
+    except (ValueError, AttributeError):
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    message = str(body.get("message") or f"HTTP {status} from {url}")
+    code, fields = body.get("code"), body.get("fields") or {}
+    kind: type[StepworksError] = ValidationError
+    if status in (401, 403):
+        kind = AuthError
+    elif status == 404:
+        kind = NotFoundError
+    elif status >= 500:
+        kind, message = ServerError, f"The server failed ({status}): {message}"
+    raise kind(message, status=status, code=code, fields=fields)
+
+
+class PlainHttp:
+    """JSON requests over one kept-alive http.client connection, for a plain-HTTP server
+    with no proxy variable set: the edit-run loop's few calls without importing httpx
+    (~30 ms of a command's start-up). `for_url` says None for anything else (https://, a
+    proxy), which httpx then serves as before. Query values and bodies are encoded as
+    httpx encodes them (true/false; compact UTF-8 JSON, no NaN)."""
+
+    PROXY_VARIABLES = ("http_proxy", "all_proxy")
+
+    def __init__(self, host: str, port: int, base: str, headers: Mapping[str, str], timeout: float):
+        self.host, self.port, self.base = host, port, base
+        self.headers = dict(headers)
+        self.timeout = timeout
+        self._connection: HTTPConnection | None = None
+
+    @classmethod
+    def for_url(cls, url: str, headers: Mapping[str, str], timeout: float) -> PlainHttp | None:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            return None
+        if any(k.lower() in cls.PROXY_VARIABLES and v for k, v in os.environ.items()):
+            return None
+        return cls(parts.hostname, parts.port or 80, parts.path.rstrip("/"), headers, timeout)
+
+    def request(
+        self, method: str, path: str, query: Mapping[str, Any], body: Any
+    ) -> tuple[int, bytes]:
+        """(status, body) of one request; a kept-alive connection the server has closed
+        meanwhile is opened again once for a GET (a POST is not sent twice)."""
+        target = self.base + path
+        if query:
+            target += "?" + urlencode(
+                [(k, _query_text(v)) for k, values in query.items() for v in _listed(values)]
+            )
+        headers = dict(self.headers)
+        data = None
+        if body is not None:
+            text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            data = text.encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        reused = self._connection is not None
+        try:
+            return self._send(method, target, data, headers)
+        except (ConnectionResetError, BrokenPipeError, RemoteDisconnected):
+            self.close()
+            if not reused or method != "GET":
+                raise
+            return self._send(method, target, data, headers)
+
+    def _send(
+        self, method: str, target: str, data: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        if self._connection is None:
+            self._connection = HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            self._connection.request(method, target, body=data, headers=headers)
+            response = self._connection.getresponse()
+            return response.status, response.read()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def _listed(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _query_text(value: Any) -> str:
+    if value is True or value is False:
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
 # --- the client ----------------------------------------------------------------------------
 
 
@@ -227,17 +327,33 @@ class Client:
         headers = {"Accept": "application/json", "User-Agent": "stepworks-client"}
         if self.token:
             headers["Authorization"] = f"Token {self.token}"
-        import httpx
+        self._headers = headers
+        self._timeout = timeout
+        self._transport = transport
+        self._httpx: httpx.Client | None = None
+        # JSON reads and writes to a plain-HTTP server with no proxy set skip httpx (and
+        # its ~30 ms import) for http.client; TLS, proxies, uploads, downloads and a given
+        # transport stay with httpx, which the first of them loads.
+        self._plain = PlainHttp.for_url(self.url, headers, timeout) if transport is None else None
 
-        self._http = httpx.Client(
-            base_url=self.url,
-            headers=headers,
-            timeout=timeout,
-            transport=transport if transport is not None else _default_transport(),
-        )
+    @property
+    def _http(self) -> httpx.Client:
+        if self._httpx is None:
+            import httpx
+
+            self._httpx = httpx.Client(
+                base_url=self.url,
+                headers=self._headers,
+                timeout=self._timeout,
+                transport=self._transport if self._transport is not None else _default_transport(),
+            )
+        return self._httpx
 
     def close(self) -> None:
-        self._http.close()
+        if self._plain is not None:
+            self._plain.close()
+        if self._httpx is not None:
+            self._httpx.close()
 
     def __enter__(self) -> Client:
         return self
@@ -269,23 +385,7 @@ class Client:
     def _raise_for(response: httpx.Response) -> None:
         if response.is_success or response.status_code == 304:
             return
-        status = response.status_code
-        try:
-            body = response.json().get("error", {})
-        except (ValueError, AttributeError):
-            body = {}
-        if not isinstance(body, dict):
-            body = {}
-        message = str(body.get("message") or f"HTTP {status} from {response.request.url}")
-        code, fields = body.get("code"), body.get("fields") or {}
-        kind: type[StepworksError] = ValidationError
-        if status in (401, 403):
-            kind = AuthError
-        elif status == 404:
-            kind = NotFoundError
-        elif status >= 500:
-            kind, message = ServerError, f"The server failed ({status}): {message}"
-        raise kind(message, status=status, code=code, fields=fields)
+        _raise_status(response.status_code, response.content, str(response.request.url))
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One request; errors become StepworksError subclasses."""
@@ -298,12 +398,29 @@ class Client:
         self._raise_for(response)
         return response
 
+    def _json(self, method: str, path: str, query: Mapping[str, Any], body: Any) -> Any:
+        """A JSON request by http.client (see PlainHttp), its answer's JSON."""
+        assert self._plain is not None
+        try:
+            status, content = self._plain.request(method, path, query, body)
+        except (OSError, HTTPException) as error:
+            raise ServerError(f"Cannot reach {self.url}: {error}") from error
+        if not (200 <= status < 300 or status == 304):
+            _raise_status(status, content, f"{self.url}{path}")
+        return json.loads(content)
+
     def get(self, path: str, **params: Any) -> dict[str, Any]:
         query = {k: v for k, v in params.items() if v is not None}
+        if self._plain is not None:
+            answer: dict[str, Any] = self._json("GET", path, query, None)
+            return answer
         data: dict[str, Any] = self.request("GET", path, params=query).json()
         return data
 
     def post(self, path: str, body: Any = None, **kwargs: Any) -> dict[str, Any]:
+        if self._plain is not None and not kwargs:
+            answer: dict[str, Any] = self._json("POST", path, {}, body)
+            return answer
         if body is not None:
             kwargs["json"] = body
         data: dict[str, Any] = self.request("POST", path, **kwargs).json()
@@ -501,30 +618,90 @@ class Client:
         path). The pipeline is named after the file; a new version is made only if a pin
         changed. Returns the pipeline version (`created`) with `modules`: [{"step", "ref",
         "created"}] for the folders pushed."""
-        import yaml
-
         source = Path(path)
-        spec = yaml.safe_load(source.read_text(encoding="utf-8"))
-        if not isinstance(spec, dict) or not isinstance(spec.get("steps"), dict):
-            raise ValidationError(f"{source}: a pipeline file has a `steps:` mapping")
+        spec, folders = _pipeline_file(source)
         pushed = []
-        for step_name, step in spec["steps"].items():
-            module = step.get("module") if isinstance(step, dict) else None
-            if not isinstance(module, str) or not module.startswith(("./", "../", "/")):
-                continue
-            folder = (source.parent / module).resolve()
-            entrypoint = step.pop("entrypoint", None)
-            if not entrypoint:
-                raise ValidationError(
-                    f"{source}: step {step_name!r} names the folder {module}: give its "
-                    "`entrypoint: file.py:function` too"
-                )
-            name = step.pop("name", None) or folder.name
+        for step_name, (folder, name, entrypoint) in folders.items():
             version = self.module_push(folder, name, entrypoint, message)
-            step["module"] = version["ref"]
+            spec["steps"][step_name]["module"] = version["ref"]
             pushed.append({"step": step_name, "ref": version["ref"], "created": version["created"]})
         result = self.pipeline_push(spec, source.stem, message)
         return {**result, "modules": pushed}
+
+    def run_file(
+        self,
+        path: str | Path,
+        params: Mapping[str, Any] | None = None,
+        reuse: bool = True,
+        message: str = "",
+    ) -> dict[str, Any]:
+        """pipeline_push_file and run in one request (the server's runs/from-source/): the
+        started run, with `pushed` ({"modules": [{"step", "ref", "created"}],
+        "pipeline_version": {"ref", "created"}}) and `previous_run` (the pipeline's newest
+        run before it, or None).
+
+        Each module folder goes by its code digest alone when this machine last saw the
+        server hold that digest as the module's latest version (the cache folder's
+        pushed.json), else with its files; the server answers 409 for a digest it lacks, and
+        the request is made again with those files."""
+        source = Path(path)
+        spec, folders = _pipeline_file(source)
+        endpoint = self._path("runs", "from-source", "")  # resolves the workspace first
+        known_path = self.cache_dir / "pushed.json"
+        place = f"{self.url} {self.workspace}"
+        try:
+            known = json.loads(known_path.read_text()).get(place, {})
+        except (OSError, ValueError, AttributeError):
+            known = {}
+        modules: dict[str, dict[str, Any]] = {}
+        texts: dict[str, dict[str, str]] = {}
+        pushed_apart = []
+        for step_name, (folder, name, entrypoint) in folders.items():
+            files = module_files(folder)
+            try:
+                texts[step_name] = {rel: content.decode("utf-8") for rel, content in files}
+            except UnicodeDecodeError:  # bytes JSON cannot carry: the upload path names them
+                version = self.module_push(folder, name, entrypoint, message)
+                spec["steps"][step_name]["module"] = version["ref"]
+                pushed_apart.append({"step": step_name, **version})
+                continue
+            digest = code_digest(files, entrypoint)
+            modules[step_name] = {"name": name, "entrypoint": entrypoint, "digest": digest}
+            if known.get(name) != digest:
+                modules[step_name]["files"] = texts[step_name]
+        body = {
+            "pipeline": source.stem,
+            "spec": spec,
+            "modules": modules,
+            "message": message,
+            "params": dict(params or {}),
+            "reuse": reuse,
+        }
+        try:
+            run = self.post(endpoint, body)
+        except StepworksError as error:
+            if error.code != "module_files_needed":
+                raise
+            for field in error.fields:  # "modules.<step>.files"
+                step_name = field.split(".")[1]
+                modules[step_name]["files"] = texts[step_name]
+            run = self.post(endpoint, body)
+        rows = {row["step"]: row for row in run["pushed"]["modules"]}
+        for row in pushed_apart:
+            rows[row["step"]] = {"step": row["step"], "ref": row["ref"], "created": row["created"]}
+        run["pushed"]["modules"] = [rows[step] for step in folders if step in rows]
+        known.update({m["name"]: m["digest"] for m in modules.values()})
+        with suppress(OSError, ValueError, AttributeError):
+            known_path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                places = json.loads(known_path.read_text())
+            except (OSError, ValueError):
+                places = {}
+            places[place] = known
+            temp = known_path.with_name(f".{known_path.name}.{os.getpid()}")
+            temp.write_text(json.dumps(places))
+            os.replace(temp, known_path)
+        return run
 
     def pipeline_update(
         self, name: str, number: int | None = None, step: str | None = None
@@ -631,15 +808,26 @@ class Client:
         poll_s: float = 0.5,
         timeout: float | None = None,
         on_update: Callable[[dict[str, Any]], None] | None = None,
+        compare_with: Any = None,
     ) -> dict[str, Any]:
         """Wait for a run to finish; `on_update` sees every state read.
 
         Each read after the first is a long-poll the server answers at the run's next
-        change (or after LONG_POLL_S), so the end is known within a round trip of it; a
-        server without long-polls (no `last_event`) is read every `poll_s`."""
+        change (or after LONG_POLL_S), so the end is known within a round trip of it;
+        without `on_update` it is answered only at the run's end. A server without
+        long-polls (no `last_event`) is read every `poll_s`. A run given as the unfinished
+        state a start returned (with its `last_event`) is not read again first. With
+        `compare_with` (a run), the finished run comes with `comparison`: the steps that
+        ran and why, and the metric rows against that run."""
         deadline = None if timeout is None else time.monotonic() + timeout
         path = self._path("runs", _run_id(run), "")
-        current = self.get(path)
+        extra = {} if compare_with is None else {"compare_with": _run_id(compare_with)}
+        until = "change" if on_update is not None else "end"
+        given = isinstance(run, Mapping) and run.get("last_event") is not None
+        if given and run.get("status") not in RUN_TERMINAL:
+            current = dict(run)
+        else:
+            current = self.get(path, **extra)
         while True:
             if on_update is not None:
                 on_update(current)
@@ -651,10 +839,10 @@ class Client:
             last = current.get("last_event")
             if last is None:
                 time.sleep(poll_s)
-                current = self.get(path)
+                current = self.get(path, **extra)
                 continue
             wait_s = LONG_POLL_S if remaining is None else min(LONG_POLL_S, math.ceil(remaining))
-            current = self.get(path, wait=wait_s, after_event=last)
+            current = self.get(path, wait=wait_s, after_event=last, until=until, **extra)
 
     def cancel(self, run: Any) -> dict[str, Any]:
         return self.post(self._path("runs", _run_id(run), "cancel", ""))
@@ -1072,6 +1260,38 @@ def _newest(versions: list[dict[str, Any]], what: str) -> int:
     if not versions:
         raise NotFoundError(f"{what} has no versions")
     return max(int(v["number"]) for v in versions)
+
+
+def _pipeline_file(source: Path) -> tuple[dict[str, Any], dict[str, tuple[Path, str, str]]]:
+    """A pipeline file's spec, less the `entrypoint:` and `name:` of each step that names a
+    module folder by path, and those steps: {step: (folder, module name, entrypoint)}."""
+    import yaml
+
+    spec = yaml.safe_load(source.read_text(encoding="utf-8"))
+    if not isinstance(spec, dict) or not isinstance(spec.get("steps"), dict):
+        raise ValidationError(f"{source}: a pipeline file has a `steps:` mapping")
+    folders = {}
+    for step_name, step in spec["steps"].items():
+        module = step.get("module") if isinstance(step, dict) else None
+        if not isinstance(module, str) or not module.startswith(("./", "../", "/")):
+            continue
+        folder = (source.parent / module).resolve()
+        entrypoint = step.pop("entrypoint", None)
+        if not entrypoint:
+            raise ValidationError(
+                f"{source}: step {step_name!r} names the folder {module}: give its "
+                "`entrypoint: file.py:function` too"
+            )
+        folders[step_name] = (folder, step.pop("name", None) or folder.name, entrypoint)
+    return spec, folders
+
+
+def code_digest(files: Iterable[tuple[str, bytes]], entrypoint: str) -> str:
+    """A module version's code digest, as the server computes it: sha256 over the sorted
+    `relpath\\0sha256(bytes)` lines plus `entrypoint\\0<entrypoint>`."""
+    lines = sorted(f"{rel}\0{hashlib.sha256(content).hexdigest()}" for rel, content in files)
+    lines.append(f"entrypoint\0{entrypoint}")
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
 
 
 def _folder_files(folder: Path) -> list[tuple[str, Path]]:

@@ -145,6 +145,7 @@ ROUTES: dict[str, tuple[str, str | None]] = {
     "api:dataset-version-detail": (WORKSPACE, None),
     "api:run-list": (WORKSPACE, None),
     "api:run-create": (WORKSPACE, EDITOR),
+    "api:run-from-source": (WORKSPACE, EDITOR),
     "api:run-compare": (WORKSPACE, None),
     "api:run-detail": (WORKSPACE, None),
     "api:run-cancel": (WORKSPACE, EDITOR),
