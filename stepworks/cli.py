@@ -57,7 +57,12 @@ sweep_app = typer.Typer(
 members_app = typer.Typer(
     help="Who is in the workspace, with which role (owners change them).", no_args_is_help=True
 )
+webhook_app = typer.Typer(
+    help="Word when work is done: signed POSTs when runs and sweeps end (owners).",
+    no_args_is_help=True,
+)
 app.add_typer(members_app, name="members")
+app.add_typer(webhook_app, name="webhook")
 app.add_typer(module_app, name="module")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(dataset_app, name="dataset")
@@ -305,6 +310,108 @@ def members_remove(
     with client_for(workspace) as client:
         row = client.member_set(user, None)
     out.print(f"{row['username']} was removed")
+
+
+EVENTS = ("run.finished", "run.failed", "sweep.finished")
+
+
+@webhook_app.command("list")
+@handles_errors
+def webhook_list(workspace: Workspace = None, as_json: AsJson = False) -> None:
+    """The workspace's webhooks (their secrets are shown only when each is added)."""
+    with client_for(workspace) as client:
+        rows = client.webhooks()
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("id", "url", "events", "active", "added")
+    for row in rows:
+        events = ", ".join(row["events"])
+        active = "yes" if row["active"] else "no"
+        table.add_row(str(row["id"]), row["url"], events, active, row["created_at"][:10])
+    out.print(table)
+
+
+@webhook_app.command("add")
+@handles_errors
+def webhook_add(
+    url: Annotated[str, typer.Argument(help="Where to POST: an http(s) URL.")],
+    event: Annotated[
+        list[str] | None,
+        typer.Option("--event", "-e", help=f"One of {', '.join(EVENTS)} (repeatable; all)."),
+    ] = None,
+    workspace: Workspace = None,
+    as_json: AsJson = False,
+) -> None:
+    """Add a webhook; prints its secret, which signs every payload (shown this once)."""
+    events = list(event or EVENTS)
+    unknown = [e for e in events if e not in EVENTS]
+    if unknown:
+        raise ValidationError(f"--event {unknown[0]!r}: one of {', '.join(EVENTS)}")
+    with client_for(workspace) as client:
+        row = client.webhook_add(url, events)
+    if as_json:
+        print_json(row)
+        return
+    out.print(f"webhook {row['id']}: {row['url']} on {', '.join(row['events'])}")
+    out.print(f"secret (shown once): {row['secret']}")
+    out.print("each POST carries X-Stepworks-Signature: sha256=<HMAC-SHA256 of the body>")
+
+
+@webhook_app.command("remove")
+@handles_errors
+def webhook_remove(
+    webhook_id: Annotated[int, typer.Argument(help="The webhook's id (webhook list).")],
+    workspace: Workspace = None,
+) -> None:
+    """Delete a webhook and its delivery log; what it had not sent yet is not sent."""
+    with client_for(workspace) as client:
+        client.webhook_remove(webhook_id)
+    out.print(f"webhook {webhook_id} was removed")
+
+
+@webhook_app.command("test")
+@handles_errors
+def webhook_test(
+    webhook_id: Annotated[int, typer.Argument(help="The webhook's id (webhook list).")],
+    workspace: Workspace = None,
+) -> None:
+    """Queue a test delivery (`ping`); a worker sends it, and `webhook log` shows how it went."""
+    with client_for(workspace) as client:
+        row = client.webhook_test(webhook_id)
+    out.print(f"test delivery {row['id']} queued: see stepworks webhook log {webhook_id}")
+
+
+@webhook_app.command("log")
+@handles_errors
+def webhook_log(
+    webhook_id: Annotated[int, typer.Argument(help="The webhook's id (webhook list).")],
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=200)] = 20,
+    workspace: Workspace = None,
+    as_json: AsJson = False,
+) -> None:
+    """The webhook's newest deliveries: event, status, and each attempt's answer."""
+    with client_for(workspace) as client:
+        rows = client.webhook_deliveries(webhook_id, limit=limit)
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("id", "event", "subject", "status", "attempts", "last answer", "at")
+    for row in rows:
+        last = row["tries"][-1] if row["tries"] else None
+        answer = "-"
+        if last is not None:
+            answer = str(last["status_code"] or last["error"][:40] or "-")
+            answer += f" ({last['latency_ms']} ms)" if last["latency_ms"] is not None else ""
+        table.add_row(
+            str(row["id"]), row["event"], row["subject"], row["status"],
+            str(row["attempts"]), answer, row["created_at"][:19],
+        )  # fmt: skip
+    out.print(table)
 
 
 @module_app.command("push")

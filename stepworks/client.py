@@ -473,6 +473,28 @@ class Client:
         removes them. Owners only; the last owner can be neither demoted nor removed."""
         return self.post(self._path("members", "set", ""), {"username": user, "role": role})
 
+    # --- webhooks --------------------------------------------------------------------------
+
+    def webhooks(self) -> list[dict[str, Any]]:
+        """The workspace's webhooks (owners), without their secrets."""
+        return self.paginate(self._path("webhooks", ""))
+
+    def webhook_add(self, url: str, events: list[str]) -> dict[str, Any]:
+        """A new webhook for `events` (run.finished, run.failed, sweep.finished); the answer
+        holds its `secret`, which signs every payload, and no later answer does."""
+        return self.post(self._path("webhooks", "create", ""), {"url": url, "events": events})
+
+    def webhook_remove(self, webhook_id: int) -> dict[str, Any]:
+        return self.post(self._path("webhooks", webhook_id, "delete", ""))
+
+    def webhook_test(self, webhook_id: int) -> dict[str, Any]:
+        """Queue a `ping` delivery (a worker sends it); its log shows the attempts."""
+        return self.post(self._path("webhooks", webhook_id, "test", ""))
+
+    def webhook_deliveries(self, webhook_id: int, limit: int = 20) -> list[dict[str, Any]]:
+        """The webhook's newest deliveries, each with its attempts."""
+        return self.paginate(self._path("webhooks", webhook_id, "deliveries", ""), limit=limit)
+
     # --- modules ---------------------------------------------------------------------------
 
     def modules(self) -> list[dict[str, Any]]:

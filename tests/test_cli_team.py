@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from pipelines_app.models import DatasetVersion
+from runs_app.models import Webhook
 from tests.helpers import api_token
 from tests.test_cli import Cli
 from workspaces.models import AuditEntry, AuditVerb, Membership, Role
@@ -67,3 +68,32 @@ def test_dataset_push_takes_a_file_with_name_and_message(cli, world, tmp_path):
     assert "--name" in neither.output
     version = DatasetVersion.objects.get(dataset__name="points")
     assert (version.message, version.created_by) == ("v1", world.owner)
+
+
+def test_an_owner_adds_lists_tests_reads_the_log_of_and_removes_a_webhook(
+    cli, world, settings, live_server, tmp_path
+):
+    refused = cli("webhook", "add", "http://127.0.0.1:9/hook", code=2)  # loopback: off
+    settings.STEPWORKS = {**settings.STEPWORKS, "WEBHOOK_ALLOW_PRIVATE": True}
+    bad_event = cli("webhook", "add", "http://127.0.0.1:9/hook", "-e", "run.won", code=2)
+
+    added = cli("webhook", "add", "http://127.0.0.1:9/hook", "-e", "run.failed")
+    hook = Webhook.objects.get(workspace=world.workspace)
+    listed = cli.json("webhook", "list")
+    tested = cli("webhook", "test", str(hook.pk))
+    log = cli.json("webhook", "log", str(hook.pk))
+    viewer = Cli(tmp_path / "viewer")
+    viewer("login", live_server.url, "--token", api_token(world.viewer))
+    not_theirs = viewer("webhook", "list", code=3)
+    removed = cli("webhook", "remove", str(hook.pk))
+
+    assert "url" in refused.output and "loopback" in refused.output.lower()
+    assert "one of run.finished, run.failed, sweep.finished" in bad_event.output
+    assert f"secret (shown once): {hook.secret}" in added.stdout
+    assert [(r["id"], r["events"]) for r in listed] == [(hook.pk, ["run.failed"])]
+    assert "secret" not in listed[0]
+    assert "queued" in tested.stdout
+    assert [(d["event"], d["status"]) for d in log] == [("ping", "pending")]
+    assert not_theirs.output.strip()
+    assert f"webhook {hook.pk} was removed" in removed.stdout
+    assert not Webhook.objects.filter(pk=hook.pk).exists()
