@@ -114,7 +114,7 @@ def _regressions() -> int:
 
 def _ok(row: dict[str, Any]) -> bool:
     return bool(row["skipped"]) or not any(
-        row[k] for k in ("lost", "stuck", "duplicate_effects", "corrupt")
+        row.get(k) for k in ("lost", "stuck", "duplicate_effects", "corrupt", "injector_failed")
     )
 
 

@@ -6,6 +6,7 @@ import contextlib
 import random
 import socket
 import threading
+import time
 
 
 def _ephemeral_low() -> int:
@@ -63,6 +64,11 @@ class TcpProxy:
             listener, self._listener = self._listener, None
             connections, self._connections = self._connections, set()
         if listener is not None:
+            # close() alone leaves the socket listening while _accept's thread is blocked
+            # in accept() on it (the syscall holds it), and restore() could not listen
+            # there again; shutdown() wakes that accept() first.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
         for conn in connections:
             with contextlib.suppress(OSError):
@@ -70,7 +76,16 @@ class TcpProxy:
             conn.close()
 
     def restore(self) -> None:
-        self.start()
+        """Listen again on the same port (retried while the old socket is let go)."""
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.start()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def close(self) -> None:
         self.cut()

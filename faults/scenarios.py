@@ -58,6 +58,7 @@ class Stage:
     faults: dict[str, int] = field(default_factory=dict)
     times: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    broken: list[str] = field(default_factory=list)
 
     def record(self, kind: str, count: int = 1) -> None:
         self.faults[kind] = self.faults.get(kind, 0) + count
@@ -326,6 +327,8 @@ def play(
         workload.check(row, stage.times, scenario.allowed)
         row.faults = dict(stage.faults)
         row.notes = stage.notes
+        row.problems += stage.broken
+        row.injector_failed = len(stage.broken)
         row.resent = _resent(fleet)
     row.wall_s = round(time.monotonic() - started, 1)
     return row
@@ -335,8 +338,9 @@ def _guarded(target: Injector, stage: Stage) -> None:
     """An injector on a thread of its own, with a database connection it closes."""
     try:
         target(stage)
-    except Exception as error:  # the row says an injector broke, rather than hanging
+    except Exception as error:  # the row fails: it did not inject what it says
         stage.faults[f"injector_error:{type(error).__name__}"] = 1
+        stage.broken.append(f"the injector failed: {error!r}")
         raise
     finally:
         close_old_connections()

@@ -101,6 +101,7 @@ class Row:
     stuck: int = 0
     duplicate_effects: int = 0
     corrupt: int = 0
+    injector_failed: int = 0
     max_s_to_terminal: float = 0.0
     resent: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
@@ -108,12 +109,6 @@ class Row:
     notes: list[str] = field(default_factory=list)
     skipped: str = ""
     wall_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        if self.skipped:
-            return True
-        return not (self.lost or self.stuck or self.duplicate_effects or self.corrupt)
 
 
 class Workload:
