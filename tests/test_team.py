@@ -263,15 +263,18 @@ def test_the_api_renames_for_owners_only(world: Any) -> None:
     assert Workspace.objects.get(slug="lab").name == "Renamed"
 
 
+def add_members(workspace: Workspace, n: int) -> None:
+    """`n` more viewers, member0 to member<n-1>."""
+    users = get_user_model()
+    for i in range(n):
+        Membership.objects.create(user=users.objects.create_user(f"member{i}"), workspace=workspace)
+
+
 @pytest.mark.parametrize("n", [1, 50])
 def test_the_members_page_costs_the_same_for_1_or_50_members(
     world: Any, django_assert_num_queries: Any, n: int
 ) -> None:
-    users = get_user_model()
-    for i in range(n):
-        Membership.objects.create(
-            user=users.objects.create_user(f"member{i}"), workspace=world.workspace
-        )
+    add_members(world.workspace, n)
     client = signed_in(world.owner)
 
     with django_assert_num_queries(MEMBERS_PAGE_QUERIES):
@@ -289,11 +292,7 @@ MEMBERS_PAGE_QUERIES = 4
 def test_the_members_api_costs_a_pinned_number_of_queries_for_1_or_50_members(
     world: Any, django_assert_num_queries: Any, n: int
 ) -> None:
-    users = get_user_model()
-    for i in range(n):
-        Membership.objects.create(
-            user=users.objects.create_user(f"member{i}"), workspace=world.workspace
-        )
+    add_members(world.workspace, n)
     client = api_client(world.viewer)
 
     with django_assert_num_queries(MEMBERS_API_QUERIES):
