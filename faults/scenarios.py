@@ -112,43 +112,61 @@ def blocked_in_c(stage: Stage) -> None:
             return
 
 
+def _send_duplicates(stage: Stage, newest: int | None = None) -> None:
+    """Send 6 of the scenario's queued, running or finished steps' messages again (picked
+    among its `newest` steps, else among all)."""
+    steps = (
+        StepRun.objects.filter(workspace=stage.workload.workspace)
+        .exclude(status=StepStatus.PENDING)
+        .order_by("-pk")
+        .values_list("pk", flat=True)
+    )
+    ids = list(steps[:newest] if newest else steps)
+    if ids:
+        picked = stage.rng.sample(ids, min(len(ids), 6))
+        dispatch.send_steps(picked)
+        stage.record("duplicate_message", len(picked))
+
+
+def _broker_restart(stage: Stage, down_s: float) -> None:
+    stage.record("broker_restart")
+    stage.broker.restart(down_s=down_s)
+
+
+def _database_outage(stage: Stage, down_s: float) -> None:
+    stage.record("db_outage")
+    stage.database.proxy.cut()
+    time.sleep(down_s)
+    stage.database.proxy.restore()
+
+
+def _reached(stage: Stage, share: float) -> bool:
+    """Wait until `share` of the storm has passed; False if the scenario ended first."""
+    wait = stage.storm_ends - stage.size.storm_s * (1 - share) - time.monotonic()
+    return not stage.done.wait(max(0.0, wait))
+
+
 def duplicates(stage: Stage) -> None:
     """Send every queued and running step's message again, and replay finished ones."""
-    ids = [run.pk for run in stage.workload.runs()]
     while stage.pause(0.3, 0.6):
-        steps = list(
-            StepRun.objects.filter(run__in=ids)
-            .exclude(status__in=[StepStatus.PENDING])
-            .values_list("pk", flat=True)
-        )
-        if steps:
-            picked = stage.rng.sample(steps, min(len(steps), 6))
-            dispatch.send_steps(picked)
-            stage.record("duplicate_message", len(picked))
-        ids = [run.pk for run in stage.workload.runs()]
+        _send_duplicates(stage)
 
 
 def broker_restarts(stage: Stage) -> None:
     """The broker dies and comes back empty, twice."""
     for share in (0.3, 0.65):
-        wait = stage.storm_ends - stage.size.storm_s * (1 - share) - time.monotonic()
-        if stage.done.wait(max(0.0, wait)):
+        if not _reached(stage, share):
             return
-        stage.record("broker_restart")
-        stage.broker.restart(down_s=3.0)
+        _broker_restart(stage, down_s=3.0)
 
 
 def database_outages(stage: Stage) -> None:
     """The workers lose PostgreSQL (through the proxy in front of it) for a short and a
     longer while: longer than a lease, so results wait and leases lapse."""
     for share, down_s in ((0.3, 2.5), (0.6, min(10.0, stage.size.storm_s / 3))):
-        wait = stage.storm_ends - stage.size.storm_s * (1 - share) - time.monotonic()
-        if stage.done.wait(max(0.0, wait)):
+        if not _reached(stage, share):
             return
-        stage.record("db_outage")
-        stage.database.proxy.cut()
-        time.sleep(down_s)
-        stage.database.proxy.restore()
+        _database_outage(stage, down_s)
 
 
 def deploys(stage: Stage) -> None:
@@ -169,23 +187,11 @@ def mix(stage: Stage) -> None:
         elif kind == "deploy" and stage.fleet.deploy_one(stage.rng):
             stage.record("sigterm_deploy")
         elif kind == "duplicates":
-            steps = list(
-                StepRun.objects.filter(workspace=stage.workload.workspace)
-                .exclude(status=StepStatus.PENDING)
-                .order_by("-pk")
-                .values_list("pk", flat=True)[:50]
-            )
-            if steps:
-                dispatch.send_steps(stage.rng.sample(steps, min(6, len(steps))))
-                stage.record("duplicate_message", min(6, len(steps)))
+            _send_duplicates(stage, newest=50)  # a long soak: among its recent steps
         elif kind == "broker":
-            stage.record("broker_restart")
-            stage.broker.restart(down_s=stage.rng.uniform(1, 4))
+            _broker_restart(stage, down_s=stage.rng.uniform(1, 4))
         elif kind == "database":
-            stage.record("db_outage")
-            stage.database.proxy.cut()
-            time.sleep(stage.rng.uniform(1, 8))
-            stage.database.proxy.restore()
+            _database_outage(stage, down_s=stage.rng.uniform(1, 8))
 
 
 @dataclass(frozen=True)
