@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -84,16 +85,34 @@ def update(
 
 
 def insert(model: type[models.Model], names: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """INSERT rows of `names` into `model`'s table, in one statement."""
+    """INSERT rows of `names` into `model`'s table: one statement, or as few as the
+    backend's limit on a statement's parameters allows (a 10,000-step run's events)."""
     values = [
         [prep(model, name, value) for name, value in zip(names, row, strict=True)] for row in rows
     ]
-    if not values:
-        return
     columns = ", ".join(column(model, name) for name in names)
     one = "(" + ", ".join(["%s"] * len(names)) + ")"
-    sql = f"INSERT INTO {table(model)} ({columns}) VALUES {', '.join([one] * len(values))}"
-    execute(sql, [value for row in values for value in row])
+    size = max(1, _max_params() // len(names))
+    for start in range(0, len(values), size):
+        batch = values[start : start + size]
+        sql = f"INSERT INTO {table(model)} ({columns}) VALUES {', '.join([one] * len(batch))}"
+        execute(sql, [value for row in batch for value in row])
+
+
+def _max_params() -> int:
+    """How many parameters one statement may carry: SQLite's compiled-in limit (32,766
+    since 3.32, where Django assumes 999), PostgreSQL's 65,535."""
+    return _sqlite_limit() if connection.vendor == "sqlite" else 65535
+
+
+@functools.cache
+def _sqlite_limit() -> int:
+    probe = sqlite3.connect(":memory:")  # the library's limit, the same for every connection
+    try:
+        limit: int = probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    finally:
+        probe.close()
+    return limit
 
 
 def placeholders(values: Sequence[Any]) -> str:

@@ -556,3 +556,77 @@ def test_a_poison_step_that_never_runs_alone_ends_after_twice_its_attempts(world
     for name in ("s1", f"s{limit - 1}"):  # the companions' attempts were given back
         companion = StepRun.objects.get(pk=by_name[name].pk)
         assert companion.status == S.QUEUED and companion.max_attempts == 4
+
+
+# An unchanged rerun: the version's steps, the run's row, its start, the links to the
+# sources' outputs and inputs, the run's end (a look for open steps, one for failed ones,
+# the UPDATE) and the events, in a savepoint here; plus one look a step for its source and
+# the steps' rows in as few INSERTs as the backend's parameter limit allows (Django's
+# bulk_create: 999 parameters a statement on SQLite, 28 steps).
+RERUN_FIXED_QUERIES = 11
+
+
+@pytest.mark.parametrize("length", [3, 30])
+def test_an_unchanged_rerun_costs_one_query_a_step_and_a_fixed_few_more(world, length):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    version = chain(world.workspace, length=length)
+    drain(scheduler.run_create(version))
+
+    with CaptureQueriesContext(connection) as captured:
+        rerun = scheduler.run_create(version)
+
+    statements = [query["sql"] for query in captured.captured_queries]
+    step_inserts = sum(s.startswith('INSERT INTO "runs_app_steprun"') for s in statements)
+    looks = sum(s.startswith("SELECT c.id, c.run_id") for s in statements)
+    assert looks == length
+    assert 1 <= step_inserts <= 1 + length // 28
+    assert len(statements) - step_inserts == RERUN_FIXED_QUERIES + length
+    assert set(statuses(rerun).values()) == {S.REUSED}
+    rerun.refresh_from_db()
+    assert rerun.status == RunStatus.SUCCEEDED
+
+
+def test_the_end_of_a_run_names_its_workspace_and_sweep_to_the_receivers(
+    version, django_capture_on_commit_callbacks
+):
+    heard: list[dict] = []
+
+    def receiver(sender, **kwargs):
+        heard.append(kwargs)
+
+    scheduler.run_finished.connect(receiver, dispatch_uid="test-heard")
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            run = scheduler.run_create(version)
+            drain(run)
+    finally:
+        scheduler.run_finished.disconnect(dispatch_uid="test-heard")
+
+    assert heard == [
+        {
+            "signal": scheduler.run_finished,
+            "run_id": run.pk,
+            "status": RunStatus.SUCCEEDED,
+            "workspace_id": run.workspace_id,
+            "sweep_id": None,
+        }
+    ]
+
+
+def test_a_large_insert_goes_in_as_many_statements_as_the_parameter_limit_needs(
+    world, monkeypatch, django_assert_num_queries
+):
+    from runs_app import sql
+
+    run = scheduler.run_create(chain(world.workspace, length=3))
+    monkeypatch.setattr(sql, "_max_params", lambda: 21)  # 3 rows of 7 columns a statement
+
+    columns = ("run", "old_status", "new_status", "reason", "message", "attempt", "at")
+    with django_assert_num_queries(3):
+        sql.insert(
+            Event, columns, [(run.pk, "", f"x{i}", "", "", 0, timezone.now()) for i in range(7)]
+        )
+
+    assert Event.objects.filter(run=run, new_status__startswith="x").count() == 7

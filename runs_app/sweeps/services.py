@@ -178,7 +178,10 @@ def _unfinished(sweep: Sweep) -> int:
 
 def on_run_finished(sender: Any, run_id: int, status: str, **kwargs: Any) -> None:
     """The receiver of scheduler.run_finished: a run of a sweep that paces its runs
-    (max_parallel_runs) ended, so the next may start (the expand_sweep actor)."""
+    (max_parallel_runs) ended, so the next may start (the expand_sweep actor). A run the
+    signal says is in no sweep needs no query."""
+    if "sweep_id" in kwargs and kwargs["sweep_id"] is None:
+        return
     paced = (
         PipelineRun.objects.filter(
             pk=run_id,

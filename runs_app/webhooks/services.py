@@ -144,17 +144,21 @@ def webhooks_with_deliveries(workspace: Workspace) -> QuerySet[Webhook]:
 # --- what ends, announced ---------------------------------------------------------------------
 
 
-def on_run_finished(sender: Any, run_id: int, status: str, **kwargs: Any) -> None:
+def on_run_finished(
+    sender: Any, run_id: int, status: str, workspace_id: int | None = None, **kwargs: Any
+) -> None:
     """The receiver of scheduler.run_finished (after the run's end committed): a delivery
     per webhook that wants it. It never raises into the scheduler's caller (a worker)."""
     try:
-        _announce_run(run_id, status)
+        _announce_run(run_id, status, workspace_id)
     except Exception:
         log.exception("webhooks for run %s could not be queued", run_id)
 
 
-def _announce_run(run_id: int, status: str) -> None:
-    hooks = list(Webhook.objects.filter(workspace__runs__pk=run_id, active=True))
+def _announce_run(run_id: int, status: str, workspace_id: int | None = None) -> None:
+    # By the workspace the signal names (no join through the runs), else by the run's.
+    where = {"workspace_id": workspace_id} if workspace_id else {"workspace__runs__pk": run_id}
+    hooks = list(Webhook.objects.filter(**where, active=True))
     if not hooks:
         return  # the common case: one query per finished run
     run = PipelineRun.objects.select_related(
