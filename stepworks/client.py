@@ -434,19 +434,40 @@ class Client:
         try:
             yield
         except NotFoundError as error:
-            try:
-                names = [row["name"] for row in self.paginate(self._path(f"{kind}s", ""))]
-            except StepworksError:
-                raise error from None  # the workspace is the problem, and the 404 says so
-            if name in names:
-                raise
-            import difflib
+            raise self._not_found(kind, name, error) from None
 
-            message = f"No {kind} {name!r} in workspace {self.workspace!r}."
-            close = difflib.get_close_matches(name, names, n=3)
-            if close:
-                message += f" Did you mean {' or '.join(map(repr, close))}?"
-            raise NotFoundError(message, status=error.status, code=error.code) from None
+    @contextmanager
+    def _pipeline_named(self, ref: str) -> Iterator[None]:
+        """Inside, a start whose body named a pipeline version the workspace lacks (a 400
+        on `pipeline`: bad input to the API) becomes "not found" for whoever typed `ref`
+        (NAME, NAME@N): exit 3, with a "did you mean" when the name is unknown."""
+        try:
+            yield
+        except ValidationError as error:
+            reasons = error.fields.get("pipeline", [])
+            if not any(reason.startswith("no pipeline version") for reason in reasons):
+                raise
+            missing = NotFoundError(str(error), status=error.status, code=error.code)
+            raise self._not_found("pipeline", ref.partition("@")[0], missing) from None
+
+    def _not_found(self, kind: str, name: str, error: StepworksError) -> StepworksError:
+        """The error to raise for a `kind` named `name` the server did not find: "No module
+        'x' in workspace 'w'. Did you mean 'y'?" when the workspace has no such name (a
+        NotFoundError, exit 3); `error` itself when it has (the version was the problem)
+        or the names cannot be read."""
+        try:
+            names = [row["name"] for row in self.paginate(self._path(f"{kind}s", ""))]
+        except StepworksError:
+            return error  # the workspace is the problem, and the error says so
+        if name in names:
+            return error
+        import difflib
+
+        message = f"No {kind} {name!r} in workspace {self.workspace!r}."
+        close = difflib.get_close_matches(name, names, n=3)
+        if close:
+            message += f" Did you mean {' or '.join(map(repr, close))}?"
+        return NotFoundError(message, status=error.status, code=error.code)
 
     def paginate(self, path: str, limit: int | None = None, **params: Any) -> list[dict[str, Any]]:
         """Every row of a list endpoint (or the first `limit`), page by page."""
@@ -810,7 +831,8 @@ class Client:
         """Start a run of `name`, `name@latest` or `name@N`; with wait=True, return it
         finished."""
         body = {"pipeline": pipeline, "params": dict(params or {}), "reuse": reuse}
-        run = self.post(self._path("runs", "create", ""), body)
+        with self._pipeline_named(pipeline):
+            run = self.post(self._path("runs", "create", ""), body)
         return self.wait(run, timeout=timeout) if wait else run
 
     def runs(self, limit: int | None = 50, **filters: Any) -> list[dict[str, Any]]:
@@ -998,7 +1020,8 @@ class Client:
             "reuse": reuse,
             "max_parallel_runs": max_parallel_runs,
         }
-        sweep = self.post(self._path("sweeps", "create", ""), body)
+        with self._pipeline_named(pipeline):
+            sweep = self.post(self._path("sweeps", "create", ""), body)
         return self.sweep_wait(sweep, timeout=timeout) if wait else sweep
 
     def sweep_wait(

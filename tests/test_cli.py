@@ -167,7 +167,9 @@ def test_exit_codes_say_what_went_wrong(cli, world, live_server, embedded_worker
 
     failed = cli("run", "boom", "--watch", code=1)
     missing = cli("show", "999999", code=3)
-    no_pipeline = cli("run", "nope", code=2)
+    no_pipeline = cli("run", "nope", code=3)
+    close_name = cli("run", "bom", code=3)
+    no_version = cli("run", "boom@9", code=3)
     bad_param = cli("run", "boom", "-p", "noequals", code=2)
     bad_option = cli("runs", "--limit", "0", code=2)
     cli("runs", code=4, STEPWORKS_URL="http://127.0.0.1:9")
@@ -177,7 +179,9 @@ def test_exit_codes_say_what_went_wrong(cli, world, live_server, embedded_worker
     assert "failed" in failed.stdout
     assert "user_error" in failed.stdout
     assert "No such run" in missing.stderr
-    assert "no pipeline version 'nope'" in no_pipeline.stderr
+    assert "No pipeline 'nope' in workspace" in no_pipeline.stderr
+    assert "Did you mean 'boom'?" in close_name.stderr
+    assert "no pipeline version 'boom@9'" in no_version.stderr
     assert "STEP.PARAM=VALUE" in bad_param.stderr
     assert bad_option.exit_code == 2
 

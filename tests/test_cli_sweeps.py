@@ -132,12 +132,16 @@ def test_sweep_commands_exit_with_codes_that_mean_something(demo_cli):
     no_seed = cli("sweep", "create", "classify", "--name", "x",
                   "--axis", "train=train_rf@1", "--replicates", "2", code=2)  # fmt: skip
     missing = cli("sweep", "show", "999999", code=3)
+    no_pipeline = cli("sweep", "create", "clasify", "--name", "x",
+                      "--axis", "train=train_rf@1", code=3)  # fmt: skip
 
     assert "STEP=VARIANT" in no_axis_value.stderr
     assert "MODULE@N" in no_module_version.stderr
     assert "axes.train.0.module: no module 'train_nope'" in bad_module.stderr
     assert "seed_params" in no_seed.stderr
     assert "No such sweep" in missing.stderr
+    assert "No pipeline 'clasify' in workspace" in no_pipeline.stderr
+    assert "Did you mean 'classify'?" in no_pipeline.stderr
     assert not Sweep.objects.exists() and not PipelineRun.objects.exists()
 
 
