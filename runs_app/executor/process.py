@@ -7,6 +7,7 @@ developer's Mac; there a step's child is killed through its process group only.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
 import sys
@@ -74,11 +75,28 @@ def process_group_exists(pgid: int) -> bool:
 
 def oom_kills() -> int | None:
     """How many processes the kernel's out-of-memory killer has killed in this process's
-    memory cgroup (v2 `memory.events`, v1 `memory.oom_control`); None where unreadable."""
+    memory cgroup (v2 `memory.events`, v1 `memory.oom_control`); None where unreadable.
+    Read before every step: the file's place is found once per process."""
+    for place in _oom_files(os.getpid()):
+        try:
+            with open(place, encoding="ascii") as handle:
+                for entry in handle:
+                    name, _, value = entry.partition(" ")
+                    if name == "oom_kill":
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+@functools.lru_cache(maxsize=4)
+def _oom_files(pid: int) -> tuple[str, ...]:
+    """Where this process's memory cgroup counts its OOM kills (by pid: a forked child that
+    asks again reads its own cgroup)."""
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
     except OSError:
-        return None
+        return ()
     places = []
     for line in lines:
         _, controllers, path = line.split(":", 2)
@@ -87,15 +105,7 @@ def oom_kills() -> int | None:
         elif "memory" in controllers.split(","):
             root = Path("/sys/fs/cgroup/memory")
             places += [root / path.lstrip("/") / "memory.oom_control", root / "memory.oom_control"]
-    for place in places:
-        try:
-            for entry in place.read_text().splitlines():
-                name, _, value = entry.partition(" ")
-                if name == "oom_kill":
-                    return int(value)
-        except (OSError, ValueError):
-            continue
-    return None
+    return tuple(str(place) for place in places)
 
 
 def describe_returncode(returncode: int) -> str:

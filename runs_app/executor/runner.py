@@ -764,7 +764,10 @@ class _Watch:
     def _read_result(self, job: StepJob, result_file: Path) -> StepResult:
         try:
             raw = json.loads(result_file.read_text(encoding="utf-8"))
-            outputs = {name: self._output_file(entry) for name, entry in raw["outputs"].items()}
+            root = (self.output_dir / child_layout.OUTPUTS_DIR).resolve()
+            outputs = {
+                name: self._output_file(entry, root) for name, entry in raw["outputs"].items()
+            }
             metrics = [
                 MetricPoint(name=str(m["name"]), value=float(m["value"]), step=m["step"])
                 for m in raw["metrics"]
@@ -779,9 +782,8 @@ class _Watch:
             return StepResult("failed", "internal_error", f"an unknown outcome {status}/{reason}")
         return StepResult(status, reason, message, outputs, metrics)
 
-    def _output_file(self, entry: Mapping[str, Any]) -> OutputFile:
+    def _output_file(self, entry: Mapping[str, Any], outputs: Path) -> OutputFile:
         path = (self.output_dir / entry["file"]).resolve()
-        outputs = (self.output_dir / child_layout.OUTPUTS_DIR).resolve()
         if not path.is_relative_to(outputs):
             raise ValueError(f"an output outside the output folder: {entry['file']}")
         kind = str(entry["kind"])
