@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# A metric's name is at most this long (the server's column): a longer one fails the step
+# where it is logged, with this reason, on every database alike.
+METRIC_NAME_MAX = 200
+
 
 @dataclass
 class MetricPoint:
@@ -37,6 +41,11 @@ class StepContext:
     def log_metric(self, name: str, value: float, step: int | None = None) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError("a metric needs a non-empty name")
+        if len(name) > METRIC_NAME_MAX:
+            raise ValueError(
+                f"metric name {name[:40]!r}... is {len(name)} characters long; "
+                f"the most is {METRIC_NAME_MAX}"
+            )
         number = float(value)
         if not math.isfinite(number):
             raise ValueError(f"metric {name!r} is not a finite number: {value!r}")

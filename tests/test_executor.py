@@ -225,6 +225,23 @@ def test_params_and_metrics_reach_the_result(executor: StepExecutor, tmp_path: P
     assert result.duration_s > 0 and result.pid
 
 
+def test_a_metric_name_longer_than_the_servers_column_fails_the_step_where_it_is_logged(
+    executor: StepExecutor, tmp_path: Path
+) -> None:
+    from runs_app.models import Metric
+    from stepworks.context import METRIC_NAME_MAX
+
+    source = """
+        def main(ctx):
+            ctx.log_metric("m" * 201, 1.0)
+    """
+    result = run_step(executor, tmp_path, source)
+
+    assert Metric._meta.get_field("name").max_length == METRIC_NAME_MAX == 200
+    assert (result.status, result.reason) == ("failed", "user_error")
+    assert "is 201 characters long; the most is 200" in result.message
+
+
 # -- logs ------------------------------------------------------------------------------------
 
 

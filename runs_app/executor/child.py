@@ -42,7 +42,7 @@ from typing import Any, NoReturn
 from runs_app.executor import protocol
 from runs_app.executor.process import die_with_parent
 from runs_app.executor.sandbox import SandboxError, SystemRules, restrict
-from stepworks.context import MetricPoint, StepContext
+from stepworks.context import METRIC_NAME_MAX, MetricPoint, StepContext
 from stepworks.outputs import OutputError, load_input, write_output
 
 RESULT_FILE = "result.json"
@@ -361,7 +361,7 @@ def _live_metrics(result_fd: int, step_pid: int) -> Callable[[MetricPoint], None
         if sent >= LIVE_METRIC_POINTS or os.getpid() != step_pid:
             return
         sent += 1
-        line = {"name": point.name[:200], "value": point.value, "step": point.step}
+        line = {"name": point.name[:METRIC_NAME_MAX], "value": point.value, "step": point.step}
         with _quietly():  # the worker is gone: the step's own end will say so
             os.write(result_fd, METRIC_LINE + json.dumps(line).encode("utf-8") + b"\n")
 

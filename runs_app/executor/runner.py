@@ -44,7 +44,7 @@ from runs_app.executor.process import (
     process_group_exists,
 )
 from runs_app.executor.sandbox import SandboxPolicy, step_rules, unavailable_reason
-from stepworks.context import MetricPoint
+from stepworks.context import METRIC_NAME_MAX, MetricPoint
 from stepworks.outputs import KIND_DIRECTORY, OutputFile
 
 logger = logging.getLogger(__name__)
@@ -769,9 +769,17 @@ class _Watch:
                 name: self._output_file(entry, root) for name, entry in raw["outputs"].items()
             }
             metrics = [
-                MetricPoint(name=str(m["name"]), value=float(m["value"]), step=m["step"])
+                MetricPoint(
+                    name=str(m["name"]),
+                    value=float(m["value"]),
+                    step=None if m["step"] is None else int(m["step"]),
+                )
                 for m in raw["metrics"]
             ]
+            if any(not 0 < len(m.name) <= METRIC_NAME_MAX for m in metrics):
+                # log_metric refuses these: only a result the step's own code wrote has one.
+                why = f"a metric's name is not 1 to {METRIC_NAME_MAX} characters long"
+                return StepResult("failed", "output_invalid", why)
             status, reason, message = raw["status"], raw["reason"], str(raw["message"])
         except (OSError, ValueError, KeyError, TypeError) as error:
             return StepResult("failed", "internal_error", f"unreadable result: {error!r}")
