@@ -205,38 +205,6 @@ def module_version_usage(version: ModuleVersion) -> QuerySet[PipelineStep]:
     )
 
 
-def interface_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """What a new module interface changes for the pipelines that used the old one (pure)."""
-    changes = []
-    old_inputs, new_inputs = set(old.get("inputs", [])), set(new.get("inputs", []))
-    old_outputs, new_outputs = set(old.get("outputs", [])), set(new.get("outputs", []))
-    old_params, new_params = old.get("params", {}), new.get("params", {})
-    for name in sorted(old_inputs - new_inputs):
-        changes.append(f"input {name!r} removed")
-    for name in sorted(new_inputs - old_inputs):
-        changes.append(f"input {name!r} added")
-    for name in sorted(old_outputs - new_outputs):
-        changes.append(f"output {name!r} removed")
-    for name in sorted(new_outputs - old_outputs):
-        changes.append(f"output {name!r} added")
-    for name in sorted(set(old_params) | set(new_params)):
-        before, after = old_params.get(name), new_params.get(name)
-        if before is None:
-            required = " (required)" if after.get("required") else ""
-            changes.append(f"param {name!r} added{required}")
-        elif after is None:
-            changes.append(f"param {name!r} removed")
-        elif before.get("type") != after.get("type"):
-            changes.append(f"param {name!r}: type {before.get('type')} -> {after.get('type')}")
-        elif before.get("default") != after.get("default") or before.get("required") != after.get(
-            "required"
-        ):
-            changes.append(
-                f"param {name!r}: default {before.get('default')!r} -> {after.get('default')!r}"
-            )
-    return changes
-
-
 def binding_problems(
     interface: dict[str, Any], step: dict[str, Any], downstream_outputs: set[str]
 ) -> list[str]:

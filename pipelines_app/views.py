@@ -22,6 +22,7 @@ from pipelines_app.forms import SpecForm
 from pipelines_app.models import VersionOrigin
 from pipelines_app.services import pipeline_version_clone, pipeline_version_update
 from pipelines_app.specs import render_spec_yaml
+from stepworks.changes import interface_changes
 from workspaces.errors import DomainError
 from workspaces.models import Role
 from workspaces.selectors import role_allows, workspaces_for_user
@@ -69,7 +70,7 @@ def module_version_detail(
         "usage": selectors.module_version_usage(version),
         "breakage": selectors.module_version_breakage(version),
         "interface_changes": (
-            selectors.interface_changes(parent.interface or {}, version.interface or {})
+            interface_changes(parent.interface or {}, version.interface or {})
             if parent is not None
             else []
         ),
@@ -115,7 +116,7 @@ def module_diff(request: HttpRequest, slug: str, name: str) -> TemplateResponse:
             old=old,
             new=new,
             files=files_diff(old.files or {}, new.files or {}, old.ref, new.ref),
-            interface_changes=selectors.interface_changes(old.interface or {}, new.interface or {}),
+            interface_changes=interface_changes(old.interface or {}, new.interface or {}),
             entrypoint_changed=old.entrypoint != new.entrypoint,
         )
     return TemplateResponse(request, "pipelines_app/module_diff.html", context)

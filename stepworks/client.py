@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from stepworks.changes import interface_changes
 from stepworks.outputs import KIND_DIRECTORY, PICKLE, load_input
 
 if TYPE_CHECKING:  # imported where it is used: `stepworks --help` should not wait for it
@@ -1417,35 +1418,6 @@ def files_diff(
         )
         out.append({"path": path, "status": status, "diff": "".join(f"{x}\n" for x in lines)})
     return out
-
-
-def interface_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """Pure: what a new module interface changes for the steps that used the old one, in
-    the words of the module diff page (pipelines_app.selectors.interface_changes)."""
-    changes = []
-    old_inputs, new_inputs = set(old.get("inputs", [])), set(new.get("inputs", []))
-    old_outputs, new_outputs = set(old.get("outputs", [])), set(new.get("outputs", []))
-    old_params, new_params = old.get("params", {}), new.get("params", {})
-    changes += [f"input {name!r} removed" for name in sorted(old_inputs - new_inputs)]
-    changes += [f"input {name!r} added" for name in sorted(new_inputs - old_inputs)]
-    changes += [f"output {name!r} removed" for name in sorted(old_outputs - new_outputs)]
-    changes += [f"output {name!r} added" for name in sorted(new_outputs - old_outputs)]
-    for name in sorted(set(old_params) | set(new_params)):
-        before, after = old_params.get(name), new_params.get(name)
-        if before is None:
-            changes.append(f"param {name!r} added{' (required)' if after.get('required') else ''}")
-        elif after is None:
-            changes.append(f"param {name!r} removed")
-        elif before.get("type") != after.get("type"):
-            changes.append(f"param {name!r}: type {before.get('type')} -> {after.get('type')}")
-        elif (before.get("default"), before.get("required")) != (
-            after.get("default"),
-            after.get("required"),
-        ):
-            changes.append(
-                f"param {name!r}: default {before.get('default')!r} -> {after.get('default')!r}"
-            )
-    return changes
 
 
 def _extract_verified(archive_path: Path, dest: Path) -> dict[str, Any]:

@@ -10,9 +10,10 @@ import pytest
 from django.urls import reverse
 
 from pipelines_app.models import PipelineVersion, VersionOrigin
-from pipelines_app.selectors import binding_problems, interface_changes
+from pipelines_app.selectors import binding_problems
 from pipelines_app.services import module_version_create, pipeline_version_create
 from runs_app.models import PipelineRun, StepRun
+from stepworks.changes import interface_changes
 
 pytestmark = pytest.mark.django_db
 
