@@ -59,6 +59,24 @@ def send_sweeps(ids: list[int]) -> None:
         expand_sweep.send(sweep_id)
 
 
+def send_deliveries(ids: list[int]) -> None:
+    """Ask a worker to try these webhook deliveries (the deliver_webhook actor)."""
+    from runs_app.tasks import deliver_webhook
+
+    for delivery_id in ids:
+        deliver_webhook.send(delivery_id)
+
+
+def on_sweeps_due(sender: Any, sweep_ids: list[int], **kwargs: Any) -> None:
+    """The receiver of runs_app.hints.sweeps_due."""
+    send_sweeps(sweep_ids)
+
+
+def on_deliveries_due(sender: Any, delivery_ids: list[int], **kwargs: Any) -> None:
+    """The receiver of runs_app.hints.deliveries_due."""
+    send_deliveries(delivery_ids)
+
+
 def on_steps_queued(sender: Any, step_ids: list[int], delay_ms: int = 0, **kwargs: Any) -> None:
     """The receiver of scheduler.steps_queued (sent after the queuing transaction commits).
 

@@ -17,7 +17,7 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from artifacts.store import artifact_storage
-from runs_app import dispatch, scheduler
+from runs_app import hints, scheduler
 from runs_app.fleet import live_servers, serves
 from runs_app.models import (
     STEP_IN_FLIGHT,
@@ -91,7 +91,7 @@ def _resume_sweeps(now: Any) -> int:
     ids = list(quiet.values_list("pk", flat=True))
     if ids:
         Sweep.objects.filter(pk__in=ids).update(expanding_at=now)
-        dispatch.send_sweeps(ids)
+        hints.sweeps_due.send(__name__, sweep_ids=ids)
     return len(ids)
 
 

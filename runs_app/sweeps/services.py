@@ -14,7 +14,7 @@ from django.utils import timezone
 from pipelines_app.models import DatasetVersion, ModuleVersion, PipelineVersion, VersionOrigin
 from pipelines_app.services import pipeline_version_clone
 from pipelines_app.specs import Catalogue, ModuleInfo
-from runs_app import dispatch, scheduler
+from runs_app import hints, scheduler
 from runs_app.models import RUN_TERMINAL, PipelineRun, Sweep, SweepEvent, SweepEventKind
 from runs_app.sweeps import plan
 from workspaces.audit import audit_record
@@ -160,7 +160,7 @@ def sweep_expand(
                 recent = []
                 Sweep.objects.filter(pk=sweep.pk).update(expanding_at=timezone.now())
                 if deadline is not None and time.monotonic() > deadline:
-                    transaction.on_commit(lambda: dispatch.send_sweeps([sweep.pk]))
+                    transaction.on_commit(lambda: _ask_expander(sweep.pk))
                     return runs
             run = _sweep_run(sweep, combination, change, versions, starter)
             if run is not None:
@@ -193,7 +193,12 @@ def on_run_finished(sender: Any, run_id: int, status: str, **kwargs: Any) -> Non
         .first()
     )
     if paced is not None:
-        dispatch.send_sweeps([paced])
+        _ask_expander(paced)
+
+
+def _ask_expander(sweep_id: int) -> None:
+    """Ask for the expand_sweep actor (runs_app.dispatch sends it)."""
+    hints.sweeps_due.send(__name__, sweep_ids=[sweep_id])
 
 
 def _canceled_meanwhile(sweep: Sweep, recent: list[PipelineRun]) -> bool:

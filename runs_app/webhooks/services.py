@@ -3,7 +3,8 @@
 A workspace's owners add webhooks (a URL, the events it wants, a secret made here). When a
 run ends, the scheduler sends `run_finished` after its transaction commits; `on_run_finished`
 (connected in RunsAppConfig.ready) makes one delivery row per webhook that wants the event
-and enqueues `runs_app.tasks.deliver_webhook` for each, after its own commit. The actor calls
+and asks for the `deliver_webhook` actor for each (runs_app.hints.deliveries_due), after its
+own commit. The actor calls
 `delivery_attempt`: one POST (runs_app.webhooks.outbound: never to the server's own
 network unless allowed), one WebhookAttempt row with its status code, latency and error,
 and, until the delivery succeeds or its attempts are spent, a retry after an exponential
@@ -29,6 +30,7 @@ from django.db.models import Prefetch, QuerySet
 from django.urls import reverse
 from django.utils import timezone
 
+from runs_app import hints
 from runs_app.models import (
     RUN_TERMINAL,
     DeliveryStatus,
@@ -271,10 +273,7 @@ def _enqueue(ids: list[int]) -> None:
 
 
 def _send(ids: list[int]) -> None:
-    from runs_app.tasks import deliver_webhook
-
-    for delivery_id in ids:
-        deliver_webhook.send(delivery_id)
+    hints.deliveries_due.send(__name__, delivery_ids=ids)
 
 
 def delivery_attempt(delivery_id: int) -> float | None:
