@@ -58,6 +58,24 @@ class Artifact(models.Model):
         return f"{self.sha256[:12]} ({self.media_type})"
 
 
+class ArtifactMember(models.Model):
+    """A file of a directory artifact (a line of its manifest, stored as its own row): the
+    collector keeps it while the directory's row is kept, and may take it once that goes."""
+
+    directory = models.ForeignKey(Artifact, on_delete=models.CASCADE, related_name="+")
+    member = models.ForeignKey(Artifact, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        db_table = "artifacts_artifact_member"
+        constraints = [
+            models.UniqueConstraint(fields=["directory", "member"], name="artifact_member_unique")
+        ]
+        indexes = [models.Index(fields=["member"], name="artifact_member_member_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.member_id} in {self.directory_id}"
+
+
 class DeletedArtifact(models.Model):
     """A tombstone: the collector deleted this workspace's artifact with this digest, so a
     link to it answers 410 Gone (with when), not a 404 that reads like a typo."""

@@ -18,7 +18,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol, cast
@@ -29,7 +29,7 @@ from django.db import connection, transaction
 from django.http import Http404
 from django.utils import timezone
 
-from artifacts.models import Artifact, ArtifactKind, ArtifactState
+from artifacts.models import Artifact, ArtifactKind, ArtifactMember, ArtifactState
 from workspaces import faultpoints
 from workspaces.errors import DomainError
 from workspaces.models import Workspace
@@ -182,9 +182,15 @@ def artifact_record(
 
 
 def artifact_store_file(
-    workspace: Workspace, handle: IO[bytes], media_type: str, kind: str = ArtifactKind.FILE
+    workspace: Workspace,
+    handle: IO[bytes],
+    media_type: str,
+    kind: str = ArtifactKind.FILE,
+    members: Sequence[Artifact] = (),
 ) -> Artifact:
-    """Store an open binary file (content-addressed) and record it in the workspace."""
+    """Store an open binary file (content-addressed) and record it in the workspace; a
+    directory's manifest with its `members` (its files' rows), linked in the same
+    transaction so the collector keeps them while the directory is kept."""
     sha256, size = sha256_of_file(handle)
     storage = artifact_storage()
     name = storage_name_for(sha256)
@@ -198,7 +204,15 @@ def artifact_store_file(
         if not storage.exists(name):  # collected in the meantime: store them again
             handle.seek(0)
             storage.save(name, File(handle))
-        return artifact_record(workspace, sha256, size, media_type, kind)
+        artifact = artifact_record(workspace, sha256, size, media_type, kind)
+        ArtifactMember.objects.bulk_create(
+            (
+                ArtifactMember(directory=artifact, member=m)
+                for m in {m.pk: m for m in members}.values()
+            ),
+            ignore_conflicts=True,
+        )
+        return artifact
 
 
 def name_lock(name: str) -> None:
@@ -211,12 +225,16 @@ def name_lock(name: str) -> None:
 
 
 def artifact_store_bytes(
-    workspace: Workspace, data: bytes, media_type: str, kind: str = ArtifactKind.FILE
+    workspace: Workspace,
+    data: bytes,
+    media_type: str,
+    kind: str = ArtifactKind.FILE,
+    members: Sequence[Artifact] = (),
 ) -> Artifact:
     with tempfile.TemporaryFile() as handle:
         handle.write(data)
         handle.seek(0)
-        return artifact_store_file(workspace, handle, media_type, kind)
+        return artifact_store_file(workspace, handle, media_type, kind, members)
 
 
 def artifact_open(artifact: Artifact) -> IO[bytes]:

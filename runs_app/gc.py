@@ -28,7 +28,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, ProtectedError, QuerySet
 from django.utils import timezone
 
-from artifacts.models import Artifact, DeletedArtifact
+from artifacts.models import Artifact, ArtifactMember, DeletedArtifact
 from artifacts.store import artifact_storage, name_lock
 from pipelines_app.models import DatasetVersion
 from runs_app.models import StepInput, StepOutput
@@ -48,11 +48,13 @@ class Collected:
 
 
 def unreferenced(grace: timedelta = GRACE) -> QuerySet[Artifact]:
-    """Artifact rows nothing refers to, untouched for `grace`."""
+    """Artifact rows nothing refers to, untouched for `grace`. A directory's files are
+    referred to by its row (ArtifactMember) until that row goes."""
     return Artifact.objects.filter(touched_at__lt=timezone.now() - grace).exclude(
         Exists(StepOutput.objects.filter(artifact=OuterRef("pk")))
         | Exists(StepInput.objects.filter(artifact=OuterRef("pk")))
         | Exists(DatasetVersion.objects.filter(artifact=OuterRef("pk")))
+        | Exists(ArtifactMember.objects.filter(member=OuterRef("pk")))
     )
 
 

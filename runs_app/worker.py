@@ -522,11 +522,12 @@ class WorkerServices:
     def _store_output(self, step: StepRun, name: str, out: Any, logs: StepLogWriter) -> Artifact:
         workspace = Workspace(pk=step.workspace_id)  # the store needs only its id
         if out.kind == ArtifactKind.DIRECTORY:
-            files = []
+            files, members = [], []
             root = Path(out.path)
             for path in directory_files(root, name):
                 with open(path, "rb", opener=_no_follow) as handle:
                     stored = artifact_store_file(workspace, handle, "application/octet-stream")
+                members.append(stored)
                 files.append(
                     {
                         "path": path.relative_to(root).as_posix(),
@@ -540,6 +541,7 @@ class WorkerServices:
                 manifest,
                 "application/vnd.stepworks.directory+json",
                 ArtifactKind.DIRECTORY,
+                members,
             )
         media_type = out.media_type
         if not valid_media_type(media_type):

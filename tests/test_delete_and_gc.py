@@ -15,7 +15,7 @@ import pytest
 from django.db import close_old_connections, connection
 from django.test import Client
 
-from artifacts.models import Artifact
+from artifacts.models import Artifact, ArtifactMember
 from artifacts.store import artifact_storage, artifacts_missing
 from runs_app import scheduler
 from runs_app.gc import collect
@@ -219,3 +219,83 @@ def test_collection_while_runs_start_reuse_and_are_deleted_never_breaks_a_run(
         "artifact"
     )
     assert artifacts_missing(out.artifact for out in sources) == []
+
+
+def test_the_collector_keeps_the_files_of_a_directory_output_a_step_holds(
+    world: Any, embedded_workers: Any
+) -> None:
+    from pipelines_app.services import module_version_create, pipeline_version_create
+
+    module_version_create(
+        world.workspace,
+        "folder",
+        {
+            "step.py": "from pathlib import Path\n\ndef main(ctx):\n"
+            "    out = Path(ctx.work_dir) / 'out'\n    out.mkdir()\n"
+            "    (out / 'a.txt').write_text('kept a')\n    (out / 'b.txt').write_text('kept b')\n"
+            "    return {'out': out}\n"
+        },
+        "step.py:main",
+    )
+    version = pipeline_version_create(
+        world.workspace, "folder", {"steps": {"s": {"module": "folder@1"}}}
+    )
+    run = _run(version)
+    folder = steps_of(run)["s"].outputs.get().artifact
+
+    collect(grace=timedelta(0))
+
+    assert artifacts_missing([folder]) == []
+    again = scheduler.run_create(version)
+    assert steps_of(again)["s"].status == StepStatus.REUSED
+    # Once no run holds the directory, it goes, and its files with the next collection.
+    members = list(ArtifactMember.objects.filter(directory=folder).values_list("member", flat=True))
+    assert len(members) == 2
+    deleted = api_client(world.editor).post(
+        f"{RUNS}/delete/", {"runs": [run.pk, again.pk]}, format="json"
+    )
+    assert deleted.status_code == 200
+    collect(grace=timedelta(0))
+    collect(grace=timedelta(0))
+    assert not Artifact.objects.filter(pk__in=[folder.pk, *members]).exists()
+
+
+def test_directories_stored_before_the_links_existed_get_them_from_their_manifests(
+    world: Any,
+) -> None:
+    import json
+
+    from django.db.migrations.executor import MigrationExecutor
+
+    from artifacts.store import artifact_store_bytes
+
+    before, after = (
+        [("artifacts", "0005_deleted_artifact")],
+        [("artifacts", "0006_artifact_member")],
+    )
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        # As a worker stored a folder then: a row per file, then the manifest's row.
+        files = [
+            artifact_store_bytes(world.workspace, d, "application/octet-stream")
+            for d in (b"1", b"2")
+        ]
+        manifest = {
+            "files": [
+                {"path": f"f{i}", "sha256": f.sha256, "size": f.size} for i, f in enumerate(files)
+            ]
+        }
+        folder = artifact_store_bytes(
+            world.workspace,
+            json.dumps(manifest).encode(),
+            "application/vnd.stepworks.directory+json",
+            "directory",
+        )
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(after)
+
+    linked = set(ArtifactMember.objects.filter(directory=folder).values_list("member", flat=True))
+    assert linked == {f.pk for f in files}
