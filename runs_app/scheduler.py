@@ -620,24 +620,18 @@ def _created_reused(
     run: PipelineRun, rows: dict[str, StepRun], reused: dict[str, _Reuse], tx: _Tx
 ) -> None:
     """The rows of the steps created reused: their inputs, outputs and events."""
-    sql.insert(
-        StepInput,
-        ("step", "name", "artifact"),
-        (
-            (rows[name].pk, input_name, artifact.pk)
-            for name, plan in reused.items()
-            for input_name, artifact in plan.inputs.items()
-        ),
-    )
-    sql.insert(
-        StepOutput,
-        ("step", "name", "artifact"),
-        (
-            (rows[name].pk, output, artifact.pk)
-            for name, plan in reused.items()
-            for output, artifact in plan.outputs.items()
-        ),
-    )
+    inputs = {name: plan.inputs for name, plan in reused.items()}
+    outputs = {name: plan.outputs for name, plan in reused.items()}
+    for model, by_step in ((StepInput, inputs), (StepOutput, outputs)):
+        sql.insert(
+            model,
+            ("step", "name", "artifact"),
+            (
+                (rows[name].pk, link, artifact.pk)
+                for name, links in by_step.items()
+                for link, artifact in links.items()
+            ),
+        )
     for name, plan in reused.items():
         tx.add(
             _Event(
