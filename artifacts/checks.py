@@ -1,5 +1,6 @@
 """The store's consistency check (`manage.py check_artifacts [--repair]`): rows whose bytes
-are missing, bytes that no longer hash to their name (corrupt), and bytes no row names.
+are missing (a directory's: its manifest or any file it names), bytes that no longer hash to
+their name (corrupt), and bytes no row names.
 
 Reading every byte is the point (a flipped bit is found only by hashing), so this is an
 operator's command, not something a request does. `--repair` deletes corrupt bytes, marks
@@ -11,14 +12,23 @@ hour (younger ones may be a write whose row is not recorded yet).
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from django.core.files.storage import Storage
 
-from artifacts.models import Artifact
-from artifacts.store import CHUNK, SHA256_RE, TEMP_PREFIX, artifact_storage, mark_missing
+from artifacts.models import Artifact, ArtifactKind
+from artifacts.store import (
+    CHUNK,
+    MANIFEST_MAX_BYTES,
+    SHA256_RE,
+    TEMP_PREFIX,
+    artifact_storage,
+    mark_missing,
+    storage_name_for,
+)
 
 UNREFERENCED_GRACE_S = 3600.0
 
@@ -46,6 +56,11 @@ def check_artifacts(repair: bool = False) -> Findings:
             findings.missing.append(name)
         elif _digest(storage, name) != sha256:
             findings.corrupt.append(name)
+    bad = set(findings.missing) | set(findings.corrupt)
+    folders = Artifact.objects.filter(kind=ArtifactKind.DIRECTORY).exclude(storage_name__in=bad)
+    for name in sorted(set(folders.values_list("storage_name", flat=True))):
+        if _files_lost(storage, name):
+            findings.missing.append(name)  # a directory is whole only with all its files
     for name in _stored_names(storage):
         if name not in named:
             findings.unreferenced.append(name)
@@ -61,6 +76,18 @@ def check_artifacts(repair: bool = False) -> Findings:
                 storage.delete(name)
                 findings.collected += 1
     return findings
+
+
+def _files_lost(storage: Storage, manifest_name: str) -> bool:
+    """Whether a directory's manifest names a file the store no longer holds (before
+    ArtifactMember, the collector took a directory's files an hour after they were stored)."""
+    with storage.open(manifest_name, "rb") as handle:
+        data = handle.read(MANIFEST_MAX_BYTES + 1)
+    try:
+        files = json.loads(data)["files"]
+        return any(not storage.exists(storage_name_for(str(f["sha256"]))) for f in files)
+    except (ValueError, KeyError, TypeError):
+        return True  # not a manifest any more: its files cannot be found
 
 
 def _digest(storage: Storage, name: str) -> str:

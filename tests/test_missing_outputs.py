@@ -200,3 +200,35 @@ def test_after_retention_and_collection_the_store_is_consistent(
     sources = StepOutput.objects.filter(step__status="succeeded").select_related("artifact")
     assert artifacts_missing(out.artifact for out in sources) == []
     assert Artifact.objects.count() == 3  # the kept run's outputs, nothing else
+
+
+def test_check_artifacts_finds_a_directory_whose_files_are_gone_and_repair_marks_it(
+    world: Any,
+) -> None:
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    kept, lost = (
+        artifact_store_bytes(world.workspace, data, "application/octet-stream")
+        for data in (b"kept", b"lost")
+    )
+    files = [{"path": p, "sha256": f.sha256, "size": f.size} for p, f in (("a", kept), ("b", lost))]
+    folder = artifact_store_bytes(
+        world.workspace,
+        json.dumps({"files": files}).encode(),
+        "application/vnd.stepworks.directory+json",
+        "directory",
+        [kept, lost],
+    )
+    _lose(lost)  # as the collector did before a directory held its files
+
+    report = io.StringIO()
+    with pytest.raises(CommandError):
+        call_command("check_artifacts", stdout=report)
+    call_command("check_artifacts", "--repair", stdout=io.StringIO())
+
+    assert f"missing {folder.storage_name}" in report.getvalue()
+    assert f"missing {lost.storage_name}" in report.getvalue()
+    folder.refresh_from_db()
+    assert folder.state == ArtifactState.MISSING  # nothing reuses it; a rerun recomputes it
+    assert artifacts_missing([folder]) == [folder]
