@@ -21,7 +21,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from artifacts.models import Artifact, DeletedArtifact
+from artifacts.models import Artifact, ArtifactMember, DeletedArtifact
 from runs_app.models import (
     Event,
     Metric,
@@ -389,6 +389,16 @@ class DeletedArtifactAdmin(ViewOnlyMixin, admin.ModelAdmin[DeletedArtifact]):
     search_fields = ["^sha256"]
     list_select_related = ["workspace"]
     ordering = ["-deleted_at"]
+
+
+@admin.register(ArtifactMember)
+class ArtifactMemberAdmin(ViewOnlyMixin, admin.ModelAdmin[ArtifactMember]):
+    """Which files each directory artifact holds: the collector keeps them while it is kept."""
+
+    list_display = ["id", "directory", "member"]
+    list_select_related = ["directory", "member"]
+    search_fields = ["^directory__sha256", "^member__sha256"]
+    ordering = ["-id"]
 
 
 @admin.register(RunListPrefs)

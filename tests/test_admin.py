@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from artifacts.models import Artifact, DeletedArtifact
+from artifacts.models import Artifact, ArtifactMember, DeletedArtifact
 from pipelines_app.models import (
     Dataset,
     DatasetVersion,
@@ -138,6 +138,9 @@ def rows(world: Any) -> dict[type[Model], Model]:
             token_create(world.editor, "laptop")[0],
             RetentionPolicy.objects.create(workspace=ws, enabled=True, keep_last=5),
             DeletedArtifact.objects.create(workspace=ws, sha256="e" * 64),
+            ArtifactMember.objects.create(
+                directory=make_artifact(ws, "folder"), member=make_artifact(ws, "file")
+            ),
             invite_create(ws, "viewer", actor=world.owner)[0],
             audit_record(ws, world.owner, "run.started", "run 1"),
             webhook,
