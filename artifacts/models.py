@@ -63,7 +63,8 @@ class ArtifactMember(models.Model):
     collector keeps it while the directory's row is kept, and may take it once that goes."""
 
     directory = models.ForeignKey(Artifact, on_delete=models.CASCADE, related_name="+")
-    member = models.ForeignKey(Artifact, on_delete=models.CASCADE, related_name="+")
+    # PROTECT, like every other reference to an artifact: a held file's row cannot go.
+    member = models.ForeignKey(Artifact, on_delete=models.PROTECT, related_name="+")
 
     class Meta:
         db_table = "artifacts_artifact_member"

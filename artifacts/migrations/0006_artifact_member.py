@@ -46,7 +46,7 @@ class Migration(migrations.Migration):
             fields=[
                 ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
                 ("directory", models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name="+", to="artifacts.artifact")),
-                ("member", models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name="+", to="artifacts.artifact")),
+                ("member", models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name="+", to="artifacts.artifact")),
             ],
             options={
                 "db_table": "artifacts_artifact_member",
