@@ -12,7 +12,6 @@ hour (younger ones may be a write whose row is not recorded yet).
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,10 +21,10 @@ from django.core.files.storage import Storage
 from artifacts.models import Artifact, ArtifactKind
 from artifacts.store import (
     CHUNK,
-    MANIFEST_MAX_BYTES,
     SHA256_RE,
     TEMP_PREFIX,
     artifact_storage,
+    directory_manifest,
     mark_missing,
     storage_name_for,
 )
@@ -58,8 +57,9 @@ def check_artifacts(repair: bool = False) -> Findings:
             findings.corrupt.append(name)
     bad = set(findings.missing) | set(findings.corrupt)
     folders = Artifact.objects.filter(kind=ArtifactKind.DIRECTORY).exclude(storage_name__in=bad)
-    for name in sorted(set(folders.values_list("storage_name", flat=True))):
-        if _files_lost(storage, name):
+    one_row = {folder.storage_name: folder for folder in folders.order_by("-pk")}
+    for name, folder in sorted(one_row.items()):
+        if _files_lost(storage, folder):
             findings.missing.append(name)  # a directory is whole only with all its files
     for name in _stored_names(storage):
         if name not in named:
@@ -78,16 +78,14 @@ def check_artifacts(repair: bool = False) -> Findings:
     return findings
 
 
-def _files_lost(storage: Storage, manifest_name: str) -> bool:
+def _files_lost(storage: Storage, folder: Artifact) -> bool:
     """Whether a directory's manifest names a file the store no longer holds (before
     ArtifactMember, the collector took a directory's files an hour after they were stored)."""
-    with storage.open(manifest_name, "rb") as handle:
-        data = handle.read(MANIFEST_MAX_BYTES + 1)
     try:
-        files = json.loads(data)["files"]
-        return any(not storage.exists(storage_name_for(str(f["sha256"]))) for f in files)
+        files = directory_manifest(folder)
     except (ValueError, KeyError, TypeError):
         return True  # not a manifest any more: its files cannot be found
+    return any(not storage.exists(storage_name_for(f["sha256"])) for f in files)
 
 
 def _digest(storage: Storage, name: str) -> str:
