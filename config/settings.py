@@ -323,8 +323,9 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- dramatiq -------------------------------------------------------------------------------
-# Redis' consumer backs off to this idle poll (ms); low, so the first message after a pause
-# is not held back. rundramatiq passes the environment on to its worker processes.
+# Redis' consumer backs off to this idle poll (ms), low so that a lost wake-up (see
+# runs_app/brokers.py) holds the first message after a pause back little. rundramatiq passes
+# the environment on to its worker processes.
 os.environ.setdefault("dramatiq_worker_timeout", "100")
 
 QUEUE_PREFIX = env.str("STEPWORKS_QUEUE_PREFIX", default="stepworks")
@@ -337,7 +338,8 @@ _dramatiq_middleware = [
 ]
 if BROKER_URL.startswith(("redis://", "rediss://")):
     DRAMATIQ_BROKER = {
-        "BROKER": "dramatiq.brokers.redis.RedisBroker",
+        # dramatiq's, with idle consumers woken by the next message (runs_app/brokers.py)
+        "BROKER": "runs_app.brokers.RedisBroker",
         "OPTIONS": {"url": BROKER_URL, "namespace": QUEUE_PREFIX},
         "MIDDLEWARE": _dramatiq_middleware,
     }

@@ -10,16 +10,19 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import dramatiq
 import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
+from dramatiq import Message
 
 from faults.proxy import TcpProxy
 from pipelines_app.selectors import pipeline_version_by_ref
@@ -196,6 +199,36 @@ def test_the_demo_runs_end_to_end_through_rundramatiq_workers(world, fleet):
     accuracy = evaluate.metrics.get(name="accuracy").value
     assert 0.5 < accuracy <= 1.0
     assert evaluate.outputs.count() == 3
+
+
+@pytest.mark.skipif(
+    not settings.BROKER_URL.startswith("redis"), reason="RabbitMQ pushes; Redis' consumer polls"
+)
+def test_an_idle_redis_consumer_is_woken_by_the_next_message_not_by_its_poll():
+    broker = dramatiq.get_broker()
+    queue = f"{settings.QUEUE_PREFIX}.wake-test"
+    broker.declare_queue(queue)
+    # An idle poll of a minute, already backed off to it: only a wake-up ends the wait soon.
+    consumer = broker.consume(queue, prefetch=1, timeout=60_000)
+    consumer.misses = 30
+    received: list[str] = []
+
+    def consume() -> None:
+        while not received:
+            message = next(consumer)
+            if message is not None:
+                received.append(message.message_id)
+                consumer.ack(message)
+
+    waiting = threading.Thread(target=consume, daemon=True)
+    waiting.start()
+    time.sleep(0.3)  # in its wait (were it not yet, the token left for it ends the wait too)
+    sent = broker.enqueue(Message(queue, "wake_test", (), {}, {}))
+    waiting.join(timeout=20)
+    broker.flush(queue)
+    consumer.close()
+
+    assert received == [sent.message_id]
 
 
 def test_a_worker_killed_mid_step_is_retried_on_another_and_the_run_succeeds(world, fleet):
