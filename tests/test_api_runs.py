@@ -520,9 +520,9 @@ def add_measured_runs(version: PipelineVersion, user: Any, n: int) -> list[Pipel
     return runs
 
 
-# the token (knox reads it twice), workspace with role, count, one page of runs with their
-# pipeline versions, their tags, their steps counted by status: however many runs match.
-RUNS_FILTERED_BY_METRIC_QUERIES = 7
+# the token with its user, workspace with role, count, one page of runs with their pipeline
+# versions, their tags, their steps counted by status: however many runs match.
+RUNS_FILTERED_BY_METRIC_QUERIES = 6
 
 
 @db

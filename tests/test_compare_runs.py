@@ -350,9 +350,9 @@ def test_the_api_compare_costs_the_same_for_2_or_10_runs(
     client = api_client(world.viewer)
     ids = ",".join(str(run.pk) for run in runs)
 
-    # The token (knox reads it twice), the workspace (twice: before any 400, then with the
-    # runs), the runs, their steps, their metrics.
-    with django_assert_num_queries(7):
+    # The token with its user, the workspace (twice: before any 400, then with the runs),
+    # the runs, their steps, their metrics.
+    with django_assert_num_queries(6):
         response = client.get(f"{API}/runs/compare/", {"runs": ids})
 
     assert response.status_code == 200 and len(response.json()["runs"]) == n

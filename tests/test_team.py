@@ -303,8 +303,8 @@ def test_the_members_api_costs_a_pinned_number_of_queries_for_1_or_50_members(
     assert all(m["role"] for m in body["results"])
 
 
-# the token (knox reads it twice), workspace with role, count, members with their users
-MEMBERS_API_QUERIES = 5
+# the token with its user, workspace with role, count, members with their users
+MEMBERS_API_QUERIES = 4
 
 
 # --- invites ----------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
+from django.db import connection, reset_queries
 from django.test import Client as PageClient
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tests.helpers import api_token
@@ -102,6 +103,24 @@ def test_an_expired_token_stops_working(world: Any) -> None:
     ApiToken.objects.update(expiry=timezone.now() - timedelta(seconds=1))
 
     assert not _works(key)
+
+
+def test_a_call_reads_its_token_once_and_expired_tokens_go_when_the_last_use_is_written(
+    world: Any,
+) -> None:
+    key, old = api_token(world.editor, "laptop"), api_token(world.editor, "old")
+    ApiToken.objects.filter(name="old").update(expiry=timezone.now() - timedelta(seconds=1))
+    assert _works(key)  # writes the last use, and deletes the user's expired tokens
+
+    reset_queries()  # as a request's start does: the capture counts from an empty log
+    with CaptureQueriesContext(connection) as second:
+        assert _works(key)
+    table = ApiToken._meta.db_table
+    reads = [q["sql"] for q in second.captured_queries if table in q["sql"]]  # before a reset
+
+    assert len(reads) == 1, reads  # the token itself, with its user: no other token, no write
+    assert list(ApiToken.objects.values_list("name", flat=True)) == ["laptop"]
+    assert not _works(old)
 
 
 def test_revoking_one_token_keeps_the_others_and_revoke_all_ends_them(world: Any) -> None:

@@ -369,11 +369,11 @@ def test_the_webhook_list_and_delivery_log_apis_cost_a_pinned_number_of_queries(
         WebhookAttempt.objects.create(delivery=delivery, number=1, status_code=200)
     client = api_client(world.owner)
 
-    # the token (knox reads it twice), workspace with role, count, webhooks with makers
-    with django_assert_num_queries(5):
+    # the token with its user, workspace with role, count, webhooks with makers
+    with django_assert_num_queries(4):
         hooks = client.get(f"{API}/?limit=100").json()
-    # the token twice, workspace with role, the webhook, count, deliveries, their attempts
-    with django_assert_num_queries(7):
+    # the token, workspace with role, the webhook, count, deliveries, their attempts
+    with django_assert_num_queries(6):
         log = client.get(f"{API}/{first.pk}/deliveries/?limit=100").json()
 
     assert hooks["count"] == n
