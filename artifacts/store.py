@@ -11,6 +11,8 @@ row: no value from a URL ever becomes a path.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import mimetypes
@@ -18,7 +20,9 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol, cast
@@ -181,6 +185,71 @@ def artifact_record(
     )
 
 
+@dataclass(frozen=True)
+class Saved:
+    """Bytes in the store whose Artifact row is still to be written: artifact_save's answer,
+    for artifact_record_saved inside the transaction that refers to the row (a step's
+    outputs are recorded in the transaction of its success: one commit a step). `reopen`
+    gives the same bytes again, should the collector take them in between."""
+
+    workspace_id: int
+    sha256: str
+    size: int
+    media_type: str
+    kind: str
+    reopen: Callable[[], AbstractContextManager[IO[bytes]]]
+
+    @property
+    def storage_name(self) -> str:
+        return storage_name_for(self.sha256)
+
+
+def artifact_save(
+    workspace: Workspace,
+    handle: IO[bytes],
+    media_type: str,
+    kind: str = ArtifactKind.FILE,
+    reopen: Callable[[], AbstractContextManager[IO[bytes]]] | None = None,
+) -> Saved:
+    """Put an open binary file's bytes in the store (content-addressed; the slow part, in
+    no transaction); its row is artifact_record_saved's. Without `reopen`, the handle itself,
+    rewound, is the bytes again."""
+    sha256, size = sha256_of_file(handle)
+    storage = artifact_storage()
+    name = storage_name_for(sha256)
+    if not storage.exists(name):
+        storage.save(name, File(handle))
+    faultpoints.reach("output_saved")
+    if reopen is None:
+        reopen = functools.partial(_rewound, handle)
+    return Saved(workspace.pk, sha256, size, media_type, kind, reopen)
+
+
+def artifact_record_saved(saved: Saved, members: Sequence[Artifact] = ()) -> Artifact:
+    """The row of saved bytes, in the caller's transaction, which holds the name's lock
+    until it ends; a directory's manifest with its `members` (its files' rows), linked in
+    the same transaction so the collector keeps them while the directory is kept. Record
+    several in the order of their storage names, as the collector locks names."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("artifact_record_saved runs inside the transaction that refers to it")
+    storage = artifact_storage()
+    name = saved.storage_name
+    # Under the name's lock the collector cannot delete these bytes between our look and
+    # our row (it takes the same lock to check for rows and delete the bytes).
+    name_lock(name)
+    if not storage.exists(name):  # collected in the meantime: store them again
+        with saved.reopen() as handle:
+            storage.save(name, File(handle))
+    artifact = artifact_record(
+        Workspace(pk=saved.workspace_id), saved.sha256, saved.size, saved.media_type, saved.kind
+    )
+    ArtifactMember.objects.bulk_create(
+        (ArtifactMember(directory=artifact, member=m) for m in {m.pk: m for m in members}.values()),
+        ignore_conflicts=True,
+    )
+    return artifact
+
+
 def artifact_store_file(
     workspace: Workspace,
     handle: IO[bytes],
@@ -188,31 +257,16 @@ def artifact_store_file(
     kind: str = ArtifactKind.FILE,
     members: Sequence[Artifact] = (),
 ) -> Artifact:
-    """Store an open binary file (content-addressed) and record it in the workspace; a
-    directory's manifest with its `members` (its files' rows), linked in the same
-    transaction so the collector keeps them while the directory is kept."""
-    sha256, size = sha256_of_file(handle)
-    storage = artifact_storage()
-    name = storage_name_for(sha256)
-    if not storage.exists(name):
-        storage.save(name, File(handle))  # the slow part, outside any transaction
-    faultpoints.reach("output_saved")
+    """Store an open binary file and record it in the workspace, in a transaction of its
+    own; a directory's manifest with its `members`."""
+    saved = artifact_save(workspace, handle, media_type, kind)
     with transaction.atomic():
-        # Under the name's lock the collector cannot delete these bytes between our look
-        # and our row (it takes the same lock to check for rows and delete the bytes).
-        name_lock(name)
-        if not storage.exists(name):  # collected in the meantime: store them again
-            handle.seek(0)
-            storage.save(name, File(handle))
-        artifact = artifact_record(workspace, sha256, size, media_type, kind)
-        ArtifactMember.objects.bulk_create(
-            (
-                ArtifactMember(directory=artifact, member=m)
-                for m in {m.pk: m for m in members}.values()
-            ),
-            ignore_conflicts=True,
-        )
-        return artifact
+        return artifact_record_saved(saved, members)
+
+
+def _rewound(handle: IO[bytes]) -> AbstractContextManager[IO[bytes]]:
+    handle.seek(0)
+    return contextlib.nullcontext(handle)  # the caller closes it, not the store
 
 
 def name_lock(name: str) -> None:

@@ -10,6 +10,12 @@ database on 127.0.0.1:5432; `# pg skipped: <why>` when it does not answer):
                       this thread's CPU per step
     steps.<mode>.store_ms, ...store_cpu_ms      storing a small output (`artifact_store_bytes`:
                       hash, write, fsync, rename, record)
+    steps.<mode>.output_and_succeed_ms          a step's end as the worker has it: its output
+                      saved (`artifact_save`), then step_succeed with claim_next, the row
+                      written in its transaction (one commit)
+    steps.<mode>.stored_then_succeed_ms         the same with the output stored and recorded
+                      first, in a transaction of its own (two commits: how it was until
+                      2026-12-08), alternating with the one above
     steps.<mode>.run_create_1000_ms             `scheduler.run_create` of a 1,000-step chain
     steps.<mode>.rerun_1000_ms                  the same chain again, unchanged, after it all
                       succeeded: every step created reused, the run ended on return
@@ -29,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from _common import bench_database, postgres_ready  # bench/ is on sys.path
 
@@ -87,7 +94,7 @@ def child(mode: str, steps: int) -> int:
 def measure(mode: str, data: Path, steps: int) -> None:
     from _engine_workloads import world_create
 
-    from artifacts.store import artifact_store_bytes
+    from artifacts.store import artifact_save, artifact_store_bytes, artifact_store_file
     from runs_app import scheduler
     from runs_app.models import RunStatus, StepRun
 
@@ -113,10 +120,37 @@ def measure(mode: str, data: Path, steps: int) -> None:
             step = recorded.claimed
         return wall * 1000 / count, cpu * 1000 / count
 
+    def to_the_end(v: int, count: int, one_commit: bool) -> float:
+        """ms a step down the chain, each step's output stored as the worker stores it."""
+        run = scheduler.run_create(chain, param_overrides={"s000.v": v})
+        step = scheduler.step_claim(StepRun.objects.get(run=run, name="s000").pk, "bench")
+        started = time.perf_counter()
+        for index in range(count):
+            assert step is not None
+            with tempfile.TemporaryFile() as handle:
+                handle.write(f"{v}-{index}".encode())
+                handle.seek(0)
+                if one_commit:
+                    out: Any = artifact_save(world.workspace, handle, "text/plain")
+                else:
+                    out = artifact_store_file(world.workspace, handle, "text/plain")
+                recorded = scheduler.step_succeed(
+                    step, step.attempt, {"out": out}, [], claim_next=("bench", None)
+                )
+            step = recorded.claimed
+        return (time.perf_counter() - started) * 1000 / count
+
     down_the_chain(1, steps)  # warm: the graph cached, every statement's path taken once
     wall, cpu = down_the_chain(2, steps)
     print(f"steps.{mode}.succeed_ms {wall:.3f}", flush=True)
     print(f"steps.{mode}.succeed_cpu_ms {cpu:.3f}", flush=True)
+
+    both = {"output_and_succeed": [], "stored_then_succeed": []}
+    for rep in range(6):  # alternating, so both see the machine in the same state
+        for name, one_commit in (("output_and_succeed", True), ("stored_then_succeed", False)):
+            both[name].append(to_the_end(10 + rep * 2 + one_commit, steps, one_commit))
+    for name, walls in both.items():
+        print(f"steps.{mode}.{name}_ms {statistics.median(walls):.3f}", flush=True)
 
     started, cpu_started = time.perf_counter(), time.thread_time()
     for index in range(steps):

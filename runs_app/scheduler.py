@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar, cast
@@ -30,7 +30,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from artifacts.models import Artifact, ArtifactState
-from artifacts.store import artifacts_missing
+from artifacts.store import Saved, artifact_record_saved, artifacts_missing
 from pipelines_app.models import DatasetVersion, ModuleVersion, PipelineVersion
 from pipelines_app.specs import RETRY_REASONS, StepGraph, effective_params, step_graph
 from runs_app import sql, wakeups
@@ -1256,7 +1256,7 @@ class Recorded:
 def step_succeed(
     step: StepRun,
     attempt: int,
-    outputs: dict[str, Any],
+    outputs: Mapping[str, Artifact | Saved],
     metrics: list[Any],
     *,
     claim_next: tuple[str, str | None] | None = None,
@@ -1274,6 +1274,10 @@ def step_succeed(
     hinted after commit. With `replace_live`, the points the attempt sent while it ran
     (step_metrics_append) give way to `metrics`, the whole list. Followers of this step in
     other runs are reused, and their runs advance after commit.
+
+    An output may be bytes already saved whose row is not written yet (artifacts.store's
+    Saved, as the worker passes them): its row is written here, so a step's success is one
+    commit, rows and all; a stale attempt's rows are never written.
     """
     with transaction.atomic():
         run = _lock_run(step.run_id)
@@ -1282,6 +1286,7 @@ def step_succeed(
             step, STEP_SUCCEED, attempt=attempt, finished_at=timezone.now(), tx=tx
         ):
             return Recorded(False)
+        outputs = _recorded(outputs)
         sql.insert(
             StepOutput,
             ("step", "name", "artifact"),
@@ -1314,6 +1319,16 @@ def step_succeed(
     _advance_runs(run_id for run_id in follower_runs if run_id != step.run_id)
     inputs = pinned.get(claimed.pk) if claimed is not None else None
     return Recorded(True, tuple(queued), claimed, inputs)
+
+
+def _recorded(outputs: Mapping[str, Artifact | Saved]) -> dict[str, Artifact]:
+    """The outputs with the rows of saved bytes written, in the order of their storage
+    names (the collector's, so the two never wait on each other's name locks)."""
+    recorded = dict(outputs)
+    saved = [(name, out) for name, out in outputs.items() if isinstance(out, Saved)]
+    for name, out in sorted(saved, key=lambda item: item[1].storage_name):
+        recorded[name] = artifact_record_saved(out)
+    return cast(dict[str, Artifact], recorded)
 
 
 def step_metrics_append(step_id: int, attempt: int, points: list[Any]) -> bool:

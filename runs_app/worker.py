@@ -35,7 +35,9 @@ from django.utils import timezone
 
 from artifacts.models import Artifact, ArtifactKind
 from artifacts.store import (
+    Saved,
     artifact_open,
+    artifact_save,
     artifact_storage,
     artifact_store_bytes,
     artifact_store_file,
@@ -519,7 +521,12 @@ class WorkerServices:
             cap_bytes=operations().input_cache_bytes,
         )
 
-    def _store_output(self, step: StepRun, name: str, out: Any, logs: StepLogWriter) -> Artifact:
+    def _store_output(
+        self, step: StepRun, name: str, out: Any, logs: StepLogWriter
+    ) -> Artifact | Saved:
+        """An output's bytes in the store. A file's row is written by step_succeed, in the
+        step's transaction (its file stays in the step's scratch folder until then); a
+        directory's files and manifest are recorded here."""
         workspace = Workspace(pk=step.workspace_id)  # the store needs only its id
         if out.kind == ArtifactKind.DIRECTORY:
             files, members = [], []
@@ -551,8 +558,11 @@ class WorkerServices:
                 f"{OCTET_STREAM}\n"
             )
             media_type = OCTET_STREAM
-        with open(out.path, "rb") as handle:
-            return artifact_store_file(workspace, handle, media_type)
+        path = out.path
+        with open(path, "rb") as handle:
+            return artifact_save(
+                workspace, handle, media_type, reopen=lambda: open(path, "rb", opener=_no_follow)
+            )
 
 
 class _GaveUp(Exception):
