@@ -560,9 +560,7 @@ class WorkerServices:
             media_type = OCTET_STREAM
         path = out.path
         with open(path, "rb") as handle:
-            return artifact_save(
-                workspace, handle, media_type, reopen=lambda: open(path, "rb", opener=_no_follow)
-            )
+            return artifact_save(workspace, handle, media_type, reopen=lambda: open(path, "rb"))
 
 
 class _GaveUp(Exception):
