@@ -1277,16 +1277,19 @@ def step_succeed(
 
     An output may be bytes already saved whose row is not written yet (artifacts.store's
     Saved, as the worker passes them): its row is written here, so a step's success is one
-    commit, rows and all; a stale attempt's rows are never written.
+    commit, rows and all. The rows come first, before the run's lock: the store's look at
+    the bytes (a request, on S3) is not made while the run's other steps wait to report,
+    and every success takes its locks in one order, the names (sorted), then the run. A
+    stale attempt's rows are written too, and refer to nothing: the collector's.
     """
     with transaction.atomic():
+        outputs = _recorded(outputs)
         run = _lock_run(step.run_id)
         tx = _Tx()
         if run is None or not _step_move(
             step, STEP_SUCCEED, attempt=attempt, finished_at=timezone.now(), tx=tx
         ):
             return Recorded(False)
-        outputs = _recorded(outputs)
         sql.insert(
             StepOutput,
             ("step", "name", "artifact"),
