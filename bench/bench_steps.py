@@ -91,19 +91,27 @@ def child(mode: str, steps: int) -> int:
     return 0
 
 
+def chain_head(chain: Any, v: int) -> Any:
+    """A new run of the chain with `s000.v = v`, its first step claimed."""
+    from runs_app import scheduler
+    from runs_app.models import StepRun
+
+    run = scheduler.run_create(chain, param_overrides={"s000.v": v})
+    return scheduler.step_claim(StepRun.objects.get(run=run, name="s000").pk, "bench")
+
+
 def measure(mode: str, data: Path, steps: int) -> None:
     from _engine_workloads import world_create
 
     from artifacts.store import artifact_save, artifact_store_bytes, artifact_store_file
     from runs_app import scheduler
-    from runs_app.models import RunStatus, StepRun
+    from runs_app.models import RunStatus
 
     world = world_create(data / "markers")
     chain = world.chains[1000]
 
     def down_the_chain(v: int, count: int) -> tuple[float, float]:
-        run = scheduler.run_create(chain, param_overrides={"s000.v": v})
-        step = scheduler.step_claim(StepRun.objects.get(run=run, name="s000").pk, "bench")
+        step = chain_head(chain, v)
         outputs = [
             artifact_store_bytes(world.workspace, f"{v}-{i}".encode(), "text/plain")
             for i in range(count)
@@ -122,8 +130,7 @@ def measure(mode: str, data: Path, steps: int) -> None:
 
     def to_the_end(v: int, count: int, one_commit: bool) -> float:
         """ms a step down the chain, each step's output stored as the worker stores it."""
-        run = scheduler.run_create(chain, param_overrides={"s000.v": v})
-        step = scheduler.step_claim(StepRun.objects.get(run=run, name="s000").pk, "bench")
+        step = chain_head(chain, v)
         started = time.perf_counter()
         for index in range(count):
             assert step is not None
